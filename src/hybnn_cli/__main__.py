@@ -1,0 +1,3 @@
+from hybnn_cli.cli import main
+
+main()

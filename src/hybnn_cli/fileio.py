@@ -1,0 +1,57 @@
+"""Writing files safely and recording what made them.
+
+- `atomic_path`: write to a temporary name in the same folder, rename at the end; an interrupted or
+  failed write never leaves a half file under the real name.
+- `provenance`: the metadata every artifact carries (format, version, config, seed, package).
+- `state_sha256`: a stable SHA-256 of a torch state dict (the encoder's identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from hybnn_cli import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def provenance(fmt: str, format_version: int, config: dict, seed: int) -> dict:
+    """The metadata recorded with every artifact."""
+    return {
+        "format": fmt,
+        "format_version": format_version,
+        "config": config,
+        "seed": seed,
+        "hybnn_version": __version__,
+    }
+
+
+def state_sha256(state: dict) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes, in sorted key order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,49 @@
+"""Binarizers with straight-through estimators (STE).
+
+- `sign_ste(x)`: forward sign(x) with sign(0) = +1 (not `torch.sign`, which maps 0 to 0);
+  backward the straight-through estimator with gradient cancellation (Hubara et al. 2016,
+  "Binarized Neural Networks", eq. 4): d sign(x)/dx := 1 if |x| <= 1 else 0.
+- `bernoulli_ste(logits)`: forward a sample b ~ Bernoulli(sigmoid(logits)) as ±1; backward the
+  straight-through gradient of its mean, d b/d logits := d (2·sigmoid(logits) − 1)/d logits
+  (Bengio et al. 2013, "Estimating or propagating gradients through stochastic neurons").
+- `threshold_bits(logits)`: the deterministic inference code, logit >= 0 → +1 else −1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """The project's sign: +1 where x >= 0 (including −0.0), −1 elsewhere; same dtype as x."""
+    return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return sign(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * (x.abs() <= 1).to(grad_out.dtype)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) forward; gradient 1_{|x| <= 1} · upstream gradient backward."""
+    return _SignSTE.apply(x)
+
+
+def bernoulli_ste(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A ±1 sample of Bernoulli(sigmoid(logits)), with the straight-through gradient of its mean."""
+    p = torch.sigmoid(logits)
+    sample = (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
+    soft = 2 * p - 1
+    return soft + (2 * sample - 1 - soft).detach()
+
+
+def threshold_bits(logits: torch.Tensor) -> torch.Tensor:
+    """The inference code: +1 where logit >= 0, −1 elsewhere."""
+    return sign(logits)
