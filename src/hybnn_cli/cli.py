@@ -4,12 +4,20 @@ project's own errors into one red line on stderr with exit code 1."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from hybnn_cli import stages
+from hybnn_cli.data import get_spec
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.progress import make_progress
+from hybnn_cli.tasks import parse_task
+from hybnn_cli.train_bnn import BNNConfig
+from hybnn_cli.train_vae import VAEConfig
 
 app = typer.Typer(
     name="hybnn",
@@ -37,6 +45,174 @@ def handle_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+
+# ── shared options ────────────────────────────────────────────────────────────────────────────
+DataDir = typer.Option(None, "--data-dir", help="Folder holding the IDX files (else $HYBNN_DATA, "
+                       "then the user cache folder).")
+Seed = typer.Option(0, "--seed", help="Random seed (saved with the artifact).")
+Threads = typer.Option(2, "--threads", min=1, help="Torch threads.")
+JsonOut = typer.Option(False, "--json", help="Print only JSON on stdout.")
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and out.is_dir():
+        raise HybnnError(f"{out} is a folder; give a file name for --out")
+
+
+# ── the pipeline ──────────────────────────────────────────────────────────────────────────────
+@app.command("pretrain-vae")
+@handle_errors
+def pretrain_vae_cmd(
+    dataset: str = typer.Option("mnist", "--dataset", help="mnist or fashion-mnist."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Epochs (the paper: 20)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    latent_bits: int = typer.Option(200, "--latent-bits", min=1, help="Bits in the code."),
+    kl_weight: float = typer.Option(1.0, "--kl-weight", help="Weight of the KL term."),
+    train_limit: int = typer.Option(None, "--train-limit", min=2,
+                                    help="Use only the first N training images (quick runs)."),
+    seed: int = Seed,
+    threads: int = Threads,
+    out: Path = typer.Option(Path("runs/vae.pt"), "--out", help="Checkpoint to write; a PNG of "
+                             "reconstructions is written beside it."),
+    resume: Path = typer.Option(None, "--resume", help="Continue from this checkpoint."),
+    data_dir: Path = DataDir,
+    json_out: bool = JsonOut,
+):
+    """Pretrain the binary-latent VAE and save its checkpoint.
+
+    Example: hybnn pretrain-vae --epochs 20 --out runs/vae.pt
+    """
+    _check_out(out)
+    cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                    latent_bits=latent_bits, kl_weight=kl_weight, seed=seed, threads=threads,
+                    train_limit=train_limit)
+    get_spec(dataset)
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task("pretrain-vae", total=None, status="")
+
+        def on_step(epoch, step, n_steps, loss):
+            progress.update(bar, total=n_steps, completed=step,
+                            description=f"epoch {epoch + 1}/{epochs}", status=f"loss {loss:.2f}")
+
+        def on_epoch(epoch, m):
+            if not json_out:
+                progress.console.print(
+                    f"epoch {m['epoch']:3d}  loss {m['train_loss']:.2f}  test recon "
+                    f"{m['test_recon']:.2f}  test KL {m['test_kl']:.2f}  "
+                    f"({m['epoch_seconds']:.1f} s)", highlight=False)
+
+        result = stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch)
+    if json_out:
+        _print_json({"out": str(out), **result})
+    else:
+        typer.echo(f"Saved {out} and {out.with_suffix('.png')}")
+
+
+@app.command("extract")
+@handle_errors
+def extract_cmd(
+    out: Path = typer.Option(..., "--out", help="Codes file to write (HDF5)."),
+    vae: Path = typer.Option(Path("runs/vae.pt"), "--vae", help="VAE checkpoint."),
+    dataset: str = typer.Option("mnist", "--dataset", help="Dataset to encode (mnist or "
+                                "fashion-mnist); may differ from the pretraining set."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1),
+    limit: int = typer.Option(None, "--limit", min=1, help="Encode only the first N images of "
+                              "each split."),
+    data_dir: Path = DataDir,
+    json_out: bool = JsonOut,
+):
+    """Encode a dataset's train and test splits into packed binary codes.
+
+    Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
+    """
+    _check_out(out)
+    get_spec(dataset)
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task("extract", total=None, status="")
+        result = stages.extract_codes(vae, out, dataset, data_dir, batch_size, limit,
+                                      on_batch=lambda n: progress.advance(bar, n))
+    if json_out:
+        _print_json(result)
+    else:
+        typer.echo(f"Wrote {out}: {result['n_train']} train and {result['n_test']} test codes of "
+                   f"{result['n_bits']} bits (encoder {result['encoder_sha256'][:12]}…)")
+
+
+@app.command("train-bnn")
+@handle_errors
+def train_bnn_cmd(
+    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file."),
+    task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
+                             "(10 classes). Default 3."),
+    digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
+    epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs (the paper: 100)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine or constant."),
+    hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons (the paper: 128)."),
+    seed: int = Seed,
+    threads: int = Threads,
+    out: Path = typer.Option(None, "--out", help="Checkpoint to write "
+                             "(default runs/bnn-<task>.pt)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue from this BNN checkpoint."),
+    json_out: bool = JsonOut,
+):
+    """Train the task BNN on codes and report its test accuracy.
+
+    Example: hybnn train-bnn --codes runs/codes.h5 --task 3
+    """
+    if schedule not in ("cosine", "constant"):
+        raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
+    t = parse_task(task, digits)
+    out = out or Path(f"runs/bnn-{t.name}.pt")
+    _check_out(out)
+    cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
+                    schedule=schedule, hidden=hidden, seed=seed, threads=threads)
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task(f"train-bnn {t.name}", total=epochs, status="")
+
+        def on_epoch(epoch, m):
+            progress.update(bar, completed=epoch + 1,
+                            status=f"train {m['train_acc']:.2%}  test {m['test_acc']:.2%}")
+
+        result = stages.train_task_bnn(codes, t, cfg, out, resume, on_epoch)
+    if json_out:
+        _print_json({"out": str(out), **result})
+    else:
+        for m in result["history"][-5:] if len(result["history"]) > 5 else result["history"]:
+            typer.echo(f"epoch {m['epoch']:3d}  train {m['train_acc']:.2%}  "
+                       f"test {m['test_acc']:.2%}")
+        what = " vs ".join(map(str, t.classes)) if t.n_classes <= 3 else f"{t.n_classes} classes"
+        typer.echo(f"{t.name} ({what}): test accuracy {result['test_acc']:.2%}  → {out}")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="BNN checkpoint (.pt)."),
+    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file."),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    json_out: bool = JsonOut,
+):
+    """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
+
+    Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
+    """
+    if split not in ("train", "test"):
+        raise HybnnError(f"unknown --split '{split}': use train or test")
+    result = stages.evaluate_task_bnn(model, codes, split)
+    if json_out:
+        _print_json(result)
+    else:
+        typer.echo(f"{result['task']} {split}: accuracy {result['acc']:.2%} "
+                   f"on {result['n']} codes")
 
 
 def main() -> None:

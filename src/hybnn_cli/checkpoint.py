@@ -1,0 +1,79 @@
+"""Checkpoints of the VAE and the task BNN: torch files holding plain data only.
+
+Each is a dict: format name and version, the state dict, the config, the seed, metrics, the
+package version, and the SHA-256 of the encoder weights (for a BNN: of the encoder whose codes it
+was trained on). Loading uses `torch.load(weights_only=True)`, so no file can run code, and checks
+the format before anything else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fileio import atomic_path, provenance, state_sha256
+from hybnn_cli.vae import BinaryVAE
+
+VAE_FORMAT = "hybnn-vae"
+BNN_FORMAT = "hybnn-bnn"
+FORMAT_VERSION = 1
+
+
+def encoder_sha256(model: BinaryVAE) -> str:
+    return state_sha256(model.encoder.state_dict())
+
+
+def save_checkpoint(path, fmt: str, model: torch.nn.Module, config: dict, seed: int,
+                    **extra) -> None:
+    payload = provenance(fmt, FORMAT_VERSION, config, seed)
+    payload["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in
+                             model.state_dict().items()}
+    payload.update(extra)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise HybnnError(f"{path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HybnnError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise HybnnError(f"{path}: expected a {fmt} checkpoint, found {got!r}")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise HybnnError(f"{path}: {fmt} format version {ckpt.get('format_version')} is not "
+                         f"supported (this hybnn reads version {FORMAT_VERSION})")
+    return ckpt
+
+
+def load_vae(path) -> tuple[BinaryVAE, dict]:
+    ckpt = load_checkpoint(path, VAE_FORMAT)
+    model = BinaryVAE(int(ckpt["config"]["latent_bits"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise HybnnError(f"{path}: weights do not fit the VAE ({str(e).splitlines()[0]})") from None
+    if encoder_sha256(model) != ckpt.get("encoder_sha256"):
+        raise HybnnError(f"{path}: encoder weights do not match the SHA-256 recorded in the file")
+    model.eval()
+    return model, ckpt
+
+
+def load_bnn(path) -> tuple[TaskBNN, dict]:
+    ckpt = load_checkpoint(path, BNN_FORMAT)
+    model = TaskBNN(BNNShape(**ckpt["shape"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise HybnnError(f"{path}: weights do not fit the BNN ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model, ckpt

@@ -1,0 +1,125 @@
+"""The codes file (HDF5): each image's binary code, packed, with its label.
+
+Layout: `/train/codes` (N, words) uint64 and `/train/labels` (N,) uint8, the same under `/test`.
+Root attributes: format "hybnn-codes", format_version, n_bits, bit_order, dataset, encoder_sha256,
+hybnn_version, seed and config (JSON). Bit j of a code is bit j % 64 of word j // 64; bit 1 = +1;
+padding bits are 0.
+
+`CodesWriter` streams batches into a temporary file that is renamed when complete, so memory stays
+bounded and an interrupted run leaves no file under the real name. `read_codes` validates before
+returning anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from hybnn_kernels import n_words
+
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fileio import atomic_path, provenance
+
+CODES_FORMAT = "hybnn-codes"
+CODES_VERSION = 1
+BIT_ORDER = "bit j in word j//64 at position j%64 (LSB first); bit 1 = +1; padding 0"
+
+
+@contextlib.contextmanager
+def codes_writer(path, n_bits: int, sizes: dict[str, int], dataset: str, encoder_sha256: str,
+                 config: dict, seed: int):
+    """Yield write(split, start, codes, labels); the file appears at `path` only on success."""
+    words = n_words(n_bits)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        meta = provenance(CODES_FORMAT, CODES_VERSION, config, seed)
+        meta.update(n_bits=n_bits, bit_order=BIT_ORDER, dataset=dataset,
+                    encoder_sha256=encoder_sha256)
+        for k, v in meta.items():
+            f.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
+        for split, n in sizes.items():
+            g = f.create_group(split)
+            g.create_dataset("codes", shape=(n, words), dtype=np.uint64,
+                             chunks=(min(max(n, 1), 8192), words))
+            g.create_dataset("labels", shape=(n,), dtype=np.uint8, chunks=(min(max(n, 1), 65536),))
+
+        def write(split: str, start: int, codes: np.ndarray, labels: np.ndarray) -> None:
+            f[split]["codes"][start:start + len(codes)] = codes
+            f[split]["labels"][start:start + len(labels)] = labels
+
+        yield write
+
+
+@dataclass
+class Codes:
+    codes: np.ndarray  # (N, words) uint64
+    labels: np.ndarray  # (N,) uint8
+    n_bits: int
+    attrs: dict
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    """The root attributes of a codes file, checked for format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybnnError(f"{path}: no such codes file")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise HybnnError(f"{path}: not an HDF5 codes file ({e})") from None
+    if attrs.get("format") != CODES_FORMAT:
+        raise HybnnError(f"{path}: not a hybnn codes file (format attribute is "
+                         f"{attrs.get('format')!r}, expected {CODES_FORMAT!r})")
+    if attrs.get("format_version") != CODES_VERSION:
+        raise HybnnError(f"{path}: codes format version {attrs.get('format_version')} is not "
+                         f"supported (this hybnn reads version {CODES_VERSION})")
+    for key in ("n_bits", "encoder_sha256"):
+        if key not in attrs:
+            raise HybnnError(f"{path}: attribute '{key}' is missing")
+    return attrs
+
+
+def read_codes(path: str | os.PathLike, split: str) -> Codes:
+    """Load and validate one split of a codes file."""
+    attrs = read_attrs(path)
+    n_bits = int(attrs["n_bits"])
+    words = n_words(n_bits)
+    with h5py.File(path, "r") as f:
+        if split not in f or "codes" not in f[split] or "labels" not in f[split]:
+            raise HybnnError(f"{path}: missing dataset /{split}/codes or /{split}/labels")
+        dc, dl = f[split]["codes"], f[split]["labels"]
+        if dc.dtype != np.uint64 or dc.ndim != 2:
+            raise HybnnError(f"{path}: /{split}/codes must be a 2-D uint64 array, found "
+                             f"{dc.ndim}-D {dc.dtype}")
+        if dc.shape[1] != words:
+            raise HybnnError(f"{path}: /{split}/codes has {dc.shape[1]} words per code but "
+                             f"n_bits={n_bits} needs {words}")
+        if dl.ndim != 1 or dl.shape[0] != dc.shape[0]:
+            raise HybnnError(f"{path}: /{split}/labels has shape {dl.shape}, expected "
+                             f"({dc.shape[0]},)")
+        codes, labels = dc[()], dl[()]
+    pad = words * 64 - n_bits
+    if pad and len(codes):
+        mask = np.uint64(((1 << pad) - 1) << (64 - pad))
+        if np.any(codes[:, -1] & mask):
+            raise HybnnError(f"{path}: /{split}/codes has bits set past bit {n_bits}: the codes "
+                             f"disagree with the n_bits attribute")
+    return Codes(codes, labels.astype(np.uint8, copy=False), n_bits, attrs)
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, str) and v.startswith("{"):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+    return v

@@ -1,0 +1,173 @@
+"""The pipeline's stages as functions of (config, paths): pretrain the VAE, extract codes, train
+a task BNN. They join data, compute and files; the CLI, the demo and the reproduction call them.
+Progress is reported through callbacks, so nothing here prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from hybnn_cli import checkpoint as ck
+from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.codes import codes_writer, read_codes
+from hybnn_cli.data import load_split
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.extract import encode_batches
+from hybnn_cli.images import save_recon_grid
+from hybnn_cli.tasks import Task
+from hybnn_cli.train_bnn import BNNConfig, codes_to_tensor, evaluate, train_bnn
+from hybnn_cli.train_vae import VAEConfig, images_to_tensor, train_vae
+from hybnn_cli.vae import BinaryVAE
+
+StepFn = Callable[[int, int, int, float], None]
+EpochFn = Callable[[int, dict], None]
+
+
+def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None = None,
+                 on_step: StepFn | None = None, on_epoch: EpochFn | None = None) -> dict:
+    """Train (or resume) the VAE; save a checkpoint after every epoch and a PNG grid at the end."""
+    train_x, _ = load_split(cfg.dataset, "train", data_dir)
+    test_x, _ = load_split(cfg.dataset, "test", data_dir)
+    if cfg.train_limit:
+        train_x = train_x[:cfg.train_limit]
+    torch.manual_seed(cfg.seed)
+    model = BinaryVAE(cfg.latent_bits)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history: list[dict] = []
+    if resume is not None:
+        old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
+        for key in ("dataset", "latent_bits", "batch_size", "lr", "kl_weight", "seed",
+                    "train_limit"):
+            if old["config"].get(key) != getattr(cfg, key):
+                raise HybnnError(f"{resume}: cannot resume: it was trained with {key}="
+                                 f"{old['config'].get(key)!r}, this run asks for "
+                                 f"{getattr(cfg, key)!r}")
+        model.load_state_dict(old["state_dict"])
+        optimizer.load_state_dict(old["optimizer"])
+        history = list(old["metrics"]["history"])
+        if len(history) >= cfg.epochs:
+            raise HybnnError(f"{resume}: already trained for {len(history)} epochs; "
+                             f"ask for more with --epochs")
+
+    def save(epoch: int, metrics: dict) -> None:
+        history.append(metrics)
+        ck.save_checkpoint(out, ck.VAE_FORMAT, model, cfg.to_dict(), cfg.seed,
+                           encoder_sha256=ck.encoder_sha256(model),
+                           optimizer=optimizer.state_dict(),
+                           metrics={"history": history, **metrics})
+        if on_epoch:
+            on_epoch(epoch, metrics)
+
+    train_vae(model, cfg, train_x, test_x, optimizer, start_epoch=len(history),
+              on_step=on_step, on_epoch=save)
+    model.eval()
+    with torch.no_grad():
+        x = images_to_tensor(test_x[:32])
+        recon, _ = model(x)
+    save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(), torch.sigmoid(recon)[:, 0].numpy())
+    return {"history": history, **history[-1]}
+
+
+def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
+                  batch_size: int = 1000, limit: int | None = None,
+                  on_batch: Callable[[int], None] | None = None) -> dict:
+    """Encode the train and test splits of `dataset` into a codes file; returns a summary."""
+    model, vae_ckpt = ck.load_vae(vae_path)
+    splits = {}
+    for split in ("train", "test"):
+        images, labels = load_split(dataset, split, data_dir)
+        splits[split] = (images[:limit], labels[:limit]) if limit else (images, labels)
+    n_bits = model.encoder.latent_bits
+    config = {"vae": str(vae_path), "dataset": dataset, "batch_size": batch_size, "limit": limit,
+              "vae_config": vae_ckpt["config"]}
+    sha = vae_ckpt["encoder_sha256"]
+    torch.set_num_threads(int(vae_ckpt["config"].get("threads", 2)))
+    with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
+                      config, int(vae_ckpt["seed"])) as write:
+        for split, (images, labels) in splits.items():
+            for start, codes in encode_batches(model.encoder, images, batch_size):
+                write(split, start, codes, labels[start:start + len(codes)])
+                if on_batch:
+                    on_batch(len(codes))
+    return {"out": str(out), "n_bits": n_bits, "encoder_sha256": sha,
+            **{f"n_{s}": len(v[0]) for s, v in splits.items()}}
+
+
+def load_task_codes(codes_path: Path, task: Task) -> dict:
+    """The task's samples of both splits as ±1 tensors, with the codes' attributes."""
+    out = {}
+    for split in ("train", "test"):
+        c = read_codes(codes_path, split)
+        idx, y = task.select(c.labels)
+        if len(idx) == 0:
+            raise HybnnError(f"{codes_path}: task {task.name} (classes "
+                             f"{','.join(map(str, task.classes))}) has no samples in /{split}")
+        out[split] = (codes_to_tensor(c.codes[idx], c.n_bits), torch.from_numpy(y))
+        out["n_bits"], out["attrs"] = c.n_bits, c.attrs
+    return out
+
+
+def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | None,
+                   resume: Path | None = None, on_epoch: EpochFn | None = None) -> dict:
+    """Train a BNN for `task` on a codes file; save its checkpoint to `out` (if given)."""
+    data = load_task_codes(codes_path, task)
+    sha = data["attrs"]["encoder_sha256"]
+    shape = BNNShape(n_bits=data["n_bits"], hidden=cfg.hidden, n_classes=task.n_classes)
+    torch.manual_seed(cfg.seed)
+    model = TaskBNN(shape)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history: list[dict] = []
+    if resume is not None:
+        model, old = ck.load_bnn(resume)
+        check_encoder(old, sha, resume, codes_path)
+        if old["shape"] != shape.to_dict():
+            raise HybnnError(f"{resume}: cannot resume: the checkpoint's BNN is {old['shape']}, "
+                             f"this run needs {shape.to_dict()}")
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer.load_state_dict(old["optimizer"])
+        history = list(old["metrics"]["history"])
+    x_tr, y_tr = data["train"]
+    x_te, y_te = data["test"]
+    t0 = time.perf_counter()
+    history += train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
+                         start_epoch=len(history), on_epoch=on_epoch)
+    final = history[-1] if history else {}
+    metrics = {"task": task.name, "classes": list(task.classes), "n_train": len(y_tr),
+               "n_test": len(y_te), "train_seconds": time.perf_counter() - t0,
+               "test_acc": final.get("test_acc"), "train_acc": final.get("train_acc"),
+               "history": history}
+    if out is not None:
+        ck.save_checkpoint(out, ck.BNN_FORMAT, model, cfg.to_dict(), cfg.seed,
+                           shape=shape.to_dict(), task={"name": task.name,
+                                                        "classes": list(task.classes)},
+                           encoder_sha256=sha, codes=str(codes_path),
+                           optimizer=optimizer.state_dict(), metrics=metrics)
+    return metrics
+
+
+def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
+    """Refuse a BNN paired with codes made by a different encoder."""
+    if bnn_ckpt.get("encoder_sha256") != codes_sha:
+        raise HybnnError(
+            f"{bnn_path} was trained on codes from encoder "
+            f"{str(bnn_ckpt.get('encoder_sha256'))[:12]}… but {codes_path} was made by encoder "
+            f"{codes_sha[:12]}…; re-extract the codes with "
+            f"the right VAE or train a new BNN")
+
+
+def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> dict:
+    """Accuracy of a saved BNN on one split of a codes file (same encoder required)."""
+    model, ckpt = ck.load_bnn(bnn_path)
+    c = read_codes(codes_path, split)
+    check_encoder(ckpt, c.attrs["encoder_sha256"], bnn_path, codes_path)
+    task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
+    idx, y = task.select(c.labels)
+    if len(idx) == 0:
+        raise HybnnError(f"{codes_path}: task {task.name} has no samples in /{split}")
+    res = evaluate(model, codes_to_tensor(c.codes[idx], c.n_bits), torch.from_numpy(y))
+    return {"task": task.name, "split": split, "n": int(len(idx)), "acc": res["acc"],
+            "loss": res["loss"]}

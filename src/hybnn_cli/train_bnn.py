@@ -1,0 +1,111 @@
+"""Training the task BNN on codes: a pure loop (no printing, no files), shared by `train-bnn`,
+the federated clients and the reproduction study.
+
+Binarized weights use the straight-through estimator with gradient cancellation (see
+`quantizers`); latent weights are clipped to [−1, 1] after every Adam step (BinaryConnect).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hybnn_kernels import unpack_signs
+
+from hybnn_cli.bnn import TaskBNN
+from hybnn_cli.layers import clip_latent_weights
+
+
+@dataclass
+class BNNConfig:
+    task: str = "3"
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    schedule: str = "cosine"  # learning rate over epochs: cosine (to 0) or constant
+    hidden: int = 128
+    seed: int = 0
+    threads: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def codes_to_tensor(codes: np.ndarray, n_bits: int) -> torch.Tensor:
+    """Packed codes (N, words) uint64 → ±1 float32 tensor (N, n_bits)."""
+    return torch.from_numpy(unpack_signs(codes, n_bits).astype(np.float32))
+
+
+def lr_at(cfg: BNNConfig, epoch: int) -> float:
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor, batch_size: int, generator: torch.Generator) -> dict:
+    """One pass over (x, y) in a random order; returns mean loss and accuracy (training mode)."""
+    model.train()
+    n = len(x)
+    perm = torch.randperm(n, generator=generator)
+    loss_sum = 0.0
+    correct = 0
+    for i in range(0, n, batch_size):
+        idx = perm[i:i + batch_size]
+        if len(idx) < 2:  # BatchNorm needs two samples in training mode
+            continue
+        xb, yb = x[idx], y[idx]
+        scores = model(xb)
+        loss = F.cross_entropy(scores, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        clip_latent_weights(model)
+        loss_sum += loss.item() * len(idx)
+        correct += (scores.argmax(1) == yb).sum().item()
+    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
+    """Loss and accuracy in eval mode (running BatchNorm statistics)."""
+    model.eval()
+    loss_sum = 0.0
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        scores = model(x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        loss_sum += F.cross_entropy(scores, yb, reduction="sum").item()
+        correct += (scores.argmax(1) == yb).sum().item()
+    return {"loss": loss_sum / max(len(x), 1), "acc": correct / max(len(x), 1)}
+
+
+def train_bnn(model: TaskBNN, cfg: BNNConfig, x_train: torch.Tensor, y_train: torch.Tensor,
+              x_test: torch.Tensor, y_test: torch.Tensor, optimizer: torch.optim.Optimizer,
+              start_epoch: int = 0,
+              on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train epochs start_epoch..cfg.epochs−1; one metrics dict per epoch.
+
+    The order of epoch e depends only on (seed, e), so a resumed run repeats an unbroken one.
+    """
+    torch.set_num_threads(cfg.threads)
+    history = []
+    for epoch in range(start_epoch, cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        t0 = time.perf_counter()
+        tr = train_epoch(model, optimizer, x_train, y_train, cfg.batch_size, gen)
+        seconds = time.perf_counter() - t0
+        te = evaluate(model, x_test, y_test)
+        metrics = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
+                   "test_loss": te["loss"], "test_acc": te["acc"], "epoch_seconds": seconds}
+        history.append(metrics)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    return history

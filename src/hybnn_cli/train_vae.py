@@ -1,0 +1,102 @@
+"""Pretraining the binary-latent VAE: a pure training loop (no printing, no files)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from hybnn_cli.vae import BinaryVAE, vae_loss
+
+
+@dataclass
+class VAEConfig:
+    dataset: str = "mnist"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    latent_bits: int = 200
+    kl_weight: float = 1.0
+    seed: int = 0
+    threads: int = 2
+    train_limit: int | None = None  # use only the first N training images (tests, quick runs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, 28, 28) → float32 (N, 1, 28, 28) in [0, 1], channels-last (faster convolutions
+    on CPU: about 45 against 58 ms per batch of 128 here)."""
+    x = torch.tensor(np.asarray(images), dtype=torch.float32).div_(255.0).unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def evaluate_vae(model: BinaryVAE, x: torch.Tensor, batch_size: int = 1000) -> dict:
+    """Mean reconstruction and KL (nats per image) with the deterministic code."""
+    model.eval()
+    rec_sum = kl_sum = 0.0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        recon, logits = model(xb)
+        _, rec, kl = vae_loss(xb, recon, logits)
+        rec_sum += rec.item() * len(xb)
+        kl_sum += kl.item() * len(xb)
+    return {"test_recon": rec_sum / len(x), "test_kl": kl_sum / len(x)}
+
+
+def train_vae(
+    model: BinaryVAE,
+    cfg: VAEConfig,
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    start_epoch: int = 0,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """Train for epochs start_epoch..cfg.epochs−1; return one metrics dict per epoch.
+
+    on_step(epoch, step, n_steps, running_loss) and on_epoch(epoch, metrics) report progress.
+    The shuffling of epoch e depends only on (seed, e), so a resumed run matches an unbroken one.
+    """
+    torch.set_num_threads(cfg.threads)
+    model.to(memory_format=torch.channels_last)
+    x_train = images_to_tensor(train_images)
+    x_test = images_to_tensor(test_images)
+    n = len(x_train)
+    n_steps = (n + cfg.batch_size - 1) // cfg.batch_size
+    history = []
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        model.train()
+        t0 = time.perf_counter()
+        running = None
+        total = rec_total = kl_total = 0.0
+        for step in range(n_steps):
+            xb = x_train[perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            recon, logits = model(xb, generator=gen)
+            loss, rec, kl = vae_loss(xb, recon, logits, cfg.kl_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lv = loss.item()
+            running = lv if running is None else 0.98 * running + 0.02 * lv
+            total += lv * len(xb)
+            rec_total += rec.item() * len(xb)
+            kl_total += kl.item() * len(xb)
+            if on_step:
+                on_step(epoch, step + 1, n_steps, running)
+        seconds = time.perf_counter() - t0
+        metrics = {"epoch": epoch + 1, "train_loss": total / n, "train_recon": rec_total / n,
+                   "train_kl": kl_total / n, "epoch_seconds": seconds,
+                   **evaluate_vae(model, x_test)}
+        history.append(metrics)
+        if on_epoch:
+            on_epoch(epoch, metrics)
+    return history
