@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -29,8 +28,9 @@ from hybnn_kernels.xnor import (
     _check_words,
     _tile_full_threshold,
     _tile_row_threshold,
+    call_parallel,
     prepack,
-    run_parallel,
+    threads_for,
 )
 
 assert WORD_BITS % NR == 0, "a weight panel must not straddle an output word"
@@ -131,13 +131,9 @@ def binary_dense(a: np.ndarray, layer: BinaryDense, out: np.ndarray | None = Non
     if m == 0:
         return out
     panels = layer.weights.panels
-    if run_parallel(2.0 * m * layer.n_out * layer.n_in, threads):
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _dense_parallel(a, panels, layer.count_thresholds, out, 8 * threads)
-        finally:
-            numba.set_num_threads(previous)
+    t = threads_for(2.0 * m * layer.n_out * layer.n_in, threads)
+    if t > 1:
+        call_parallel(_dense_parallel, t, a, panels, layer.count_thresholds, out)
     else:
         _dense_serial(a, panels, layer.count_thresholds, out)
     return out

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -36,12 +35,14 @@ from hybnn_kernels.xnor import (
     PackedWeights,
     _check_threads,
     _check_words,
+    _padding_set,
     _tile_full,
     _tile_full_threshold,
     _tile_row,
     _tile_row_threshold,
+    call_parallel,
     prepack,
-    run_parallel,
+    threads_for,
 )
 
 DEPLOY_FORMAT = "hybnn-deploy"
@@ -99,10 +100,14 @@ def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 
 
 
 @njit(cache=_CACHE)
-def _head_serial(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels):
+def _head_serial(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, pad_from):
+    """Runs the head unless a code has padding bits set (returns True then, nothing computed)."""
+    if pad_from < 64 and _padding_set(codes, pad_from):
+        return True
     m = codes.shape[0]
     total = m // MR + m % MR
     _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 0, total)
+    return False
 
 
 @njit(cache=_CACHE, parallel=True)
@@ -153,26 +158,30 @@ class BNNRuntime:
         """Bytes of packed weights (both layers, without panel padding)."""
         return self.fc1.weights.nbytes + self.fc2.nbytes
 
+    def __post_init__(self):
+        self._static = (self.fc1.weights.panels, self.fc1.count_thresholds, self.fc2.panels,
+                        self.fc2.n, self.fc1.n_out, self.score_table)
+        self._words = self.fc1.weights.words
+        self._pad_from = self.n_bits - (self._words - 1) * WORD_BITS  # used bits of the last word
+
     def run(self, codes: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 (N, n_classes), labels int64 (N,)) for packed codes (N, words)."""
-        codes = _check_words("codes", codes, self.n_bits)
+        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint64 and codes.ndim == 2
+                and codes.shape[1] == self._words and codes.flags.c_contiguous):
+            codes = _check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
         threads = _check_threads(threads)
         m = codes.shape[0]
-        scores = np.empty((m, self.n_classes), dtype=np.float32)
+        scores = np.empty((m, self.fc2.n), dtype=np.float32)
         labels = np.empty(m, dtype=np.int64)
         if m == 0:
             return scores, labels
-        args = (codes, self.fc1.weights.panels, self.fc1.count_thresholds, self.fc2.panels,
-                self.n_classes, self.hidden, self.score_table, scores, labels)
-        if run_parallel(2.0 * m * self.hidden * self.n_bits, threads):
-            previous = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                _head_parallel(*args, 8 * threads)
-            finally:
-                numba.set_num_threads(previous)
-        else:
-            _head_serial(*args)
+        t = threads_for(2.0 * m * self.fc1.n_out * self.fc1.n_in, threads)
+        if t > 1:
+            if self._pad_from < WORD_BITS and _padding_set(codes, self._pad_from):
+                _check_words("codes", codes, self.n_bits)  # raises the padding error
+            call_parallel(_head_parallel, t, codes, *self._static, scores, labels)
+        elif _head_serial(codes, *self._static, scores, labels, self._pad_from):
+            _check_words("codes", codes, self.n_bits)  # raises the padding error
         return scores, labels
 
     def predict(self, codes: np.ndarray, threads: int | None = None) -> np.ndarray:

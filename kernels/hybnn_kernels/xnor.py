@@ -319,9 +319,19 @@ def _check_words(name: str, x, n_bits: int) -> np.ndarray:
     if x.shape[1] != w:
         raise ValueError(f"{name} has {x.shape[1]} words per row, but {n_bits} bits need {w}")
     pad = w * WORD_BITS - n_bits
-    if pad and x.shape[0] and np.any(x[:, -1] >> np.uint64(WORD_BITS - pad)):
+    if pad and x.shape[0] and _padding_set(x, WORD_BITS - pad):
         raise ValueError(f"{name} has nonzero padding bits past bit {n_bits}")
-    return np.ascontiguousarray(x)
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+@njit(cache=True)
+def _padding_set(x, used_bits):
+    """Whether any row has a bit set at or past position used_bits of its last word."""
+    last = x.shape[1] - 1
+    acc = np.uint64(0)
+    for i in range(x.shape[0]):
+        acc |= x[i, last]
+    return (acc >> np.uint64(used_bits)) != 0
 
 
 def _check_n_bits(n_bits) -> int:
@@ -344,9 +354,9 @@ def prepack(w: np.ndarray, n_bits: int) -> PackedWeights:
     return PackedWeights(panels, n, n_bits)
 
 
-def _check_threads(threads) -> int:
+def _check_threads(threads) -> int | None:
     if threads is None:
-        return numba.get_num_threads()
+        return None
     limit = numba.config.NUMBA_NUM_THREADS
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
         raise ValueError(f"threads must be an integer in 1..{limit}, got {threads!r}")
@@ -364,9 +374,22 @@ def _check_out(out, shape, dtype=np.int32) -> np.ndarray:
     return out
 
 
-def run_parallel(ops: float, threads: int) -> bool:
-    """Whether a problem of `ops` binary operations takes the parallel path."""
-    return threads > 1 and ops >= SERIAL_OPS
+def threads_for(ops: float, threads: int | None) -> int:
+    """Threads a problem of `ops` binary operations runs on: 1 (serial) below SERIAL_OPS, else the
+    requested count (default: Numba's current setting)."""
+    if ops < SERIAL_OPS:
+        return 1
+    return numba.get_num_threads() if threads is None else threads
+
+
+def call_parallel(fn, threads: int, *args) -> None:
+    """Run a parallel kernel on `threads` threads, restoring Numba's setting afterwards."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fn(*args, 8 * threads)
+    finally:
+        numba.set_num_threads(previous)
 
 
 def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
@@ -392,13 +415,9 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     threads = _check_threads(threads)
     if m == 0 or n == 0:
         return out
-    if run_parallel(2.0 * m * n * n_bits, threads):
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _xnor_gemm_parallel(a, pw.panels, n, n_bits, out, 8 * threads)
-        finally:
-            numba.set_num_threads(previous)
+    t = threads_for(2.0 * m * n * n_bits, threads)
+    if t > 1:
+        call_parallel(_xnor_gemm_parallel, t, a, pw.panels, n, n_bits, out)
     else:
         _xnor_gemm_serial(a, pw.panels, n, n_bits, out)
     return out

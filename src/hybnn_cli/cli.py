@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -213,6 +214,179 @@ def evaluate_cmd(
     else:
         typer.echo(f"{result['task']} {split}: accuracy {result['acc']:.2%} "
                    f"on {result['n']} codes")
+
+
+# ── deployment: export, predict, bench (issue 3) ──────────────────────────────────────────────
+@app.command("export")
+@handle_errors
+def export_cmd(
+    model: Path = typer.Argument(..., help="BNN checkpoint (.pt) from train-bnn."),
+    out: Path = typer.Option(..., "--out", help="Deploy file to write (HDF5)."),
+    check: Path = typer.Option(None, "--check", help="Codes file: after writing, compare the "
+                               "deploy file's predictions with the torch model's on its test "
+                               "split (every code) and fail on any mismatch."),
+    json_out: bool = JsonOut,
+):
+    """Export a trained BNN to a deploy file that runs without torch (XNOR-popcount kernels).
+
+    Batch norm + sign become one integer threshold per hidden neuron; the output layer's scores
+    are tabulated by torch itself, so predictions equal the torch model's bit for bit.
+
+    Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
+    """
+    from hybnn_cli.checkpoint import load_bnn
+    from hybnn_cli.export import verify_export, write_deploy
+    from hybnn_cli.predict import check_encoder, load_model
+
+    _check_out(out)
+    if check is not None and not check.is_file():
+        raise HybnnError(f"{check}: no such codes file")
+    torch_model, ckpt = load_bnn(model)
+    result = write_deploy(out, torch_model, ckpt)
+    if check is not None:
+        from hybnn_cli.codes import read_codes
+
+        c = read_codes(check, "test")
+        rt = load_model(out)
+        check_encoder(rt, c.attrs["encoder_sha256"], out, check)
+        with make_progress(transient=True, disable=json_out) as progress:
+            progress.add_task(f"checking {len(c.codes)} codes", total=None, status="")
+            mismatches = verify_export(torch_model, rt, c.codes)
+        result["check"] = {"codes": str(check), "split": "test", "n": int(len(c.codes)),
+                           "mismatches": mismatches}
+        if mismatches:
+            raise HybnnError(f"{out}: {mismatches} of {len(c.codes)} predictions differ from the "
+                             f"torch model's on {check}")
+    if json_out:
+        _print_json(result)
+    else:
+        typer.echo(f"Wrote {out}: {result['n_bits']} → {result['hidden']} → {result['n_classes']}, "
+                   f"{result['weight_bytes']} bytes of packed weights (float32: "
+                   f"{result['float32_weight_bytes']}), {result['flipped_neurons']} neurons with "
+                   f"flipped weights")
+        if "check" in result:
+            typer.echo(f"Checked against torch on {result['check']['n']} codes of {check}: "
+                       f"0 mismatches")
+
+
+@app.command("predict")
+@handle_errors
+def predict_cmd(
+    images: list[Path] = typer.Argument(None, help="Image files (IDX, PNG or NPY) to classify "
+                                        "with --encoder."),
+    model: Path = typer.Option(..., "--model", help="Deploy file from hybnn export."),
+    codes: Path = typer.Option(None, "--codes", help="Codes file: predict a whole split."),
+    encoder: Path = typer.Option(None, "--encoder", help="VAE checkpoint to encode IMAGES with."),
+    split: str = typer.Option("test", "--split", help="train or test (with --codes)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="Kernel threads (default: all)."),
+    json_out: bool = JsonOut,
+):
+    """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN).
+
+    Examples: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
+              hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
+    """
+    from hybnn_cli import predict as pr
+
+    if threads is not None:
+        import numba
+
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            raise HybnnError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} "
+                             f"here (NUMBA_NUM_THREADS)")
+    if (codes is None) == (encoder is None):
+        raise HybnnError("give either --codes CODES.h5, or --encoder VAE.pt with image files")
+    if codes is not None:
+        if images:
+            raise HybnnError("image files go with --encoder, not with --codes")
+        if split not in ("train", "test"):
+            raise HybnnError(f"unknown --split '{split}': use train or test")
+        result = pr.predict_codes(model, codes, split, threads)
+        if json_out:
+            _print_json(result)
+            return
+        line = (f"{result['task']} on {codes} /{split}: {result['n']} codes in "
+                f"{result['seconds'] * 1e3:.1f} ms")
+        if "accuracy" in result:
+            line += f"; accuracy {result['accuracy']:.2%} on the task's {result['n_task']} codes"
+        typer.echo(line)
+        return
+    if not images:
+        raise HybnnError("--encoder needs image files (IDX, PNG or NPY)")
+    result = pr.predict_images(model, encoder, images, threads)
+    if json_out:
+        _print_json(result)
+    else:
+        for i, label in enumerate(result["labels"]):
+            typer.echo(f"{i}\t{label}")
+
+
+@app.command("bench")
+@handle_errors
+def bench_cmd(
+    quick: bool = typer.Option(False, "--quick", help="Short run: GEMMs up to 1024, fewer "
+                               "repeats."),
+    threads: int = typer.Option(2, "--threads", min=1, help="Threads for every contender."),
+    out: Path = typer.Option(None, "--out", help="Write the full results as JSON here."),
+    plot_path: Path = typer.Option(None, "--plot", help="Write a PNG of speedup against GEMM "
+                                   "size here."),
+    json_out: bool = JsonOut,
+):
+    """Benchmark the XNOR-popcount kernels against numpy and torch float32 matmul.
+
+    Runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses its
+    best kernel; records the machine and which BLAS kernel ran.
+
+    Example: hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
+    """
+    import numba
+
+    from hybnn_cli import bench
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise HybnnError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} here "
+                         f"(NUMBA_NUM_THREADS)")
+    for p in (out, plot_path):
+        if p is not None:
+            _check_out(p)
+    result = bench.run_in_clean_env(quick, threads,
+                                    log=subprocess.DEVNULL if json_out else sys.stderr)
+    if out is not None:
+        from hybnn_cli.fileio import atomic_path
+
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    if plot_path is not None:
+        bench.plot(result, plot_path)
+    if json_out:
+        _print_json(result)
+        return
+    _print_bench_table(result)
+
+
+def _print_bench_table(result: dict) -> None:
+    from rich.table import Table
+
+    m = result["machine"]
+    blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}"
+                     for b in m["numpy_blas"])
+    table = Table(title=f"{m['cpu']} ({m['llvm_cpu_name']}), {m['threads']} threads; kernel "
+                  f"{m['kernel']['variant']}; numpy BLAS {blas}; torch {m['torch']}")
+    for col in ("case", "XNOR", "numpy f32", "torch f32", "× numpy", "× torch", "weights"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+
+    def rate(e, case):
+        if "us_per_sample" in e:
+            return f"{e['us_per_sample']:.3g} µs/sample"
+        return f"{e['ops_per_second'] / 1e9:,.0f} Gop/s"
+
+    for c in result["cases"]:
+        wb = c["weight_bytes"]
+        table.add_row(c["name"], rate(c["xnor"], c), rate(c["numpy_f32"], c),
+                      rate(c["torch_f32"], c), f"{c['speedup_vs_numpy']:.1f}",
+                      f"{c['speedup_vs_torch']:.1f}",
+                      f"{wb['binary']:,} B ({wb['ratio']:.0f}× less)")
+    Console().print(table)
 
 
 def main() -> None:
