@@ -5,7 +5,8 @@ import pytest
 from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive import pack_ref
+
+from tests.naive import pack_ref
 
 BIT_LENGTHS = st.sampled_from([1, 63, 64, 65, 200, 1000]) | st.integers(1, 300)
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from hybnn_kernels.bits import pack_bits
 from hybnn_kernels.runtime import DeployFileError, load_deploy
-from naive import xnor_gemm_ref
 
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.errors import HybnnError
@@ -20,6 +19,7 @@ from hybnn_cli.export import (
     verify_export,
     write_deploy,
 )
+from tests.naive import xnor_gemm_ref
 
 
 def trained_looking_bnn(shape: BNNShape, seed: int) -> TaskBNN:

@@ -13,7 +13,8 @@ from hybnn_kernels.dense import binary_dense, make_dense
 from hybnn_kernels.xnor import prepack, xnor_gemm
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from naive import binary_dense_ref, xnor_gemm_ref
+
+from tests.naive import binary_dense_ref, xnor_gemm_ref
 
 BIT_LENGTHS = st.sampled_from([1, 63, 64, 65, 200, 1000]) | st.integers(1, 400)
 
