@@ -31,8 +31,7 @@ BENCH_VERSION = 1
 
 def run_in_clean_env(quick: bool, threads: int, log=sys.stderr) -> dict:
     """Run the benchmark in a child process without the OpenBLAS overrides; return its result."""
-    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
-    env["HYBNN_BENCH_PARENT_ENV"] = json.dumps({k: os.environ.get(k) for k in OPENBLAS_VARS})
+    env = clean_env()
     cmd = [sys.executable, "-m", "hybnn_cli.bench", "--threads", str(threads)]
     if quick:
         cmd.append("--quick")
@@ -42,6 +41,13 @@ def run_in_clean_env(quick: bool, threads: int, log=sys.stderr) -> dict:
         from hybnn_cli.errors import HybnnError
         raise HybnnError(f"the benchmark process failed (exit {proc.returncode})")
     return json.loads(out)
+
+
+def clean_env() -> dict:
+    """This environment without the OpenBLAS overrides (their values kept for the record)."""
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+    env["HYBNN_BENCH_PARENT_ENV"] = json.dumps({k: os.environ.get(k) for k in OPENBLAS_VARS})
+    return env
 
 
 # ── measuring ────────────────────────────────────────────────────────────────────────────────
