@@ -41,3 +41,15 @@ def test_unpack_rejects_bad_input():
         unpack_bits(np.zeros((1, 1), dtype=np.int64), 10)
     with pytest.raises(ValueError, match="need 1 words"):
         unpack_bits(np.zeros((1, 2), dtype=np.uint64), 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                   np.uint8, np.uint32, np.uint64, np.bool_, np.float16])
+def test_every_dtype_packs_like_the_reference(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, size=(3, 4, 130)).astype(dtype)[:, ::2, :]  # 3-D, non-contiguous
+    if np.issubdtype(dtype, np.floating):
+        x[0, 0, :3] = [-0.0, np.nan, 0.0]
+    flat = x.reshape(-1, 130)
+    np.testing.assert_array_equal(pack_bits(x).reshape(-1, 3), pack_ref(flat > 0))
+    np.testing.assert_array_equal(pack_signs(x).reshape(-1, 3), pack_ref(~(flat < 0)))
