@@ -229,7 +229,7 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
 
     torch_head()
     t_t = _median_seconds(torch_head, reps, min_total)
-    res = {"name": f"head 200-128-2 batch {batch}", "batch": batch, "ops": ops,
+    res = {"name": f"head 200-128-2 b={batch}", "batch": batch, "ops": ops,
            "xnor": _rate_entry(t_x, ops), "numpy_f32": _rate_entry(t_np, ops),
            "torch_f32": _rate_entry(t_t, ops),
            "weight_bytes": {"binary": rt.weight_bytes,
@@ -272,7 +272,7 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     tx, tw, to = torch.from_numpy(xf), torch.from_numpy(wf), torch.empty((m, n))
     torch.matmul(tx, tw, out=to)
     t_t = _median_seconds(lambda: torch.matmul(tx, tw, out=to), reps, 0.3)
-    res = {"name": f"hidden 200-128 batch {batch}", "m": m, "n": n, "k": k, "ops": ops,
+    res = {"name": f"hidden 200-128 b={batch}", "m": m, "n": n, "k": k, "ops": ops,
            "xnor": _rate_entry(t_x, ops), "numpy_f32": _rate_entry(t_np, ops),
            "torch_f32": _rate_entry(t_t, ops),
            "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k}}

@@ -372,21 +372,20 @@ def _print_bench_table(result: dict) -> None:
                      for b in m["numpy_blas"])
     table = Table(title=f"{m['cpu']} ({m['llvm_cpu_name']}), {m['threads']} threads; kernel "
                   f"{m['kernel']['variant']}; numpy BLAS {blas}; torch {m['torch']}")
-    for col in ("case", "XNOR", "numpy f32", "torch f32", "× numpy", "× torch", "weights"):
+    for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch", "weights (less)"):
         table.add_column(col, justify="left" if col == "case" else "right")
 
-    def rate(e, case):
+    def rate(e):
         if "us_per_sample" in e:
-            return f"{e['us_per_sample']:.3g} µs/sample"
+            return f"{e['us_per_sample']:.3g} µs/smp"
         return f"{e['ops_per_second'] / 1e9:,.0f} Gop/s"
 
     for c in result["cases"]:
         wb = c["weight_bytes"]
-        table.add_row(c["name"], rate(c["xnor"], c), rate(c["numpy_f32"], c),
-                      rate(c["torch_f32"], c), f"{c['speedup_vs_numpy']:.1f}",
-                      f"{c['speedup_vs_torch']:.1f}",
-                      f"{wb['binary']:,} B ({wb['ratio']:.0f}× less)")
-    Console().print(table)
+        table.add_row(c["name"], rate(c["xnor"]), rate(c["numpy_f32"]), rate(c["torch_f32"]),
+                      f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
+                      f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
+    (Console() if sys.stdout.isatty() else Console(width=130)).print(table)
 
 
 def main() -> None:
