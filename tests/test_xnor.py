@@ -58,6 +58,17 @@ def test_read_only_noncontiguous_inputs_and_out():
     np.testing.assert_array_equal(out, xnor_gemm_ref(np.ascontiguousarray(a), w, 200))
 
 
+def test_read_only_memory_map_goes_straight_to_the_kernel(tmp_path):
+    rng = np.random.default_rng(4)
+    a, w = random_words(rng, 50, 200), random_words(rng, 20, 200)
+    np.save(tmp_path / "a.npy", a)
+    mm = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert not mm.flags.writeable and mm.flags.c_contiguous
+    np.testing.assert_array_equal(xnor_gemm(mm, w, 200), xnor_gemm_ref(a, w, 200))
+    layer = make_dense(w, np.zeros(20, np.int64), 200)
+    np.testing.assert_array_equal(binary_dense(mm, layer), binary_dense(a, layer))
+
+
 @pytest.mark.parametrize("a,w,n_bits,exc,msg", [
     (np.zeros((2, 4), np.int64), np.zeros((3, 4), np.uint64), 200, TypeError, "dtype uint64"),
     (np.zeros((2, 4), np.uint64), np.zeros((3, 4), np.float32), 200, TypeError, "dtype uint64"),
