@@ -75,18 +75,14 @@ def machine_info(threads: int) -> dict:
     from hybnn_kernels import xnor
     from threadpoolctl import threadpool_info
 
-    cpu, flags = platform.processor() or "", []
+    cpu, flags = platform.processor() or "unknown", []
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and not cpu:
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                break
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = value.split()
                 break
     except OSError:
         pass
@@ -100,7 +96,8 @@ def machine_info(threads: int) -> dict:
     return {
         "cpu": cpu, "llvm_cpu_name": llb.get_host_cpu_name(), "cores": os.cpu_count(),
         "cpu_flags": [f for f in interesting if f in flags],
-        "threads": threads, "numba_threading_layer": numba.threading_layer(),
+        "threads": threads, "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": numba.threading_layer(),
         "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "numpy_blas": blas,
