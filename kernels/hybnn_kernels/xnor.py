@@ -387,7 +387,10 @@ def call_parallel(fn, threads: int, *args) -> None:
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        fn(*args, 8 * threads)
+        # dynamic schedule over the 8·threads chunks: a thread descheduled on a shared machine
+        # does not hold the others up at the barrier
+        with numba.parallel_chunksize(1):
+            fn(*args, 8 * threads)
     finally:
         numba.set_num_threads(previous)
 
