@@ -51,15 +51,17 @@ def clean_env() -> dict:
 
 
 # ── measuring ────────────────────────────────────────────────────────────────────────────────
-def _median_seconds(fn, repeats: int, min_total: float = 0.0) -> float:
+def _median_seconds(fn, repeats: int, min_total: float = 0.0) -> tuple[float, float, int]:
+    """(median, minimum, count) of the call's wall time over at least `repeats` calls (and at
+    least `min_total` seconds in all)."""
     times = []
     while len(times) < repeats or sum(times) < min_total:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-        if len(times) >= 1000:
+        if len(times) >= 5000:
             break
-    return statistics.median(times)
+    return statistics.median(times), min(times), len(times)
 
 
 def _repeats(ops: float, quick: bool) -> int:
@@ -109,8 +111,10 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def _rate_entry(seconds: float, ops: float) -> dict:
-    return {"seconds": seconds, "ops_per_second": ops / seconds}
+def _rate_entry(timing: tuple[float, float, int], ops: float) -> dict:
+    median, fastest, count = timing
+    return {"seconds": median, "ops_per_second": ops / median, "min_seconds": fastest,
+            "repeats": count}
 
 
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
@@ -153,6 +157,8 @@ def _ratios(res: dict) -> None:
     res["speedup_vs_numpy"] = res["numpy_f32"]["seconds"] / res["xnor"]["seconds"]
     res["speedup_vs_torch"] = res["torch_f32"]["seconds"] / res["xnor"]["seconds"]
     res["speedup_vs_best_float"] = best / res["xnor"]["seconds"]
+    best_min = min(res["numpy_f32"]["min_seconds"], res["torch_f32"]["min_seconds"])
+    res["speedup_vs_best_float_from_minima"] = best_min / res["xnor"]["min_seconds"]
     wb = res["weight_bytes"]
     wb["ratio"] = wb["float32"] / wb["binary"]
 
