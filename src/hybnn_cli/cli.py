@@ -187,9 +187,6 @@ def train_bnn_cmd(
     if json_out:
         _print_json({"out": str(out), **result})
     else:
-        for m in result["history"][-5:] if len(result["history"]) > 5 else result["history"]:
-            typer.echo(f"epoch {m['epoch']:3d}  train {m['train_acc']:.2%}  "
-                       f"test {m['test_acc']:.2%}")
         what = " vs ".join(map(str, t.classes)) if t.n_classes <= 3 else f"{t.n_classes} classes"
         typer.echo(f"{t.name} ({what}): test accuracy {result['test_acc']:.2%}  → {out}")
 
