@@ -280,8 +280,9 @@ def predict_cmd(
 ):
     """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN).
 
-    Examples: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
-              hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
+    Example: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
+
+    Images: hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
     """
     from hybnn_cli import predict as pr
 
