@@ -2,10 +2,11 @@
 on the same shapes, in one process.
 
 Method: every contender writes into a preallocated output; JIT compile and first-touch costs are
-paid in a warm-up outside the timing; each time is the median of several repeats; operations are
-counted as 2·M·N·K for float and binary alike, so the ratio of rates is the speedup on equal shapes.
-Float and binary timings run in separate blocks with a pause between them (OpenBLAS worker threads
-spin for a while after a call and slow whatever runs next).
+paid in a warm-up outside the timing; each time is the median of several repeats, taken in three
+interleaved rounds of blocks (kernel, numpy, torch, kernel, ...) so that all contenders see the same
+drift in the load of a shared machine, with a short pause between blocks (OpenBLAS worker threads
+spin for a while after a call and slow whatever runs next); operations are counted as 2·M·N·K for
+float and binary alike, so the ratio of rates is the speedup on equal shapes.
 
 The float baseline must be the strongest one: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some
 machines) pin OpenBLAS to an older kernel, and they are read when numpy loads. So `hybnn bench` runs
@@ -51,17 +52,33 @@ def clean_env() -> dict:
 
 
 # ── measuring ────────────────────────────────────────────────────────────────────────────────
-def _median_seconds(fn, repeats: int, min_total: float = 0.0) -> tuple[float, float, int]:
-    """(median, minimum, count) of the call's wall time over at least `repeats` calls (and at
-    least `min_total` seconds in all)."""
-    times = []
-    while len(times) < repeats or sum(times) < min_total:
-        t0 = time.perf_counter()
+def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0,
+             rounds: int = 3) -> dict:
+    """Time each contender (name → zero-argument callable) in `rounds` interleaved rounds, so that
+    all of them see the same drift in machine load; each round runs a block of calls of one
+    contender, then pauses briefly (OpenBLAS threads keep spinning after a call). Returns
+    name → {seconds (median), min_seconds, repeats, ops_per_second}."""
+    for fn in fns.values():  # warm-up: JIT compile, first touch of outputs, thread pools
         fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 5000:
-            break
-    return statistics.median(times), min(times), len(times)
+    per_round = max(1, -(-repeats // rounds))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            time.sleep(0.05)
+            block = []
+            while len(block) < per_round or sum(block) < min_total / rounds:
+                t0 = time.perf_counter()
+                fn()
+                block.append(time.perf_counter() - t0)
+                if len(block) >= 5000:
+                    break
+            times[name] += block
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name] = {"seconds": med, "ops_per_second": ops / med, "min_seconds": min(ts),
+                     "repeats": len(ts)}
+    return out
 
 
 def _repeats(ops: float, quick: bool) -> int:
@@ -111,12 +128,6 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def _rate_entry(timing: tuple[float, float, int], ops: float) -> dict:
-    median, fastest, count = timing
-    return {"seconds": median, "ops_per_second": ops / median, "min_seconds": fastest,
-            "repeats": count}
-
-
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     """Square M = N = K: XNOR on K-bit rows against float32 matmul of the same shape."""
     import numpy as np
@@ -136,17 +147,10 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     wf = rng.standard_normal((k, n), dtype=np.float32)
     of = np.empty((m, n), np.float32)
     ta, tw, to = torch.from_numpy(af), torch.from_numpy(wf), torch.empty((m, n))
-    xnor_gemm(a, pw, k, out=out, threads=threads)
-    t_x = _median_seconds(lambda: xnor_gemm(a, pw, k, out=out, threads=threads), reps)
-    time.sleep(0.2)
-    np.matmul(af, wf, out=of)
-    t_np = _median_seconds(lambda: np.matmul(af, wf, out=of), reps)
-    time.sleep(0.2)
-    torch.matmul(ta, tw, out=to)
-    t_t = _median_seconds(lambda: torch.matmul(ta, tw, out=to), reps)
     res = {"name": f"gemm {size}", "m": m, "n": n, "k": k, "ops": ops,
-           "xnor": _rate_entry(t_x, ops), "numpy_f32": _rate_entry(t_np, ops),
-           "torch_f32": _rate_entry(t_t, ops),
+           **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
+                       "numpy_f32": lambda: np.matmul(af, wf, out=of),
+                       "torch_f32": lambda: torch.matmul(ta, tw, out=to)}, ops, reps),
            "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k}}
     _ratios(res)
     return res
@@ -201,9 +205,6 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
     ops = 2.0 * batch * (shape.n_bits * shape.hidden + shape.hidden * shape.n_classes)
     reps = 2001 if batch == 1 else _repeats(ops, quick) * 3
     min_total = 0.2 if quick else 0.5
-    rt.run(codes, threads)
-    t_x = _median_seconds(lambda: rt.run(codes, threads), reps, min_total)
-    time.sleep(0.2)
     w1 = np.where(model.fc1.weight.detach().numpy() < 0, -1, 1).astype(np.float32).T.copy()
     w2 = np.where(model.fc2.weight.detach().numpy() < 0, -1, 1).astype(np.float32).T.copy()
 
@@ -222,19 +223,13 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
         np.matmul(h, w2, out=o)
         return (o * s2 + b2).argmax(1)
 
-    numpy_head()
-    t_np = _median_seconds(numpy_head, reps, min_total)
-    time.sleep(0.2)
-
     def torch_head():
         with torch.no_grad():
             return model(tx).argmax(1)
 
-    torch_head()
-    t_t = _median_seconds(torch_head, reps, min_total)
     res = {"name": f"head 200-128-2 b={batch}", "batch": batch, "ops": ops,
-           "xnor": _rate_entry(t_x, ops), "numpy_f32": _rate_entry(t_np, ops),
-           "torch_f32": _rate_entry(t_t, ops),
+           **_compare({"xnor": lambda: rt.run(codes, threads), "numpy_f32": numpy_head,
+                       "torch_f32": torch_head}, ops, reps, min_total),
            "weight_bytes": {"binary": rt.weight_bytes,
                             "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)}}
     for key in ("xnor", "numpy_f32", "torch_f32"):
@@ -263,21 +258,14 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     out = np.empty((m, 2), np.uint64)
     ops = 2.0 * m * n * k
     reps = _repeats(ops, quick) * 3
-    binary_dense(codes, layer, out=out, threads=threads)
-    t_x = _median_seconds(lambda: binary_dense(codes, layer, out=out, threads=threads), reps, 0.3)
-    time.sleep(0.2)
     xf = rng.standard_normal((m, k), dtype=np.float32)
     wf = rng.standard_normal((k, n), dtype=np.float32)
     of = np.empty((m, n), np.float32)
-    np.matmul(xf, wf, out=of)
-    t_np = _median_seconds(lambda: np.matmul(xf, wf, out=of), reps, 0.3)
-    time.sleep(0.2)
     tx, tw, to = torch.from_numpy(xf), torch.from_numpy(wf), torch.empty((m, n))
-    torch.matmul(tx, tw, out=to)
-    t_t = _median_seconds(lambda: torch.matmul(tx, tw, out=to), reps, 0.3)
     res = {"name": f"hidden 200-128 b={batch}", "m": m, "n": n, "k": k, "ops": ops,
-           "xnor": _rate_entry(t_x, ops), "numpy_f32": _rate_entry(t_np, ops),
-           "torch_f32": _rate_entry(t_t, ops),
+           **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
+                       "numpy_f32": lambda: np.matmul(xf, wf, out=of),
+                       "torch_f32": lambda: torch.matmul(tx, tw, out=to)}, ops, reps, 0.3),
            "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k}}
     _ratios(res)
     return res
@@ -310,7 +298,9 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
             "quick": quick, "command": "hybnn bench" + (" --quick" if quick else ""),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
             "seconds": time.time() - t_start, "machine": info,
-            "method": "medians over repeats, JIT warm-up outside the timing, preallocated outputs; "
+            "method": "medians over repeats timed in 3 interleaved rounds per case (every contender "
+                      "sees the same load drift), JIT warm-up outside the timing, preallocated "
+                      "outputs; "
                       "ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels; "
                       "float inputs are ±1 float32 already unpacked, kernel inputs packed bits",
             "cases": cases}
