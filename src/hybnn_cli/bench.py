@@ -298,9 +298,9 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
             "quick": quick, "command": "hybnn bench" + (" --quick" if quick else ""),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
             "seconds": time.time() - t_start, "machine": info,
-            "method": "medians over repeats timed in 3 interleaved rounds per case (every contender "
-                      "sees the same load drift), JIT warm-up outside the timing, preallocated "
-                      "outputs; "
+            "method": "medians over repeats timed in 3 interleaved rounds per case (every "
+                      "contender sees the same load drift), JIT warm-up outside the timing, "
+                      "preallocated outputs; "
                       "ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels; "
                       "float inputs are ±1 float32 already unpacked, kernel inputs packed bits",
             "cases": cases}
