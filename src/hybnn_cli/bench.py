@@ -327,7 +327,8 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("speedup (same 2·M·N·K operations)")
     m = result["machine"]
     ax.set_title(f"XNOR-popcount GEMM vs float32 matmul\n{m['cpu']} ({m['llvm_cpu_name']}), "
-                 f"{m['threads']} threads, kernel variant {m['kernel']['variant']}", fontsize=9)
+                 f"{m['threads']} threads, kernel variant {m['kernel']['variant']}, "
+                 f"load average {m['load_average'][0]:.1f} at start", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
