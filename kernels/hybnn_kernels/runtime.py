@@ -45,6 +45,7 @@ from hybnn_kernels.xnor import (
     threads_for,
 )
 
+_U64 = np.dtype(np.uint64)
 DEPLOY_FORMAT = "hybnn-deploy"
 DEPLOY_VERSION = 1
 
@@ -99,22 +100,32 @@ def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 
                        h, masks, cnt, scores, labels)
 
 
+# The compiled entry points take few arguments (Numba's dispatch costs about 0.1–0.2 µs per
+# argument, a large share of a one-sample call): `params` packs the integers and the hidden layer's
+# count thresholds into one int64 array, [pad_from, cthr1...], where pad_from is the number of used
+# bits in the last word of a code (64: no padding); n_classes and hidden come from the table.
+
+
 @njit(cache=_CACHE)
-def _head_serial(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, pad_from):
+def _head_serial(codes, p1, p2, params, table, scores, labels):
     """Runs the head unless a code has padding bits set (returns True then, nothing computed)."""
+    pad_from = params[0]
     if pad_from < 64 and _padding_set(codes, pad_from):
         return True
     m = codes.shape[0]
     total = m // MR + m % MR
-    _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 0, total)
+    _head_range(codes, p1, params[1:], p2, table.shape[0], table.shape[1] - 1, table, scores,
+                labels, 0, total)
     return False
 
 
 @njit(cache=_CACHE, parallel=True)
-def _head_parallel(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, n_chunks):
+def _head_parallel(codes, p1, p2, params, table, scores, labels, n_chunks):
     m = codes.shape[0]
     total = m // MR + m % MR
     n_chunks = min(total, n_chunks)
+    cthr1 = params[1:]
+    n_classes, hidden = table.shape[0], table.shape[1] - 1
     for c in prange(n_chunks):
         _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels,
                     c * total // n_chunks, (c + 1) * total // n_chunks)
@@ -159,28 +170,33 @@ class BNNRuntime:
         return self.fc1.weights.nbytes + self.fc2.nbytes
 
     def __post_init__(self):
-        self._static = (self.fc1.weights.panels, self.fc1.count_thresholds, self.fc2.panels,
-                        self.fc2.n, self.fc1.n_out, self.score_table)
         self._words = self.fc1.weights.words
         self._pad_from = self.n_bits - (self._words - 1) * WORD_BITS  # used bits of the last word
+        params = np.concatenate([[self._pad_from], self.fc1.count_thresholds]).astype(np.int64)
+        self._static = (self.fc1.weights.panels, self.fc2.panels, params, self.score_table)
+        self._n_classes = self.fc2.n
+        self._ops_per_row = 2.0 * self.fc1.n_out * self.fc1.n_in
 
     def run(self, codes: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32 (N, n_classes), labels int64 (N,)) for packed codes (N, words)."""
-        if not (isinstance(codes, np.ndarray) and codes.dtype == np.uint64 and codes.ndim == 2
-                and codes.shape[1] == self._words and codes.flags.c_contiguous):
+        # the common case is checked in a few attribute reads (this path serves batch 1 too)
+        if not (type(codes) is np.ndarray and (codes.dtype is _U64 or codes.dtype == _U64)
+                and codes.ndim == 2 and codes.shape[1] == self._words
+                and codes.flags.c_contiguous):
             codes = _check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
-        threads = _check_threads(threads)
+        if threads is not None:
+            threads = _check_threads(threads)
         m = codes.shape[0]
-        scores = np.empty((m, self.fc2.n), dtype=np.float32)
+        scores = np.empty((m, self._n_classes), dtype=np.float32)
         labels = np.empty(m, dtype=np.int64)
         if m == 0:
             return scores, labels
-        t = threads_for(2.0 * m * self.fc1.n_out * self.fc1.n_in, threads)
+        t = threads_for(m * self._ops_per_row, threads)
         if t > 1:
             if self._pad_from < WORD_BITS and _padding_set(codes, self._pad_from):
                 _check_words("codes", codes, self.n_bits)  # raises the padding error
             call_parallel(_head_parallel, t, codes, *self._static, scores, labels)
-        elif _head_serial(codes, *self._static, scores, labels, self._pad_from):
+        elif _head_serial(codes, *self._static, scores, labels):
             _check_words("codes", codes, self.n_bits)  # raises the padding error
         return scores, labels
 
