@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hybnn_cli import stages
+from hybnn_cli import __version__, stages
 from hybnn_cli.data import get_spec
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.progress import make_progress
@@ -29,6 +29,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hybnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Hybrid binary neural networks: a frozen binary-latent VAE encoder feeds 200-bit codes to
+    small task BNNs that run with XNOR and popcount.
+
+    Example: hybnn pretrain-vae && hybnn extract --out runs/codes.h5 && hybnn train-bnn --task 3
+    """
 
 
 def handle_errors(fn):
