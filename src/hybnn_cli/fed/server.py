@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.partition import partition_indices
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
 from hybnn_cli.fed.strategy import RobustFedAvg
 from hybnn_cli.fed.task import evaluate_model, initial_model, model_shape, task_data
@@ -33,6 +34,8 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     task = parse_task(cfg.task)
     data = task_data(cfg.codes, cfg.task)
     x_test, y_test = data["test"]
+    # the clients split the train set this way: refuse an impossible split before round 1
+    partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha, cfg.seed)
     sha = data["attrs"]["encoder_sha256"]
     shape = model_shape(data["n_bits"], cfg)
     model = initial_model(shape, cfg.seed)

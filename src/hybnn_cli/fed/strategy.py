@@ -76,8 +76,8 @@ def check_reply(content: RecordDict, spec: UpdateSpec) -> tuple[str | None, floa
 class RobustFedAvg(FedAvg):
     def __init__(self, spec: UpdateSpec, expected_nodes: int, min_valid: int = 1,
                  wait_nodes: float = 120.0):
-        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,
-                         min_evaluate_nodes=0, min_available_nodes=1)
+        super().__init__(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
+        self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0  # the server evaluates
         self.spec = spec
         self.expected_nodes = expected_nodes
         self.min_valid = min_valid
