@@ -304,6 +304,11 @@ class Federation:
             self.register(pub)
             self.start_supernode(i, priv, f"partition-id={i} num-partitions={self.n_nodes}")
 
+    def supernodes_online(self) -> list[dict]:
+        """The SuperLink's registered SuperNodes that are online (`flwr supernode list`)."""
+        nodes = _json_out(flwr(self.env, "supernode", "list", CONNECTION, "--format", "json"))
+        return [n for n in nodes.get("nodes", []) if n.get("status") == "online"]
+
     def run(self, cfg: FedConfig, on_round: Callable[[dict], None] | None = None,
             timeout: float = 3600.0) -> dict:
         """`flwr run` the app with cfg; follow its progress; check its final status."""
