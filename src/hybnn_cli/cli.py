@@ -255,8 +255,10 @@ def fed_cmd(
     import logging
 
     from hybnn_cli.fed.config import FedConfig
+    from hybnn_cli.fed.deployment import run_deployment
+    from hybnn_cli.fed.inprocess import run_inprocess
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # keep warnings: rejected updates
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
     t = parse_task(task)
     out = out or Path(f"runs/fed-{t.name}.pt")
     _check_out(out)
@@ -284,13 +286,9 @@ def fed_cmd(
                     highlight=False)
 
         if deployment:
-            from hybnn_cli.fed.deployment import run_deployment
-
             run_dir = run_dir or Path("runs") / time.strftime("fed-%Y%m%d-%H%M%S")
             result = run_deployment(cfg, run_dir, on_round)
         else:
-            from hybnn_cli.fed.inprocess import run_inprocess
-
             result = run_inprocess(cfg, on_round)
     result["mode"] = "deployment" if deployment else "in-process"
     if not any(r.get("valid_updates") for r in result["rounds"]):
