@@ -18,6 +18,7 @@ from hybnn_cli import checkpoint as ck
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.deployment import Federation, Processes, make_node_key
+from hybnn_cli.fed.inprocess import run_inprocess
 
 
 @pytest.mark.slow
@@ -50,6 +51,10 @@ def test_loopback_deployment_with_tls_and_auth(tmp_path, monkeypatch):
     for r in result["rounds"]:
         assert r["valid_updates"] == 2 and len(r["clients"]) == 2
     assert result["final_test_acc"] >= 0.9
+    # the same apps give the same run in one process
+    same = run_inprocess(FedConfig(**{**cfg.to_dict(), "out": ""}))
+    assert same["accuracy_curve"] == result["accuracy_curve"]
+    assert same["bytes"]["uplink_total"] == result["bytes"]["uplink_total"]
     assert len(online) == 2
     # the unregistered node was refused and gave up
     assert intruder.returncode not in (None, 0)

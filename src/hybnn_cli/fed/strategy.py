@@ -143,7 +143,8 @@ class RobustFedAvg(FedAvg):
                     self._who(node), reason)
                 continue
             entry["status"] = "accepted"
-            valid.append((decode_update(msg.content["arrays"], self.spec), n,
+            order = (self.partition_of.get(node, 1 << 30), node)
+            valid.append((order, decode_update(msg.content["arrays"], self.spec), n,
                           msg.content["metrics"]))
         for node, entry in stats["clients"].items():
             if entry.get("status") == "no reply":
@@ -154,6 +155,8 @@ class RobustFedAvg(FedAvg):
             log(WARNING, "round %d: %d valid update(s), %d needed: keeping the previous global "
                 "model", server_round, len(valid), self.min_valid)
             return None, None
+        # replies arrive in any order; sum in partition order so a run is reproducible
+        valid = [v[1:] for v in sorted(valid, key=lambda v: v[0])]
         total = sum(n for _, n, _ in valid)
         avg = {}
         for key, (dtype, _) in self.spec.wire.items():
