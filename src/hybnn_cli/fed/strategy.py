@@ -84,6 +84,7 @@ class RobustFedAvg(FedAvg):
         self.wait_nodes = wait_nodes
         self.rounds: dict[int, dict] = {}
         self.partition_of: dict[int, int] = {}  # node id → partition id (from its metrics)
+        self._sent: list[Message] = []
 
     def summary(self) -> None:
         log(INFO, "\t├──> RobustFedAvg: uplink %s, %d expected nodes, at least %d valid "
@@ -115,16 +116,23 @@ class RobustFedAvg(FedAvg):
         for node in nodes:
             stats["clients"][node] = {"node_id": node, "recv_bytes": down, "sent_bytes": 0,
                                       "status": "no reply"}
-        return [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node)
-                for node in nodes]
+            if node in self.partition_of:
+                stats["clients"][node]["partition_id"] = self.partition_of[node]
+        # the grid stamps message ids on these objects when it sends them; aggregate_train maps
+        # replies back to nodes by them (an error made by the SuperLink for an unreachable node
+        # comes from the SuperLink's id, not the node's)
+        self._sent = [Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node)
+                      for node in nodes]
+        return self._sent
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         stats = self.rounds.setdefault(server_round, {"clients": {}, "valid": 0,
                                                       "kept_previous": False})
-        valid: list[tuple[dict, float, MetricRecord]] = []
+        valid: list[tuple] = []
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in self._sent}
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = node_of.get(msg.metadata.reply_to_message_id, msg.metadata.src_node_id)
             entry = stats["clients"].setdefault(node, {"node_id": node, "recv_bytes": 0,
                                                        "sent_bytes": 0})
             if msg.has_error():
