@@ -236,6 +236,9 @@ def fed_cmd(
                                "sign bits; batch-norm stays float)."),
     min_valid: int = typer.Option(1, "--min-valid", min=1, help="Fewer valid updates in a round "
                                   "keep the previous global model."),
+    round_timeout: float = typer.Option(600.0, "--round-timeout", min=1.0, help="Seconds the "
+                                        "server waits for a round's replies (a client that "
+                                        "vanished is left out after it)."),
     seed: int = Seed,
     out: Path = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
                              "runs/fed-<task>.pt)."),
@@ -267,7 +270,7 @@ def fed_cmd(
     cfg = FedConfig(codes=str(codes), task=task, clients=clients, rounds=rounds,
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
-                    min_valid=min_valid, out=str(out))
+                    min_valid=min_valid, round_timeout=round_timeout, out=str(out))
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
 
