@@ -114,6 +114,11 @@ def faulty_client(kind: str) -> ClientApp:
             del arrays["bn1.running_var"]
         elif kind == "dtype":
             arrays["fc2.weight"] = Array(arrays["fc2.weight"].numpy().astype(np.float64))
+        elif kind == "count":
+            reply.content["metrics"]["num-examples"] = 0
+        elif kind == "odd-metrics":  # lists where numbers belong: harmless, must not crash
+            reply.content["metrics"]["partition-id"] = [1, 2]
+            reply.content["metrics"]["train-loss"] = [0.5, 0.25]
         elif kind == "vanish":
             return None
         return reply
@@ -125,6 +130,7 @@ def faulty_client(kind: str) -> ClientApp:
     ("nan", "non-finite"), ("shape", "(128, 199)"), ("broadcast", "bn1.weight"),
     ("missing", "missing key(s) bn1.running_var"), ("dtype", "float64"),
     ("crash", "client blew up"), ("vanish", "no reply"),
+    ("count", "num-examples must be a positive number, got 0"),
 ])
 def test_bad_update_is_left_out_and_run_finishes(codes, kind, reason, caplog):
     apps = [client_app.app, client_app.app, faulty_client(kind)]
@@ -138,6 +144,12 @@ def test_bad_update_is_left_out_and_run_finishes(codes, kind, reason, caplog):
     assert any(reason in rec.getMessage() and "round 2" in rec.getMessage()
                for rec in caplog.records)
     assert any("node 1002" in rec.getMessage() for rec in caplog.records)
+
+
+def test_odd_metrics_do_not_break_aggregation(codes):
+    apps = [client_app.app, client_app.app, faulty_client("odd-metrics")]
+    res = run_inprocess(small(codes, rounds=1), client_apps=apps)
+    assert res["rounds"][0]["valid_updates"] == 3
 
 
 def test_too_few_valid_updates_keep_the_previous_model(codes, tmp_path):

@@ -140,8 +140,9 @@ class RobustFedAvg(FedAvg):
             else:
                 entry["sent_bytes"] = payload_bytes(msg.content)
                 metrics = msg.content.get("metrics")
-                if isinstance(metrics, MetricRecord) and "partition-id" in metrics:
-                    self.partition_of[node] = int(metrics["partition-id"])
+                if isinstance(metrics, MetricRecord) and isinstance(metrics.get("partition-id"),
+                                                                    int):
+                    self.partition_of[node] = metrics["partition-id"]
                 reason, n = check_reply(msg.content, self.spec)
             if node in self.partition_of:
                 entry["partition_id"] = self.partition_of[node]
@@ -173,7 +174,7 @@ class RobustFedAvg(FedAvg):
                 dtype = "float32"
             avg[key] = (np.rint(mean) if np.dtype(dtype).kind in "iu" else mean).astype(dtype)
         metrics = MetricRecord({"num-examples": int(total), "clients": len(valid)})
-        for name in ("train-loss", "train-acc"):
-            if all(name in m for _, _, m in valid):
-                metrics[name] = float(sum(float(m[name]) * n for _, n, m in valid) / total)
+        for name in ("train-loss", "train-acc"):  # reported by the clients, only for the log
+            if all(isinstance(m.get(name), float) and math.isfinite(m[name]) for _, _, m in valid):
+                metrics[name] = float(sum(m[name] * n for _, n, m in valid) / total)
         return state_to_arrays(avg), metrics
