@@ -7,6 +7,7 @@ import functools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -400,6 +401,97 @@ def _print_bench_table(result: dict) -> None:
                       f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
                       f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
     (Console() if sys.stdout.isatty() else Console(width=130)).print(table)
+# ── federated training (Flower) ───────────────────────────────────────────────────────────────
+@app.command("fed")
+@handle_errors
+def fed_cmd(
+    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file (the clients "
+                               "split its train set; the server tests on its test set)."),
+    task: str = typer.Option("3", "--task", help="1..5 (digit pairs 0/1 … 8/9) or all."),
+    clients: int = typer.Option(3, "--clients", min=1, help="Number of clients (partitions)."),
+    rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
+    local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (cosine over all epochs)."),
+    hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons."),
+    partition: str = typer.Option("iid", "--partition", help="iid or dirichlet (label skew)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration (smaller = more "
+                                "skew)."),
+    uplink: str = typer.Option("float", "--uplink", help="float (latent weights) or bits (packed "
+                               "sign bits; batch-norm stays float)."),
+    min_valid: int = typer.Option(1, "--min-valid", min=1, help="Fewer valid updates in a round "
+                                  "keep the previous global model."),
+    round_timeout: float = typer.Option(600.0, "--round-timeout", min=1.0, help="Seconds the "
+                                        "server waits for a round's replies (a client that "
+                                        "vanished is left out after it)."),
+    seed: int = Seed,
+    out: Path = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
+                             "runs/fed-<task>.pt)."),
+    deployment: bool = typer.Option(False, "--deployment", help="Run on Flower's Deployment "
+                                    "Engine: a SuperLink and one SuperNode per client on "
+                                    "loopback, with TLS and SuperNode authentication."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="With --deployment: folder for "
+                                 "certificates, keys, logs and outputs (default: a new folder "
+                                 "under runs/)."),
+    json_out: bool = JsonOut,
+):
+    """Train the task BNN by federated averaging on Flower and report the global test accuracy
+    after every round.
+
+    Example: hybnn fed --codes runs/codes.h5 --task 3 --clients 3 --rounds 20
+    """
+    import logging
+
+    from hybnn_cli.fed.config import FedConfig
+    from hybnn_cli.fed.deployment import run_deployment
+    from hybnn_cli.fed.inprocess import run_inprocess
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
+    t = parse_task(task)
+    out = out or Path(f"runs/fed-{t.name}.pt")
+    _check_out(out)
+    if not codes.is_file():
+        raise HybnnError(f"{codes}: no such codes file")
+    cfg = FedConfig(codes=str(codes), task=task, clients=clients, rounds=rounds,
+                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                    partition=partition, alpha=alpha, uplink=uplink, seed=seed,
+                    min_valid=min_valid, round_timeout=round_timeout, out=str(out))
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
+
+        def on_round(row: dict) -> None:
+            if row["round"] == 0:
+                return
+            status = (f"test {row['test_acc']:.2%}  valid {row.get('valid_updates', 0)}/"
+                      f"{len(row.get('clients', []))}")
+            progress.update(bar, completed=row["round"], status=status)
+            if not json_out:
+                progress.console.print(
+                    f"round {row['round']:3d}  test {row['test_acc']:.2%}  "
+                    f"up {row.get('bytes_sent', 0) / 1e3:,.1f} kB  "
+                    f"down {row.get('bytes_recv', 0) / 1e3:,.1f} kB  {status.split('  ')[1]}"
+                    + ("  (kept previous model)" if row.get("kept_previous") else ""),
+                    highlight=False)
+
+        if deployment:
+            run_dir = run_dir or Path("runs") / time.strftime("fed-%Y%m%d-%H%M%S")
+            result = run_deployment(cfg, run_dir, on_round)
+        else:
+            result = run_inprocess(cfg, on_round)
+    result["mode"] = "deployment" if deployment else "in-process"
+    if not any(r.get("valid_updates") for r in result["rounds"]):
+        raise HybnnError("no client update was accepted in any round; the saved model is the "
+                         "initial one (see the warnings above)")
+    if json_out:
+        _print_json(result)
+    else:
+        b = result["bytes"]
+        typer.echo(f"{t.name} federated ({clients} clients, {partition}, uplink {uplink}): "
+                   f"test accuracy {result['final_test_acc']:.2%} after {rounds} rounds  "
+                   f"→ {out}")
+        typer.echo(f"bytes per round: up {b['uplink_per_round'] / 1e3:,.1f} kB, down "
+                   f"{b['downlink_per_round'] / 1e3:,.1f} kB (all clients); run total "
+                   f"{(b['uplink_total'] + b['downlink_total']) / 1e6:,.2f} MB")
 
 
 def main() -> None:
