@@ -102,6 +102,12 @@ class BinaryCNN(nn.Module):
 
 
 @torch.no_grad()
+def distinct_inputs(x: torch.Tensor, mode: str) -> int:
+    """How many different first-layer inputs the images x (N, 1, 28, 28) in [0, 1] give."""
+    return int(torch.unique(binarize_input(x, mode).flatten(1), dim=0).shape[0])
+
+
+@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Predicted class indices (eval mode)."""
     model.eval()

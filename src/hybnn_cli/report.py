@@ -116,13 +116,15 @@ def sign_table(results: dict) -> str:
         only = [i for i, c in enumerate(pred) if c]
         constant = len(only) == 1
         share = counts[only[0]] / sum(counts) if constant else None
-        rows.append([t["task"],
+        distinct = t.get("distinct_test_inputs") or {}
+        rows.append([t["task"], distinct.get("sign", "–"),
                      ", ".join(f"{c}: {n}" for c, n in zip(t["classes"], counts, strict=True)),
                      ", ".join(f"{c}: {n}" for c, n in zip(t["classes"], pred, strict=True)),
                      f"{t['classes'][only[0]]} (always)" if constant else "both",
                      _pct(share), _pct(b["test_acc"])])
-    return _table(["Task", "Test images per class", "Predictions per class", "Predicted class",
-                   "Its share of the test pair", "Accuracy (sign)"], rows)
+    return _table(["Task", "Different test inputs after sign", "Test images per class",
+                   "Predictions per class", "Predicted class", "Its share of the test pair",
+                   "Accuracy (sign)"], rows)
 
 
 def cost_table(results: dict) -> str:
@@ -231,18 +233,24 @@ def _save(fig, path: Path) -> Path:
 
 def _curves(results: dict, path: Path, metric: str, ylabel: str, title: str) -> Path:
     plt = _plt()
+    from matplotlib import ticker
+
     tasks = results["tasks"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.6), sharey=True,
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax, t in zip(axes[0], tasks, strict=True):
         runs = [("hybnn", t["hybnn"])] + list(t["baselines"].items())
         for name, r in runs:
             ep = [m["epoch"] for m in r["history"]]
+            marker = "." if len(ep) <= 20 else None
             ax.plot(ep, [m[f"test_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
-                    label=f"{MODEL_LABELS[name]}, test")
+                    marker=marker, label=f"{MODEL_LABELS[name]}, test")
             ax.plot(ep, [m[f"train_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
-                    linestyle="--", linewidth=0.9, label=f"{MODEL_LABELS[name]}, train")
+                    linestyle="--", linewidth=0.9, marker=marker,
+                    label=f"{MODEL_LABELS[name]}, train")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_title(f"{t['task']}: {' vs '.join(map(str, t['classes']))}")
         ax.set_xlabel("epoch (log scale)")
         ax.grid(alpha=0.3)
@@ -250,8 +258,7 @@ def _curves(results: dict, path: Path, metric: str, ylabel: str, title: str) -> 
     if metric == "loss":
         axes[0][0].set_yscale("log")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8,
-               bbox_to_anchor=(0.5, -0.12))
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle(title)
     return _save(fig, path)
 
@@ -286,18 +293,20 @@ def fig_accuracy_bars(results: dict, path: Path) -> Path:
     ax.set_ylim(0, 112)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy per task: HyBNN against the binary CNN baselines")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     return _save(fig, path)
 
 
 def fig_cost(results: dict, path: Path) -> Path:
     plt = _plt()
+    from matplotlib import ticker
+
     tasks = results["tasks"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     names = ["hybnn"] + list(results["config"]["binarizations"])
     groups = [t["task"] for t in tasks]
     for ax, what, ylabel in [(axes[0], "wall", "training wall time (s, log scale)"),
-                             (axes[1], "t99", "training s to reach 99% of final accuracy")]:
+                             (axes[1], "t99", "training s to 99% of final accuracy (log)")]:
         n = len(names)
         width = 0.8 / n
         for i, name in enumerate(names):
@@ -308,12 +317,15 @@ def fig_cost(results: dict, path: Path) -> Path:
             ax.bar(xs, vals, width, color=MODEL_COLORS[name], label=MODEL_LABELS[name])
         ax.set_xticks(range(len(groups)), groups)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_title(f"Wall time: BNN {results['config']['bnn_epochs']} epochs on codes, CNN "
                       f"{results['config']['baseline_epochs']} epochs on images", fontsize=9)
     axes[1].set_title("Time to 99% of the final test accuracy", fontsize=9)
-    axes[1].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     fig.suptitle("Training cost (excluding the one-time VAE pretraining and code extraction)")
     return _save(fig, path)
 
@@ -333,7 +345,7 @@ def fig_fashion(results: dict, path: Path) -> Path:
     ax.set_ylim(0, 112)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Encoder transfer: Fashion-MNIST pairs")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     return _save(fig, path)
 
 

@@ -27,7 +27,7 @@ import torch
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli import stages
-from hybnn_cli.baseline import BINARIZE, BaselineConfig, BinaryCNN
+from hybnn_cli.baseline import BINARIZE, BaselineConfig, BinaryCNN, distinct_inputs
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.data import DATASETS
 from hybnn_cli.errors import HybnnError
@@ -295,6 +295,7 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
         counts = next(iter(bases.values()))["test_class_counts"] if bases else None
         rows.append({"task": task.name, "classes": list(task.classes),
                      "n_test": hyb["n_test"], "test_class_counts": counts,
+                     "distinct_test_inputs": test_inputs(task, cfg, data_dir),
                      "test_class_shares": _shares(counts) if counts else None,
                      "hybnn": hyb, "baselines": bases})
     ten = study.bnn(codes, "mnist", parse_task("all")) if cfg.ten_class else None
@@ -326,6 +327,12 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
         model_sizes=model_sizes(),
     )
     return results
+
+
+def test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
+    """For each binarization, how many different inputs the task's test images become."""
+    x, _ = stages.load_task_images("mnist", task, data_dir, cfg.limit)["test"]
+    return {"images": len(x), **{b: distinct_inputs(x, b) for b in BINARIZE}}
 
 
 def _vae_brief(vae: dict) -> dict:
