@@ -26,6 +26,7 @@ def _error(result) -> str:
      "unknown --binarize 'median': use sign, threshold, none"),
     (["baseline", "--task", "9"], "unknown task '9': use 1..5"),
     (["reproduce", "--tasks", "1,7"], "unknown task '7': use 1..5"),
+    (["reproduce", "--tasks", "all"], "--tasks takes digit-pair tasks 1..5"),
     (["reproduce", "--binarize", "sign,round"],
      "unknown --binarize 'round': use sign, threshold, none"),
     (["train-bnn", "--codes", "no/such/codes.h5", "--task", "1"],

@@ -322,7 +322,9 @@ def reproduce_cmd(
 
     task_list = []
     for t in _split_list(tasks, "--tasks"):
-        parse_task(t)
+        if parse_task(t).name == "all":
+            raise HybnnError("--tasks takes digit-pair tasks 1..5; the 10-class run is "
+                             "--ten-class")
         task_list.append(int(t))
     bins = _split_list(binarize, "--binarize")
     from hybnn_cli.baseline import check_binarize
