@@ -5,7 +5,7 @@ that several processes can share the work on a multi-core or shared machine. A l
 Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA-B` trains the
 threshold CNN on the Fashion-MNIST pair (A, B). The VAEs can be pretrained alongside with
 `hybnn pretrain-vae --out <work>/vae-<dataset>-<digest>.pt` (the path `hybnn reproduce` uses;
-see `Study.vae_path`). Do not run the same stage in two processes at once.
+see `Study.vae_path`). A stage another live process is making is skipped (its lock file).
 
 Example: python benchmarks/prefill_stages.py --threads 1 1:threshold 3:sign f0-1
 """
@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from hybnn_cli.reproduce import Reporter, Study, StudyConfig, _fashion_task
+from hybnn_cli.reproduce import Reporter, StageBusy, Study, StudyConfig, _fashion_task
 from hybnn_cli.tasks import parse_task
 
 
@@ -34,11 +34,14 @@ def main() -> None:
     args = ap.parse_args()
     study = Study(StudyConfig(threads=args.threads), args.work, reporter=PrintDone())
     for job in args.jobs:
-        if job.startswith("f"):
-            study.baseline("fashion-mnist", _fashion_task(job[1:].split("-")), "threshold")
-        else:
-            task, binarize = job.split(":")
-            study.baseline("mnist", parse_task(task), binarize)
+        try:
+            if job.startswith("f"):
+                study.baseline("fashion-mnist", _fashion_task(job[1:].split("-")), "threshold")
+            else:
+                task, binarize = job.split(":")
+                study.baseline("mnist", parse_task(task), binarize)
+        except StageBusy as e:  # another process has it: go on with the next job
+            print(time.strftime("%H:%M:%S"), "busy", job, e, flush=True)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,35 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
     written = json.loads(rep.stdout)
     assert Path(written["Figure 7: federated accuracy per round"]).read_bytes()[:8] == PNG
     assert len(list(out.glob("*.png"))) == 6
+
+
+def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
+    import subprocess
+    import sys
+
+    from hybnn_cli.reproduce import Reporter, StageBusy, StageCache
+
+    cache = StageCache(tmp_path, Reporter())
+    key = {"stage": "demo", "seed": 0}
+    art = cache.path("demo", key, ".txt")
+    calls = []
+
+    def make(path):
+        path.write_text("x")
+        calls.append(path)
+        return {"value": 1}
+
+    lock = art.with_name(art.name + ".lock")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(str(sleeper.pid))
+        with pytest.raises(StageBusy, match=f"being made by process {sleeper.pid}"):
+            cache.run("demo", key, ".txt", "demo", make, str)
+        assert calls == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the owner is gone: the lock is taken over, the stage runs once, then it is reused
+    assert cache.run("demo", key, ".txt", "demo", make, str) == {"value": 1}
+    assert cache.run("demo", key, ".txt", "demo", make, str) == {"value": 1}
+    assert len(calls) == 1 and not lock.exists()

@@ -14,6 +14,7 @@ last saved epoch. So a rerun reuses everything already done and can be stopped a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -114,13 +115,58 @@ class StageCache:
             if old.get("key") == key:
                 self.reporter.done(description, summary(old["result"]), cached=True)
                 return old["result"]
-        result = fn(art)
-        payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
-        payload.update(key=key, artifact=art.name, result=result)
-        with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps(payload, indent=1, default=str))
+        with stage_lock(art):
+            result = fn(art)
+            payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
+            payload.update(key=key, artifact=art.name, result=result)
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps(payload, indent=1, default=str))
         self.reporter.done(description, summary(result), cached=False)
         return result
+
+
+class StageBusy(HybnnError):
+    """Another live process is making this stage's artifact."""
+
+
+@contextlib.contextmanager
+def stage_lock(art: Path):
+    """Hold `<artifact>.lock` (holding the owner's pid) while the stage runs, so two processes
+    sharing a work folder never make the same artifact; a lock whose process is gone is taken
+    over."""
+    lock = art.with_name(art.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise StageBusy(f"{art.name} is being made by process {pid}; wait for it to "
+                                f"finish or stop it") from None
+            lock.unlink(missing_ok=True)
+    else:
+        raise StageBusy(f"cannot take the lock {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def time_to_fraction(history: list[dict], fraction: float = 0.99) -> dict:
