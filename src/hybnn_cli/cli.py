@@ -294,6 +294,9 @@ def reproduce_cmd(
     quick: bool = typer.Option(False, "--quick", help="A small configuration for tests and "
                                "demos: 1000 images per split, 1–2 epochs."),
     vae_epochs: int = typer.Option(None, "--vae-epochs", min=1, help="VAE epochs (paper: 20)."),
+    fashion_vae_epochs: int = typer.Option(None, "--fashion-vae-epochs", min=1,
+                                           help="Epochs of the Fashion-MNIST VAE of the "
+                                           "transfer study (default: --vae-epochs)."),
     bnn_epochs: int = typer.Option(None, "--bnn-epochs", min=1, help="BNN epochs (paper: 100)."),
     baseline_epochs: int = typer.Option(None, "--baseline-epochs", min=1,
                                         help="Binary CNN epochs (paper: 15)."),
@@ -331,7 +334,9 @@ def reproduce_cmd(
 
     for b in bins:
         check_binarize(b)
-    overrides = {k: v for k, v in {"vae_epochs": vae_epochs, "bnn_epochs": bnn_epochs,
+    overrides = {k: v for k, v in {"vae_epochs": vae_epochs,
+                                   "fashion_vae_epochs": fashion_vae_epochs,
+                                   "bnn_epochs": bnn_epochs,
                                    "baseline_epochs": baseline_epochs, "limit": limit}.items()
                  if v is not None}
     make = reproduce.StudyConfig.quick if quick else reproduce.StudyConfig

@@ -219,7 +219,13 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
             "Task BNN, per layer:\n", layers_table(results["model_sizes"]["hybnn_task_bnn"]), "",
             "Binary CNN, per layer:\n", layers_table(results["model_sizes"]["binary_cnn"]), ""]
     if results.get("fashion"):
-        out += ["## Does the encoder transfer? Fashion-MNIST pairs\n", fashion_table(results), ""]
+        fv = results["fashion"]["vae"]
+        out += ["## Does the encoder transfer? Fashion-MNIST pairs\n",
+                f"VAEs: MNIST {vae['epochs']} epochs (test reconstruction "
+                f"{vae['final']['test_recon']:.1f} nats on MNIST); Fashion-MNIST {fv['epochs']} "
+                f"epochs (test reconstruction {fv['final']['test_recon']:.1f} nats on "
+                f"Fashion-MNIST). Task BNNs {cfg['bnn_epochs']} epochs, binary CNN "
+                f"{cfg['baseline_epochs']} epochs.\n", fashion_table(results), ""]
     if figures:
         out += ["## Figures\n"] + [f"![{name}]({p.name})" for name, p in figures.items()] + [""]
     return "\n".join(out)

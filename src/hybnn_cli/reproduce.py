@@ -52,6 +52,7 @@ FASHION_PAIRS = ((0, 1), (8, 9), (5, 7), (2, 4), (0, 6))
 @dataclass
 class StudyConfig:
     vae_epochs: int = 20
+    fashion_vae_epochs: int | None = None  # the Fashion-MNIST VAE's epochs; None: vae_epochs
     bnn_epochs: int = 100
     baseline_epochs: int = 15
     tasks: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
@@ -216,7 +217,10 @@ class Study:
         self.cache = StageCache(work, self.reporter)
 
     def vae_config(self, dataset: str) -> tuple[VAEConfig, dict]:
-        cfg = VAEConfig(dataset=dataset, epochs=self.cfg.vae_epochs, seed=self.cfg.seed,
+        epochs = self.cfg.vae_epochs
+        if dataset == "fashion-mnist" and self.cfg.fashion_vae_epochs:
+            epochs = self.cfg.fashion_vae_epochs
+        cfg = VAEConfig(dataset=dataset, epochs=epochs, seed=self.cfg.seed,
                         threads=self.cfg.threads, train_limit=self.cfg.limit)
         return cfg, {"stage": "vae", **_config_key(cfg)}
 
