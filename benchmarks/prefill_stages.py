@@ -3,7 +3,10 @@ that several processes can share the work on a multi-core or shared machine. A l
 `hybnn reproduce` (same settings) finds those stages done and reuses them.
 
 Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA-B` trains the
-threshold CNN on the Fashion-MNIST pair (A, B). The VAEs can be pretrained alongside with
+threshold CNN on the Fashion-MNIST pair (A, B); `codes` takes the MNIST VAE (pretraining it if
+needed), extracts the MNIST codes and trains the task BNNs 1–5 and the 10-class BNN on them;
+`fashion-codes` extracts Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them.
+The VAEs can be pretrained alongside with
 `hybnn pretrain-vae --out <work>/vae-<dataset>-<digest>.pt` (the path `hybnn reproduce` uses;
 see `Study.vae_path`). A stage another live process is making is skipped (its lock file).
 
@@ -35,7 +38,15 @@ def main() -> None:
     study = Study(StudyConfig(threads=args.threads), args.work, reporter=PrintDone())
     for job in args.jobs:
         try:
-            if job.startswith("f"):
+            if job == "codes":
+                codes = study.codes(study.vae("mnist"), "mnist")
+                for t in [*study.cfg.tasks, "all"]:
+                    study.bnn(codes, "mnist", parse_task(str(t)))
+            elif job == "fashion-codes":
+                codes = study.codes(study.vae("mnist"), "fashion-mnist")
+                for pair in study.cfg.fashion_pairs:
+                    study.bnn(codes, "fashion-mnist", _fashion_task(pair))
+            elif job.startswith("f"):
                 study.baseline("fashion-mnist", _fashion_task(job[1:].split("-")), "threshold")
             else:
                 task, binarize = job.split(":")
