@@ -6,7 +6,10 @@ Each stage's artifact is named by the SHA-256 of its key (the stage's config and
 thread count, and the identity of its inputs: a codes file is keyed by its encoder's weights),
 and a small JSON record beside it holds the key and the stage's measured result. A stage whose
 record is present and whose key matches is skipped; an interrupted VAE resumes from its
-last saved epoch. So a rerun reuses everything already done and can be stopped at any time.
+last saved epoch, and a VAE checkpoint put at the stage's path (`Study.vae_path`, e.g. by
+`hybnn pretrain-vae --out`) is used once its config is checked. So a rerun reuses everything
+already done and can be stopped at any time. A lock file per stage keeps two processes sharing
+the work folder from making the same artifact.
 
 `run_study` returns the results as one dict (written to `reproduction.json` by the caller);
 `report` turns that dict into the table and figures.
