@@ -40,12 +40,8 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     history: list[dict] = []
     if resume is not None:
         old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
-        for key in ("dataset", "latent_bits", "batch_size", "lr", "kl_weight", "seed",
-                    "train_limit"):
-            if old["config"].get(key) != getattr(cfg, key):
-                raise HybnnError(f"{resume}: cannot resume: it was trained with {key}="
-                                 f"{old['config'].get(key)!r}, this run asks for "
-                                 f"{getattr(cfg, key)!r}")
+        require_same_config(old, cfg, ("dataset", "latent_bits", "batch_size", "lr",
+                                       "kl_weight", "seed", "train_limit"), resume)
         model.load_state_dict(old["state_dict"])
         optimizer.load_state_dict(old["optimizer"])
         history = list(old["metrics"]["history"])
@@ -124,6 +120,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     if resume is not None:
         model, old = ck.load_bnn(resume)
         check_encoder(old, sha, resume, codes_path)
+        require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed"), resume)
         if old["shape"] != shape.to_dict():
             raise HybnnError(f"{resume}: cannot resume: the checkpoint's BNN is {old['shape']}, "
                              f"this run needs {shape.to_dict()}")
@@ -147,6 +144,15 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
                            encoder_sha256=sha, codes=str(codes_path),
                            optimizer=optimizer.state_dict(), metrics=metrics)
     return metrics
+
+
+def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
+    """Refuse to resume a checkpoint trained with other settings than this run's."""
+    for key in keys:
+        if old_ckpt["config"].get(key) != getattr(cfg, key):
+            raise HybnnError(f"{path}: cannot resume: it was trained with {key}="
+                             f"{old_ckpt['config'].get(key)!r}, this run asks for "
+                             f"{getattr(cfg, key)!r}")
 
 
 def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
@@ -208,11 +214,8 @@ def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Pat
     history: list[dict] = []
     if resume is not None:
         model, old = ck.load_baseline(resume)
-        for key in ("dataset", "binarize", "batch_size", "lr", "seed", "train_limit"):
-            if old["config"].get(key) != getattr(cfg, key):
-                raise HybnnError(f"{resume}: cannot resume: it was trained with {key}="
-                                 f"{old['config'].get(key)!r}, this run asks for "
-                                 f"{getattr(cfg, key)!r}")
+        require_same_config(old, cfg, ("dataset", "binarize", "batch_size", "lr", "seed",
+                                       "train_limit"), resume)
         if tuple(old["task"]["classes"]) != task.classes:
             raise HybnnError(f"{resume}: cannot resume: it was trained on classes "
                              f"{old['task']['classes']}, this run asks for {list(task.classes)}")
