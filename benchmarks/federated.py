@@ -111,6 +111,26 @@ def table(results: Path, tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def dirichlet_splits(codes: Path, tasks: list[str], clients: int, alpha: float,
+                     seed: int) -> str:
+    """The label skew the Dirichlet runs trained on: per client, its samples and its share of
+    the task's first class (recomputed with the same deterministic split the clients use)."""
+    from hybnn_cli.codes import read_codes
+    from hybnn_cli.fed.partition import dirichlet_partition
+    from hybnn_cli.tasks import parse_task
+
+    labels = read_codes(codes, "train").labels
+    rows = []
+    for t in tasks:
+        task = parse_task(t)
+        _, y = task.select(labels)
+        parts = dirichlet_partition(y, clients, alpha, seed)
+        cells = ", ".join(f"{len(p)} ({100 * (y[p] == 0).mean():.0f}% digit {task.classes[0]})"
+                          for p in parts)
+        rows.append(f"- task {t}: {cells}")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--codes", type=Path, required=True)
@@ -152,7 +172,10 @@ def main(argv=None) -> None:
                   f"Made by `python benchmarks/federated.py --codes {args.codes}`; every cell "
                   "comes from the command recorded beside it in `federated-<variant>.json`. "
                   "Accuracies in % on the MNIST test set; bytes are Flower message payloads "
-                  "summed over the clients.\n\n" + table(args.results, tasks) + "\n")
+                  "summed over the clients.\n\n" + table(args.results, tasks) + "\n\n"
+                  "Dirichlet α=0.5 split of each task's training set (samples per client, "
+                  "share of the first digit):\n\n"
+                  + dirichlet_splits(args.codes, tasks, args.clients, 0.5, args.seed) + "\n")
     print(md.read_text())
 
 
