@@ -9,7 +9,7 @@ endif
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: setup demo test lint reproduce bench clean
+.PHONY: setup demo results test lint clean
 
 setup: $(VENV)/.installed
 
@@ -19,14 +19,29 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job, end to end on real MNIST, in a few minutes: 3 VAE epochs (the paper uses 20),
+# 30 BNN epochs per task (the paper: 100). Prints one accuracy line per digit-pair task.
+DEMO := runs/demo
 demo: setup
-	$(BIN)/hybnn demo
+	$(BIN)/hybnn pretrain-vae --epochs 3 --threads 2 --seed 0 --out $(DEMO)/vae.pt
+	$(BIN)/hybnn extract --vae $(DEMO)/vae.pt --out $(DEMO)/codes.h5
+	@for t in 1 2 3 4 5; do \
+	  $(BIN)/hybnn train-bnn --codes $(DEMO)/codes.h5 --task $$t --epochs 30 --seed 0 \
+	    --out $(DEMO)/bnn-task$$t.pt || exit 1; \
+	done
+
+# The paper's settings on full MNIST (20 VAE epochs, 100 BNN epochs), results to benchmarks/results/.
+results: setup
+	$(BIN)/python benchmarks/pipeline.py --work runs/full
 
 test: setup
 	$(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check src kernels tests benchmarks
+
+reproduce: setup
+	$(BIN)/hybnn reproduce
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

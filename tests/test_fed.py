@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fed_codes import FAKE_SHA, make_codes
 from flwr.app import Array, ArrayRecord
 from flwr.clientapp import ClientApp
 from typer.testing import CliRunner
@@ -27,6 +26,7 @@ from hybnn_cli.fed.partition import dirichlet_partition, iid_partition
 from hybnn_cli.fed.payload import UpdateSpec, decode_update, encode_update
 from hybnn_cli.fed.strategy import check_arrays
 from hybnn_cli.fed.task import initial_model, model_shape
+from tests.fed_codes import FAKE_SHA, make_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fed_codes import make_codes
 from flwr.clientapp import ClientApp
 
 from hybnn_cli import checkpoint as ck
@@ -22,6 +21,7 @@ from hybnn_cli.fed import client_app
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.deployment import Federation, Processes, make_node_key
 from hybnn_cli.fed.inprocess import run_inprocess
+from tests.fed_codes import make_codes
 
 
 def vanishes_from_round(n: int) -> ClientApp:

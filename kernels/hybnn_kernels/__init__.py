@@ -1,8 +1,17 @@
-"""hybnn_kernels: the torch-free runtime of hybnn (numpy and numba only).
+"""hybnn_kernels: the torch-free runtime of hybnn (numpy and numba only; h5py only to read a deploy
+file, imported when one is read).
 
-Owns bit packing, the XNOR-popcount kernels and the runtime that runs an exported BNN.
+- `bits`: packing ±1 / {0, 1} / boolean arrays to uint64 words and back;
+- `xnor`: `xnor_gemm`, the register-tiled XNOR-popcount GEMM (`prepack` lays weights into panels);
+- `dense`: `binary_dense`, the fused layer (XNOR-popcount, integer thresholds, packed output bits);
+- `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes.
 """
 
 from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
+from hybnn_kernels.dense import BinaryDense, binary_dense, make_dense
+from hybnn_kernels.runtime import BNNRuntime, load_deploy
+from hybnn_kernels.xnor import PackedWeights, prepack, xnor_gemm
 
-__all__ = ["n_words", "pack_bits", "pack_signs", "unpack_bits", "unpack_signs"]
+__all__ = ["n_words", "pack_bits", "pack_signs", "unpack_bits", "unpack_signs", "xnor_gemm",
+           "prepack", "PackedWeights", "binary_dense", "make_dense", "BinaryDense", "BNNRuntime",
+           "load_deploy"]

@@ -10,8 +10,15 @@ Convention (shared by training, export and every kernel):
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 WORD_BITS = 64
+# dtypes packed by the compiled path (anything else goes through np.packbits)
+_FAST_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.int16,
+                                      np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                                      np.uint64)}
 
 
 def n_words(n_bits: int) -> int:
@@ -31,6 +38,8 @@ def pack_bits(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("pack_bits needs at least one axis")
+    if x.dtype in _FAST_DTYPES:
+        return _pack_fast(x, _pack_rows_pos)
     return _pack_bool(x > 0)
 
 
@@ -39,10 +48,13 @@ def pack_signs(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
         raise ValueError("pack_signs needs at least one axis")
+    if x.dtype in _FAST_DTYPES:
+        return _pack_fast(x, _pack_rows_nonneg)
     return _pack_bool(~(x < 0))
 
 
 def _pack_bool(b: np.ndarray) -> np.ndarray:
+    """np.packbits path, for dtypes the compiled path does not take."""
     n = b.shape[-1]
     w = n_words(n)
     pad = w * WORD_BITS - n
@@ -51,6 +63,92 @@ def _pack_bool(b: np.ndarray) -> np.ndarray:
     packed = np.packbits(b, axis=-1, bitorder="little")  # (..., w * 8) uint8
     packed = np.ascontiguousarray(packed)
     return packed.view("<u8").astype(np.uint64, copy=False).reshape(b.shape[:-1] + (w,))
+
+
+def _pack_fast(x: np.ndarray, kernel) -> np.ndarray:
+    n = x.shape[-1]
+    rows = x.reshape(-1, n) if x.size else np.zeros((0, n), x.dtype)
+    rows = rows if rows.flags.c_contiguous else np.ascontiguousarray(rows)
+    out = np.empty((rows.shape[0], n_words(n)), dtype=np.uint64)
+    if rows.shape[0] and n:
+        kernel(rows, out)
+    return out.reshape(x.shape[:-1] + (n_words(n),))
+
+
+def _make_mask64(positive: bool):
+    """intrinsic(x, i, j0) → uint64 whose bit t is the test of x[i, j0 + t], t < 64: one 64-lane
+    vector compare and a bitcast of the <64 x i1> mask (vcmpps + vmovmskps on x86).
+    positive: x > 0; otherwise not x < 0 (the project's sign: 0, −0.0 and NaN give 1)."""
+
+    @intrinsic
+    def mask64(typingctx, x, i, j0):
+        sig = types.uint64(x, i, j0)
+
+        def codegen(context, builder, signature, args):
+            arrty = signature.args[0]
+            arr = context.make_array(arrty)(context, builder, args[0])
+            i64 = ir.IntType(64)
+            n = builder.extract_value(arr.shape, 1)
+            iv = context.cast(builder, args[1], signature.args[1], types.intp)
+            jv = context.cast(builder, args[2], signature.args[2], types.intp)
+            ptr = builder.gep(arr.data, [builder.add(builder.mul(iv, n), jv)])
+            elem = context.get_data_type(arrty.dtype)
+            vty = ir.VectorType(elem, 64)
+            v = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=arrty.dtype.bitwidth // 8
+                             if not isinstance(arrty.dtype, types.Boolean) else 1)
+            dt = arrty.dtype
+            if isinstance(dt, types.Float):
+                zero = ir.Constant(vty, [0.0] * 64)
+                m = builder.fcmp_ordered(">", v, zero) if positive else \
+                    builder.fcmp_unordered(">=", v, zero)
+            else:
+                zero = ir.Constant(vty, [0] * 64)
+                signed = isinstance(dt, types.Integer) and dt.signed
+                if positive:
+                    m = builder.icmp_signed(">", v, zero) if signed else \
+                        builder.icmp_unsigned("!=", v, zero)
+                else:
+                    m = builder.icmp_signed(">=", v, zero) if signed else \
+                        builder.icmp_unsigned(">=", v, zero)
+            return builder.bitcast(m, i64)
+
+        return sig, codegen
+
+    return mask64
+
+
+_mask64_pos = _make_mask64(True)
+_mask64_nonneg = _make_mask64(False)
+
+
+@njit(cache=True)
+def _pack_rows_pos(x, out):
+    m, n = x.shape
+    full = n // 64
+    for i in range(m):
+        for q in range(full):
+            out[i, q] = _mask64_pos(x, i, q * 64)
+        if full < out.shape[1]:
+            w = np.uint64(0)
+            for j in range(full * 64, n):
+                if x[i, j] > 0:
+                    w |= np.uint64(1) << np.uint64(j - full * 64)
+            out[i, full] = w
+
+
+@njit(cache=True)
+def _pack_rows_nonneg(x, out):
+    m, n = x.shape
+    full = n // 64
+    for i in range(m):
+        for q in range(full):
+            out[i, q] = _mask64_nonneg(x, i, q * 64)
+        if full < out.shape[1]:
+            w = np.uint64(0)
+            for j in range(full * 64, n):
+                if not x[i, j] < 0:
+                    w |= np.uint64(1) << np.uint64(j - full * 64)
+            out[i, full] = w
 
 
 def unpack_bits(words: np.ndarray, n_bits: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Progress bars on stderr (rich), hidden when stderr is not a terminal unless forced."""
+"""Progress bars on stderr (rich). Shown only when stderr is a terminal, so logs and pipes get
+the per-epoch lines without bar redraws."""
 
 from __future__ import annotations
 
@@ -25,5 +26,5 @@ def make_progress(transient: bool = False, disable: bool = False) -> Progress:
         TextColumn("{task.fields[status]}"),
         console=stderr_console,
         transient=transient,
-        disable=disable,
+        disable=disable or not stderr_console.is_terminal,
     )

@@ -36,12 +36,24 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
     return _SignSTE.apply(x)
 
 
+class _BernoulliSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, uniform):
+        p = torch.sigmoid(logits)
+        ctx.save_for_backward(p)
+        return torch.where(uniform < p, torch.ones_like(p), -torch.ones_like(p))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (p,) = ctx.saved_tensors
+        return grad_out * 2 * p * (1 - p), None
+
+
 def bernoulli_ste(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A ±1 sample of Bernoulli(sigmoid(logits)), with the straight-through gradient of its mean."""
-    p = torch.sigmoid(logits)
-    sample = (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
-    soft = 2 * p - 1
-    return soft + (2 * sample - 1 - soft).detach()
+    """A ±1 sample of Bernoulli(sigmoid(logits)) (exactly ±1), with the straight-through
+    gradient of its mean: d/d logits (2·sigmoid(logits) − 1) = 2·p·(1 − p)."""
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return _BernoulliSTE.apply(logits, uniform)
 
 
 def threshold_bits(logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,253 @@
+"""The torch-free BNN runtime: runs an exported task BNN on packed codes, numpy and numba only.
+
+A deploy file (HDF5, written by `hybnn export`) holds:
+
+- ``/fc1/weights`` (hidden, words(n_bits)) uint64: the first layer's sign(W) bits, with the bits of
+  every neuron whose batch-norm scale is negative flipped;
+- ``/fc1/thresholds`` (hidden,) int64: hidden bit j = 1 ⇔ dot_j >= thresholds[j] (batch norm + sign
+  folded into one integer per neuron);
+- ``/fc2/weights`` (n_classes, words(hidden)) uint64: the output layer's sign(W) bits;
+- ``/fc2/score_table`` (n_classes, hidden + 1) float32: the class score for every possible output
+  dot value d ∈ {−hidden, −hidden + 2, …, hidden}, at column (d + hidden) / 2 (the output batch
+  norm, evaluated by torch itself at export, so scores are bit-identical to the torch model's);
+- root attributes: ``format`` = "hybnn-deploy", ``format_version``, ``n_bits``, ``hidden``,
+  ``n_classes``, ``encoder_sha256``, and the provenance of the exporter (``config``, ``seed``,
+  ``hybnn_version`` as JSON).
+
+The whole head (fused hidden layer → output layer → table → argmax) runs in one compiled call; ties
+take the first class, as `torch.argmax` does. h5py is imported inside `load_deploy` only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import njit, prange
+
+from hybnn_kernels.bits import WORD_BITS, n_words
+from hybnn_kernels.dense import BinaryDense, make_dense
+from hybnn_kernels.xnor import (
+    _CACHE,
+    MR,
+    NR,
+    PackedWeights,
+    _check_threads,
+    _check_words,
+    _padding_set,
+    _tile_full,
+    _tile_full_threshold,
+    _tile_row,
+    _tile_row_threshold,
+    call_parallel,
+    prepack,
+    threads_for,
+)
+
+_U64 = np.dtype(np.uint64)
+DEPLOY_FORMAT = "hybnn-deploy"
+DEPLOY_VERSION = 1
+
+
+class DeployFileError(ValueError):
+    """A deploy file that is not one, or not one this runtime can run."""
+
+
+@njit(cache=_CACHE, inline="always")
+def _head_rows(codes, i0, rows, p1, cthr1, p2, n_classes, hidden, table, h, masks, cnt,
+               scores, labels):
+    for r in range(MR):
+        for q in range(h.shape[1]):
+            h[r, q] = 0
+    for p in range(p1.shape[0]):
+        if rows == MR:
+            _tile_full_threshold(codes, i0, p1, p, cthr1, masks)
+        else:
+            _tile_row_threshold(codes, i0, p1, p, cthr1, masks)
+        q = (p * NR) // 64
+        shift = np.uint64((p * NR) % 64)
+        for r in range(rows):
+            h[r, q] |= masks[r] << shift
+    for p in range(p2.shape[0]):
+        if rows == MR:
+            _tile_full(h, 0, p2, p, cnt)
+        else:
+            _tile_row(h, 0, p2, p, cnt)
+        for r in range(rows):
+            for jj in range(min(NR, n_classes - p * NR)):
+                scores[i0 + r, p * NR + jj] = table[p * NR + jj, hidden - cnt[r * NR + jj]]
+    for r in range(rows):
+        best = 0
+        for c in range(1, n_classes):
+            if scores[i0 + r, c] > scores[i0 + r, best]:
+                best = c
+        labels[i0 + r] = best
+
+
+@njit(cache=_CACHE, inline="always")
+def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, rt0, rt1):
+    h = np.empty((MR, (hidden + 63) // 64), dtype=np.uint64)
+    masks = np.empty(MR, dtype=np.uint64)
+    cnt = np.empty(MR * NR, dtype=np.int64)
+    n_rt = codes.shape[0] // MR
+    for rt in range(rt0, rt1):
+        if rt < n_rt:
+            _head_rows(codes, rt * MR, MR, p1, cthr1, p2, n_classes, hidden, table, h, masks, cnt,
+                       scores, labels)
+        else:
+            _head_rows(codes, n_rt * MR + (rt - n_rt), 1, p1, cthr1, p2, n_classes, hidden, table,
+                       h, masks, cnt, scores, labels)
+
+
+# The compiled entry points take few arguments (Numba's dispatch costs about 0.1–0.2 µs per
+# argument, a large share of a one-sample call): `params` packs the integers and the hidden layer's
+# count thresholds into one int64 array, [pad_from, cthr1...], where pad_from is the number of used
+# bits in the last word of a code (64: no padding); n_classes and hidden come from the table.
+
+
+@njit(cache=_CACHE)
+def _head_serial(codes, p1, p2, params, table, scores, labels):
+    """Runs the head unless a code has padding bits set (returns True then, nothing computed)."""
+    pad_from = params[0]
+    if pad_from < 64 and _padding_set(codes, pad_from):
+        return True
+    m = codes.shape[0]
+    total = m // MR + m % MR
+    _head_range(codes, p1, params[1:], p2, table.shape[0], table.shape[1] - 1, table, scores,
+                labels, 0, total)
+    return False
+
+
+@njit(cache=_CACHE, parallel=True)
+def _head_parallel(codes, p1, p2, params, table, scores, labels, n_chunks):
+    m = codes.shape[0]
+    total = m // MR + m % MR
+    n_chunks = min(total, n_chunks)
+    cthr1 = params[1:]
+    n_classes, hidden = table.shape[0], table.shape[1] - 1
+    for c in prange(n_chunks):
+        _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels,
+                    c * total // n_chunks, (c + 1) * total // n_chunks)
+
+
+@dataclass
+class BNNRuntime:
+    """An exported task BNN, ready to run on packed codes (N, words(n_bits)) uint64."""
+
+    fc1: BinaryDense
+    fc2: PackedWeights
+    score_table: np.ndarray  # float32 (n_classes, hidden + 1)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_arrays(cls, fc1_weights, fc1_thresholds, fc2_weights, score_table, n_bits: int,
+                    meta: dict | None = None) -> BNNRuntime:
+        fc1 = make_dense(np.asarray(fc1_weights), np.asarray(fc1_thresholds), n_bits)
+        hidden = fc1.n_out
+        fc2 = prepack(np.asarray(fc2_weights), hidden)
+        table = np.ascontiguousarray(score_table, dtype=np.float32)
+        if table.shape != (fc2.n, hidden + 1):
+            raise DeployFileError(
+                f"score table must have shape ({fc2.n}, {hidden + 1}), got {table.shape}")
+        return cls(fc1, fc2, table, dict(meta or {}))
+
+    @property
+    def n_bits(self) -> int:
+        return self.fc1.n_in
+
+    @property
+    def hidden(self) -> int:
+        return self.fc1.n_out
+
+    @property
+    def n_classes(self) -> int:
+        return self.fc2.n
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of packed weights (both layers, without panel padding)."""
+        return self.fc1.weights.nbytes + self.fc2.nbytes
+
+    def __post_init__(self):
+        self._words = self.fc1.weights.words
+        self._pad_from = self.n_bits - (self._words - 1) * WORD_BITS  # used bits of the last word
+        params = np.concatenate([[self._pad_from], self.fc1.count_thresholds]).astype(np.int64)
+        self._static = (self.fc1.weights.panels, self.fc2.panels, params, self.score_table)
+        self._n_classes = self.fc2.n
+        self._ops_per_row = 2.0 * self.fc1.n_out * self.fc1.n_in
+
+    def run(self, codes: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 (N, n_classes), labels int64 (N,)) for packed codes (N, words)."""
+        # the common case is checked in a few attribute reads (this path serves batch 1 too)
+        if not (type(codes) is np.ndarray and (codes.dtype is _U64 or codes.dtype == _U64)
+                and codes.ndim == 2 and codes.shape[1] == self._words
+                and codes.flags.c_contiguous):
+            codes = _check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
+        if threads is not None:
+            threads = _check_threads(threads)
+        m = codes.shape[0]
+        scores = np.empty((m, self._n_classes), dtype=np.float32)
+        labels = np.empty(m, dtype=np.int64)
+        if m == 0:
+            return scores, labels
+        t = threads_for(m * self._ops_per_row, threads)
+        if t > 1:
+            if self._pad_from < WORD_BITS and _padding_set(codes, self._pad_from):
+                _check_words("codes", codes, self.n_bits)  # raises the padding error
+            call_parallel(_head_parallel, t, codes, *self._static, scores, labels)
+        elif _head_serial(codes, *self._static, scores, labels):
+            _check_words("codes", codes, self.n_bits)  # raises the padding error
+        return scores, labels
+
+    def predict(self, codes: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Class labels int64 (N,) for packed codes (N, words(n_bits))."""
+        return self.run(codes, threads)[1]
+
+
+def load_deploy(path) -> BNNRuntime:
+    """Read a deploy file written by `hybnn export` (h5py is imported here, not at import)."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DeployFileError(f"{path}: not a readable HDF5 deploy file ({e})") from None
+    with f:
+        fmt = f.attrs.get("format")
+        if fmt != DEPLOY_FORMAT:
+            raise DeployFileError(f"{path}: not a hybnn deploy file (format {fmt!r})")
+        version = int(f.attrs.get("format_version", -1))
+        if version != DEPLOY_VERSION:
+            raise DeployFileError(
+                f"{path}: deploy format version {version}, this runtime reads {DEPLOY_VERSION}")
+        try:
+            n_bits, hidden = int(f.attrs["n_bits"]), int(f.attrs["hidden"])
+            w1, t1 = f["fc1/weights"][()], f["fc1/thresholds"][()]
+            w2, table = f["fc2/weights"][()], f["fc2/score_table"][()]
+            meta = {k: _attr(v) for k, v in f.attrs.items()}
+        except KeyError as e:
+            raise DeployFileError(f"{path}: incomplete deploy file, missing {e}") from None
+    if w1.shape != (hidden, n_words(n_bits)) or w2.shape[1:] != (n_words(hidden),):
+        raise DeployFileError(f"{path}: weight shapes {w1.shape}, {w2.shape} do not match "
+                              f"n_bits={n_bits}, hidden={hidden}")
+    try:
+        return BNNRuntime.from_arrays(w1, t1, w2, table, n_bits, meta)
+    except (TypeError, ValueError) as e:
+        raise DeployFileError(f"{path}: {e}") from None
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, str) and v[:1] in "{[":
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+assert WORD_BITS % NR == 0

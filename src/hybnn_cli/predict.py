@@ -1,0 +1,128 @@
+"""Prediction with an exported BNN (the kernel runtime, no torch in the BNN): on a codes file's
+split, or on image files through the frozen encoder.
+
+The deploy file's encoder SHA-256 must equal the codes file's (or the VAE checkpoint's): codes from
+another encoder mean nothing to the BNN, so a mismatch is refused. Class indices map back to the
+dataset's labels through the task's classes recorded at export.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from hybnn_kernels.runtime import BNNRuntime, DeployFileError, load_deploy
+
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.tasks import Task
+
+
+def load_model(path: Path) -> BNNRuntime:
+    if not Path(path).is_file():
+        raise HybnnError(f"{path}: no such deploy file")
+    try:
+        return load_deploy(path)
+    except DeployFileError as e:
+        raise HybnnError(str(e)) from None
+
+
+def model_task(rt: BNNRuntime) -> Task:
+    t = rt.meta.get("task") or {}
+    classes = tuple(t.get("classes") or range(rt.n_classes))
+    if len(classes) != rt.n_classes:
+        raise HybnnError(f"deploy file lists {len(classes)} classes for a {rt.n_classes}-class BNN")
+    return Task(str(t.get("name", "unknown")), classes)
+
+
+def check_encoder(rt: BNNRuntime, sha: str, model_path, other_path) -> None:
+    want = str(rt.meta.get("encoder_sha256", ""))
+    if want != str(sha):
+        raise HybnnError(f"{model_path} expects codes from encoder {want[:12]}… but {other_path} "
+                         f"comes from encoder {str(sha)[:12]}…; use codes made by the same VAE")
+
+
+def predict_codes(model_path: Path, codes_path: Path, split: str = "test",
+                  threads: int | None = None) -> dict:
+    """Predict a whole split of a codes file; accuracy on the task's samples when labels exist."""
+    from hybnn_cli.codes import read_codes
+
+    rt = load_model(model_path)
+    c = read_codes(codes_path, split)
+    check_encoder(rt, c.attrs["encoder_sha256"], model_path, codes_path)
+    if c.n_bits != rt.n_bits:
+        raise HybnnError(f"{codes_path}: codes of {c.n_bits} bits, the model takes {rt.n_bits}")
+    task = model_task(rt)
+    t0 = time.perf_counter()
+    _, pred = rt.run(c.codes, threads)
+    seconds = time.perf_counter() - t0
+    labels = np.asarray(task.classes)[pred]
+    result = {"model": str(model_path), "codes": str(codes_path), "split": split,
+              "task": task.name, "classes": list(task.classes), "n": int(len(pred)),
+              "seconds": seconds, "samples_per_second": len(pred) / seconds if seconds else None,
+              "predicted_counts": {str(k): int(v) for k, v in
+                                   zip(*np.unique(labels, return_counts=True), strict=True)}}
+    idx, y = task.select(c.labels)
+    if len(c.labels) == len(pred) and len(idx):
+        result["n_task"] = int(len(idx))
+        result["accuracy"] = float(np.mean(pred[idx] == y))
+    return result
+
+
+def read_images(paths: list[Path]) -> np.ndarray:
+    """uint8 images (N, 28, 28) from IDX (optionally .gz), PNG or NPY files."""
+    from hybnn_cli.data import read_idx
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise HybnnError(f"{p}: no such image file")
+        name = p.name.lower()
+        if name.endswith(".png"):
+            from PIL import Image, UnidentifiedImageError
+            try:
+                img = np.asarray(Image.open(p).convert("L"))
+            except (UnidentifiedImageError, OSError) as e:
+                raise HybnnError(f"{p}: not a readable PNG ({e})") from None
+            arr = img[None]
+        elif name.endswith(".npy"):
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise HybnnError(f"{p}: not a readable NPY file ({e})") from None
+            if arr.ndim == 2:
+                arr = arr[None]
+            if np.issubdtype(arr.dtype, np.floating):
+                if arr.size and (arr.min() < 0 or arr.max() > 1):
+                    raise HybnnError(f"{p}: float images must lie in [0, 1]")
+                arr = np.round(arr * 255).astype(np.uint8)
+            elif arr.dtype != np.uint8:
+                raise HybnnError(f"{p}: images must be uint8 or float in [0, 1], got {arr.dtype}")
+        else:
+            arr = read_idx(p)
+            if arr.ndim == 2:
+                arr = arr[None]
+        if arr.ndim != 3 or arr.shape[1:] != (28, 28):
+            raise HybnnError(f"{p}: expected 28×28 images, got shape {arr.shape}")
+        out.append(arr)
+    return np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)
+
+
+def predict_images(model_path: Path, encoder_path: Path, images: list[Path],
+                   threads: int | None = None) -> dict:
+    """Encode image files with the VAE's encoder, then classify the codes with the kernel BNN."""
+    from hybnn_cli.checkpoint import load_vae
+    from hybnn_cli.extract import encode_batches
+
+    rt = load_model(model_path)
+    vae, ckpt = load_vae(encoder_path)
+    check_encoder(rt, ckpt["encoder_sha256"], model_path, encoder_path)
+    x = read_images(images)
+    if len(x) == 0:
+        raise HybnnError("no images given")
+    codes = np.concatenate([c for _, c in encode_batches(vae.encoder, x)])
+    scores, pred = rt.run(codes, threads)
+    task = model_task(rt)
+    return {"model": str(model_path), "task": task.name, "n": int(len(pred)),
+            "labels": [int(task.classes[i]) for i in pred], "scores": scores.tolist()}

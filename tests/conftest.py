@@ -1,0 +1,90 @@
+"""Shared fixtures: a small generated IDX dataset registered as `fake`, real MNIST when
+HYBNN_DATA points at it, and a tiny trained pipeline (VAE → codes) built once per session."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybnn_cli import data
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    arr = np.asarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """28×28 images whose class shows as a bright 7×7 block at a class-dependent place."""
+    images = (rng.random((len(labels), 28, 28)) * 60).astype(np.uint8)
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label), 4)
+        images[i, 2 + 7 * r: 9 + 7 * r, 1 + 7 * c: 8 + 7 * c] = 255
+    return images
+
+
+def write_fake_dataset(folder: Path, n_train: int = 512, n_test: int = 128, seed: int = 0,
+                       gz: bool = True) -> dict:
+    """Write the four IDX files into folder; return their MD5 sums (uncompressed)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    md5 = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = make_images(labels, rng)
+        img_name, lbl_name = data.MNIST.files[split]
+        for name, arr in ((img_name, images), (lbl_name, labels)):
+            raw = idx_bytes(arr)
+            md5[name] = hashlib.md5(raw).hexdigest()
+            if gz:
+                (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+            else:
+                (folder / name).write_bytes(raw)
+    return md5
+
+
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory) -> Path:
+    """A data root holding `fake/` with generated IDX files; the `fake` dataset is registered."""
+    root = tmp_path_factory.mktemp("data")
+    md5 = write_fake_dataset(root / "fake")
+    spec = data.DatasetSpec(name="fake", folder="fake", files=data.MNIST.files, md5=md5,
+                            mirrors=(), class_names=data.MNIST.class_names)
+    data.DATASETS["fake"] = spec
+    return root
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Make downloads fail at once."""
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    root = os.environ.get("HYBNN_DATA")
+    if not root or not (Path(root) / "mnist").is_dir():
+        pytest.skip("real MNIST not available (set HYBNN_DATA to the folder holding mnist/)")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, fake_root) -> dict:
+    """A VAE trained for one epoch on the fake data, and its codes file."""
+    from hybnn_cli import stages
+    from hybnn_cli.train_vae import VAEConfig
+
+    out = tmp_path_factory.mktemp("pipeline")
+    cfg = VAEConfig(dataset="fake", epochs=1, batch_size=64, latent_bits=200, threads=1)
+    stages.pretrain_vae(cfg, out / "vae.pt", fake_root)
+    stages.extract_codes(out / "vae.pt", out / "codes.h5", "fake", fake_root, batch_size=100)
+    return {"root": fake_root, "vae": out / "vae.pt", "codes": out / "codes.h5", "dir": out}

@@ -1,0 +1,46 @@
+"""Slow, obviously correct references for the kernels: loops over Python ints and ±1 arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pack_ref(bits: np.ndarray) -> np.ndarray:
+    """{0, 1} array (rows, n) → uint64 words, bit j in word j // 64 at position j % 64."""
+    bits = np.asarray(bits)
+    rows, n = bits.shape
+    words = (n + 63) // 64
+    out = np.zeros((rows, words), dtype=np.uint64)
+    for i in range(rows):
+        for j in range(n):
+            if bits[i, j]:
+                out[i, j // 64] |= np.uint64(1) << np.uint64(j % 64)
+    return out
+
+
+def unpack_ref(words: np.ndarray, n_bits: int) -> np.ndarray:
+    """uint64 words (rows, w) → {0, 1} int array (rows, n_bits)."""
+    rows = words.shape[0]
+    out = np.zeros((rows, n_bits), dtype=np.int64)
+    for i in range(rows):
+        for j in range(n_bits):
+            out[i, j] = (int(words[i, j // 64]) >> (j % 64)) & 1
+    return out
+
+
+def xnor_gemm_ref(a: np.ndarray, w: np.ndarray, n_bits: int) -> np.ndarray:
+    """±1 dot products of the packed rows, by unpacking to ±1 and multiplying element by element."""
+    sa = unpack_ref(a, n_bits) * 2 - 1
+    sw = unpack_ref(w, n_bits) * 2 - 1
+    out = np.zeros((a.shape[0], w.shape[0]), dtype=np.int64)
+    for i in range(a.shape[0]):
+        for j in range(w.shape[0]):
+            out[i, j] = int(np.sum(sa[i] * sw[j]))
+    return out
+
+
+def binary_dense_ref(a: np.ndarray, w: np.ndarray, thresholds: np.ndarray,
+                     n_bits: int) -> np.ndarray:
+    """Packed output bits: bit j of row i is 1 when dot(a[i], w[j]) >= thresholds[j]."""
+    dot = xnor_gemm_ref(a, w, n_bits)
+    return pack_ref((dot >= np.asarray(thresholds)[None, :]).astype(np.int64))

@@ -1,0 +1,55 @@
+"""Bit packing against the naive reference: round trips, the sign convention, bad inputs."""
+
+import numpy as np
+import pytest
+from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.naive import pack_ref
+
+BIT_LENGTHS = st.sampled_from([1, 63, 64, 65, 200, 1000]) | st.integers(1, 300)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=BIT_LENGTHS, rows=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+def test_pack_matches_reference_and_round_trips(n, rows, seed):
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, size=(rows, n))
+    words = pack_bits(bits)
+    assert words.dtype == np.uint64 and words.shape == (rows, n_words(n))
+    np.testing.assert_array_equal(words, pack_ref(bits))
+    np.testing.assert_array_equal(unpack_bits(words, n), bits)
+    signs = bits * 2 - 1
+    np.testing.assert_array_equal(pack_bits(signs), words)
+    np.testing.assert_array_equal(pack_bits(bits.astype(bool)), words)
+    np.testing.assert_array_equal(unpack_signs(pack_signs(signs.astype(np.float32)), n), signs)
+
+
+def test_sign_convention_zero_and_negative_zero_are_plus_one():
+    x = np.array([[0.0, -0.0, -1e-30, 1e-30, -3.0]], dtype=np.float32)
+    np.testing.assert_array_equal(unpack_signs(pack_signs(x), 5), [[1, 1, -1, 1, -1]])
+
+
+def test_padding_bits_are_zero():
+    words = pack_bits(np.ones((2, 65)))
+    assert int(words[0, 1]) == 1 and int(words[0, 0]) == 2**64 - 1
+
+
+def test_unpack_rejects_bad_input():
+    with pytest.raises(TypeError, match="uint64"):
+        unpack_bits(np.zeros((1, 1), dtype=np.int64), 10)
+    with pytest.raises(ValueError, match="need 1 words"):
+        unpack_bits(np.zeros((1, 2), dtype=np.uint64), 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                   np.uint8, np.uint32, np.uint64, np.bool_, np.float16])
+def test_every_dtype_packs_like_the_reference(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.integers(-2, 3, size=(3, 4, 130)).astype(dtype)[:, ::2, :]  # 3-D, non-contiguous
+    if np.issubdtype(dtype, np.floating):
+        x[0, 0, :3] = [-0.0, np.nan, 0.0]
+    flat = x.reshape(-1, 130)
+    np.testing.assert_array_equal(pack_bits(x).reshape(-1, 3), pack_ref(flat > 0))
+    np.testing.assert_array_equal(pack_signs(x).reshape(-1, 3), pack_ref(~(flat < 0)))

@@ -1,0 +1,167 @@
+"""The pipeline commands through Typer's CliRunner: exit codes, outputs and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hybnn_cli import checkpoint as ck
+from hybnn_cli.cli import app
+from hybnn_cli.data import load_split
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, fragment: str):
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert err.startswith("Error:") and fragment in err, err
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_every_command_with_an_example():
+    result = run("--help")
+    assert result.exit_code == 0
+    for cmd in app.registered_commands:
+        name = cmd.name
+        assert name in result.stdout
+        sub = run(name, "--help")
+        assert sub.exit_code == 0, name
+        assert "Example: hybnn " + name in " ".join(sub.stdout.split()), name
+
+
+def test_pretrain_writes_checkpoint_and_png_and_resumes(tmp_path, fake_root):
+    out = tmp_path / "vae.pt"
+    result = run("pretrain-vae", "--dataset", "fake", "--data-dir", fake_root, "--epochs", 1,
+                 "--batch-size", 64, "--threads", 1, "--seed", 3, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["epoch"] == 1 and info["test_recon"] > 0
+    assert out.exists() and out.with_suffix(".png").exists()
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["format"] == "hybnn-vae" and ckpt["seed"] == 3
+    assert ckpt["config"]["epochs"] == 1 and len(ckpt["encoder_sha256"]) == 64
+    # resume for one more epoch; the history grows and the seed must match
+    result = run("pretrain-vae", "--dataset", "fake", "--data-dir", fake_root, "--epochs", 2,
+                 "--batch-size", 64, "--threads", 1, "--seed", 3, "--out", out,
+                 "--resume", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert [h["epoch"] for h in json.loads(result.stdout)["history"]] == [1, 2]
+    result = run("pretrain-vae", "--dataset", "fake", "--data-dir", fake_root, "--epochs", 3,
+                 "--seed", 4, "--out", tmp_path / "v2.pt", "--resume", out)
+    one_line_error(result, "cannot resume: it was trained with batch_size=64")
+
+
+def test_extract_train_evaluate(tiny_pipeline, tmp_path):
+    codes = tmp_path / "codes.h5"
+    result = run("extract", "--vae", tiny_pipeline["vae"], "--dataset", "fake", "--data-dir",
+                 tiny_pipeline["root"], "--out", codes, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["n_train"] == 512 and info["n_test"] == 128 and info["n_bits"] == 200
+    bnn = tmp_path / "bnn.pt"
+    result = run("train-bnn", "--codes", codes, "--task", "all", "--epochs", 3, "--threads", 1,
+                 "--out", bnn, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert len(info["history"]) == 3 and 0 <= info["test_acc"] <= 1
+    ckpt = torch.load(bnn, weights_only=True)
+    vae_sha = torch.load(tiny_pipeline["vae"], weights_only=True)["encoder_sha256"]
+    assert ckpt["encoder_sha256"] == vae_sha and ckpt["task"]["classes"] == list(range(10))
+    result = run("evaluate", bnn, "--codes", codes, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["acc"] == pytest.approx(info["test_acc"])
+    result = run("train-bnn", "--codes", codes, "--digits", "2,5", "--epochs", 1, "--out",
+                 tmp_path / "b25.pt")
+    assert result.exit_code == 0, result.output
+    assert "digits-2-5 (2 vs 5): test accuracy" in result.stdout
+
+
+def test_pipeline_on_real_mnist_learns(mnist_dir, tmp_path):
+    """A short real run: 5000 images, one VAE epoch, task 1 (0 vs 1) on 4000 codes per split."""
+    vae, codes = tmp_path / "vae.pt", tmp_path / "codes.h5"
+    assert run("pretrain-vae", "--data-dir", mnist_dir, "--epochs", 1, "--train-limit", 5000,
+               "--out", vae).exit_code == 0
+    assert run("extract", "--vae", vae, "--data-dir", mnist_dir, "--limit", 4000,
+               "--out", codes).exit_code == 0
+    result = run("train-bnn", "--codes", codes, "--task", "1", "--epochs", 10,
+                 "--out", tmp_path / "b.pt", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    _, labels = load_split("mnist", "test", mnist_dir)
+    assert info["n_test"] == int((labels[:4000] <= 1).sum())  # zeros and ones among them
+    assert info["test_acc"] >= 0.97
+
+
+def test_resume_bnn_continues_history(tiny_pipeline, tmp_path):
+    bnn = tmp_path / "b.pt"
+    common = ["train-bnn", "--codes", tiny_pipeline["codes"], "--task", "2", "--threads", 1,
+              "--out", bnn, "--json"]
+    assert run(*common, "--epochs", 2).exit_code == 0
+    result = run(*common, "--epochs", 4, "--resume", bnn)
+    assert result.exit_code == 0, result.output
+    assert [h["epoch"] for h in json.loads(result.stdout)["history"]] == [1, 2, 3, 4]
+
+
+def test_mismatched_encoder_is_refused(tiny_pipeline, tmp_path):
+    bnn = tmp_path / "b.pt"
+    assert run("train-bnn", "--codes", tiny_pipeline["codes"], "--task", "1", "--epochs", 1,
+               "--out", bnn).exit_code == 0
+    # a second encoder: same data, another seed
+    vae2, codes2 = tmp_path / "vae2.pt", tmp_path / "codes2.h5"
+    assert run("pretrain-vae", "--dataset", "fake", "--data-dir", tiny_pipeline["root"],
+               "--epochs", 1, "--seed", 9, "--train-limit", 64, "--out", vae2).exit_code == 0
+    assert run("extract", "--vae", vae2, "--dataset", "fake", "--data-dir",
+               tiny_pipeline["root"], "--out", codes2).exit_code == 0
+    one_line_error(run("evaluate", bnn, "--codes", codes2), "was trained on codes from encoder")
+    one_line_error(run("train-bnn", "--codes", codes2, "--task", "1", "--epochs", 2,
+                       "--resume", bnn, "--out", tmp_path / "c.pt"),
+                   "was trained on codes from encoder")
+
+
+def test_bad_inputs_give_one_line_errors(tiny_pipeline, tmp_path, no_network):
+    codes = tiny_pipeline["codes"]
+    one_line_error(run("train-bnn", "--codes", codes, "--task", "7"), "unknown task '7'")
+    one_line_error(run("train-bnn", "--codes", codes, "--digits", "3"),
+                   "needs at least two different classes")
+    one_line_error(run("train-bnn", "--codes", codes, "--task", "1", "--digits", "1,2"),
+                   "either --task or --digits")
+    one_line_error(run("train-bnn", "--codes", tmp_path / "none.h5"), "no such codes file")
+    one_line_error(run("train-bnn", "--codes", codes, "--schedule", "step"),
+                   "unknown --schedule 'step'")
+    one_line_error(run("pretrain-vae", "--dataset", "cifar"), "unknown dataset 'cifar'")
+    one_line_error(run("extract", "--vae", tmp_path / "none.pt", "--out", tmp_path / "c.h5"),
+                   "no such file")
+    one_line_error(run("extract", "--vae", codes, "--out", tmp_path / "c.h5"),
+                   "not a readable checkpoint")
+    one_line_error(run("evaluate", tiny_pipeline["vae"], "--codes", codes),
+                   "expected a hybnn-bnn checkpoint, found 'hybnn-vae'")
+    one_line_error(run("extract", "--vae", tiny_pipeline["vae"], "--out", tmp_path),
+                   "is a folder")
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_task_without_samples_is_refused(tiny_pipeline, tmp_path):
+    import h5py
+
+    from hybnn_cli.codes import read_codes
+    codes = tmp_path / "codes.h5"
+    shutil.copy(tiny_pipeline["codes"], codes)
+    labels = read_codes(codes, "test").labels
+    with h5py.File(codes, "a") as f:
+        f["test"]["labels"][...] = (labels % 2) * 2 + 4  # only 4 and 6 left in /test
+    one_line_error(run("train-bnn", "--codes", codes, "--task", "1", "--epochs", 1),
+                   "task task1 (classes 0,1) has no samples in /test")
+
+
+def test_checkpoint_loads_with_weights_only(tiny_pipeline):
+    model, ckpt = ck.load_vae(tiny_pipeline["vae"])
+    assert ckpt["format_version"] == ck.FORMAT_VERSION and not model.training

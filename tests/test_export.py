@@ -1,0 +1,163 @@
+"""Export exactness: the kernel runtime's scores and labels equal the torch model's, bit for bit,
+including negative and zero batch-norm scales, exact ties at the thresholds and tied class
+scores."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hybnn_kernels.bits import pack_bits
+from hybnn_kernels.runtime import DeployFileError, load_deploy
+
+from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.export import (
+    export_arrays,
+    runtime_from_model,
+    torch_predict,
+    verify_export,
+    write_deploy,
+)
+from tests.naive import xnor_gemm_ref
+
+
+def trained_looking_bnn(shape: BNNShape, seed: int) -> TaskBNN:
+    """A TaskBNN with batch-norm statistics like a trained one, plus the awkward cases."""
+    g = torch.Generator().manual_seed(seed)
+    model = TaskBNN(shape)
+    h, k = shape.hidden, shape.n_bits
+    with torch.no_grad():
+        model.fc1.weight.uniform_(-1, 1, generator=g)
+        model.fc2.weight.uniform_(-1, 1, generator=g)
+        bn1 = model.bn1
+        bn1.running_mean.copy_(torch.randn(h, generator=g) * 0.1 * k ** 0.5)
+        bn1.running_var.copy_(torch.rand(h, generator=g) * k + 1)
+        bn1.weight.copy_(torch.randn(h, generator=g))  # about half negative
+        bn1.bias.copy_(torch.randn(h, generator=g))
+        bn1.weight[0] = 0.0  # constant neurons: zero scale, either sign of bias
+        bn1.bias[0] = 0.0  # BN output exactly 0 → sign +1 → always on
+        bn1.weight[1] = 0.0
+        bn1.bias[1] = -0.5  # always off
+        # exact ties: BN output exactly 0 at an integer dot value, rising and falling
+        for j, scale in ((2, 1.0), (3, -1.0), (4, 0.5)):
+            bn1.running_var[j] = 1.0 - bn1.eps
+            bn1.running_mean[j] = float(k % 2)  # a reachable dot value
+            bn1.weight[j] = scale
+            bn1.bias[j] = 0.0
+        bn1.weight[5] = 1e-3  # unreachable threshold (always on or always off)
+        bn1.bias[5] = 10.0
+        bn2 = model.bn2
+        c = shape.n_classes
+        bn2.running_mean.copy_(torch.randn(c, generator=g) * 3)
+        bn2.running_var.copy_(torch.rand(c, generator=g) * h + 1)
+        bn2.weight.copy_(torch.randn(c, generator=g))
+        bn2.bias.copy_(torch.randn(c, generator=g))
+    return model.eval()
+
+
+def random_codes(n_bits: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return pack_bits(rng.integers(0, 2, size=(n, n_bits)))
+
+
+@pytest.mark.parametrize("shape,seed", [
+    (BNNShape(200, 128, 2), 0), (BNNShape(200, 128, 10), 1), (BNNShape(65, 70, 3), 2),
+    (BNNShape(1, 8, 2), 3), (BNNShape(200, 512, 10), 4),
+])
+def test_runtime_equals_torch_bit_for_bit(shape, seed):
+    model = trained_looking_bnn(shape, seed)
+    runtime = runtime_from_model(model)
+    codes = random_codes(shape.n_bits, 3001, seed)
+    want_scores, want_labels = torch_predict(model, codes)
+    scores, labels = runtime.run(codes)
+    np.testing.assert_array_equal(scores.view(np.uint32), want_scores.view(np.uint32))
+    np.testing.assert_array_equal(labels, want_labels)
+    assert verify_export(model, runtime, codes) == 0
+    # batch size does not matter, parallel or serial
+    np.testing.assert_array_equal(runtime.predict(codes[:1]), want_labels[:1])
+    np.testing.assert_array_equal(runtime.predict(codes, threads=1), want_labels)
+
+
+def test_hidden_bits_match_torch_including_ties_and_flips():
+    shape = BNNShape(200, 128, 2)
+    model = trained_looking_bnn(shape, 5)
+    arrays = export_arrays(model)
+    flipped = arrays["fc1/flipped"]
+    assert flipped.any() and not flipped.all()
+    thresholds = arrays["fc1/thresholds"]
+    assert not flipped[2] and thresholds[2] == 0  # rising tie: BN(0) = 0 → +1, so d >= 0
+    assert flipped[3] and thresholds[3] == 0  # falling tie: on for d <= 0, i.e. −d >= 0
+    codes = random_codes(200, 500, 6)
+    # codes that hit the tie neurons' dot = 0 exactly: the neuron's own weights with half flipped
+    w_signs = (torch.where(model.fc1.weight[2] < 0, -1.0, 1.0)).numpy()
+    x = w_signs.copy()
+    x[:100] *= -1
+    codes = np.concatenate([codes, pack_bits(x[None, :])])
+    from hybnn_kernels.bits import unpack_signs
+    xs = torch.from_numpy(unpack_signs(codes, 200).astype(np.float32))
+    with torch.no_grad():
+        want = (model.hidden(xs) > 0).numpy()
+    assert model.fc1(xs[-1:])[0, 2].item() == 0.0  # the tie case is really exercised
+    dots = xnor_gemm_ref(codes, arrays["fc1/weights"], 200)
+    got = dots >= arrays["fc1/thresholds"][None, :]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_tied_class_scores_pick_the_first_class_like_torch():
+    shape = BNNShape(64, 16, 3)
+    model = trained_looking_bnn(shape, 7)
+    with torch.no_grad():
+        model.bn2.weight.zero_()
+        model.bn2.bias.copy_(torch.tensor([0.5, 2.0, 2.0]))  # classes 1 and 2 tie everywhere
+    runtime = runtime_from_model(model)
+    codes = random_codes(64, 50, 8)
+    _, want = torch_predict(model, codes)
+    assert np.all(want == 1)
+    np.testing.assert_array_equal(runtime.predict(codes), want)
+
+
+def test_deploy_file_round_trip(tmp_path: Path):
+    model = trained_looking_bnn(BNNShape(200, 128, 2), 9)
+    ckpt = {"config": {"task": "task3"}, "seed": 4, "encoder_sha256": "ab" * 32,
+            "task": {"name": "task3", "classes": [4, 5]}, "format": "hybnn-bnn"}
+    out = tmp_path / "bnn.h5"
+    summary = write_deploy(out, model, ckpt)
+    # 200 bits take 4 words (256 bits) per neuron: 128·4·8 + 2·2·8 bytes against 4·(200·128 + 128·2)
+    assert summary["weight_bytes"] == 128 * 4 * 8 + 2 * 2 * 8
+    assert summary["float32_weight_bytes"] == 4 * (200 * 128 + 128 * 2)
+    rt = load_deploy(out)
+    assert rt.meta["format"] == "hybnn-deploy" and rt.meta["encoder_sha256"] == "ab" * 32
+    assert rt.meta["task"] == {"name": "task3", "classes": [4, 5]} and rt.meta["seed"] == 4
+    codes = random_codes(200, 1000, 10)
+    np.testing.assert_array_equal(rt.predict(codes), torch_predict(model, codes)[1])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+def test_load_deploy_refuses_other_files(tmp_path: Path):
+    bad = tmp_path / "x.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(DeployFileError, match="not a readable HDF5"):
+        load_deploy(bad)
+    import h5py
+    with h5py.File(bad, "w") as f:
+        f.attrs["format"] = "hybnn-codes"
+    with pytest.raises(DeployFileError, match="not a hybnn deploy file"):
+        load_deploy(bad)
+
+
+def test_nan_batch_norm_is_refused():
+    model = trained_looking_bnn(BNNShape(16, 8, 2), 11)
+    with torch.no_grad():
+        model.bn2.running_var[0] = float("nan")
+    with pytest.raises(HybnnError, match="non-finite"):
+        export_arrays(model)
+
+
+def test_runtime_import_does_not_pull_torch_or_h5py():
+    import subprocess
+    import sys
+    code = ("import sys, hybnn_kernels, hybnn_kernels.runtime, hybnn_kernels.dense;"
+            "print('torch' in sys.modules, 'h5py' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["False", "False"], r.stderr

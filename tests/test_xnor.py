@@ -1,0 +1,190 @@
+"""xnor_gemm and the fused binary dense layer against the naive references; bad inputs; both
+kernel variants; the machine code of the AVX-512 variant."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hybnn_kernels import xnor
+from hybnn_kernels.bits import n_words, pack_bits
+from hybnn_kernels.dense import binary_dense, make_dense
+from hybnn_kernels.xnor import prepack, xnor_gemm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.naive import binary_dense_ref, xnor_gemm_ref
+
+BIT_LENGTHS = st.sampled_from([1, 63, 64, 65, 200, 1000]) | st.integers(1, 400)
+
+
+def random_words(rng, rows, n_bits):
+    return pack_bits(rng.integers(0, 2, size=(rows, n_bits)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 13), n=st.integers(1, 40), n_bits=BIT_LENGTHS,
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_xnor_gemm_matches_reference(m, n, n_bits, threads, seed):
+    rng = np.random.default_rng(seed)
+    a, w = random_words(rng, m, n_bits), random_words(rng, n, n_bits)
+    expected = xnor_gemm_ref(a, w, n_bits)
+    got = xnor_gemm(a, w, n_bits, threads=threads)
+    assert got.dtype == np.int32 and got.shape == (m, n)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(xnor_gemm(a, prepack(w, n_bits), n_bits), expected)
+
+
+def test_parallel_path_matches_serial_on_a_large_problem():
+    rng = np.random.default_rng(0)
+    a, w = random_words(rng, 301, 1000), random_words(rng, 77, 1000)
+    assert xnor.threads_for(2.0 * 301 * 77 * 1000, 2) == 2
+    expected = xnor_gemm_ref(a[:7], w, 1000)
+    par = xnor_gemm(a, w, 1000, threads=2)
+    np.testing.assert_array_equal(par[:7], expected)
+    np.testing.assert_array_equal(par, xnor_gemm(a, w, 1000, threads=1))
+
+
+def test_read_only_noncontiguous_inputs_and_out():
+    rng = np.random.default_rng(1)
+    a_big, w = random_words(rng, 10, 200), random_words(rng, 9, 200)
+    a = a_big[::2]  # non-contiguous view
+    a.flags.writeable = False
+    w.flags.writeable = False
+    out = np.full((5, 9), -7, dtype=np.int32)
+    result = xnor_gemm(a, w, 200, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, xnor_gemm_ref(np.ascontiguousarray(a), w, 200))
+
+
+def test_read_only_memory_map_goes_straight_to_the_kernel(tmp_path):
+    rng = np.random.default_rng(4)
+    a, w = random_words(rng, 50, 200), random_words(rng, 20, 200)
+    np.save(tmp_path / "a.npy", a)
+    mm = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert not mm.flags.writeable and mm.flags.c_contiguous
+    np.testing.assert_array_equal(xnor_gemm(mm, w, 200), xnor_gemm_ref(a, w, 200))
+    layer = make_dense(w, np.zeros(20, np.int64), 200)
+    np.testing.assert_array_equal(binary_dense(mm, layer), binary_dense(a, layer))
+
+
+@pytest.mark.parametrize("a,w,n_bits,exc,msg", [
+    (np.zeros((2, 4), np.int64), np.zeros((3, 4), np.uint64), 200, TypeError, "dtype uint64"),
+    (np.zeros((2, 4), np.uint64), np.zeros((3, 4), np.float32), 200, TypeError, "dtype uint64"),
+    (np.zeros((2, 4), np.uint64), np.zeros((3, 3), np.uint64), 200, ValueError, "3 words per row"),
+    (np.zeros((2, 3), np.uint64), np.zeros((3, 4), np.uint64), 200, ValueError, "3 words per row"),
+    (np.zeros(4, np.uint64), np.zeros((3, 4), np.uint64), 200, ValueError, "2-D"),
+    (np.zeros((2, 4), np.uint64), np.zeros((3, 4), np.uint64), 0, ValueError, "n_bits must be"),
+    (np.zeros((2, 4), np.uint64), np.zeros((3, 4), np.uint64), 200.0, TypeError, "integer"),
+    ([[0, 0, 0, 0]], np.zeros((3, 4), np.uint64), 200, TypeError, "numpy array"),
+    (np.full((2, 4), 2**63, np.uint64), np.zeros((3, 4), np.uint64), 200, ValueError, "padding"),
+])
+def test_bad_inputs_raise_clear_errors(a, w, n_bits, exc, msg):
+    with pytest.raises(exc, match=msg):
+        xnor_gemm(a, w, n_bits)
+
+
+def test_bad_out_and_threads():
+    a, w = np.zeros((2, 1), np.uint64), np.zeros((3, 1), np.uint64)
+    with pytest.raises(ValueError, match="int32 array of shape"):
+        xnor_gemm(a, w, 64, out=np.zeros((2, 3), np.int64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        xnor_gemm(a, w, 64, out=np.zeros((3, 2), np.int32).T)
+    with pytest.raises(ValueError, match="threads"):
+        xnor_gemm(a, w, 64, threads=0)
+    with pytest.raises(ValueError, match="packed for 64 bits"):
+        xnor_gemm(a, prepack(w, 64), 63)
+
+
+def test_empty_problems():
+    assert xnor_gemm(np.zeros((0, 1), np.uint64), np.zeros((3, 1), np.uint64), 5).shape == (0, 3)
+    assert xnor_gemm(np.zeros((2, 1), np.uint64), np.zeros((0, 1), np.uint64), 5).shape == (2, 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.integers(1, 11), n=st.integers(1, 150), n_bits=BIT_LENGTHS,
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+def test_binary_dense_matches_reference(m, n, n_bits, threads, seed):
+    rng = np.random.default_rng(seed)
+    a, w = random_words(rng, m, n_bits), random_words(rng, n, n_bits)
+    # thresholds over the whole range, including unreachable ones (always on / always off)
+    t = rng.integers(-n_bits - 3, n_bits + 4, size=n)
+    got = binary_dense(a, make_dense(w, t, n_bits), threads=threads)
+    assert got.shape == (m, n_words(n)) and got.dtype == np.uint64
+    np.testing.assert_array_equal(got, binary_dense_ref(a, w, t, n_bits))
+
+
+def test_binary_dense_parallel_matches_serial():
+    rng = np.random.default_rng(2)
+    a, w = random_words(rng, 2000, 200), random_words(rng, 128, 200)
+    layer = make_dense(w, rng.integers(-30, 30, size=128), 200)
+    np.testing.assert_array_equal(binary_dense(a, layer, threads=2),
+                                  binary_dense(a, layer, threads=1))
+    np.testing.assert_array_equal(binary_dense(a[:5], layer),
+                                  binary_dense_ref(a[:5], w, layer.thresholds, 200))
+
+
+def test_binary_dense_bad_inputs():
+    w = np.zeros((3, 1), np.uint64)
+    with pytest.raises(ValueError, match="thresholds must have shape"):
+        make_dense(w, np.zeros(2, np.int64), 64)
+    with pytest.raises(TypeError, match="integers"):
+        make_dense(w, np.zeros(3, np.float32), 64)
+    with pytest.raises(TypeError, match="BinaryDense"):
+        binary_dense(np.zeros((1, 1), np.uint64), w)
+    with pytest.raises(ValueError, match="words per row"):
+        binary_dense(np.zeros((1, 2), np.uint64), make_dense(w, np.zeros(3, np.int64), 64))
+
+
+OTHER_VARIANT_CHECK = """
+import numpy as np
+from hybnn_kernels import xnor
+from hybnn_kernels.bits import pack_bits
+from hybnn_kernels.dense import binary_dense, make_dense
+assert xnor.VARIANT == "{variant}", xnor.VARIANT
+rng = np.random.default_rng(3)
+for m, n, k in [(1, 1, 1), (5, 33, 65), (9, 70, 200), (6, 40, 1000), (300, 130, 1000)]:
+    ba, bw = rng.integers(0, 2, size=(m, k)), rng.integers(0, 2, size=(n, k))
+    sa, sw = ba * 2 - 1, bw * 2 - 1
+    dot = sa @ sw.T
+    assert np.array_equal(xnor.xnor_gemm(pack_bits(ba), pack_bits(bw), k), dot)
+    t = rng.integers(-k, k + 1, size=n)
+    got = binary_dense(pack_bits(ba), make_dense(pack_bits(bw), t, k))
+    assert np.array_equal(got, pack_bits((dot >= t).astype(np.uint8)))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("variant", ["qword", "byte"])
+def test_both_kernel_variants_are_correct_on_this_cpu(variant):
+    env = dict(os.environ, HYBNN_KERNEL_VARIANT=variant)
+    r = subprocess.run([sys.executable, "-c", OTHER_VARIANT_CHECK.format(variant=variant)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+ASM_CHECK = """
+import numpy as np
+from hybnn_kernels import xnor
+a = np.zeros((4, 4), np.uint64)
+pw = xnor.prepack(np.zeros((32, 4), np.uint64), 256)
+out = np.zeros((4, 32), np.int32)
+sig = (numba.typeof(a), numba.typeof(pw.panels), numba.int64, numba.int64, numba.typeof(out))
+xnor._xnor_gemm_serial.compile(sig)
+print(list(xnor._xnor_gemm_serial.inspect_asm().values())[0])
+"""
+
+
+def test_avx512_variant_uses_vpopcntq_on_zmm():
+    """Compile (not run) the kernel for Zen 4 (AVX-512 VPOPCNTDQ) and read its machine code."""
+    features = ("+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+fma,+bmi,+bmi2,+avx512f,"
+                "+avx512cd,+avx512bw,+avx512dq,+avx512vl,+avx512vpopcntdq,+avx512bitalg")
+    env = dict(os.environ, NUMBA_CPU_NAME="znver4", NUMBA_CPU_FEATURES=features,
+               HYBNN_KERNEL_VARIANT="qword")
+    r = subprocess.run([sys.executable, "-c", "import numba\n" + ASM_CHECK], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    asm = r.stdout
+    assert "vpopcntq" in asm and "%zmm" in asm
