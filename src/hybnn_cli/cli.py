@@ -413,7 +413,8 @@ def fed_cmd(
     rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
     local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (cosine over all epochs)."),
+    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate, as train-bnn's (cosine "
+                             "over all rounds × local epochs)."),
     hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons."),
     partition: str = typer.Option("iid", "--partition", help="iid or dirichlet (label skew)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration (smaller = more "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.train_bnn import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
 UPLINKS = ("float", "bits")
@@ -23,7 +24,7 @@ class FedConfig:
     rounds: int = 20
     local_epochs: int = 5
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = BNNConfig.lr  # train-bnn's default: a federated run follows its schedule
     hidden: int = 128
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition = dirichlet)
