@@ -40,5 +40,8 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src kernels tests benchmarks
 
+reproduce: setup
+	$(BIN)/hybnn reproduce
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,7 +3,7 @@
     python benchmarks/pipeline.py [--work runs/full] [--seed 0] [--threads 1]
 
 Runs `hybnn pretrain-vae` (20 epochs), `hybnn extract`, then `hybnn train-bnn` (100 epochs) for
-tasks 1–5 and the 10-class problem (hidden 128, the paper's width, and 512), each as its own
+tasks 1–5 and the 10-class problem (hidden 128, the paper's width, 512 and 2048), each as its own
 command with --json, skipping a stage whose output already exists. Writes
 benchmarks/results/pipeline.json with every command, config, accuracy and timing.
 """
@@ -47,13 +47,18 @@ def main() -> None:
     vae, codes = work / "vae.pt", work / "codes.h5"
     if not vae.exists():
         record["stages"]["pretrain-vae"] = hybnn(["pretrain-vae", "--out", str(vae), *common])
-    else:
-        record["stages"]["pretrain-vae"] = {"reused": str(vae)}
+    else:  # made earlier: record what the checkpoint says made it
+        import torch
+
+        ckpt = torch.load(vae, weights_only=True)
+        record["stages"]["pretrain-vae"] = {
+            "reused": str(vae), "config": ckpt["config"], "seed": ckpt["seed"],
+            "encoder_sha256": ckpt["encoder_sha256"], "history": ckpt["metrics"]["history"]}
     if not codes.exists():
         record["stages"]["extract"] = hybnn(["extract", "--vae", str(vae), "--out", str(codes)])
     else:
         record["stages"]["extract"] = {"reused": str(codes)}
-    runs = [(str(t), 128) for t in range(1, 6)] + [("all", 128), ("all", 512)]
+    runs = [(str(t), 128) for t in range(1, 6)] + [("all", 128), ("all", 512), ("all", 2048)]
     record["bnn"] = []
     for task, hidden in runs:
         r = hybnn(["train-bnn", "--codes", str(codes), "--task", task, "--hidden", str(hidden),

@@ -109,6 +109,8 @@ def test_resume_bnn_continues_history(tiny_pipeline, tmp_path):
     result = run(*common, "--epochs", 4, "--resume", bnn)
     assert result.exit_code == 0, result.output
     assert [h["epoch"] for h in json.loads(result.stdout)["history"]] == [1, 2, 3, 4]
+    one_line_error(run(*common, "--epochs", 6, "--resume", bnn, "--lr", "0.5"),
+                   "cannot resume: it was trained with lr=0.01, this run asks for 0.5")
 
 
 def test_mismatched_encoder_is_refused(tiny_pipeline, tmp_path):

@@ -77,3 +77,22 @@ def load_bnn(path) -> tuple[TaskBNN, dict]:
         raise HybnnError(f"{path}: weights do not fit the BNN ({str(e).splitlines()[0]})") from None
     model.eval()
     return model, ckpt
+
+
+# ── the binary CNN baseline (the paper's comparison model) ───────────────────────────────────
+BASELINE_FORMAT = "hybnn-baseline"
+
+
+def load_baseline(path):
+    """A saved binary CNN baseline and its checkpoint dict (eval mode)."""
+    from hybnn_cli.baseline import BinaryCNN
+
+    ckpt = load_checkpoint(path, BASELINE_FORMAT)
+    model = BinaryCNN(int(ckpt["shape"]["n_classes"]), str(ckpt["shape"]["binarize"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise HybnnError(f"{path}: weights do not fit the baseline CNN "
+                         f"({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model, ckpt

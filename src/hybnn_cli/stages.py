@@ -40,12 +40,8 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     history: list[dict] = []
     if resume is not None:
         old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
-        for key in ("dataset", "latent_bits", "batch_size", "lr", "kl_weight", "seed",
-                    "train_limit"):
-            if old["config"].get(key) != getattr(cfg, key):
-                raise HybnnError(f"{resume}: cannot resume: it was trained with {key}="
-                                 f"{old['config'].get(key)!r}, this run asks for "
-                                 f"{getattr(cfg, key)!r}")
+        require_same_config(old, cfg, ("dataset", "latent_bits", "batch_size", "lr",
+                                       "kl_weight", "seed", "train_limit"), resume)
         model.load_state_dict(old["state_dict"])
         optimizer.load_state_dict(old["optimizer"])
         history = list(old["metrics"]["history"])
@@ -124,6 +120,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     if resume is not None:
         model, old = ck.load_bnn(resume)
         check_encoder(old, sha, resume, codes_path)
+        require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed"), resume)
         if old["shape"] != shape.to_dict():
             raise HybnnError(f"{resume}: cannot resume: the checkpoint's BNN is {old['shape']}, "
                              f"this run needs {shape.to_dict()}")
@@ -149,6 +146,15 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     return metrics
 
 
+def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
+    """Refuse to resume a checkpoint trained with other settings than this run's."""
+    for key in keys:
+        if old_ckpt["config"].get(key) != getattr(cfg, key):
+            raise HybnnError(f"{path}: cannot resume: it was trained with {key}="
+                             f"{old_ckpt['config'].get(key)!r}, this run asks for "
+                             f"{getattr(cfg, key)!r}")
+
+
 def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
     """Refuse a BNN paired with codes made by a different encoder."""
     if bnn_ckpt.get("encoder_sha256") != codes_sha:
@@ -171,3 +177,68 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     res = evaluate(model, codes_to_tensor(c.codes[idx], c.n_bits), torch.from_numpy(y))
     return {"task": task.name, "split": split, "n": int(len(idx)), "acc": res["acc"],
             "loss": res["loss"]}
+
+
+# ── the binary CNN baseline on images ─────────────────────────────────────────────────────────
+def load_task_images(dataset: str, task: Task, data_dir=None, limit: int | None = None) -> dict:
+    """The task's images of both splits as [0, 1] tensors (N, 1, 28, 28) with remapped labels.
+    `limit` keeps the first N images of each split before selecting the task's classes."""
+    out = {}
+    for split in ("train", "test"):
+        images, labels = load_split(dataset, split, data_dir)
+        if limit:
+            images, labels = images[:limit], labels[:limit]
+        idx, y = task.select(labels)
+        if len(idx) == 0:
+            raise HybnnError(f"{dataset}: task {task.name} (classes "
+                             f"{','.join(map(str, task.classes))}) has no samples in {split}")
+        out[split] = (images_to_tensor(images[idx]), torch.from_numpy(y))
+    return out
+
+
+def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
+    return torch.bincount(y, minlength=n_classes).tolist()
+
+
+def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Path | None = None,
+                   on_epoch: EpochFn | None = None) -> dict:
+    """Train the binary CNN baseline (`baseline.BaselineConfig`) on images with the task BNN's
+    loop; save its checkpoint to `out` (if given). The metrics also hold the test set's class
+    counts and the counts of the predicted classes, which show a collapsed model at a glance."""
+    from hybnn_cli.baseline import BinaryCNN, predict
+
+    data = load_task_images(cfg.dataset, task, data_dir, cfg.train_limit)
+    torch.manual_seed(cfg.seed)
+    model = BinaryCNN(task.n_classes, cfg.binarize)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history: list[dict] = []
+    if resume is not None:
+        model, old = ck.load_baseline(resume)
+        require_same_config(old, cfg, ("dataset", "binarize", "batch_size", "lr", "seed",
+                                       "train_limit"), resume)
+        if tuple(old["task"]["classes"]) != task.classes:
+            raise HybnnError(f"{resume}: cannot resume: it was trained on classes "
+                             f"{old['task']['classes']}, this run asks for {list(task.classes)}")
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer.load_state_dict(old["optimizer"])
+        history = list(old["metrics"]["history"])
+    x_tr, y_tr = data["train"]
+    x_te, y_te = data["test"]
+    t0 = time.perf_counter()
+    history += train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
+                         start_epoch=len(history), on_epoch=on_epoch)
+    seconds = time.perf_counter() - t0
+    final = history[-1] if history else {}
+    metrics = {"task": task.name, "classes": list(task.classes), "binarize": cfg.binarize,
+               "dataset": cfg.dataset, "n_train": len(y_tr), "n_test": len(y_te),
+               "train_seconds": seconds, "test_acc": final.get("test_acc"),
+               "train_acc": final.get("train_acc"),
+               "test_class_counts": class_counts(y_te, task.n_classes),
+               "predicted_class_counts": class_counts(predict(model, x_te), task.n_classes),
+               "history": history}
+    if out is not None:
+        ck.save_checkpoint(out, ck.BASELINE_FORMAT, model, cfg.to_dict(), cfg.seed,
+                           shape=model.shape(), task={"name": task.name,
+                                                      "classes": list(task.classes)},
+                           optimizer=optimizer.state_dict(), metrics=metrics)
+    return metrics

@@ -1,0 +1,59 @@
+"""Run some of `hybnn reproduce`'s training stages in this process, into the study's cache, so
+that several processes can share the work on a multi-core or shared machine. A later
+`hybnn reproduce` (same settings) finds those stages done and reuses them.
+
+Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA-B` trains the
+threshold CNN on the Fashion-MNIST pair (A, B); `codes` takes the MNIST VAE (pretraining it if
+needed), extracts the MNIST codes and trains the task BNNs 1–5 and the 10-class BNN on them;
+`fashion-codes` extracts Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them.
+The VAEs can be pretrained alongside with
+`hybnn pretrain-vae --out <work>/vae-<dataset>-<digest>.pt` (the path `hybnn reproduce` uses;
+see `Study.vae_path`). A stage another live process is making is skipped (its lock file).
+
+Example: python benchmarks/prefill_stages.py --threads 1 1:threshold 3:sign f0-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hybnn_cli.reproduce import Reporter, StageBusy, Study, StudyConfig, _fashion_task
+from hybnn_cli.tasks import parse_task
+
+
+class PrintDone(Reporter):
+    def done(self, description: str, result: str, cached: bool) -> None:
+        print(time.strftime("%H:%M:%S"), "reused" if cached else "done", description, result,
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("jobs", nargs="+")
+    ap.add_argument("--work", type=Path, default=Path("runs/reproduce"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    study = Study(StudyConfig(threads=args.threads), args.work, reporter=PrintDone())
+    for job in args.jobs:
+        try:
+            if job == "codes":
+                codes = study.codes(study.vae("mnist"), "mnist")
+                for t in [*study.cfg.tasks, "all"]:
+                    study.bnn(codes, "mnist", parse_task(str(t)))
+            elif job == "fashion-codes":
+                codes = study.codes(study.vae("mnist"), "fashion-mnist")
+                for pair in study.cfg.fashion_pairs:
+                    study.bnn(codes, "fashion-mnist", _fashion_task(pair))
+            elif job.startswith("f"):
+                study.baseline("fashion-mnist", _fashion_task(job[1:].split("-")), "threshold")
+            else:
+                task, binarize = job.split(":")
+                study.baseline("mnist", parse_task(task), binarize)
+        except StageBusy as e:  # another process has it: go on with the next job
+            print(time.strftime("%H:%M:%S"), "busy", job, e, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Running a federated run on Flower's Deployment Engine on this machine (loopback).
+
+What `hybnn fed --deployment` does, step by step (docs/federated.md shows the same by hand for
+real machines):
+
+1. TLS: a self-signed CA and a SuperLink certificate for 127.0.0.1 / localhost (`make_tls`).
+2. SuperNode authentication: one ECDSA P-384 key pair per client, OpenSSH format (`make_node_key`).
+3. A SuperLink with TLS, `--enable-supernode-auth` and no runtime dependency installation.
+4. Each client's public key registered with `flwr supernode register`.
+5. One SuperNode per client, each with its private key and `partition-id`/`num-partitions`.
+6. `flwr run` of a generated Flower app folder with the run's settings as `--run-config`;
+   progress is read from the server app's `rounds.jsonl`, and the run's status from `flwr ls`
+   (`flwr run` itself can exit 0 for a failed run): anything but `finished:completed` is an error.
+
+Every process is started in its own session and its whole group is stopped in a `finally`
+(SIGTERM, then SIGKILL), on success, error and Ctrl-C alike. All files (certificates, keys,
+FLWR_HOME, logs, app folder, outputs) live in one run folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fed.config import FedConfig
+
+CONNECTION = "hybnn-local"
+
+
+# ── certificates and keys ────────────────────────────────────────────────────────────────────
+def _write_key(path: Path, key, fmt=serialization.PrivateFormat.PKCS8) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def make_tls(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict:
+    """A CA (ca.crt) and a server certificate/key (server.pem, server.key) valid for `hosts`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hybnn fed CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA384()))
+    key = ec.generate_private_key(ec.SECP384R1())
+    names = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA384()))
+    paths = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths["key"], key)
+    return paths
+
+
+def make_node_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """An ECDSA P-384 key pair in OpenSSH format: (private key, public key .pub)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    priv, pub = folder / name, folder / f"{name}.pub"
+    _write_key(priv, key, serialization.PrivateFormat.OpenSSH)
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                   serialization.PublicFormat.OpenSSH)
+                    + f" {name}\n".encode())
+    return priv, pub
+
+
+# ── processes ────────────────────────────────────────────────────────────────────────────────
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise HybnnError(f"{proc.args[0]} exited with code {proc.returncode} at start-up")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise HybnnError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+class Processes:
+    """Processes started in their own sessions; `stop()` ends every group (SIGTERM, SIGKILL)."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env, self.log_dir = env, log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, grace: float = 10.0) -> None:
+        # Flower starts its SuperExec and app processes in sessions of their own: find them
+        # as descendants before their parents exit, and signal them too.
+        escaped = {pid for proc in self.procs for pid in _descendants(proc.pid)}
+        for proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        for pid in escaped:
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs:  # the group may hold children (app processes) still alive
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in escaped:
+            _kill(pid, signal.SIGKILL)
+        self.procs.clear()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the process is its group's leader (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _bin(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+# ── the Flower app folder and FLWR_HOME ──────────────────────────────────────────────────────
+def write_app(folder: Path) -> Path:
+    """A minimal Flower app folder: pyproject.toml naming hybnn's server and client apps, with
+    FedConfig's defaults as `[tool.flwr.app.config]` (the code comes from the installed hybnn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ['[project]', 'name = "hybnn-fed"', 'version = "1.0.0"',
+             'description = "hybnn federated task BNN"', 'license = "MIT"', '',
+             '[tool.flwr.app]', 'publisher = "hybnn"', '',
+             '[tool.flwr.app.components]', 'serverapp = "hybnn_cli.fed.server_app:app"',
+             'clientapp = "hybnn_cli.fed.client_app:app"', '', '[tool.flwr.app.config]']
+    lines += [f"{k} = {_toml(v)}" for k, v in FedConfig().to_run_config().items()]
+    (folder / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def write_flwr_home(home: Path, port: int, ca: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n')
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
+
+
+def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, start_new_session=True)
+
+
+def run_status(env: dict, run_id: int) -> dict:
+    """The run's row from `flwr ls --run-id N --format json` ({} if it cannot be read)."""
+    res = flwr(env, "ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+    try:
+        runs = json.loads(res.stdout).get("runs", [])
+    except json.JSONDecodeError:
+        return {}
+    return runs[0] if runs else {}
+
+
+def _json_out(res: subprocess.CompletedProcess) -> dict:
+    try:
+        return json.loads(res.stdout)
+    except json.JSONDecodeError:
+        return {}
+
+
+# ── a whole run ──────────────────────────────────────────────────────────────────────────────
+class Federation:
+    """A SuperLink with TLS and SuperNode authentication, plus SuperNodes, on loopback.
+
+    Use as a context manager: every process it started is stopped on exit.
+    """
+
+    def __init__(self, run_dir: Path, n_nodes: int, start_timeout: float = 60.0):
+        self.run_dir = Path(run_dir).resolve()
+        self.n_nodes = n_nodes
+        self.start_timeout = start_timeout
+        self.port = free_port()
+        self.tls = make_tls(self.run_dir / "tls")
+        bin_dir = str(Path(sys.executable).parent)  # Flower finds flower-superexec on PATH
+        self.env = {**os.environ, "FLWR_HOME": str(self.run_dir / "flwr-home"),
+                    "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                    "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "PYTHONUNBUFFERED": "1"}
+        write_flwr_home(self.run_dir / "flwr-home", self.port, self.tls["ca"])
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.procs = Processes(self.env, self.run_dir / "logs")
+        self.supernodes: dict[int, subprocess.Popen] = {}
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.procs.stop()
+
+    def start_superlink(self) -> None:
+        proc = self.procs.start("superlink", [
+            _bin("flower-superlink"), "--ssl-ca-certfile", str(self.tls["ca"]),
+            "--ssl-certfile", str(self.tls["cert"]), "--ssl-keyfile", str(self.tls["key"]),
+            "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(self.port)])
+        wait_port(self.port, self.start_timeout, proc)
+
+    def register(self, pub: Path) -> None:
+        res = flwr(self.env, "supernode", "register", str(pub), CONNECTION)
+        if res.returncode != 0:
+            raise HybnnError(f"flwr supernode register {pub.name} failed: "
+                             f"{_last_line(res.stdout + res.stderr)}")
+
+    def start_supernode(self, i: int, private_key: Path, node_config: str) -> subprocess.Popen:
+        proc = self.procs.start(f"supernode-{i}", [
+            _bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}",
+            "--root-certificates", str(self.tls["ca"]),
+            "--auth-supernode-private-key", str(private_key),
+            "--port", str(free_port()), "--node-config", node_config])
+        self.supernodes[i] = proc
+        return proc
+
+    def start_nodes(self) -> None:
+        """Keys, registration and one SuperNode per partition."""
+        for i in range(self.n_nodes):
+            priv, pub = make_node_key(self.run_dir / "keys", f"node-{i}")
+            self.register(pub)
+            self.start_supernode(i, priv, f"partition-id={i} num-partitions={self.n_nodes}")
+
+    def supernodes_online(self) -> list[dict]:
+        """The SuperLink's registered SuperNodes that are online (`flwr supernode list`)."""
+        nodes = _json_out(flwr(self.env, "supernode", "list", CONNECTION, "--format", "json"))
+        return [n for n in nodes.get("nodes", []) if n.get("status") == "online"]
+
+    def run(self, cfg: FedConfig, on_round: Callable[[dict], None] | None = None,
+            timeout: float = 3600.0) -> dict:
+        """`flwr run` the app with cfg; follow its progress; check its final status."""
+        out_dir = self.run_dir / "out"
+        cfg = FedConfig(**{**cfg.to_dict(), "out_dir": str(out_dir),
+                           "codes": str(Path(cfg.codes).resolve()),
+                           "out": str(Path(cfg.out).resolve()) if cfg.out else ""})
+        app = write_app(self.run_dir / "hybnn-fed")
+        overrides = " ".join(f"{k}={_toml(v)}" for k, v in cfg.to_run_config().items())
+        res = flwr(self.env, "run", str(app), CONNECTION, "--run-config", overrides,
+                   "--format", "json")
+        run_id = _json_out(res).get("run-id")
+        if res.returncode != 0 or run_id is None:
+            raise HybnnError(f"flwr run failed: {_last_line(res.stdout + res.stderr)}")
+        run_id = int(run_id)
+        seen = 0
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:
+            seen = _follow(out_dir / "rounds.jsonl", seen, on_round)
+            status = run_status(self.env, run_id)
+            if str(status.get("status", "")).startswith("finished"):
+                break
+            for i, proc in self.supernodes.items():
+                if proc.poll() is not None and not getattr(proc, "_reported", False):
+                    proc._reported = True
+                    sys.stderr.write(f"SuperNode {i} exited with code {proc.returncode}\n")
+            time.sleep(1.0)
+        else:
+            raise HybnnError(f"run {run_id} did not finish within {timeout:.0f} s "
+                             f"(logs in {self.run_dir / 'logs'})")
+        _follow(out_dir / "rounds.jsonl", seen, on_round)
+        if status.get("status") != "finished:completed":
+            raise HybnnError(f"run {run_id} ended as {status.get('status')!r}"
+                             f"{': ' + str(status['details']) if status.get('details') else ''}"
+                             f" (logs in {self.run_dir / 'logs'})")
+        result_path = out_dir / "result.json"
+        if not result_path.is_file():
+            raise HybnnError(f"run {run_id} completed but wrote no {result_path}")
+        result = json.loads(result_path.read_text())
+        result["run_id"] = run_id
+        result["flower_run"] = {k: status.get(k) for k in
+                                ("status", "network-traffic", "elapsed")
+                                if k in status}
+        return result
+
+
+def _follow(path: Path, seen: int, on_round) -> int:
+    """Call on_round for the complete lines of `path` past the first `seen`."""
+    if not path.is_file():
+        return seen
+    text = path.read_text()
+    lines = text.splitlines()
+    complete = lines if text.endswith("\n") else lines[:-1]
+    for line in complete[seen:]:
+        if on_round:
+            on_round(json.loads(line))
+    return max(seen, len(complete))
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def run_deployment(cfg: FedConfig, run_dir: Path,
+                   on_round: Callable[[dict], None] | None = None) -> dict:
+    """The whole loopback deployment: SuperLink, registered SuperNodes, one run; all stopped at
+    the end."""
+    with Federation(run_dir, cfg.clients) as fed:
+        fed.start_superlink()
+        fed.start_nodes()
+        result = fed.run(cfg, on_round)
+    result["config"] = cfg.to_dict()
+    result["run_dir"] = str(Path(run_dir).resolve())
+    return result

@@ -1,0 +1,112 @@
+"""The server side of a federated run: initial model, the validating strategy, the global
+model's test accuracy after every round, and the run's outputs.
+
+Outputs: the final global BNN as a normal `hybnn-bnn` checkpoint (so `hybnn evaluate` and export
+work on it) with the run's config, seed and the encoder's SHA-256; and, when `out_dir` is set,
+`rounds.jsonl` (one line per round, written as the run goes: the deployment runner shows progress
+from it) and `result.json` (the summary that `hybnn fed --json` prints).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+
+from hybnn_cli import checkpoint as ck
+from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.partition import partition_indices
+from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
+from hybnn_cli.fed.strategy import RobustFedAvg
+from hybnn_cli.fed.task import evaluate_model, initial_model, model_shape, task_data
+from hybnn_cli.fileio import atomic_path
+from hybnn_cli.tasks import parse_task
+
+RoundFn = Callable[[dict], None]
+
+
+def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> dict:
+    """Run cfg.rounds rounds of validated FedAvg on `grid`; return the run's summary."""
+    task = parse_task(cfg.task)
+    data = task_data(cfg.codes, cfg.task)
+    x_test, y_test = data["test"]
+    # the clients split the train set this way: refuse an impossible split before round 1
+    partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha, cfg.seed)
+    sha = data["attrs"]["encoder_sha256"]
+    shape = model_shape(data["n_bits"], cfg)
+    model = initial_model(shape, cfg.seed)
+    strategy = RobustFedAvg(UpdateSpec.for_model(model, cfg.uplink), expected_nodes=cfg.clients,
+                            min_valid=cfg.min_valid)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "rounds.jsonl").write_text("")
+    history: list[dict] = []
+    t0 = time.perf_counter()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays_to_state(arrays))
+        res = evaluate_model(model, x_test, y_test)
+        row = {"round": server_round, "test_acc": res["acc"], "test_loss": res["loss"],
+               "seconds": time.perf_counter() - t0}
+        stats = strategy.rounds.get(server_round)
+        if stats is not None:
+            clients = sorted(stats["clients"].values(),
+                             key=lambda c: (c.get("partition_id", 1 << 30), c["node_id"]))
+            row.update(valid_updates=stats["valid"], kept_previous=stats["kept_previous"],
+                       bytes_sent=sum(c["sent_bytes"] for c in clients),
+                       bytes_recv=sum(c["recv_bytes"] for c in clients), clients=clients)
+        history.append(row)
+        if out_dir:
+            with open(out_dir / "rounds.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if on_round:
+            on_round(row)
+        return MetricRecord({"test-acc": res["acc"], "test-loss": res["loss"]})
+
+    result = strategy.start(grid, state_to_arrays(model.state_dict()), num_rounds=cfg.rounds,
+                            timeout=cfg.round_timeout,
+                            train_config=ConfigRecord({"encoder-sha256": sha}),
+                            evaluate_fn=evaluate_fn)
+    del result  # `model` holds the last global model: evaluate_fn loaded it after each round
+    rounds = [r for r in history if r["round"] > 0]
+    summary = {
+        "task": task.name, "classes": list(task.classes), "config": cfg.to_dict(),
+        "seed": cfg.seed, "encoder_sha256": sha, "n_test": len(y_test),
+        "initial_test_acc": history[0]["test_acc"] if history else None,
+        "final_test_acc": rounds[-1]["test_acc"] if rounds else None,
+        "best_test_acc": max((r["test_acc"] for r in rounds), default=None),
+        "accuracy_curve": [r["test_acc"] for r in rounds],
+        "bytes": byte_totals(rounds), "rounds": rounds,
+        "train_seconds": time.perf_counter() - t0, "out": cfg.out or None,
+    }
+    if cfg.out:
+        ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
+                           cfg.seed, shape=shape.to_dict(),
+                           task={"name": task.name, "classes": list(task.classes)},
+                           encoder_sha256=sha, codes=str(cfg.codes),
+                           metrics={k: v for k, v in summary.items() if k != "config"})
+    if out_dir:
+        with atomic_path(out_dir / "result.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def byte_totals(rounds: list[dict]) -> dict:
+    """Payload bytes per client (by partition id, else node id) summed over the run."""
+    per_client: dict[str, dict] = {}
+    for r in rounds:
+        for c in r.get("clients", []):
+            key = str(c.get("partition_id", f"node-{c['node_id']}"))
+            d = per_client.setdefault(key, {"sent": 0, "recv": 0})
+            d["sent"] += c["sent_bytes"]
+            d["recv"] += c["recv_bytes"]
+    n = max(len(rounds), 1)
+    sent = sum(r.get("bytes_sent", 0) for r in rounds)
+    recv = sum(r.get("bytes_recv", 0) for r in rounds)
+    return {"uplink_total": sent, "downlink_total": recv, "uplink_per_round": sent / n,
+            "downlink_per_round": recv / n, "per_client": per_client}

@@ -1,0 +1,81 @@
+"""The ML side of a federated run (Flower's `task.py`): a client's share of the data, local
+training, and the global model's evaluation. Training reuses `hybnn_cli.train_bnn` as it is.
+
+Local training: each round a client starts from the global model, makes `local_epochs` passes over
+its data with a fresh Adam, and clips latent weights after every step (as `train-bnn` does). The
+learning rate follows the same cosine schedule as `train-bnn`, laid over the run's
+rounds × local_epochs epochs, so a run of R rounds sees the schedule of an R·E-epoch training.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.partition import partition_indices
+from hybnn_cli.stages import load_task_codes
+from hybnn_cli.tasks import parse_task
+from hybnn_cli.train_bnn import BNNConfig, evaluate, lr_at, train_epoch
+
+
+def bnn_config(cfg: FedConfig) -> BNNConfig:
+    """The centralized config whose schedule a federated run follows (epochs = rounds × E)."""
+    return BNNConfig(task=cfg.task, epochs=cfg.rounds * cfg.local_epochs,
+                     batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine", hidden=cfg.hidden,
+                     seed=cfg.seed, threads=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _task_data(codes: str, task: str, mtime: float) -> dict:
+    return load_task_codes(Path(codes), parse_task(task))
+
+
+def task_data(codes: str, task: str) -> dict:
+    """Both splits of the task (cached per file version: clients are called every round)."""
+    return _task_data(str(codes), str(task), Path(codes).stat().st_mtime)
+
+
+def client_data(cfg: FedConfig, partition_id: int, num_partitions: int,
+                codes: str | None = None) -> dict:
+    """This client's share of the training split: x (±1 floats), y, n_bits, encoder SHA-256."""
+    data = task_data(codes or cfg.codes, cfg.task)
+    x, y = data["train"]
+    parts = partition_indices(y.numpy(), cfg.partition, num_partitions, cfg.alpha, cfg.seed)
+    idx = torch.from_numpy(parts[partition_id])
+    return {"x": x[idx], "y": y[idx], "n_bits": data["n_bits"],
+            "encoder_sha256": data["attrs"]["encoder_sha256"]}
+
+
+def model_shape(n_bits: int, cfg: FedConfig) -> BNNShape:
+    return BNNShape(n_bits=n_bits, hidden=cfg.hidden, n_classes=parse_task(cfg.task).n_classes)
+
+
+def initial_model(shape: BNNShape, seed: int) -> TaskBNN:
+    torch.manual_seed(seed)
+    return TaskBNN(shape)
+
+
+def local_train(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, cfg: FedConfig,
+                server_round: int, partition_id: int) -> dict:
+    """`local_epochs` passes of `train_epoch` on this client's data; metrics of the last pass."""
+    torch.set_num_threads(1)
+    schedule = bnn_config(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    metrics = {"loss": float("nan"), "acc": float("nan")}
+    for e in range(cfg.local_epochs):
+        epoch = (server_round - 1) * cfg.local_epochs + e
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(schedule, min(epoch, schedule.epochs - 1))
+        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + partition_id) * 100_003
+                                            + epoch)
+        metrics = train_epoch(model, optimizer, x, y, cfg.batch_size, gen)
+    return metrics
+
+
+def evaluate_model(model: TaskBNN, x: torch.Tensor, y: torch.Tensor) -> dict:
+    torch.set_num_threads(1)
+    return evaluate(model, x, y)

@@ -1,0 +1,410 @@
+"""The reproduction report: the markdown tables and PNG figures drawn from `reproduction.json`
+(and, for the federated curves, from `federated*.json` beside it), without retraining anything.
+
+One figure per claim:
+- `reproduction-fig4-accuracy.png`: accuracy per epoch, per task, HyBNN and the binary CNNs
+  (the paper's Figure 4); `reproduction-fig5-loss.png`: the same for the loss (Figure 5);
+- `reproduction-fig6-accuracy.png`: final test accuracy per task and model (Figure 6);
+- `reproduction-fig7-federated.png`: federated accuracy per round (Figure 7), when a federated
+  results file exists;
+- `reproduction-cost.png`: training wall time and time to reach 99% of the final accuracy;
+- `reproduction-fashion.png`: the Fashion-MNIST transfer study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fileio import atomic_path
+
+RESULTS_FORMAT = "hybnn-reproduction"
+MODEL_COLORS = {"hybnn": "tab:blue", "sign": "tab:red", "threshold": "tab:green",
+                "none": "tab:orange"}
+MODEL_LABELS = {"hybnn": "HyBNN (BNN on codes)", "sign": "binary CNN, sign input",
+                "threshold": "binary CNN, threshold input", "none": "binary CNN, real input"}
+
+
+# ── reading ───────────────────────────────────────────────────────────────────────────────────
+def load_results(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise HybnnError(f"{path}: no such results file; run `hybnn reproduce` first")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HybnnError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise HybnnError(f"{path}: not a reproduction results file (format "
+                         f"{results.get('format') if isinstance(results, dict) else None!r}, "
+                         f"expected {RESULTS_FORMAT!r})")
+    return results
+
+
+def federated_curves(obj, label: str = "federated") -> list[dict]:
+    """Every accuracy-per-round curve inside a federated results file: a list of dicts holding
+    "round" and an accuracy ("test_acc", "acc" or "accuracy"), wherever it sits. Each curve is
+    labelled by the "label"/"name" of the dict around it, else by the keys leading to it."""
+    curves = []
+    if isinstance(obj, dict):
+        name = obj.get("label") or obj.get("name") or label
+        for k, v in obj.items():
+            curves += federated_curves(v, str(name) if name != label else f"{label} {k}".strip())
+    elif isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
+        acc_key = next((k for k in ("test_acc", "acc", "accuracy") if k in obj[0]), None)
+        if "round" in obj[0] and acc_key:
+            rows = [r for r in obj if "round" in r and acc_key in r]
+            curves.append({"label": label, "rounds": [r["round"] for r in rows],
+                           "acc": [r[acc_key] for r in rows]})
+        else:
+            for i, r in enumerate(obj):
+                curves += federated_curves(r, f"{label} {i}")
+    return curves
+
+
+def find_federated(results_dir: Path) -> list[tuple[str, list[dict]]]:
+    """(file name, curves) for each readable federated*.json in the folder that holds curves."""
+    found = []
+    for p in sorted(Path(results_dir).glob("federated*.json")):
+        try:
+            curves = federated_curves(json.loads(p.read_text()), p.stem)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue
+        if curves:
+            found.append((p.name, curves))
+    return found
+
+
+# ── tables ────────────────────────────────────────────────────────────────────────────────────
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def _s(x) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def accuracy_table(results: dict) -> str:
+    bins = results["config"]["binarizations"]
+    header = ["Task", "Classes", "Test images (class shares)", "HyBNN"] + [
+        f"CNN `{b}`" for b in bins]
+    rows = []
+    for t in results["tasks"]:
+        shares = " / ".join(f"{100 * s:.1f}%" for s in t["test_class_shares"] or [])
+        rows.append([t["task"], " vs ".join(map(str, t["classes"])), f"{t['n_test']} ({shares})",
+                     _pct(t["hybnn"]["test_acc"])] + [_pct(t["baselines"][b]["test_acc"])
+                                                      for b in bins])
+    return _table(header, rows)
+
+
+def sign_table(results: dict) -> str:
+    """The sign baseline's collapse: what it predicts against what the test pair holds."""
+    rows = []
+    for t in results["tasks"]:
+        b = t["baselines"].get("sign")
+        if b is None:
+            continue
+        pred = b["predicted_class_counts"]
+        counts = b["test_class_counts"]
+        only = [i for i, c in enumerate(pred) if c]
+        constant = len(only) == 1
+        share = counts[only[0]] / sum(counts) if constant else None
+        distinct = t.get("distinct_test_inputs") or {}
+        rows.append([t["task"], distinct.get("sign", "–"),
+                     ", ".join(f"{c}: {n}" for c, n in zip(t["classes"], counts, strict=True)),
+                     ", ".join(f"{c}: {n}" for c, n in zip(t["classes"], pred, strict=True)),
+                     f"{t['classes'][only[0]]} (always)" if constant else "both",
+                     _pct(share), _pct(b["test_acc"])])
+    return _table(["Task", "Different test inputs after sign", "Test images per class",
+                   "Predictions per class", "Predicted class", "Its share of the test pair",
+                   "Accuracy (sign)"], rows)
+
+
+def cpu_to_99(run: dict) -> float | None:
+    """CPU seconds until the epoch reaching 99% of the final accuracy, estimated as the run's
+    CPU time times the share of its training wall time spent up to that epoch."""
+    cpu, wall = run.get("cpu_seconds"), run.get("train_epoch_seconds")
+    if cpu is None or not wall:
+        return None
+    return cpu * run["time_to_99"]["seconds"] / wall
+
+
+def _cost_runs(t: dict) -> list[tuple[str, dict]]:
+    return [("hybnn", t["hybnn"])] + list(t["baselines"].items())
+
+
+def cost_table(results: dict) -> str:
+    rows = []
+    for t in results["tasks"]:
+        for name, r in _cost_runs(t):
+            label = "HyBNN: BNN on codes" if name == "hybnn" else f"binary CNN `{name}`"
+            rows.append([t["task"], label, len(r["history"]), _s(r.get("cpu_seconds")),
+                         _s(r["train_seconds"]), r["time_to_99"]["epoch"],
+                         _s(r["time_to_99"]["seconds"]), _s(cpu_to_99(r)),
+                         _pct(r["test_acc"])])
+    return _table(["Task", "Model", "Epochs", "CPU s", "Wall s", "Epoch reaching 99% of final",
+                   "Training wall s to it", "CPU s to it (est.)", "Final accuracy"], rows)
+
+
+def sizes_table(results: dict) -> str:
+    names = {"hybnn_task_bnn": "HyBNN task BNN (200→128→2)",
+             "hybnn_ten_class_bnn": "HyBNN 10-class BNN (200→128→10)",
+             "vae_encoder": "VAE encoder (float, frozen, shared by all tasks)",
+             "binary_cnn": "binary CNN baseline (→2)"}
+    rows = []
+    for key, s in results["model_sizes"].items():
+        tot = s["total"]
+        rows.append([names.get(key, key), f"{tot['binary_params']:,}", f"{tot['float_params']:,}",
+                     f"{tot['float_buffers']:,}", f"{tot['bits']:,}", _kib(tot["bytes"])])
+    return _table(["Model", "Binary parameters (1 bit)", "Float parameters (32 bit)",
+                   "Float BN statistics (32 bit)", "Bits", "Size"], rows)
+
+
+def layers_table(summary: dict) -> str:
+    rows = [[r["name"], r["type"], f"{r['binary_params']:,}", f"{r['float_params']:,}",
+             f"{r['float_buffers']:,}", _kib(r["bytes"])]
+            for r in summary["layers"] + [summary["total"]]]
+    return _table(["Layer", "Type", "Binary params", "Float params", "Float BN statistics",
+                   "Size"], rows)
+
+
+def _kib(nbytes: float) -> str:
+    return f"{nbytes / 1024:.2f} KiB"
+
+
+def fashion_table(results: dict) -> str:
+    rows = []
+    for p in results["fashion"]["pairs"]:
+        rows.append([" vs ".join(p["class_names"]), " vs ".join(map(str, p["classes"])),
+                     _pct(p["mnist_vae"]["test_acc"]), _pct(p["fashion_vae"]["test_acc"]),
+                     _pct(p["threshold"]["test_acc"])])
+    return _table(["Pair", "Classes", "BNN on codes, MNIST-pretrained VAE",
+                   "BNN on codes, Fashion-pretrained VAE", "binary CNN `threshold` on images"],
+                  rows)
+
+
+def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
+    cfg = results["config"]
+    out = ["# HyBNN reproduction\n",
+           f"Command: `{results.get('command') or 'hybnn reproduce'}`  ",
+           f"Created {results['created']} by hybnn {results['hybnn_version']}, seed "
+           f"{results['seed']}; study wall time {results['study_seconds'] / 60:.1f} min "
+           f"(stages reused from the cache count with the time they took when run).  ",
+           f"Settings: VAE {cfg['vae_epochs']} epochs, task BNN {cfg['bnn_epochs']} epochs, "
+           f"binary CNN {cfg['baseline_epochs']} epochs"
+           + (f", first {cfg['limit']} images of each split only" if cfg.get("limit") else "")
+           + ".\n",
+           "## Test accuracy on the MNIST digit pairs\n", accuracy_table(results), ""]
+    if any("sign" in t["baselines"] for t in results["tasks"]):
+        out += ["## Why the `sign` baseline scores about 50%\n", sign_table(results), ""]
+    ten = results.get("ten_class")
+    if ten:
+        out += ["## 10 classes on the same codes\n",
+                _table(["Model", "Epochs", "Test accuracy", "Wall time (s)"],
+                       [["BNN 200→128→10 on MNIST codes", len(ten["history"]),
+                         _pct(ten["test_acc"]), _s(ten["train_seconds"])]]), ""]
+    vae, codes = results["vae"], results["codes"]
+    out += ["## Training cost\n",
+            f"One-time cost of HyBNN, shared by every task: VAE pretraining "
+            f"{vae['train_seconds']:.0f} s ({vae['epochs']} epochs), code extraction "
+            f"{codes['seconds']:.0f} s ({codes['n_train'] + codes['n_test']} images).\n",
+            cost_table(results), "", "## Model sizes\n", sizes_table(results), "",
+            "Task BNN, per layer:\n", layers_table(results["model_sizes"]["hybnn_task_bnn"]), "",
+            "Binary CNN, per layer:\n", layers_table(results["model_sizes"]["binary_cnn"]), ""]
+    if results.get("fashion"):
+        fv = results["fashion"]["vae"]
+        out += ["## Does the encoder transfer? Fashion-MNIST pairs\n",
+                f"VAEs: MNIST {vae['epochs']} epochs (test reconstruction "
+                f"{vae['final']['test_recon']:.1f} nats on MNIST); Fashion-MNIST {fv['epochs']} "
+                f"epochs (test reconstruction {fv['final']['test_recon']:.1f} nats on "
+                f"Fashion-MNIST). Task BNNs {cfg['bnn_epochs']} epochs, binary CNN "
+                f"{cfg['baseline_epochs']} epochs.\n", fashion_table(results), ""]
+    if figures:
+        out += ["## Figures\n"] + [f"![{name}]({p.name})" for name, p in figures.items()] + [""]
+    return "\n".join(out)
+
+
+# ── figures ───────────────────────────────────────────────────────────────────────────────────
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _curves(results: dict, path: Path, metric: str, ylabel: str, title: str) -> Path:
+    plt = _plt()
+    from matplotlib import ticker
+
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.6), sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, t in zip(axes[0], tasks, strict=True):
+        runs = [("hybnn", t["hybnn"])] + list(t["baselines"].items())
+        for name, r in runs:
+            ep = [m["epoch"] for m in r["history"]]
+            marker = "." if len(ep) <= 20 else None
+            ax.plot(ep, [m[f"test_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
+                    marker=marker, label=f"{MODEL_LABELS[name]}, test")
+            ax.plot(ep, [m[f"train_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
+                    linestyle="--", linewidth=0.9, marker=marker,
+                    label=f"{MODEL_LABELS[name]}, train")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(f"{t['task']}: {' vs '.join(map(str, t['classes']))}")
+        ax.set_xlabel("epoch (log scale)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    if metric == "loss":
+        axes[0][0].set_yscale("log")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], colors: dict,
+                  labels: dict) -> None:
+    n = len(series)
+    width = 0.8 / n
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, [100 * v for v in values], width, color=colors[name],
+                      label=labels[name])
+        ax.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=6, rotation=90,
+                     padding=2)
+    ax.set_xticks(range(len(groups)), groups)
+
+
+def fig_accuracy_bars(results: dict, path: Path) -> Path:
+    plt = _plt()
+    tasks = results["tasks"]
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    series = {"hybnn": [t["hybnn"]["test_acc"] for t in tasks]}
+    for b in results["config"]["binarizations"]:
+        series[b] = [t["baselines"][b]["test_acc"] for t in tasks]
+    groups = [f"{t['task']}\n{' vs '.join(map(str, t['classes']))}" for t in tasks]
+    _grouped_bars(ax, groups, series, MODEL_COLORS, MODEL_LABELS)
+    for g, t in enumerate(tasks):
+        if t["test_class_shares"]:
+            ax.hlines(100 * max(t["test_class_shares"]), g - 0.45, g + 0.45, colors="black",
+                      linestyles=":", label="larger class's share of the test pair"
+                      if g == 0 else None)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Test accuracy per task: HyBNN against the binary CNN baselines")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
+    return _save(fig, path)
+
+
+def fig_cost(results: dict, path: Path) -> Path:
+    plt = _plt()
+    from matplotlib import ticker
+
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    names = ["hybnn"] + list(results["config"]["binarizations"])
+    groups = [t["task"] for t in tasks]
+    for ax, what, ylabel in [(axes[0], "all", "CPU seconds (log scale)"),
+                             (axes[1], "t99", "CPU seconds (log scale)")]:
+        n = len(names)
+        width = 0.8 / n
+        for i, name in enumerate(names):
+            runs = [t["hybnn"] if name == "hybnn" else t["baselines"][name] for t in tasks]
+            vals = [v if (v := r.get("cpu_seconds") if what == "all" else cpu_to_99(r))
+                    else float("nan") for r in runs]
+            xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
+            ax.bar(xs, vals, width, color=MODEL_COLORS[name], label=MODEL_LABELS[name])
+        ax.set_xticks(range(len(groups)), groups)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title(f"Whole training run: BNN {results['config']['bnn_epochs']} epochs on "
+                      f"codes, CNN {results['config']['baseline_epochs']} epochs on images",
+                      fontsize=9)
+    axes[1].set_title("Until the epoch reaching 99% of the final test accuracy (estimated)",
+                      fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(f"Training cost in CPU time, {results['config']['threads']} torch thread(s) "
+                 f"(excluding the one-time VAE pretraining and code extraction)")
+    return _save(fig, path)
+
+
+def fig_fashion(results: dict, path: Path) -> Path:
+    plt = _plt()
+    pairs = results["fashion"]["pairs"]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    series = {k: [p[k]["test_acc"] for p in pairs] for k in ("mnist_vae", "fashion_vae",
+                                                              "threshold")}
+    colors = {"mnist_vae": "tab:blue", "fashion_vae": "tab:purple", "threshold": "tab:green"}
+    labels = {"mnist_vae": "BNN on codes, VAE pretrained on MNIST",
+              "fashion_vae": "BNN on codes, VAE pretrained on Fashion-MNIST",
+              "threshold": "binary CNN on images, threshold input"}
+    groups = [" vs\n".join(p["class_names"]) for p in pairs]
+    _grouped_bars(ax, groups, series, colors, labels)
+    ax.set_ylim(0, 112)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Encoder transfer: Fashion-MNIST pairs")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    return _save(fig, path)
+
+
+def fig_federated(found: list[tuple[str, list[dict]]], path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for fname, curves in found:
+        for c in curves:
+            ax.plot(c["rounds"], [100 * a for a in c["acc"]], marker=".",
+                    label=c["label"] if len(found) == 1 else f"{fname}: {c['label']}")
+    ax.set_xlabel("federated round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Federated training (FedHyBNN): accuracy per round")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
+    """Draw every figure the results allow and the markdown table; returns name → path."""
+    out_dir = Path(out_dir)
+    figs: dict[str, Path] = {}
+    if results["tasks"]:
+        figs["Figure 4: accuracy per epoch"] = _curves(
+            results, out_dir / "reproduction-fig4-accuracy.png", "acc", "accuracy",
+            "Accuracy per epoch: HyBNN (BNN on codes) against the binary CNN on images")
+        figs["Figure 5: loss per epoch"] = _curves(
+            results, out_dir / "reproduction-fig5-loss.png", "loss", "cross-entropy loss",
+            "Loss per epoch: HyBNN (BNN on codes) against the binary CNN on images")
+        figs["Figure 6: test accuracy per task"] = fig_accuracy_bars(
+            results, out_dir / "reproduction-fig6-accuracy.png")
+        figs["Training cost"] = fig_cost(results, out_dir / "reproduction-cost.png")
+    found = find_federated(out_dir)
+    if found:
+        figs["Figure 7: federated accuracy per round"] = fig_federated(
+            found, out_dir / "reproduction-fig7-federated.png")
+    if results.get("fashion"):
+        figs["Fashion-MNIST transfer"] = fig_fashion(results, out_dir / "reproduction-fashion.png")
+    md = out_dir / "reproduction.md"
+    with atomic_path(md) as tmp:
+        tmp.write_text(markdown(results, figs))
+    return {**figs, "table": md}

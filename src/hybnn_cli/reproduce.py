@@ -1,0 +1,420 @@
+"""The reproduction study: the paper's comparison (HyBNN against the binary CNN baseline on the
+five MNIST digit pairs), the 10-class result on codes, and the encoder-transfer study on
+Fashion-MNIST, run stage by stage into a work folder.
+
+Each stage's artifact is named by the SHA-256 of its key (the stage's config and seed, minus the
+thread count, and the identity of its inputs: a codes file is keyed by its encoder's weights),
+and a small JSON record beside it holds the key and the stage's measured result. A stage whose
+record is present and whose key matches is skipped; an interrupted VAE resumes from its
+last saved epoch, and a VAE checkpoint put at the stage's path (`Study.vae_path`, e.g. by
+`hybnn pretrain-vae --out`) is used once its config is checked. So a rerun reuses everything
+already done and can be stopped at any time. A lock file per stage keeps two processes sharing
+the work folder from making the same artifact.
+
+`run_study` returns the results as one dict (written to `reproduction.json` by the caller);
+`report` turns that dict into the table and figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hybnn_cli import checkpoint as ck
+from hybnn_cli import stages
+from hybnn_cli.baseline import BINARIZE, BaselineConfig, BinaryCNN, distinct_inputs
+from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.data import DATASETS
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fileio import atomic_path, provenance
+from hybnn_cli.report import RESULTS_FORMAT
+from hybnn_cli.summary import model_summary
+from hybnn_cli.tasks import Task, parse_task
+from hybnn_cli.train_bnn import BNNConfig
+from hybnn_cli.train_vae import VAEConfig
+from hybnn_cli.vae import Encoder
+
+RESULTS_VERSION = 1
+STAGE_FORMAT = "hybnn-stage"
+
+# Fashion-MNIST pairs of the transfer study: two easy pairs whose shapes differ (T-shirt/top vs
+# Trouser, Bag vs Ankle boot), one footwear pair (Sandal vs Sneaker), and two pairs of garments
+# with nearly the same silhouette (Pullover vs Coat, T-shirt/top vs Shirt), the hardest in the set.
+FASHION_PAIRS = ((0, 1), (8, 9), (5, 7), (2, 4), (0, 6))
+
+
+@dataclass
+class StudyConfig:
+    vae_epochs: int = 20
+    fashion_vae_epochs: int | None = None  # the Fashion-MNIST VAE's epochs; None: vae_epochs
+    bnn_epochs: int = 100
+    baseline_epochs: int = 15
+    tasks: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    binarizations: list = field(default_factory=lambda: list(BINARIZE))
+    ten_class: bool = True
+    fashion: bool = True
+    fashion_pairs: list = field(default_factory=lambda: [list(p) for p in FASHION_PAIRS])
+    limit: int | None = None  # use only the first N images of each split (quick runs)
+    seed: int = 0
+    threads: int = 2
+
+    @classmethod
+    def quick(cls, **kw) -> StudyConfig:
+        """A small configuration for tests and demos: 1000 images per split, 1–2 epochs."""
+        return cls(**{"vae_epochs": 1, "bnn_epochs": 2, "baseline_epochs": 1, "limit": 1000,
+                      **kw})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Reporter:
+    """Progress callbacks of the study; the default does nothing (the CLI draws bars)."""
+
+    def stage(self, description: str, total: int | None) -> None: ...
+
+    def step(self, completed: int, status: str = "") -> None: ...
+
+    def done(self, description: str, result: str, cached: bool) -> None: ...
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _config_key(cfg) -> dict:
+    """A config as a cache key: everything but the thread count."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+
+
+class StageCache:
+    """Artifacts `<work>/<name>-<digest><suffix>` with their records `<artifact>.json`."""
+
+    def __init__(self, work: Path, reporter: Reporter):
+        self.work = Path(work)
+        self.reporter = reporter
+
+    def path(self, name: str, key: dict, suffix: str) -> Path:
+        return self.work / f"{name}-{key_digest(json.loads(json.dumps(key)))}{suffix}"
+
+    def run(self, name: str, key: dict, suffix: str, description: str,
+            fn: Callable[[Path], dict], summary: Callable[[dict], str]) -> dict:
+        key = json.loads(json.dumps(key))  # tuples → lists, as read back
+        art = self.path(name, key, suffix)
+        record = art.with_name(art.name + ".json")
+        if record.is_file() and art.exists():
+            try:
+                old = json.loads(record.read_text())
+            except json.JSONDecodeError:
+                old = {}
+            if old.get("key") == key:
+                self.reporter.done(description, summary(old["result"]), cached=True)
+                return old["result"]
+        with stage_lock(art):
+            result = fn(art)
+            payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
+            payload.update(key=key, artifact=art.name, result=result)
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps(payload, indent=1, default=str))
+        self.reporter.done(description, summary(result), cached=False)
+        return result
+
+
+class StageBusy(HybnnError):
+    """Another live process is making this stage's artifact."""
+
+
+@contextlib.contextmanager
+def stage_lock(art: Path):
+    """Hold `<artifact>.lock` (holding the owner's pid) while the stage runs, so two processes
+    sharing a work folder never make the same artifact; a lock whose process is gone is taken
+    over."""
+    lock = art.with_name(art.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise StageBusy(f"{art.name} is being made by process {pid}; wait for it to "
+                                f"finish or stop it") from None
+            lock.unlink(missing_ok=True)
+    else:
+        raise StageBusy(f"cannot take the lock {lock}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def time_to_fraction(history: list[dict], fraction: float = 0.99) -> dict:
+    """The first epoch whose test accuracy reaches `fraction` of the final one, and the training
+    seconds (sum of epoch_seconds) spent up to and including it."""
+    if not history:
+        return {"epoch": None, "seconds": None}
+    target = fraction * history[-1]["test_acc"]
+    seconds = 0.0
+    for m in history:
+        seconds += m["epoch_seconds"]
+        if m["test_acc"] >= target:
+            return {"epoch": m["epoch"], "seconds": seconds}
+    return {"epoch": history[-1]["epoch"], "seconds": seconds}  # unreachable: last one qualifies
+
+
+def run_summary(metrics: dict, cpu_seconds: float | None = None) -> dict:
+    """The part of a training run's metrics the study keeps, with the CPU time of the process
+    during the run (loading the data included): on a shared machine, wall time measures the
+    load as much as the work, CPU time measures the work."""
+    history = metrics["history"]
+    keep = ("test_acc", "train_acc", "n_train", "n_test", "train_seconds",
+            "test_class_counts", "predicted_class_counts")
+    out = {k: metrics[k] for k in keep if k in metrics}
+    out["cpu_seconds"] = cpu_seconds
+    out["train_epoch_seconds"] = sum(m["epoch_seconds"] for m in history)
+    out["time_to_99"] = time_to_fraction(history)
+    out["history"] = [{k: m[k] for k in ("epoch", "train_loss", "train_acc", "test_loss",
+                                         "test_acc", "epoch_seconds")} for m in history]
+    return out
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+class Study:
+    """The study's stages over one cache; each method returns the stage's result dict."""
+
+    def __init__(self, cfg: StudyConfig, work: Path, data_dir=None,
+                 reporter: Reporter | None = None):
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.reporter = reporter or Reporter()
+        self.cache = StageCache(work, self.reporter)
+
+    def vae_config(self, dataset: str) -> tuple[VAEConfig, dict]:
+        epochs = self.cfg.vae_epochs
+        if dataset == "fashion-mnist" and self.cfg.fashion_vae_epochs:
+            epochs = self.cfg.fashion_vae_epochs
+        cfg = VAEConfig(dataset=dataset, epochs=epochs, seed=self.cfg.seed,
+                        threads=self.cfg.threads, train_limit=self.cfg.limit)
+        return cfg, {"stage": "vae", **_config_key(cfg)}
+
+    def vae_path(self, dataset: str) -> Path:
+        """Where the study keeps (and looks for) the VAE pretrained on `dataset`."""
+        return self.cache.path(f"vae-{dataset}", self.vae_config(dataset)[1], ".pt")
+
+    def vae(self, dataset: str) -> dict:
+        cfg, key = self.vae_config(dataset)
+        desc = f"VAE on {dataset} ({cfg.epochs} epochs)"
+
+        def fn(art: Path) -> dict:
+            resume = None
+            if art.exists():
+                old = ck.load_checkpoint(art, ck.VAE_FORMAT)
+                same = ("dataset", "batch_size", "lr", "latent_bits", "kl_weight", "seed",
+                        "train_limit")
+                if any(old["config"].get(k) != getattr(cfg, k) for k in same):
+                    raise HybnnError(f"{art} holds a VAE trained with another config "
+                                     f"({old['config']}); move it away to retrain")
+                if len(old["metrics"]["history"]) >= cfg.epochs:
+                    return self._vae_result(art, old)
+                resume = art
+            self.reporter.stage(desc, cfg.epochs)
+            stages.pretrain_vae(cfg, art, self.data_dir, resume,
+                                on_epoch=lambda e, m: self.reporter.step(
+                                    e + 1, f"recon {m['test_recon']:.1f}"))
+            return self._vae_result(art, ck.load_checkpoint(art, ck.VAE_FORMAT))
+
+        return self.cache.run(f"vae-{dataset}", key, ".pt", desc, fn,
+                              lambda r: f"test recon {r['final']['test_recon']:.1f} nats, "
+                                        f"{r['train_seconds']:.0f} s")
+
+    @staticmethod
+    def _vae_result(art: Path, ckpt: dict) -> dict:
+        history = ckpt["metrics"]["history"]
+        return {"path": art.name, "encoder_sha256": ckpt["encoder_sha256"],
+                "epochs": len(history), "train_seconds": sum(m["epoch_seconds"] for m in history),
+                "final": history[-1], "history": history}
+
+    def codes(self, vae: dict, dataset: str) -> dict:
+        key = {"stage": "codes", "encoder_sha256": vae["encoder_sha256"], "dataset": dataset,
+               "limit": self.cfg.limit}
+        desc = f"codes of {dataset} from encoder {vae['encoder_sha256'][:8]}"
+
+        def fn(art: Path) -> dict:
+            self.reporter.stage(desc, None)
+            t0 = time.perf_counter()
+            res = stages.extract_codes(self.cache.work / vae["path"], art, dataset,
+                                       self.data_dir, limit=self.cfg.limit)
+            return {"path": art.name, "seconds": time.perf_counter() - t0,
+                    "n_train": res["n_train"], "n_test": res["n_test"],
+                    "encoder_sha256": res["encoder_sha256"]}
+
+        return self.cache.run(f"codes-{dataset}", key, ".h5", desc, fn,
+                              lambda r: f"{r['n_train']}+{r['n_test']} codes, "
+                                        f"{r['seconds']:.0f} s")
+
+    def bnn(self, codes: dict, dataset: str, task: Task, hidden: int = 128) -> dict:
+        cfg = BNNConfig(task=task.name, epochs=self.cfg.bnn_epochs, hidden=hidden,
+                        seed=self.cfg.seed, threads=self.cfg.threads)
+        key = {"stage": "bnn", "encoder_sha256": codes["encoder_sha256"], "dataset": dataset,
+               "limit": self.cfg.limit, "classes": list(task.classes), **_config_key(cfg)}
+        desc = f"BNN {task.name} on {dataset} codes"
+
+        def fn(art: Path) -> dict:
+            self.reporter.stage(desc, cfg.epochs)
+            cpu = time.process_time()
+            m = stages.train_task_bnn(self.cache.work / codes["path"], task, cfg, art,
+                                      on_epoch=self._on_epoch)
+            return run_summary(m, time.process_time() - cpu)
+
+        return self.cache.run(f"bnn-{dataset}-{task.name}", key, ".pt", desc, fn, _acc_line)
+
+    def baseline(self, dataset: str, task: Task, binarize: str) -> dict:
+        cfg = BaselineConfig(task=task.name, binarize=binarize, dataset=dataset,
+                             epochs=self.cfg.baseline_epochs, seed=self.cfg.seed,
+                             threads=self.cfg.threads, train_limit=self.cfg.limit)
+        key = {"stage": "baseline", "classes": list(task.classes), **_config_key(cfg)}
+        desc = f"binary CNN {task.name} on {dataset} images ({binarize})"
+
+        def fn(art: Path) -> dict:
+            self.reporter.stage(desc, cfg.epochs)
+            cpu = time.process_time()
+            m = stages.train_baseline(task, cfg, art, self.data_dir, on_epoch=self._on_epoch)
+            return run_summary(m, time.process_time() - cpu)
+
+        return self.cache.run(f"cnn-{dataset}-{task.name}-{binarize}", key, ".pt", desc, fn,
+                              _acc_line)
+
+    def _on_epoch(self, epoch: int, m: dict) -> None:
+        self.reporter.step(epoch + 1, f"train {m['train_acc']:.2%}  test {m['test_acc']:.2%}")
+
+
+def _acc_line(r: dict) -> str:
+    return (f"test accuracy {r['test_acc']:.2%} "
+            f"({r['train_seconds']:.0f} s)")
+
+
+def _shares(counts: list[int]) -> list[float]:
+    n = sum(counts)
+    return [c / n if n else 0.0 for c in counts]
+
+
+def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | None = None,
+              command: str = "") -> dict:
+    """Run (or reuse) every stage and return the results dict."""
+    for b in cfg.binarizations:
+        if b not in BINARIZE:
+            raise HybnnError(f"unknown binarization '{b}': use {', '.join(BINARIZE)}")
+    tasks = [parse_task(str(t)) for t in cfg.tasks]
+    fashion_tasks = [_fashion_task(p) for p in cfg.fashion_pairs] if cfg.fashion else []
+    study = Study(cfg, work, data_dir, reporter)
+    t0 = time.perf_counter()
+
+    # The CNNs on images first: they need no encoder, so VAEs pretrained alongside (e.g. with
+    # `hybnn pretrain-vae --out <work>/vae-...pt`) are found complete when the study reaches them.
+    bases_of = {t.name: {b: study.baseline("mnist", t, b) for b in cfg.binarizations}
+                for t in tasks}
+    thresholds = {t.name: study.baseline("fashion-mnist", t, "threshold") for t in fashion_tasks}
+    vae = study.vae("mnist")
+    codes = study.codes(vae, "mnist")
+    rows = []
+    for task in tasks:
+        hyb = study.bnn(codes, "mnist", task)
+        bases = bases_of[task.name]
+        counts = next(iter(bases.values()))["test_class_counts"] if bases else None
+        rows.append({"task": task.name, "classes": list(task.classes),
+                     "n_test": hyb["n_test"], "test_class_counts": counts,
+                     "distinct_test_inputs": test_inputs(task, cfg, data_dir),
+                     "test_class_shares": _shares(counts) if counts else None,
+                     "hybnn": hyb, "baselines": bases})
+    ten = study.bnn(codes, "mnist", parse_task("all")) if cfg.ten_class else None
+
+    fashion = None
+    if fashion_tasks:
+        vae_f = study.vae("fashion-mnist")
+        codes_mf = study.codes(vae, "fashion-mnist")
+        codes_ff = study.codes(vae_f, "fashion-mnist")
+        names = DATASETS["fashion-mnist"].class_names
+        pairs = []
+        for task in fashion_tasks:
+            thr = thresholds[task.name]
+            pairs.append({"task": task.name, "classes": list(task.classes),
+                          "class_names": [names[c] for c in task.classes],
+                          "test_class_counts": thr["test_class_counts"],
+                          "mnist_vae": study.bnn(codes_mf, "fashion-mnist", task),
+                          "fashion_vae": study.bnn(codes_ff, "fashion-mnist", task),
+                          "threshold": thr})
+        fashion = {"vae": _vae_brief(vae_f),
+                   "codes": {"mnist_vae": codes_mf, "fashion_vae": codes_ff},
+                   "pairs": pairs}
+
+    results = provenance(RESULTS_FORMAT, RESULTS_VERSION, cfg.to_dict(), cfg.seed)
+    results.update(
+        command=command, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine=machine(), study_seconds=time.perf_counter() - t0,
+        vae=_vae_brief(vae), codes=codes, tasks=rows, ten_class=ten, fashion=fashion,
+        model_sizes=model_sizes(),
+    )
+    return results
+
+
+def test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
+    """For each binarization, how many different inputs the task's test images become."""
+    x, _ = stages.load_task_images("mnist", task, data_dir, cfg.limit)["test"]
+    return {"images": len(x), **{b: distinct_inputs(x, b) for b in BINARIZE}}
+
+
+def _vae_brief(vae: dict) -> dict:
+    """The VAE's record without its per-epoch history."""
+    return {k: vae[k] for k in ("path", "epochs", "train_seconds", "encoder_sha256", "final")}
+
+
+def _fashion_task(pair) -> Task:
+    a, b = (int(c) for c in pair)
+    if a == b or not (0 <= a < 10 and 0 <= b < 10):
+        raise HybnnError(f"bad Fashion-MNIST pair {pair}: two different classes in 0..9")
+    return Task(f"fashion-{a}-{b}", (a, b))
+
+
+def model_sizes() -> dict:
+    """Sizes of the models compared, counted from the modules themselves (see `summary`)."""
+    return {
+        "hybnn_task_bnn": model_summary(TaskBNN(BNNShape(200, 128, 2))),
+        "hybnn_ten_class_bnn": model_summary(TaskBNN(BNNShape(200, 128, 10))),
+        "vae_encoder": model_summary(Encoder(200)),
+        "binary_cnn": model_summary(BinaryCNN(2)),
+    }
+
+
+def write_results(results: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=1, default=str))

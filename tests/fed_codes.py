@@ -1,0 +1,34 @@
+"""Small generated codes files for the federated tests (no VAE needed, learnable by the BNN).
+
+Each digit class gets a random 200-bit prototype; a sample is its class prototype with each bit
+flipped with probability `flip`. Labels cycle through 0..9, so every task has samples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from hybnn_kernels import pack_bits
+
+from hybnn_cli.codes import codes_writer
+
+N_BITS = 200
+FAKE_SHA = "ab" * 32
+
+
+def make_codes(path: Path, n_train: int = 6000, n_test: int = 1000, flip: float = 0.3,
+               seed: int = 0, sha: str = FAKE_SHA) -> Path:
+    rng = np.random.default_rng(seed)
+    protos = rng.random((10, N_BITS)) < 0.5
+    splits = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        bits = protos[labels] ^ (rng.random((n, N_BITS)) < flip)
+        splits[split] = (pack_bits(bits), labels)
+    with codes_writer(path, N_BITS, {s: len(v[1]) for s, v in splits.items()}, "mnist", sha,
+                      {"generated": "tests/fed_codes.py"}, seed) as write:
+        for split, (codes, labels) in splits.items():
+            write(split, 0, codes, labels)
+    return path
