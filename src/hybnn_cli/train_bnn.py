@@ -26,7 +26,7 @@ class BNNConfig:
     task: str = "3"
     epochs: int = 100
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 1e-2
     schedule: str = "cosine"  # learning rate over epochs: cosine (to 0) or constant
     hidden: int = 128
     seed: int = 0
