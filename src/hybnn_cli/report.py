@@ -195,8 +195,9 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
     out = ["# HyBNN reproduction\n",
            f"Command: `{results.get('command') or 'hybnn reproduce'}`  ",
            f"Created {results['created']} by hybnn {results['hybnn_version']}, seed "
-           f"{results['seed']}; study wall time {results['study_seconds'] / 60:.1f} min "
-           f"(stages reused from the cache count with the time they took when run).  ",
+           f"{results['seed']}; this run took {results['study_seconds'] / 60:.1f} min (stages "
+           f"reused from the cache are not counted here; each one's time, measured when it ran, "
+           f"is in the tables).  ",
            f"Settings: VAE {cfg['vae_epochs']} epochs, task BNN {cfg['bnn_epochs']} epochs, "
            f"binary CNN {cfg['baseline_epochs']} epochs"
            + (f", first {cfg['limit']} images of each split only" if cfg.get("limit") else "")
