@@ -6,6 +6,7 @@ Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA
 threshold CNN on the Fashion-MNIST pair (A, B); `codes` takes the MNIST VAE (pretraining it if
 needed), extracts the MNIST codes and trains the task BNNs 1–5 and the 10-class BNN on them;
 `fashion-codes` extracts Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them;
+`bnn:T` trains the BNN of task T (1..5 or all) on the MNIST codes;
 `fashion-vae-codes` does the same with the Fashion-MNIST VAE (start it only once that VAE is
 complete: a VAE being pretrained by another process holds no lock).
 The VAEs can be pretrained alongside with
@@ -59,6 +60,9 @@ def main() -> None:
                      else [_fashion_task(p) for p in cfg.fashion_pairs])
             for t in tasks:
                 attempt(t.name, study.bnn, codes, dataset, t)
+        elif job.startswith("bnn:"):
+            codes = study.codes(study.vae("mnist"), "mnist")
+            attempt(job, study.bnn, codes, "mnist", parse_task(job[4:]))
         elif job.startswith("f"):
             attempt(job, study.baseline, "fashion-mnist", _fashion_task(job[1:].split("-")),
                     "threshold")
