@@ -5,10 +5,10 @@ that several processes can share the work on a multi-core or shared machine. A l
 Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA-B` trains the
 threshold CNN on the Fashion-MNIST pair (A, B); `codes` takes the MNIST VAE (pretraining it if
 needed), extracts the MNIST codes and trains the task BNNs 1–5 and the 10-class BNN on them;
-`fashion-codes` extracts Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them;
-`bnn:T` trains the BNN of task T (1..5 or all) on the MNIST codes;
-`fashion-vae-codes` does the same with the Fashion-MNIST VAE (start it only once that VAE is
-complete: a VAE being pretrained by another process holds no lock).
+`bnn:T` trains the BNN of task T (1..5 or all) on the MNIST codes; `fashion-codes` extracts
+Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them; `fashion-vae-codes` does
+the same with the Fashion-MNIST VAE (start it only once that VAE is complete: a VAE being
+pretrained by another process holds no lock).
 The VAEs can be pretrained alongside with
 `hybnn pretrain-vae --out <work>/vae-<dataset>-<digest>.pt` (the path `hybnn reproduce` uses;
 see `Study.vae_path`). A stage another live process is making is skipped (its lock file).
