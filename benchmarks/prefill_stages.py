@@ -5,7 +5,10 @@ that several processes can share the work on a multi-core or shared machine. A l
 Jobs: `T:B` trains the binary CNN on MNIST task T with input binarization B; `fA-B` trains the
 threshold CNN on the Fashion-MNIST pair (A, B); `codes` takes the MNIST VAE (pretraining it if
 needed), extracts the MNIST codes and trains the task BNNs 1–5 and the 10-class BNN on them;
-`fashion-codes` extracts Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them.
+`bnn:T` trains the BNN of task T (1..5 or all) on the MNIST codes; `fashion-codes` extracts
+Fashion-MNIST codes with the MNIST VAE and trains the pair BNNs on them; `fashion-vae-codes` does
+the same with the Fashion-MNIST VAE (start it only once that VAE is complete: a VAE being
+pretrained by another process holds no lock).
 The VAEs can be pretrained alongside with
 `hybnn pretrain-vae --out <work>/vae-<dataset>-<digest>.pt` (the path `hybnn reproduce` uses;
 see `Study.vae_path`). A stage another live process is making is skipped (its lock file).
@@ -34,25 +37,38 @@ def main() -> None:
     ap.add_argument("jobs", nargs="+")
     ap.add_argument("--work", type=Path, default=Path("runs/reproduce"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fashion-vae-epochs", type=int, default=None)
     args = ap.parse_args()
-    study = Study(StudyConfig(threads=args.threads), args.work, reporter=PrintDone())
-    for job in args.jobs:
+    cfg = StudyConfig(threads=args.threads, fashion_vae_epochs=args.fashion_vae_epochs)
+    study = Study(cfg, args.work, reporter=PrintDone())
+
+    def attempt(what: str, fn, *a):
         try:
-            if job == "codes":
-                codes = study.codes(study.vae("mnist"), "mnist")
-                for t in [*study.cfg.tasks, "all"]:
-                    study.bnn(codes, "mnist", parse_task(str(t)))
-            elif job == "fashion-codes":
-                codes = study.codes(study.vae("mnist"), "fashion-mnist")
-                for pair in study.cfg.fashion_pairs:
-                    study.bnn(codes, "fashion-mnist", _fashion_task(pair))
-            elif job.startswith("f"):
-                study.baseline("fashion-mnist", _fashion_task(job[1:].split("-")), "threshold")
-            else:
-                task, binarize = job.split(":")
-                study.baseline("mnist", parse_task(task), binarize)
-        except StageBusy as e:  # another process has it: go on with the next job
-            print(time.strftime("%H:%M:%S"), "busy", job, e, flush=True)
+            return fn(*a)
+        except StageBusy as e:  # another process has it: go on with the next stage
+            print(time.strftime("%H:%M:%S"), "busy", what, e, flush=True)
+            return None
+
+    for job in args.jobs:
+        if job in ("codes", "fashion-codes", "fashion-vae-codes"):
+            dataset = "mnist" if job == "codes" else "fashion-mnist"
+            vae = study.vae("fashion-mnist" if job == "fashion-vae-codes" else "mnist")
+            codes = attempt(job, study.codes, vae, dataset)
+            if codes is None:
+                continue
+            tasks = ([parse_task(str(t)) for t in [*cfg.tasks, "all"]] if job == "codes"
+                     else [_fashion_task(p) for p in cfg.fashion_pairs])
+            for t in tasks:
+                attempt(t.name, study.bnn, codes, dataset, t)
+        elif job.startswith("bnn:"):
+            codes = study.codes(study.vae("mnist"), "mnist")
+            attempt(job, study.bnn, codes, "mnist", parse_task(job[4:]))
+        elif job.startswith("f"):
+            attempt(job, study.baseline, "fashion-mnist", _fashion_task(job[1:].split("-")),
+                    "threshold")
+        else:
+            task, binarize = job.split(":")
+            attempt(job, study.baseline, "mnist", parse_task(task), binarize)
 
 
 if __name__ == "__main__":

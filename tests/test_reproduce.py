@@ -98,6 +98,17 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
     assert " done " not in again.output.replace("\n", " ")
     assert again.output.count("reused") >= 20
 
+    # --cached-only trains nothing: stages of another config are listed as missing
+    part = tmp_path / "partial"
+    res2 = runner.invoke(app, args[:-1] + ["--cached-only", "--baseline-epochs", "2",
+                                           "--results-dir", str(part)])
+    assert res2.exit_code == 0, res2.output
+    partial = json.loads((part / "reproduction.json").read_text())
+    assert len(partial["missing"]) == 2 * 3 + 5  # the CNNs of 2 tasks and of 5 Fashion pairs
+    assert partial["tasks"][0]["baselines"]["sign"] is None
+    assert partial["tasks"][0]["hybnn"]["test_acc"] == res["tasks"][0]["hybnn"]["test_acc"]
+    assert "not done when these results were gathered" in (part / "reproduction.md").read_text()
+
     # report redraws from the JSON alone, and adds Figure 7 once federated results exist
     for p in out.glob("*.png"):
         p.unlink()

@@ -588,6 +588,9 @@ def reproduce_cmd(
                                  help="Also run the Fashion-MNIST transfer study."),
     limit: int = typer.Option(None, "--limit", min=10, help="Use only the first N images of "
                               "each split."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="Train nothing: gather the "
+                                     "stages already done (e.g. by other processes) and list "
+                                     "the missing ones."),
     seed: int = Seed,
     threads: int = Threads,
     data_dir: Path = DataDir,
@@ -627,7 +630,8 @@ def reproduce_cmd(
     command = " ".join(["hybnn", *argv])
     with make_progress(disable=json_out) as progress:
         reporter = _StudyProgress(progress, json_out)
-        results = reproduce.run_study(cfg, work, data_dir, reporter, command=command)
+        results = reproduce.run_study(cfg, work, data_dir, reporter, command=command,
+                                      cached_only=cached_only)
     results_path = results_dir / "reproduction.json"
     reproduce.write_results(results, results_path)
     written = write_report(results, results_dir)
@@ -635,9 +639,15 @@ def reproduce_cmd(
     if json_out:
         _print_json({"results": str(results_path), "files": files})
     else:
+        def acc(r):
+            return f"{r['test_acc']:.2%}" if r else "not done"
+
         for row in results["tasks"]:
-            accs = "  ".join(f"{b} {r['test_acc']:.2%}" for b, r in row["baselines"].items())
-            typer.echo(f"{row['task']}: HyBNN {row['hybnn']['test_acc']:.2%}  CNN {accs}")
+            accs = "  ".join(f"{b} {acc(r)}" for b, r in row["baselines"].items())
+            typer.echo(f"{row['task']}: HyBNN {acc(row['hybnn'])}  CNN {accs}")
+        if results["missing"]:
+            typer.echo(f"{len(results['missing'])} stages not done yet: "
+                       + "; ".join(results["missing"]))
         typer.echo(f"Wrote {len(files)} files to {results_dir}")
 
 

@@ -81,6 +81,15 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
 
+def _acc(run: dict | None):
+    """A run's test accuracy; None for a stage not done (see `reproduce --cached-only`)."""
+    return run["test_acc"] if run else None
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else x
+
+
 def _s(x) -> str:
     return "–" if x is None else f"{x:.1f}"
 
@@ -99,8 +108,8 @@ def accuracy_table(results: dict) -> str:
     for t in results["tasks"]:
         shares = " / ".join(f"{100 * s:.1f}%" for s in t["test_class_shares"] or [])
         rows.append([t["task"], " vs ".join(map(str, t["classes"])), f"{t['n_test']} ({shares})",
-                     _pct(t["hybnn"]["test_acc"])] + [_pct(t["baselines"][b]["test_acc"])
-                                                      for b in bins])
+                     _pct(_acc(t["hybnn"]))] + [_pct(_acc(t["baselines"].get(b)))
+                                                for b in bins])
     return _table(header, rows)
 
 
@@ -144,6 +153,8 @@ def cost_table(results: dict) -> str:
     rows = []
     for t in results["tasks"]:
         for name, r in _cost_runs(t):
+            if r is None:
+                continue
             label = "HyBNN: BNN on codes" if name == "hybnn" else f"binary CNN `{name}`"
             rows.append([t["task"], label, len(r["history"]), _s(r.get("cpu_seconds")),
                          _s(r["train_seconds"]), r["time_to_99"]["epoch"],
@@ -183,8 +194,8 @@ def fashion_table(results: dict) -> str:
     rows = []
     for p in results["fashion"]["pairs"]:
         rows.append([" vs ".join(p["class_names"]), " vs ".join(map(str, p["classes"])),
-                     _pct(p["mnist_vae"]["test_acc"]), _pct(p["fashion_vae"]["test_acc"]),
-                     _pct(p["threshold"]["test_acc"])])
+                     _pct(_acc(p["mnist_vae"])), _pct(_acc(p["fashion_vae"])),
+                     _pct(_acc(p["threshold"]))])
     return _table(["Pair", "Classes", "BNN on codes, MNIST-pretrained VAE",
                    "BNN on codes, Fashion-pretrained VAE", "binary CNN `threshold` on images"],
                   rows)
@@ -195,8 +206,9 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
     out = ["# HyBNN reproduction\n",
            f"Command: `{results.get('command') or 'hybnn reproduce'}`  ",
            f"Created {results['created']} by hybnn {results['hybnn_version']}, seed "
-           f"{results['seed']}; study wall time {results['study_seconds'] / 60:.1f} min "
-           f"(stages reused from the cache count with the time they took when run).  ",
+           f"{results['seed']}; this run took {results['study_seconds'] / 60:.1f} min (stages "
+           f"reused from the cache are not counted here; each one's time, measured when it ran, "
+           f"is in the tables).  ",
            f"Settings: VAE {cfg['vae_epochs']} epochs, task BNN {cfg['bnn_epochs']} epochs, "
            f"binary CNN {cfg['baseline_epochs']} epochs"
            + (f", first {cfg['limit']} images of each split only" if cfg.get("limit") else "")
@@ -207,25 +219,32 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
     ten = results.get("ten_class")
     if ten:
         out += ["## 10 classes on the same codes\n",
-                _table(["Model", "Epochs", "Test accuracy", "Wall time (s)"],
+                _table(["Model", "Epochs", "Test accuracy", "CPU s", "Wall s"],
                        [["BNN 200→128→10 on MNIST codes", len(ten["history"]),
-                         _pct(ten["test_acc"]), _s(ten["train_seconds"])]]), ""]
+                         _pct(ten["test_acc"]), _s(ten.get("cpu_seconds")),
+                         _s(ten["train_seconds"])]]), ""]
     vae, codes = results["vae"], results["codes"]
-    out += ["## Training cost\n",
-            f"One-time cost of HyBNN, shared by every task: VAE pretraining "
-            f"{vae['train_seconds']:.0f} s ({vae['epochs']} epochs), code extraction "
-            f"{codes['seconds']:.0f} s ({codes['n_train'] + codes['n_test']} images).\n",
-            cost_table(results), "", "## Model sizes\n", sizes_table(results), "",
+    out += ["## Training cost\n"]
+    if vae and codes:
+        out += [f"One-time cost of HyBNN, shared by every task: VAE pretraining "
+                f"{vae['train_seconds']:.0f} s wall ({vae['epochs']} epochs), code extraction "
+                f"{codes['seconds']:.0f} s wall ({codes['n_train'] + codes['n_test']} images).\n"]
+    out += [cost_table(results), "", "## Model sizes\n", sizes_table(results), "",
             "Task BNN, per layer:\n", layers_table(results["model_sizes"]["hybnn_task_bnn"]), "",
             "Binary CNN, per layer:\n", layers_table(results["model_sizes"]["binary_cnn"]), ""]
     if results.get("fashion"):
         fv = results["fashion"]["vae"]
-        out += ["## Does the encoder transfer? Fashion-MNIST pairs\n",
-                f"VAEs: MNIST {vae['epochs']} epochs (test reconstruction "
-                f"{vae['final']['test_recon']:.1f} nats on MNIST); Fashion-MNIST {fv['epochs']} "
-                f"epochs (test reconstruction {fv['final']['test_recon']:.1f} nats on "
-                f"Fashion-MNIST). Task BNNs {cfg['bnn_epochs']} epochs, binary CNN "
-                f"{cfg['baseline_epochs']} epochs.\n", fashion_table(results), ""]
+        out += ["## Does the encoder transfer? Fashion-MNIST pairs\n"]
+        if vae and fv:
+            out += [f"VAEs: MNIST {vae['epochs']} epochs (test reconstruction "
+                    f"{vae['final']['test_recon']:.1f} nats on MNIST); Fashion-MNIST "
+                    f"{fv['epochs']} epochs (test reconstruction {fv['final']['test_recon']:.1f} "
+                    f"nats on Fashion-MNIST). Task BNNs {cfg['bnn_epochs']} epochs, binary CNN "
+                    f"{cfg['baseline_epochs']} epochs.\n"]
+        out += [fashion_table(results), ""]
+    if results.get("missing"):
+        out += ["## Stages not done when these results were gathered\n"]
+        out += [f"- {m}" for m in results["missing"]] + [""]
     if figures:
         out += ["## Figures\n"] + [f"![{name}]({p.name})" for name, p in figures.items()] + [""]
     return "\n".join(out)
@@ -258,6 +277,8 @@ def _curves(results: dict, path: Path, metric: str, ylabel: str, title: str) -> 
     for ax, t in zip(axes[0], tasks, strict=True):
         runs = [("hybnn", t["hybnn"])] + list(t["baselines"].items())
         for name, r in runs:
+            if r is None:
+                continue
             ep = [m["epoch"] for m in r["history"]]
             marker = "." if len(ep) <= 20 else None
             ax.plot(ep, [m[f"test_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
@@ -288,8 +309,8 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float]], colors:
         xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
         bars = ax.bar(xs, [100 * v for v in values], width, color=colors[name],
                       label=labels[name])
-        ax.bar_label(bars, labels=[f"{100 * v:.1f}" for v in values], fontsize=6, rotation=90,
-                     padding=2)
+        ax.bar_label(bars, labels=[f"{100 * v:.1f}" if v == v else "not run" for v in values],
+                     fontsize=6, rotation=90, padding=2)
     ax.set_xticks(range(len(groups)), groups)
 
 
@@ -297,9 +318,9 @@ def fig_accuracy_bars(results: dict, path: Path) -> Path:
     plt = _plt()
     tasks = results["tasks"]
     fig, ax = plt.subplots(figsize=(9, 4.2))
-    series = {"hybnn": [t["hybnn"]["test_acc"] for t in tasks]}
+    series = {"hybnn": [_nan(_acc(t["hybnn"])) for t in tasks]}
     for b in results["config"]["binarizations"]:
-        series[b] = [t["baselines"][b]["test_acc"] for t in tasks]
+        series[b] = [_nan(_acc(t["baselines"].get(b))) for t in tasks]
     groups = [f"{t['task']}\n{' vs '.join(map(str, t['classes']))}" for t in tasks]
     _grouped_bars(ax, groups, series, MODEL_COLORS, MODEL_LABELS)
     for g, t in enumerate(tasks):
@@ -326,14 +347,19 @@ def fig_cost(results: dict, path: Path) -> Path:
                              (axes[1], "t99", "CPU seconds (log scale)")]:
         n = len(names)
         width = 0.8 / n
+        lowest = float("inf")
         for i, name in enumerate(names):
-            runs = [t["hybnn"] if name == "hybnn" else t["baselines"][name] for t in tasks]
-            vals = [v if (v := r.get("cpu_seconds") if what == "all" else cpu_to_99(r))
+            runs = [t["hybnn"] if name == "hybnn" else t["baselines"].get(name) for t in tasks]
+            vals = [v if r and (v := r.get("cpu_seconds") if what == "all" else cpu_to_99(r))
                     else float("nan") for r in runs]
             xs = [g + (i - (n - 1) / 2) * width for g in range(len(groups))]
             ax.bar(xs, vals, width, color=MODEL_COLORS[name], label=MODEL_LABELS[name])
+            lowest = min([lowest, *(v for v in vals if v == v)])
         ax.set_xticks(range(len(groups)), groups)
         ax.set_yscale("log")
+        if lowest < float("inf"):
+            ax.set_ylim(bottom=lowest / 2)
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_ylabel(ylabel)
@@ -354,8 +380,8 @@ def fig_fashion(results: dict, path: Path) -> Path:
     plt = _plt()
     pairs = results["fashion"]["pairs"]
     fig, ax = plt.subplots(figsize=(10, 4.2))
-    series = {k: [p[k]["test_acc"] for p in pairs] for k in ("mnist_vae", "fashion_vae",
-                                                              "threshold")}
+    series = {k: [_nan(_acc(p[k])) for p in pairs] for k in ("mnist_vae", "fashion_vae",
+                                                                  "threshold")}
     colors = {"mnist_vae": "tab:blue", "fashion_vae": "tab:purple", "threshold": "tab:green"}
     labels = {"mnist_vae": "BNN on codes, VAE pretrained on MNIST",
               "fashion_vae": "BNN on codes, VAE pretrained on Fashion-MNIST",

@@ -99,15 +99,18 @@ def _config_key(cfg) -> dict:
 class StageCache:
     """Artifacts `<work>/<name>-<digest><suffix>` with their records `<artifact>.json`."""
 
-    def __init__(self, work: Path, reporter: Reporter):
+    def __init__(self, work: Path, reporter: Reporter, cached_only: bool = False):
         self.work = Path(work)
         self.reporter = reporter
+        self.cached_only = cached_only
+        self.missing: list[str] = []  # stages not done yet (cached_only)
 
     def path(self, name: str, key: dict, suffix: str) -> Path:
         return self.work / f"{name}-{key_digest(json.loads(json.dumps(key)))}{suffix}"
 
     def run(self, name: str, key: dict, suffix: str, description: str,
-            fn: Callable[[Path], dict], summary: Callable[[dict], str]) -> dict:
+            fn: Callable[[Path], dict], summary: Callable[[dict], str]) -> dict | None:
+        """The stage's result: from its record, else by running it (None when cached_only)."""
         key = json.loads(json.dumps(key))  # tuples → lists, as read back
         art = self.path(name, key, suffix)
         record = art.with_name(art.name + ".json")
@@ -119,6 +122,9 @@ class StageCache:
             if old.get("key") == key:
                 self.reporter.done(description, summary(old["result"]), cached=True)
                 return old["result"]
+        if self.cached_only:
+            self.missing.append(description)
+            return None
         with stage_lock(art):
             result = fn(art)
             payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
@@ -213,11 +219,11 @@ class Study:
     """The study's stages over one cache; each method returns the stage's result dict."""
 
     def __init__(self, cfg: StudyConfig, work: Path, data_dir=None,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, cached_only: bool = False):
         self.cfg = cfg
         self.data_dir = data_dir
         self.reporter = reporter or Reporter()
-        self.cache = StageCache(work, self.reporter)
+        self.cache = StageCache(work, self.reporter, cached_only)
 
     def vae_config(self, dataset: str) -> tuple[VAEConfig, dict]:
         epochs = self.cfg.vae_epochs
@@ -264,7 +270,10 @@ class Study:
                 "epochs": len(history), "train_seconds": sum(m["epoch_seconds"] for m in history),
                 "final": history[-1], "history": history}
 
-    def codes(self, vae: dict, dataset: str) -> dict:
+    def codes(self, vae: dict | None, dataset: str) -> dict | None:
+        if vae is None:  # its VAE is not done (cached_only)
+            self.cache.missing.append(f"codes of {dataset}")
+            return None
         key = {"stage": "codes", "encoder_sha256": vae["encoder_sha256"], "dataset": dataset,
                "limit": self.cfg.limit}
         desc = f"codes of {dataset} from encoder {vae['encoder_sha256'][:8]}"
@@ -282,7 +291,11 @@ class Study:
                               lambda r: f"{r['n_train']}+{r['n_test']} codes, "
                                         f"{r['seconds']:.0f} s")
 
-    def bnn(self, codes: dict, dataset: str, task: Task, hidden: int = 128) -> dict:
+    def bnn(self, codes: dict | None, dataset: str, task: Task,
+            hidden: int = 128) -> dict | None:
+        if codes is None:  # its codes are not done (cached_only)
+            self.cache.missing.append(f"BNN {task.name} on {dataset} codes")
+            return None
         cfg = BNNConfig(task=task.name, epochs=self.cfg.bnn_epochs, hidden=hidden,
                         seed=self.cfg.seed, threads=self.cfg.threads)
         key = {"stage": "bnn", "encoder_sha256": codes["encoder_sha256"], "dataset": dataset,
@@ -329,14 +342,16 @@ def _shares(counts: list[int]) -> list[float]:
 
 
 def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | None = None,
-              command: str = "") -> dict:
-    """Run (or reuse) every stage and return the results dict."""
+              command: str = "", cached_only: bool = False) -> dict:
+    """Run (or reuse) every stage and return the results dict. With `cached_only`, train
+    nothing: gather the stages already done (e.g. by other processes) and list the others under
+    "missing"; their entries are None."""
     for b in cfg.binarizations:
         if b not in BINARIZE:
             raise HybnnError(f"unknown binarization '{b}': use {', '.join(BINARIZE)}")
     tasks = [parse_task(str(t)) for t in cfg.tasks]
     fashion_tasks = [_fashion_task(p) for p in cfg.fashion_pairs] if cfg.fashion else []
-    study = Study(cfg, work, data_dir, reporter)
+    study = Study(cfg, work, data_dir, reporter, cached_only)
     t0 = time.perf_counter()
 
     # The CNNs on images first: they need no encoder, so VAEs pretrained alongside (e.g. with
@@ -350,9 +365,11 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
     for task in tasks:
         hyb = study.bnn(codes, "mnist", task)
         bases = bases_of[task.name]
-        counts = next(iter(bases.values()))["test_class_counts"] if bases else None
+        done = [r for r in [*bases.values(), hyb] if r]
+        counts = next((r["test_class_counts"] for r in done if "test_class_counts" in r), None)
         rows.append({"task": task.name, "classes": list(task.classes),
-                     "n_test": hyb["n_test"], "test_class_counts": counts,
+                     "n_test": done[0]["n_test"] if done else None,
+                     "test_class_counts": counts,
                      "distinct_test_inputs": test_inputs(task, cfg, data_dir),
                      "test_class_shares": _shares(counts) if counts else None,
                      "hybnn": hyb, "baselines": bases})
@@ -369,11 +386,11 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
             thr = thresholds[task.name]
             pairs.append({"task": task.name, "classes": list(task.classes),
                           "class_names": [names[c] for c in task.classes],
-                          "test_class_counts": thr["test_class_counts"],
+                          "test_class_counts": thr["test_class_counts"] if thr else None,
                           "mnist_vae": study.bnn(codes_mf, "fashion-mnist", task),
                           "fashion_vae": study.bnn(codes_ff, "fashion-mnist", task),
                           "threshold": thr})
-        fashion = {"vae": _vae_brief(vae_f),
+        fashion = {"vae": _vae_brief(vae_f) if vae_f else None,
                    "codes": {"mnist_vae": codes_mf, "fashion_vae": codes_ff},
                    "pairs": pairs}
 
@@ -381,8 +398,8 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
     results.update(
         command=command, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         machine=machine(), study_seconds=time.perf_counter() - t0,
-        vae=_vae_brief(vae), codes=codes, tasks=rows, ten_class=ten, fashion=fashion,
-        model_sizes=model_sizes(),
+        vae=_vae_brief(vae) if vae else None, codes=codes, tasks=rows, ten_class=ten,
+        fashion=fashion, model_sizes=model_sizes(), missing=study.cache.missing,
     )
     return results
 
