@@ -44,9 +44,13 @@ def load_results(path) -> dict:
 
 def federated_curves(obj, label: str = "federated") -> list[dict]:
     """Every accuracy-per-round curve inside a federated results file: a list of dicts holding
-    "round" and an accuracy ("test_acc", "acc" or "accuracy"), wherever it sits. Each curve is
+    "round" and an accuracy ("test_acc", "acc" or "accuracy"), or an "accuracy_curve" list (one
+    accuracy per round, as `benchmarks/federated.py` writes), wherever it sits. Each curve is
     labelled by the "label"/"name" of the dict around it, else by the keys leading to it."""
     curves = []
+    if isinstance(obj, dict) and isinstance(obj.get("accuracy_curve"), list):
+        acc = [a for a in obj["accuracy_curve"] if isinstance(a, int | float)]
+        return [{"label": label, "rounds": list(range(1, len(acc) + 1)), "acc": acc}]
     if isinstance(obj, dict):
         name = obj.get("label") or obj.get("name") or label
         for k, v in obj.items():
@@ -396,17 +400,26 @@ def fig_fashion(results: dict, path: Path) -> Path:
 
 
 def fig_federated(found: list[tuple[str, list[dict]]], path: Path) -> Path:
+    """One panel per federated results file, one curve per run (task) in it."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for fname, curves in found:
+    cols = min(3, len(found))
+    rows = (len(found) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False,
+                             sharey=True)
+    for ax, (fname, curves) in zip(axes.flat, found, strict=False):
         for c in curves:
-            ax.plot(c["rounds"], [100 * a for a in c["acc"]], marker=".",
-                    label=c["label"] if len(found) == 1 else f"{fname}: {c['label']}")
-    ax.set_xlabel("federated round")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Federated training (FedHyBNN): accuracy per round")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+            label = c["label"].removeprefix(Path(fname).stem).strip() or c["label"]
+            ax.plot(c["rounds"], [100 * a for a in c["acc"]], marker=".", label=label)
+        ax.set_title(Path(fname).stem, fontsize=10)
+        ax.set_xlabel("epoch" if "centralized" in fname else "federated round")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("global model test accuracy (%)")
+    for ax in list(axes.flat)[len(found):]:
+        ax.axis("off")
+    fig.suptitle("Federated training (FedHyBNN, Figure 7): accuracy per round")
+    fig.tight_layout()
     return _save(fig, path)
 
 
