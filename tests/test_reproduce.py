@@ -152,3 +152,12 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     assert cache.run("demo", key, ".txt", "demo", make, str) == {"value": 1}
     assert cache.run("demo", key, ".txt", "demo", make, str) == {"value": 1}
     assert len(calls) == 1 and not lock.exists()
+
+
+def test_federated_curves_read_the_benchmark_files_accuracy_curve():
+    from hybnn_cli.report import federated_curves
+
+    curves = federated_curves({"variant": "iid", "runs": {"task1": {"accuracy_curve": [0.5, 0.75],
+                                                                    "test_acc": 0.75}}},
+                              "federated-iid")
+    assert curves == [{"label": "federated-iid runs task1", "rounds": [1, 2], "acc": [0.5, 0.75]}]
