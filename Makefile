@@ -9,7 +9,7 @@ endif
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 
-.PHONY: setup demo results test lint clean
+.PHONY: setup demo results reproduce test lint clean
 
 setup: $(VENV)/.installed
 
