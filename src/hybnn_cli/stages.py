@@ -124,18 +124,13 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
         if old["shape"] != shape.to_dict():
             raise HybnnError(f"{resume}: cannot resume: the checkpoint's BNN is {old['shape']}, "
                              f"this run needs {shape.to_dict()}")
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        optimizer.load_state_dict(old["optimizer"])
-        history = list(old["metrics"]["history"])
+        optimizer, history = _resumed_optimizer(model, cfg, old)
+    history, seconds = _fit(model, cfg, data, optimizer, history, on_epoch)
     x_tr, y_tr = data["train"]
     x_te, y_te = data["test"]
-    t0 = time.perf_counter()
-    history += train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
-                         start_epoch=len(history), on_epoch=on_epoch)
-    final = history[-1] if history else {}
     metrics = {"task": task.name, "classes": list(task.classes), "n_train": len(y_tr),
-               "n_test": len(y_te), "train_seconds": time.perf_counter() - t0,
-               "test_acc": final.get("test_acc"), "train_acc": final.get("train_acc"),
+               "n_test": len(y_te), "train_seconds": seconds,
+               "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
                "history": history}
     if out is not None:
         ck.save_checkpoint(out, ck.BNN_FORMAT, model, cfg.to_dict(), cfg.seed,
@@ -144,6 +139,29 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
                            encoder_sha256=sha, codes=str(codes_path),
                            optimizer=optimizer.state_dict(), metrics=metrics)
     return metrics
+
+
+def _resumed_optimizer(model: torch.nn.Module, cfg, old_ckpt: dict):
+    """A fresh Adam on the resumed model with the checkpoint's optimizer state, and the history."""
+    if "optimizer" not in old_ckpt:
+        raise HybnnError("cannot resume: the checkpoint holds no optimizer state")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer.load_state_dict(old_ckpt["optimizer"])
+    return optimizer, list(old_ckpt["metrics"]["history"])
+
+
+def _fit(model, cfg, data: dict, optimizer, history: list[dict],
+         on_epoch: EpochFn | None) -> tuple[list[dict], float]:
+    """Train from epoch len(history) to cfg.epochs on data["train"], testing on data["test"];
+    returns the whole history and the seconds this call trained."""
+    if len(history) >= cfg.epochs:
+        raise HybnnError(f"already trained for {len(history)} epochs; ask for more with --epochs")
+    x_tr, y_tr = data["train"]
+    x_te, y_te = data["test"]
+    t0 = time.perf_counter()
+    history = history + train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
+                                  start_epoch=len(history), on_epoch=on_epoch)
+    return history, time.perf_counter() - t0
 
 
 def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
@@ -219,20 +237,14 @@ def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Pat
         if tuple(old["task"]["classes"]) != task.classes:
             raise HybnnError(f"{resume}: cannot resume: it was trained on classes "
                              f"{old['task']['classes']}, this run asks for {list(task.classes)}")
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        optimizer.load_state_dict(old["optimizer"])
-        history = list(old["metrics"]["history"])
+        optimizer, history = _resumed_optimizer(model, cfg, old)
+    history, seconds = _fit(model, cfg, data, optimizer, history, on_epoch)
     x_tr, y_tr = data["train"]
     x_te, y_te = data["test"]
-    t0 = time.perf_counter()
-    history += train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
-                         start_epoch=len(history), on_epoch=on_epoch)
-    seconds = time.perf_counter() - t0
-    final = history[-1] if history else {}
     metrics = {"task": task.name, "classes": list(task.classes), "binarize": cfg.binarize,
                "dataset": cfg.dataset, "n_train": len(y_tr), "n_test": len(y_te),
-               "train_seconds": seconds, "test_acc": final.get("test_acc"),
-               "train_acc": final.get("train_acc"),
+               "train_seconds": seconds, "test_acc": history[-1]["test_acc"],
+               "train_acc": history[-1]["train_acc"],
                "test_class_counts": class_counts(y_te, task.n_classes),
                "predicted_class_counts": class_counts(predict(model, x_te), task.n_classes),
                "history": history}
