@@ -69,6 +69,24 @@ def make_dense(w: np.ndarray, thresholds: np.ndarray, n_bits: int) -> BinaryDens
 
 
 @njit(cache=_CACHE, inline="always")
+def threshold_pack_rows(a, i0, rows, panels, cthr, masks, out, o0):
+    """The fused layer on `rows` rows of a from i0 (rows is MR or 1): XNOR-popcount against every
+    weight panel, compare with the thresholds, write the bits to out[o0 .. o0 + rows − 1]."""
+    for r in range(rows):
+        for q in range(out.shape[1]):
+            out[o0 + r, q] = 0
+    for p in range(panels.shape[0]):
+        if rows == MR:
+            _tile_full_threshold(a, i0, panels, p, cthr, masks)
+        else:
+            _tile_row_threshold(a, i0, panels, p, cthr, masks)
+        q = (p * NR) // 64
+        shift = np.uint64((p * NR) % 64)
+        for r in range(rows):
+            out[o0 + r, q] |= masks[r] << shift
+
+
+@njit(cache=_CACHE, inline="always")
 def _dense_range(a, panels, cthr, out, rt0, rt1, masks):
     m = a.shape[0]
     n_rt = m // MR
@@ -79,18 +97,7 @@ def _dense_range(a, panels, cthr, out, rt0, rt1, masks):
         else:
             i0 = n_rt * MR + (rt - n_rt)
             rows = 1
-        for r in range(rows):
-            for q in range(out.shape[1]):
-                out[i0 + r, q] = 0
-        for p in range(panels.shape[0]):
-            if rows == MR:
-                _tile_full_threshold(a, i0, panels, p, cthr, masks)
-            else:
-                _tile_row_threshold(a, i0, panels, p, cthr, masks)
-            q = (p * NR) // 64
-            shift = np.uint64((p * NR) % 64)
-            for r in range(rows):
-                out[i0 + r, q] |= masks[r] << shift
+        threshold_pack_rows(a, i0, rows, panels, cthr, masks, out, i0)
 
 
 @njit(cache=_CACHE)

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from hybnn_kernels.bits import WORD_BITS, n_words
-from hybnn_kernels.dense import BinaryDense, make_dense
+from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
 from hybnn_kernels.xnor import (
     _CACHE,
     MR,
@@ -37,9 +37,7 @@ from hybnn_kernels.xnor import (
     _check_words,
     _padding_set,
     _tile_full,
-    _tile_full_threshold,
     _tile_row,
-    _tile_row_threshold,
     call_parallel,
     prepack,
     threads_for,
@@ -57,18 +55,7 @@ class DeployFileError(ValueError):
 @njit(cache=_CACHE, inline="always")
 def _head_rows(codes, i0, rows, p1, cthr1, p2, n_classes, hidden, table, h, masks, cnt,
                scores, labels):
-    for r in range(MR):
-        for q in range(h.shape[1]):
-            h[r, q] = 0
-    for p in range(p1.shape[0]):
-        if rows == MR:
-            _tile_full_threshold(codes, i0, p1, p, cthr1, masks)
-        else:
-            _tile_row_threshold(codes, i0, p1, p, cthr1, masks)
-        q = (p * NR) // 64
-        shift = np.uint64((p * NR) % 64)
-        for r in range(rows):
-            h[r, q] |= masks[r] << shift
+    threshold_pack_rows(codes, i0, rows, p1, cthr1, masks, h, 0)
     for p in range(p2.shape[0]):
         if rows == MR:
             _tile_full(h, 0, p2, p, cnt)
