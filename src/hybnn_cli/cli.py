@@ -3,6 +3,7 @@ project's own errors into one red line on stderr with exit code 1."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import subprocess
@@ -76,6 +77,19 @@ JsonOut = typer.Option(False, "--json", help="Print only JSON on stdout.")
 
 def _print_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _epoch_bar(title: str, epochs: int, json_out: bool):
+    """A progress bar over epochs; yields the on_epoch callback that shows train/test accuracy."""
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task(title, total=epochs, status="")
+
+        def on_epoch(epoch, m):
+            progress.update(bar, completed=epoch + 1,
+                            status=f"train {m['train_acc']:.2%}  test {m['test_acc']:.2%}")
+
+        yield on_epoch
 
 
 def _check_out(out: Path) -> None:
@@ -194,13 +208,7 @@ def train_bnn_cmd(
     _check_out(out)
     cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
                     schedule=schedule, hidden=hidden, seed=seed, threads=threads)
-    with make_progress(disable=json_out) as progress:
-        bar = progress.add_task(f"train-bnn {t.name}", total=epochs, status="")
-
-        def on_epoch(epoch, m):
-            progress.update(bar, completed=epoch + 1,
-                            status=f"train {m['train_acc']:.2%}  test {m['test_acc']:.2%}")
-
+    with _epoch_bar(f"train-bnn {t.name}", epochs, json_out) as on_epoch:
         result = stages.train_task_bnn(codes, t, cfg, out, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
@@ -535,13 +543,7 @@ def baseline_cmd(
     cfg = BaselineConfig(task=t.name, binarize=binarize, dataset=dataset, epochs=epochs,
                          batch_size=batch_size, lr=lr, schedule=schedule, seed=seed,
                          threads=threads, train_limit=train_limit)
-    with make_progress(disable=json_out) as progress:
-        bar = progress.add_task(f"baseline {t.name} ({binarize})", total=epochs, status="")
-
-        def on_epoch(epoch, m):
-            progress.update(bar, completed=epoch + 1,
-                            status=f"train {m['train_acc']:.2%}  test {m['test_acc']:.2%}")
-
+    with _epoch_bar(f"baseline {t.name} ({binarize})", epochs, json_out) as on_epoch:
         result = stages.train_baseline(t, cfg, out, data_dir, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
