@@ -128,10 +128,23 @@ def machine_info(threads: int) -> dict:
     }
 
 
+def _float_matmuls(rng, m: int, k: int, n: int) -> dict:
+    """The float32 contenders on (m, k) @ (k, n): numpy and torch, writing into preallocated
+    outputs."""
+    import numpy as np
+    import torch
+
+    xf = rng.standard_normal((m, k), dtype=np.float32)
+    wf = rng.standard_normal((k, n), dtype=np.float32)
+    of = np.empty((m, n), np.float32)
+    tx, tw, to = torch.from_numpy(xf), torch.from_numpy(wf), torch.empty((m, n))
+    return {"numpy_f32": lambda: np.matmul(xf, wf, out=of),
+            "torch_f32": lambda: torch.matmul(tx, tw, out=to)}
+
+
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     """Square M = N = K: XNOR on K-bit rows against float32 matmul of the same shape."""
     import numpy as np
-    import torch
     from hybnn_kernels.xnor import prepack, xnor_gemm
 
     rng = np.random.default_rng(size)
@@ -143,14 +156,9 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     w = rng.integers(0, 2**64, size=(n, words), dtype=np.uint64)
     pw = prepack(w, k)
     out = np.empty((m, n), np.int32)
-    af = rng.standard_normal((m, k), dtype=np.float32)
-    wf = rng.standard_normal((k, n), dtype=np.float32)
-    of = np.empty((m, n), np.float32)
-    ta, tw, to = torch.from_numpy(af), torch.from_numpy(wf), torch.empty((m, n))
     res = {"name": f"gemm {size}", "m": m, "n": n, "k": k, "ops": ops,
            **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
-                       "numpy_f32": lambda: np.matmul(af, wf, out=of),
-                       "torch_f32": lambda: torch.matmul(ta, tw, out=to)}, ops, reps),
+                       **_float_matmuls(rng, m, k, n)}, ops, reps),
            "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k}}
     _ratios(res)
     return res
@@ -243,7 +251,6 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     """The hidden layer alone, 200 → 128 at `batch`: fused XNOR + threshold + pack against float32
     matmul (the float side does the matmul only, no batch norm or sign)."""
     import numpy as np
-    import torch
     from hybnn_kernels.dense import binary_dense, make_dense
 
     m, n, k = batch, 128, 200
@@ -258,14 +265,9 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     out = np.empty((m, 2), np.uint64)
     ops = 2.0 * m * n * k
     reps = _repeats(ops, quick) * 3
-    xf = rng.standard_normal((m, k), dtype=np.float32)
-    wf = rng.standard_normal((k, n), dtype=np.float32)
-    of = np.empty((m, n), np.float32)
-    tx, tw, to = torch.from_numpy(xf), torch.from_numpy(wf), torch.empty((m, n))
     res = {"name": f"hidden 200-128 b={batch}", "m": m, "n": n, "k": k, "ops": ops,
            **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
-                       "numpy_f32": lambda: np.matmul(xf, wf, out=of),
-                       "torch_f32": lambda: torch.matmul(tx, tw, out=to)}, ops, reps, 0.3),
+                       **_float_matmuls(rng, m, k, n)}, ops, reps, 0.3),
            "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k}}
     _ratios(res)
     return res
