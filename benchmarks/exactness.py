@@ -1,8 +1,13 @@
-"""Export every given BNN checkpoint; compare the deploy file's predictions with the torch model's
-on every code of a codes file's test split; write the counts as JSON.
+"""Export the very BNNs the README's accuracy table reports and compare each deploy file's
+predictions with the torch model's on every code of its codes file's test split.
 
-Usage: .venv/bin/python benchmarks/exactness.py --codes runs/codes.h5 \\
-           runs/bnn-task*.pt runs/bnn-all.pt --out benchmarks/results/exactness.json
+It reads the reproduction study's results (`benchmarks/results/reproduction.json`): for every
+task (the five pairs and the 10-class problem) and every seed, the checkpoint at the chosen
+setting and the codes of that seed's encoder, both in the study's work folder. Writes
+`benchmarks/results/exactness.json` with the provenance header.
+
+Usage: python benchmarks/exactness.py [--study benchmarks/results/reproduction.json]
+           [--work runs/reproduce] [--out benchmarks/results/exactness.json]
 """
 
 from __future__ import annotations
@@ -19,48 +24,57 @@ import numpy as np
 from hybnn_cli.checkpoint import load_bnn
 from hybnn_cli.codes import read_codes
 from hybnn_cli.export import torch_predict, write_deploy
-from hybnn_cli.fileio import atomic_path
 from hybnn_cli.predict import check_encoder, load_model, model_task
+from hybnn_cli.results import read_result, write_result
+
+FORMAT = "hybnn-exactness"
 
 
-def main() -> None:
+def compare(ckpt_path: Path, codes_path: Path, tmp: Path) -> dict:
+    c = read_codes(codes_path, "test")
+    model, ckpt = load_bnn(ckpt_path)
+    deploy = tmp / (ckpt_path.stem + ".h5")
+    write_deploy(deploy, model, ckpt)
+    rt = load_model(deploy)
+    check_encoder(rt, c.attrs["encoder_sha256"], deploy, codes_path)
+    t0 = time.perf_counter()
+    want_scores, want = torch_predict(model, c.codes)
+    t_torch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores, got = rt.run(c.codes)
+    t_kernel = time.perf_counter() - t0
+    task = model_task(rt)
+    idx, y = task.select(c.labels)
+    return {"checkpoint": str(ckpt_path), "codes": str(codes_path), "task": task.name,
+            "classes": list(task.classes), "n_codes": int(len(got)),
+            "mismatches": int(np.count_nonzero(got != want)),
+            "scores_bit_identical": bool(np.array_equal(scores.view(np.uint32),
+                                                        want_scores.view(np.uint32))),
+            "n_task": int(len(idx)), "accuracy_kernel": float(np.mean(got[idx] == y)),
+            "accuracy_torch": float(np.mean(want[idx] == y)),
+            "seconds_torch": t_torch, "seconds_kernel": t_kernel}
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="+", type=Path)
-    p.add_argument("--codes", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args()
-    c = read_codes(args.codes, "test")
+    p.add_argument("--study", type=Path, default=Path("benchmarks/results/reproduction.json"))
+    p.add_argument("--work", type=Path, default=Path("runs/reproduce"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/exactness.json"))
+    args = p.parse_args(argv)
+    study = read_result(args.study, "hybnn-reproduction")
+    codes = {s: args.work / c["path"]
+             for s, c in zip(study["config"]["seeds"], study["codes"], strict=True)}
+    entries = [t["hybnn"] for t in study["tasks"]] + [study.get("ten_class")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for ck in args.checkpoints:
-            model, ckpt = load_bnn(ck)
-            deploy = Path(tmp) / (ck.stem + ".h5")
-            write_deploy(deploy, model, ckpt)
-            rt = load_model(deploy)
-            check_encoder(rt, c.attrs["encoder_sha256"], deploy, args.codes)
-            t0 = time.perf_counter()
-            want_scores, want = torch_predict(model, c.codes)
-            t_torch = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            scores, got = rt.run(c.codes)
-            t_kernel = time.perf_counter() - t0
-            task = model_task(rt)
-            idx, y = task.select(c.labels)
-            rows.append({
-                "checkpoint": str(ck), "task": task.name, "classes": list(task.classes),
-                "n_codes": int(len(got)), "mismatches": int(np.count_nonzero(got != want)),
-                "scores_bit_identical": bool(np.array_equal(scores.view(np.uint32),
-                                                            want_scores.view(np.uint32))),
-                "n_task": int(len(idx)), "accuracy_kernel": float(np.mean(got[idx] == y)),
-                "accuracy_torch": float(np.mean(want[idx] == y)),
-                "seconds_torch": t_torch, "seconds_kernel": t_kernel,
-            })
-            print(json.dumps(rows[-1]), file=sys.stderr)
-    result = {"command": " ".join(["benchmarks/exactness.py", *sys.argv[1:]]),
-              "codes": str(args.codes), "encoder_sha256": c.attrs["encoder_sha256"],
-              "results": rows}
-    with atomic_path(args.out) as t:
-        t.write_text(json.dumps(result, indent=2))
+        for entry in entries:
+            for run in (entry or {}).get("runs", []):
+                rows.append({"seed": run["seed"],
+                             **compare(args.work / run["path"], codes[run["seed"]], Path(tmp))})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    write_result(args.out, FORMAT, 2, {"study": str(args.study), "study_commit": study["commit"],
+                                       "results": rows},
+                 argv=["python", "benchmarks/exactness.py", *(argv or sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -79,10 +79,18 @@ def test_extract_train_evaluate(tiny_pipeline, tmp_path):
     result = run("evaluate", bnn, "--codes", codes, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["acc"] == pytest.approx(info["test_acc"])
+    # the validation slice: the same samples training validated on, and disjoint from training
+    result = run("evaluate", bnn, "--codes", codes, "--split", "val", "--json")
+    assert result.exit_code == 0, result.output
+    val = json.loads(result.stdout)
+    assert val["acc"] == pytest.approx(info["val_acc"])
+    assert info["val_acc"] == info["history"][-1]["val_acc"]
+    assert val["n"] == info["n_val"] and info["n_val"] + info["n_train"] == 512
     result = run("train-bnn", "--codes", codes, "--digits", "2,5", "--epochs", 1, "--out",
                  tmp_path / "b25.pt")
     assert result.exit_code == 0, result.output
-    assert "digits-2-5 (2 vs 5): test accuracy" in result.stdout
+    assert "digits-2-5 (2 vs 5): validation accuracy" in result.stdout
+    assert "test accuracy" in result.stdout
 
 
 def test_pipeline_on_real_mnist_learns(mnist_dir, tmp_path):

@@ -52,8 +52,10 @@ def test_report_refuses_a_json_that_is_not_a_reproduction(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs real MNIST in $HYBNN_DATA")
 def test_study_end_to_end_on_a_small_configuration(tmp_path):
+    import statistics
+
     work, out = tmp_path / "work", tmp_path / "results"
-    args = ["reproduce", "--quick", "--limit", "300", "--tasks", "1,2", "--work", str(work),
+    args = ["reproduce", "--quick", "--limit", "300", "--tasks", "1", "--work", str(work),
             "--results-dir", str(out), "--threads", "1", "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -61,27 +63,41 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
     res = json.loads((out / "reproduction.json").read_text())
     assert printed["results"] == str(out / "reproduction.json")
 
-    # structure: provenance, both tasks with HyBNN and three baselines, 10-class, sizes, fashion
-    assert res["format"] == "hybnn-reproduction" and res["seed"] == 0
-    assert res["config"]["limit"] == 300 and res["config"]["bnn_epochs"] == 2
-    assert [t["task"] for t in res["tasks"]] == ["task1", "task2"]
-    for t in res["tasks"]:
-        assert len(t["hybnn"]["history"]) == 2
-        assert set(t["baselines"]) == {"sign", "threshold", "none"}
-        assert sum(t["test_class_counts"]) == t["n_test"]
-        assert t["distinct_test_inputs"]["sign"] == 1
-        sign = t["baselines"]["sign"]
-        assert sorted(sign["predicted_class_counts"])[0] == 0  # the sign model never varies
-        for run in [t["hybnn"], *t["baselines"].values()]:
-            assert 0.0 <= run["test_acc"] <= 1.0
-            assert run["time_to_99"]["seconds"] <= run["train_epoch_seconds"] + 1e-9
+    # provenance header and config
+    assert res["format"] == "hybnn-reproduction" and len(res["commit"] or "x" * 40) == 40
+    assert res["config"]["seeds"] == [0, 1] and res["config"]["limit"] == 300
+    assert len({v["encoder_sha256"] for v in res["vaes"]}) == 2  # one VAE per seed
+    [t] = res["tasks"]
+    assert t["task"] == "task1" and set(t["baselines"]) == {"sign", "threshold", "none"}
+    assert sum(t["test_class_counts"]) == t["n_test"]
+    assert t["distinct_test_inputs"]["sign"] == 1
+    sign = t["baselines"]["sign"]
+    assert sorted(sign["predicted_class_counts"])[0] == 0  # the sign model never varies
+    for entry in [t["hybnn"], *t["baselines"].values(), res["ten_class"]]:
+        # the chosen setting is the best on validation; the test split only for the seeds' runs
+        best = max(entry["tuning"], key=lambda c: c["val_acc"])
+        assert all(best[k] == v for k, v in entry["chosen"].items())
+        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+        assert entry["runs"][0]["val_acc"] == best["val_acc"]
+        accs = [r["test_acc"] for r in entry["runs"]]
+        assert entry["test_acc"] == pytest.approx(statistics.fmean(accs))
+        assert entry["test_acc_std"] == pytest.approx(statistics.stdev(accs))
+        assert "test_acc" not in entry["history"][-1]  # epochs report validation only
+        assert entry["time_to_99"]["seconds"] <= entry["train_epoch_seconds"] + 1e-9
+    # a reported test accuracy is the checkpoint's own, recomputed by `hybnn evaluate`
+    run = t["hybnn"]["runs"][1]
+    codes = work / res["codes"][1]["path"]
+    ev = runner.invoke(app, ["evaluate", str(work / run["path"]), "--codes", str(codes),
+                             "--json"])
+    assert ev.exit_code == 0, ev.output
+    assert json.loads(ev.stdout)["acc"] == pytest.approx(run["test_acc"])
     assert res["ten_class"]["n_test"] == 300
     assert res["model_sizes"]["binary_cnn"]["total"]["binary_params"] > 0
     pairs = res["fashion"]["pairs"]
-    assert len(pairs) == 5 and all({"mnist_vae", "fashion_vae", "threshold"} <= set(p)
-                                   for p in pairs)
-    assert res["fashion"]["codes"]["mnist_vae"]["encoder_sha256"] == res["vae"]["encoder_sha256"]
-    assert res["fashion"]["vae"]["encoder_sha256"] != res["vae"]["encoder_sha256"]
+    assert len(pairs) == 5 and all(p["mnist_vae"]["seeds"] == [0] for p in pairs)
+    assert res["fashion"]["codes"]["mnist_vae"]["encoder_sha256"] == res["vaes"][0][
+        "encoder_sha256"]
+    assert res["fashion"]["vae"]["encoder_sha256"] != res["vaes"][0]["encoder_sha256"]
 
     # plots and table written; no federated results here, so no Figure 7
     pngs = {p.name for p in out.glob("*.png")}
@@ -91,6 +107,7 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
     assert all((out / p).read_bytes()[:8] == PNG for p in pngs)
     md = (out / "reproduction.md").read_text()
     assert "| task1 | 0 vs 1 |" in md and "Command: `hybnn reproduce" in md
+    assert f"{100 * t['hybnn']['test_acc']:.2f} ± {100 * t['hybnn']['test_acc_std']:.2f}%" in md
 
     # a rerun reuses every stage
     again = runner.invoke(app, args[:-1])
@@ -104,9 +121,10 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
                                            "--results-dir", str(part)])
     assert res2.exit_code == 0, res2.output
     partial = json.loads((part / "reproduction.json").read_text())
-    assert len(partial["missing"]) == 2 * 3 + 5  # the CNNs of 2 tasks and of 5 Fashion pairs
+    # the first seed's candidates of each CNN: 3 binarizations of task 1 and 5 Fashion pairs
+    assert len(partial["missing"]) == 2 * 3 + 2 * 5
     assert partial["tasks"][0]["baselines"]["sign"] is None
-    assert partial["tasks"][0]["hybnn"]["test_acc"] == res["tasks"][0]["hybnn"]["test_acc"]
+    assert partial["tasks"][0]["hybnn"]["test_acc"] == t["hybnn"]["test_acc"]
     assert "not done when these results were gathered" in (part / "reproduction.md").read_text()
 
     # report redraws from the JSON alone, and adds Figure 7 once federated results exist

@@ -46,6 +46,7 @@ class BaselineConfig:
     seed: int = 0
     threads: int = 2
     train_limit: int | None = None  # use only the first N images of each split (quick runs)
+    val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
 
     def to_dict(self) -> dict:
         return asdict(self)

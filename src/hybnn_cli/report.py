@@ -68,13 +68,25 @@ def federated_curves(obj, label: str = "federated") -> list[dict]:
 
 
 def find_federated(results_dir: Path) -> list[tuple[str, list[dict]]]:
-    """(file name, curves) for each readable federated*.json in the folder that holds curves."""
+    """(panel title, curves) for each readable federated*.json in the folder that holds curves;
+    `benchmarks/federated.py`'s file gives one panel per variant, one curve per task and seed."""
     found = []
     for p in sorted(Path(results_dir).glob("federated*.json")):
         try:
-            curves = federated_curves(json.loads(p.read_text()), p.stem)
+            data = json.loads(p.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             continue
+        if isinstance(data, dict) and data.get("format") == "hybnn-federated-benchmark":
+            panels: dict[str, list[dict]] = {}
+            for key, run in sorted(data["runs"].items()):
+                variant, task, seed = key.split("/")
+                curve = run["accuracy_curve"]
+                panels.setdefault(variant, []).append(
+                    {"label": f"{task} {seed}", "rounds": list(range(1, len(curve) + 1)),
+                     "acc": curve})
+            found += [(f"{p.stem}: {v}", c) for v, c in panels.items()]
+            continue
+        curves = federated_curves(data, p.stem)
         if curves:
             found.append((p.name, curves))
     return found
@@ -86,8 +98,16 @@ def _pct(x) -> str:
 
 
 def _acc(run: dict | None):
-    """A run's test accuracy; None for a stage not done (see `reproduce --cached-only`)."""
+    """A model's test accuracy (the mean over seeds); None for a stage not done (see
+    `reproduce --cached-only`)."""
     return run["test_acc"] if run else None
+
+
+def _pct_sd(entry: dict | None) -> str:
+    """Mean ± standard deviation of a model's test accuracy over its seeds, in %."""
+    if not entry:
+        return "–"
+    return f"{100 * entry['test_acc']:.2f} ± {100 * entry['test_acc_std']:.2f}%"
 
 
 def _nan(x) -> float:
@@ -112,9 +132,31 @@ def accuracy_table(results: dict) -> str:
     for t in results["tasks"]:
         shares = " / ".join(f"{100 * s:.1f}%" for s in t["test_class_shares"] or [])
         rows.append([t["task"], " vs ".join(map(str, t["classes"])), f"{t['n_test']} ({shares})",
-                     _pct(_acc(t["hybnn"]))] + [_pct(_acc(t["baselines"].get(b)))
-                                                for b in bins])
+                     _pct_sd(t["hybnn"])] + [_pct_sd(t["baselines"].get(b)) for b in bins])
     return _table(header, rows)
+
+
+def tuning_table(results: dict) -> str:
+    """Each model's candidate settings with the first seed's validation accuracy; the chosen
+    one in bold."""
+    rows = []
+    entries = [(t["task"], "HyBNN", t["hybnn"]) for t in results["tasks"]]
+    entries += [(t["task"], f"CNN `{b}`", e) for t in results["tasks"]
+                for b, e in t["baselines"].items()]
+    if results.get("ten_class"):
+        entries.append(("all", "HyBNN 10 classes", results["ten_class"]))
+    for task, model, e in entries:
+        if not e:
+            continue
+        cells = []
+        for c in e["tuning"]:
+            setting = ", ".join(f"{k} {v:g}" for k, v in c.items() if k != "val_acc")
+            cell = f"{setting}: {_pct(c['val_acc'])}"
+            chosen = all(c.get(k) == v for k, v in e["chosen"].items())
+            cells.append(f"**{cell}**" if chosen else cell)
+        rows.append([task, model, "; ".join(cells)])
+    return _table(["Task", "Model", "Validation accuracy per candidate (first seed; chosen in "
+                   "bold)"], rows)
 
 
 def sign_table(results: dict) -> str:
@@ -163,9 +205,10 @@ def cost_table(results: dict) -> str:
             rows.append([t["task"], label, len(r["history"]), _s(r.get("cpu_seconds")),
                          _s(r["train_seconds"]), r["time_to_99"]["epoch"],
                          _s(r["time_to_99"]["seconds"]), _s(cpu_to_99(r)),
-                         _pct(r["test_acc"])])
-    return _table(["Task", "Model", "Epochs", "CPU s", "Wall s", "Epoch reaching 99% of final",
-                   "Training wall s to it", "CPU s to it (est.)", "Final accuracy"], rows)
+                         _pct(r["runs"][0]["test_acc"])])
+    return _table(["Task", "Model", "Epochs", "CPU s", "Wall s",
+                   "Epoch reaching 99% of final val. acc.", "Training wall s to it",
+                   "CPU s to it (est.)", "Test accuracy"], rows)
 
 
 def sizes_table(results: dict) -> str:
@@ -207,32 +250,40 @@ def fashion_table(results: dict) -> str:
 
 def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
     cfg = results["config"]
+    seeds = ", ".join(map(str, cfg["seeds"]))
     out = ["# HyBNN reproduction\n",
            f"Command: `{results.get('command') or 'hybnn reproduce'}`  ",
-           f"Created {results['created']} by hybnn {results['hybnn_version']}, seed "
-           f"{results['seed']}; this run took {results['study_seconds'] / 60:.1f} min (stages "
+           f"Created {results['date']} by hybnn {results['hybnn_version']} at commit "
+           f"{str(results['commit'])[:12]}{' (uncommitted changes)' if results['dirty'] else ''}"
+           f", seeds {seeds}; this run took {results['study_seconds'] / 60:.1f} min (stages "
            f"reused from the cache are not counted here; each one's time, measured when it ran, "
            f"is in the tables).  ",
            f"Settings: VAE {cfg['vae_epochs']} epochs, task BNN {cfg['bnn_epochs']} epochs, "
            f"binary CNN {cfg['baseline_epochs']} epochs"
            + (f", first {cfg['limit']} images of each split only" if cfg.get("limit") else "")
-           + ".\n",
-           "## Test accuracy on the MNIST digit pairs\n", accuracy_table(results), ""]
+           + f"; {100 * cfg['val_fraction']:.0f}% of each class of the training split held out "
+           f"for validation.\n",
+           "## Test accuracy on the MNIST digit pairs\n",
+           f"Mean ± standard deviation over seeds {seeds} (seed s: VAE s, models trained with "
+           f"seed s), each model at the setting chosen on validation (below).\n",
+           accuracy_table(results), "", "## Settings chosen on validation\n",
+           tuning_table(results), ""]
     if any("sign" in t["baselines"] for t in results["tasks"]):
         out += ["## Why the `sign` baseline scores about 50%\n", sign_table(results), ""]
     ten = results.get("ten_class")
     if ten:
         out += ["## 10 classes on the same codes\n",
-                _table(["Model", "Epochs", "Test accuracy", "CPU s", "Wall s"],
-                       [["BNN 200→128→10 on MNIST codes", len(ten["history"]),
-                         _pct(ten["test_acc"]), _s(ten.get("cpu_seconds")),
-                         _s(ten["train_seconds"])]]), ""]
-    vae, codes = results["vae"], results["codes"]
+                _table(["Model", "Epochs", "Test accuracy", "CPU s (first seed)", "Wall s"],
+                       [[f"BNN 200→{ten['chosen']['hidden']}→10 on MNIST codes, lr "
+                         f"{ten['chosen']['lr']:g}", len(ten["history"]), _pct_sd(ten),
+                         _s(ten.get("cpu_seconds")), _s(ten["train_seconds"])]]), ""]
+    vae, codes = results["vaes"][0], results["codes"][0]
     out += ["## Training cost\n"]
     if vae and codes:
         out += [f"One-time cost of HyBNN, shared by every task: VAE pretraining "
                 f"{vae['train_seconds']:.0f} s wall ({vae['epochs']} epochs), code extraction "
-                f"{codes['seconds']:.0f} s wall ({codes['n_train'] + codes['n_test']} images).\n"]
+                f"{codes['seconds']:.0f} s wall ({codes['n_train'] + codes['n_test']} images); "
+                f"first seed. Per-model costs below are the first seed's runs.\n"]
     out += [cost_table(results), "", "## Model sizes\n", sizes_table(results), "",
             "Task BNN, per layer:\n", layers_table(results["model_sizes"]["hybnn_task_bnn"]), "",
             "Binary CNN, per layer:\n", layers_table(results["model_sizes"]["binary_cnn"]), ""]
@@ -285,8 +336,8 @@ def _curves(results: dict, path: Path, metric: str, ylabel: str, title: str) -> 
                 continue
             ep = [m["epoch"] for m in r["history"]]
             marker = "." if len(ep) <= 20 else None
-            ax.plot(ep, [m[f"test_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
-                    marker=marker, label=f"{MODEL_LABELS[name]}, test")
+            ax.plot(ep, [m[f"val_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
+                    marker=marker, label=f"{MODEL_LABELS[name]}, validation")
             ax.plot(ep, [m[f"train_{metric}"] for m in r["history"]], color=MODEL_COLORS[name],
                     linestyle="--", linewidth=0.9, marker=marker,
                     label=f"{MODEL_LABELS[name]}, train")
@@ -334,7 +385,7 @@ def fig_accuracy_bars(results: dict, path: Path) -> Path:
                       if g == 0 else None)
     ax.set_ylim(0, 112)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy per task: HyBNN against the binary CNN baselines")
+    ax.set_title("Test accuracy per task (mean over seeds): HyBNN against the binary CNNs")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     return _save(fig, path)
 
@@ -371,7 +422,7 @@ def fig_cost(results: dict, path: Path) -> Path:
     axes[0].set_title(f"Whole training run: BNN {results['config']['bnn_epochs']} epochs on "
                       f"codes, CNN {results['config']['baseline_epochs']} epochs on images",
                       fontsize=9)
-    axes[1].set_title("Until the epoch reaching 99% of the final test accuracy (estimated)",
+    axes[1].set_title("Until the epoch reaching 99% of the final validation accuracy (est.)",
                       fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
@@ -409,11 +460,12 @@ def fig_federated(found: list[tuple[str, list[dict]]], path: Path) -> Path:
     for ax, (fname, curves) in zip(axes.flat, found, strict=False):
         for c in curves:
             label = c["label"].removeprefix(Path(fname).stem).strip() or c["label"]
-            ax.plot(c["rounds"], [100 * a for a in c["acc"]], marker=".", label=label)
+            ax.plot(c["rounds"], [100 * a for a in c["acc"]], marker="." if len(curves) < 6
+                    else None, linewidth=0.9, label=label)
         ax.set_title(Path(fname).stem, fontsize=10)
-        ax.set_xlabel("epoch" if "centralized" in fname else "federated round")
+        ax.set_xlabel("federated round")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=3)
     for ax in axes[:, 0]:
         ax.set_ylabel("global model test accuracy (%)")
     for ax in list(axes.flat)[len(found):]:
@@ -430,10 +482,10 @@ def write_report(results: dict, out_dir: Path) -> dict[str, Path]:
     if results["tasks"]:
         figs["Figure 4: accuracy per epoch"] = _curves(
             results, out_dir / "reproduction-fig4-accuracy.png", "acc", "accuracy",
-            "Accuracy per epoch: HyBNN (BNN on codes) against the binary CNN on images")
+            "Accuracy per epoch (first seed): HyBNN (BNN on codes) against the binary CNN")
         figs["Figure 5: loss per epoch"] = _curves(
             results, out_dir / "reproduction-fig5-loss.png", "loss", "cross-entropy loss",
-            "Loss per epoch: HyBNN (BNN on codes) against the binary CNN on images")
+            "Loss per epoch (first seed): HyBNN (BNN on codes) against the binary CNN")
         figs["Figure 6: test accuracy per task"] = fig_accuracy_bars(
             results, out_dir / "reproduction-fig6-accuracy.png")
         figs["Training cost"] = fig_cost(results, out_dir / "reproduction-cost.png")

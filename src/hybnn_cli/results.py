@@ -86,7 +86,7 @@ def result_header(fmt: str, version: int, argv: list[str] | None = None) -> dict
     return {"format": fmt, "format_version": version, **git_state(),
             "command": " ".join(argv if argv is not None else sys.argv),
             "machine": machine_record(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
 
 
 def write_result(path: str | os.PathLike, fmt: str, version: int, body: dict,

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hybnn_cli import checkpoint as ck
@@ -18,6 +19,7 @@ from hybnn_cli.data import load_split
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.extract import encode_batches
 from hybnn_cli.images import save_recon_grid
+from hybnn_cli.splits import VAL_FRACTION, train_val_indices
 from hybnn_cli.tasks import Task
 from hybnn_cli.train_bnn import BNNConfig, codes_to_tensor, evaluate, train_bnn
 from hybnn_cli.train_vae import VAEConfig, images_to_tensor, train_vae
@@ -93,24 +95,38 @@ def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
             **{f"n_{s}": len(v[0]) for s, v in splits.items()}}
 
 
-def load_task_codes(codes_path: Path, task: Task) -> dict:
-    """The task's samples of both splits as ±1 tensors, with the codes' attributes."""
+def load_task_codes(codes_path: Path, task: Task, val_fraction: float = VAL_FRACTION) -> dict:
+    """The task's samples as ±1 tensors: "train" and "val" (a stratified slice of the training
+    split, see `splits`) and "test", with the codes' attributes."""
     out = {}
     for split in ("train", "test"):
         c = read_codes(codes_path, split)
-        idx, y = task.select(c.labels)
-        if len(idx) == 0:
-            raise HybnnError(f"{codes_path}: task {task.name} (classes "
-                             f"{','.join(map(str, task.classes))}) has no samples in /{split}")
-        out[split] = (codes_to_tensor(c.codes[idx], c.n_bits), torch.from_numpy(y))
+        parts = _split_parts(c.labels, split, val_fraction)
+        for name, keep in parts.items():
+            idx, y = task.select(c.labels[keep])
+            if len(idx) == 0 and name != "val":
+                raise HybnnError(f"{codes_path}: task {task.name} (classes "
+                                 f"{','.join(map(str, task.classes))}) has no samples in /{split}")
+            out[name] = (codes_to_tensor(c.codes[keep][idx], c.n_bits), torch.from_numpy(y))
         out["n_bits"], out["attrs"] = c.n_bits, c.attrs
     return out
 
 
+def _split_parts(labels, split: str, val_fraction: float) -> dict:
+    """{"test": all} for the test split; {"train": ..., "val": ...} index arrays for train."""
+    if split == "test":
+        return {"test": np.arange(len(labels))}
+    train_idx, val_idx = train_val_indices(labels, val_fraction)
+    return {"train": train_idx, "val": val_idx}
+
+
 def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | None,
-                   resume: Path | None = None, on_epoch: EpochFn | None = None) -> dict:
-    """Train a BNN for `task` on a codes file; save its checkpoint to `out` (if given)."""
-    data = load_task_codes(codes_path, task)
+                   resume: Path | None = None, on_epoch: EpochFn | None = None,
+                   test: bool = True) -> dict:
+    """Train a BNN for `task` on a codes file (the training split minus its validation slice),
+    validating after every epoch; save its checkpoint to `out` (if given). The test split is
+    read once, at the end, and only when `test` is true (tuning runs leave it unread)."""
+    data = load_task_codes(codes_path, task, cfg.val_fraction)
     sha = data["attrs"]["encoder_sha256"]
     shape = BNNShape(n_bits=data["n_bits"], hidden=cfg.hidden, n_classes=task.n_classes)
     torch.manual_seed(cfg.seed)
@@ -120,18 +136,15 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     if resume is not None:
         model, old = ck.load_bnn(resume)
         check_encoder(old, sha, resume, codes_path)
-        require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed"), resume)
+        require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed",
+                                            "val_fraction"), resume)
         if old["shape"] != shape.to_dict():
             raise HybnnError(f"{resume}: cannot resume: the checkpoint's BNN is {old['shape']}, "
                              f"this run needs {shape.to_dict()}")
         optimizer, history = _resumed_optimizer(model, cfg, old)
     history, seconds = _fit(model, cfg, data, optimizer, history, on_epoch)
-    x_tr, y_tr = data["train"]
-    x_te, y_te = data["test"]
-    metrics = {"task": task.name, "classes": list(task.classes), "n_train": len(y_tr),
-               "n_test": len(y_te), "train_seconds": seconds,
-               "test_acc": history[-1]["test_acc"], "train_acc": history[-1]["train_acc"],
-               "history": history}
+    metrics = {"task": task.name, "classes": list(task.classes), "train_seconds": seconds,
+               **_final_metrics(model, data, history, test)}
     if out is not None:
         ck.save_checkpoint(out, ck.BNN_FORMAT, model, cfg.to_dict(), cfg.seed,
                            shape=shape.to_dict(), task={"name": task.name,
@@ -152,16 +165,28 @@ def _resumed_optimizer(model: torch.nn.Module, cfg, old_ckpt: dict):
 
 def _fit(model, cfg, data: dict, optimizer, history: list[dict],
          on_epoch: EpochFn | None) -> tuple[list[dict], float]:
-    """Train from epoch len(history) to cfg.epochs on data["train"], testing on data["test"];
+    """Train from epoch len(history) to cfg.epochs on data["train"], validating on data["val"];
     returns the whole history and the seconds this call trained."""
     if len(history) >= cfg.epochs:
         raise HybnnError(f"already trained for {len(history)} epochs; ask for more with --epochs")
     x_tr, y_tr = data["train"]
-    x_te, y_te = data["test"]
+    x_va, y_va = data["val"]
     t0 = time.perf_counter()
-    history = history + train_bnn(model, cfg, x_tr, y_tr, x_te, y_te, optimizer,
+    history = history + train_bnn(model, cfg, x_tr, y_tr, x_va, y_va, optimizer,
                                   start_epoch=len(history), on_epoch=on_epoch)
     return history, time.perf_counter() - t0
+
+
+def _final_metrics(model, data: dict, history: list[dict], test: bool) -> dict:
+    """Sizes, the last epoch's train and validation accuracy, and (if `test`) the one reading
+    of the test split."""
+    out = {"n_train": len(data["train"][1]), "n_val": len(data["val"][1]),
+           "n_test": len(data["test"][1]), "train_acc": history[-1]["train_acc"],
+           "val_acc": history[-1].get("val_acc"), "history": history}
+    if test:
+        res = evaluate(model, *data["test"])
+        out.update(test_acc=res["acc"], test_loss=res["loss"])
+    return out
 
 
 def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
@@ -184,33 +209,41 @@ def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
 
 
 def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> dict:
-    """Accuracy of a saved BNN on one split of a codes file (same encoder required)."""
+    """Accuracy of a saved BNN on one split of a codes file (same encoder required): "test",
+    or "train" / "val", the parts of the training split the BNN was trained / validated on."""
+    if split not in ("train", "val", "test"):
+        raise HybnnError(f"unknown split '{split}': use train, val or test")
     model, ckpt = ck.load_bnn(bnn_path)
-    c = read_codes(codes_path, split)
+    c = read_codes(codes_path, "test" if split == "test" else "train")
     check_encoder(ckpt, c.attrs["encoder_sha256"], bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
-    idx, y = task.select(c.labels)
+    keep = _split_parts(c.labels, "test" if split == "test" else "train",
+                        ckpt["config"].get("val_fraction", 0.0))[split]
+    idx, y = task.select(c.labels[keep])
     if len(idx) == 0:
         raise HybnnError(f"{codes_path}: task {task.name} has no samples in /{split}")
-    res = evaluate(model, codes_to_tensor(c.codes[idx], c.n_bits), torch.from_numpy(y))
+    res = evaluate(model, codes_to_tensor(c.codes[keep][idx], c.n_bits), torch.from_numpy(y))
     return {"task": task.name, "split": split, "n": int(len(idx)), "acc": res["acc"],
             "loss": res["loss"]}
 
 
 # ── the binary CNN baseline on images ─────────────────────────────────────────────────────────
-def load_task_images(dataset: str, task: Task, data_dir=None, limit: int | None = None) -> dict:
-    """The task's images of both splits as [0, 1] tensors (N, 1, 28, 28) with remapped labels.
-    `limit` keeps the first N images of each split before selecting the task's classes."""
+def load_task_images(dataset: str, task: Task, data_dir=None, limit: int | None = None,
+                     val_fraction: float = VAL_FRACTION) -> dict:
+    """The task's images as [0, 1] tensors (N, 1, 28, 28) with remapped labels: "train", "val"
+    (the same slice as `load_task_codes` takes) and "test". `limit` keeps the first N images of
+    each split before selecting the task's classes."""
     out = {}
     for split in ("train", "test"):
         images, labels = load_split(dataset, split, data_dir)
         if limit:
             images, labels = images[:limit], labels[:limit]
-        idx, y = task.select(labels)
-        if len(idx) == 0:
-            raise HybnnError(f"{dataset}: task {task.name} (classes "
-                             f"{','.join(map(str, task.classes))}) has no samples in {split}")
-        out[split] = (images_to_tensor(images[idx]), torch.from_numpy(y))
+        for name, keep in _split_parts(labels, split, val_fraction).items():
+            idx, y = task.select(labels[keep])
+            if len(idx) == 0 and name != "val":
+                raise HybnnError(f"{dataset}: task {task.name} (classes "
+                                 f"{','.join(map(str, task.classes))}) has no samples in {split}")
+            out[name] = (images_to_tensor(images[keep][idx]), torch.from_numpy(y))
     return out
 
 
@@ -219,13 +252,13 @@ def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
 
 
 def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Path | None = None,
-                   on_epoch: EpochFn | None = None) -> dict:
+                   on_epoch: EpochFn | None = None, test: bool = True) -> dict:
     """Train the binary CNN baseline (`baseline.BaselineConfig`) on images with the task BNN's
     loop; save its checkpoint to `out` (if given). The metrics also hold the test set's class
     counts and the counts of the predicted classes, which show a collapsed model at a glance."""
     from hybnn_cli.baseline import BinaryCNN, predict
 
-    data = load_task_images(cfg.dataset, task, data_dir, cfg.train_limit)
+    data = load_task_images(cfg.dataset, task, data_dir, cfg.train_limit, cfg.val_fraction)
     torch.manual_seed(cfg.seed)
     model = BinaryCNN(task.n_classes, cfg.binarize)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -233,24 +266,37 @@ def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Pat
     if resume is not None:
         model, old = ck.load_baseline(resume)
         require_same_config(old, cfg, ("dataset", "binarize", "batch_size", "lr", "seed",
-                                       "train_limit"), resume)
+                                       "val_fraction", "train_limit"), resume)
         if tuple(old["task"]["classes"]) != task.classes:
             raise HybnnError(f"{resume}: cannot resume: it was trained on classes "
                              f"{old['task']['classes']}, this run asks for {list(task.classes)}")
         optimizer, history = _resumed_optimizer(model, cfg, old)
     history, seconds = _fit(model, cfg, data, optimizer, history, on_epoch)
-    x_tr, y_tr = data["train"]
-    x_te, y_te = data["test"]
     metrics = {"task": task.name, "classes": list(task.classes), "binarize": cfg.binarize,
-               "dataset": cfg.dataset, "n_train": len(y_tr), "n_test": len(y_te),
-               "train_seconds": seconds, "test_acc": history[-1]["test_acc"],
-               "train_acc": history[-1]["train_acc"],
-               "test_class_counts": class_counts(y_te, task.n_classes),
-               "predicted_class_counts": class_counts(predict(model, x_te), task.n_classes),
-               "history": history}
+               "dataset": cfg.dataset, "train_seconds": seconds,
+               **_final_metrics(model, data, history, test)}
+    if test:
+        x_te, y_te = data["test"]
+        metrics.update(test_class_counts=class_counts(y_te, task.n_classes),
+                       predicted_class_counts=class_counts(predict(model, x_te), task.n_classes))
     if out is not None:
         ck.save_checkpoint(out, ck.BASELINE_FORMAT, model, cfg.to_dict(), cfg.seed,
                            shape=model.shape(), task={"name": task.name,
                                                       "classes": list(task.classes)},
                            optimizer=optimizer.state_dict(), metrics=metrics)
     return metrics
+
+
+def test_baseline(cnn_path: Path, data_dir=None) -> dict:
+    """Test accuracy of a saved binary CNN on its task's test images, with the test set's class
+    counts and the counts of the predicted classes (a collapsed model shows at a glance)."""
+    from hybnn_cli.baseline import predict
+
+    model, ckpt = ck.load_baseline(cnn_path)
+    cfg = ckpt["config"]
+    task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
+    x, y = load_task_images(cfg["dataset"], task, data_dir, cfg.get("train_limit"), 0.0)["test"]
+    res = evaluate(model, x, y)
+    return {"test_acc": res["acc"], "test_loss": res["loss"],
+            "test_class_counts": class_counts(y, task.n_classes),
+            "predicted_class_counts": class_counts(predict(model, x), task.n_classes)}

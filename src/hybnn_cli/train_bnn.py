@@ -31,6 +31,7 @@ class BNNConfig:
     hidden: int = 128
     seed: int = 0
     threads: int = 2
+    val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,10 +87,12 @@ def evaluate(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, batch_size: int =
 
 
 def train_bnn(model: TaskBNN, cfg: BNNConfig, x_train: torch.Tensor, y_train: torch.Tensor,
-              x_test: torch.Tensor, y_test: torch.Tensor, optimizer: torch.optim.Optimizer,
+              x_val: torch.Tensor, y_val: torch.Tensor, optimizer: torch.optim.Optimizer,
               start_epoch: int = 0,
               on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Train epochs start_epoch..cfg.epochs−1; one metrics dict per epoch.
+    """Train epochs start_epoch..cfg.epochs−1; one metrics dict per epoch, with the loss and
+    accuracy on (x_val, y_val) when it is not empty. Never give it the test split: settings are
+    chosen on these numbers.
 
     The order of epoch e depends only on (seed, e), so a resumed run repeats an unbroken one.
     """
@@ -102,9 +105,11 @@ def train_bnn(model: TaskBNN, cfg: BNNConfig, x_train: torch.Tensor, y_train: to
         t0 = time.perf_counter()
         tr = train_epoch(model, optimizer, x_train, y_train, cfg.batch_size, gen)
         seconds = time.perf_counter() - t0
-        te = evaluate(model, x_test, y_test)
         metrics = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
-                   "test_loss": te["loss"], "test_acc": te["acc"], "epoch_seconds": seconds}
+                   "epoch_seconds": seconds}
+        if len(x_val):
+            va = evaluate(model, x_val, y_val)
+            metrics.update(val_loss=va["loss"], val_acc=va["acc"])
         history.append(metrics)
         if on_epoch:
             on_epoch(epoch, metrics)

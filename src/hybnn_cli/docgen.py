@@ -1,0 +1,315 @@
+"""Generated text in the README and the docs: every number they quote comes from a result file.
+
+A block of Markdown between `<!-- generated: NAME -->` and `<!-- /generated -->` is the output of
+the renderer NAME (registered below) on the result files in `benchmarks/results/`; each block ends
+with the file(s) it came from and their commit. `hybnn report --docs` rewrites the blocks in place;
+`tests/test_docs_sync.py` fails when a block differs from what its files give now. Prose outside
+the blocks states no measured number.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.fileio import atomic_path
+from hybnn_cli.results import read_result
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+DOCS = ("README.md", "docs/reproduction.md", "docs/federated.md", "benchmarks/README.md")
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
+                   re.S)
+
+Renderer = Callable[[Path], str]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(name: str):
+    def register(fn: Renderer) -> Renderer:
+        RENDERERS[name] = fn
+        return fn
+    return register
+
+
+def render_text(text: str, results_dir: Path = RESULTS_DIR) -> str:
+    """`text` with every generated block rendered anew."""
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in RENDERERS:
+            raise HybnnError(f"unknown generated block '{name}' (known: "
+                             f"{', '.join(sorted(RENDERERS))})")
+        return m[1] + RENDERERS[name](Path(results_dir)).rstrip("\n") + "\n" + m[4]
+    return BLOCK.sub(sub, text)
+
+
+def block_names(text: str) -> list[str]:
+    return [m["name"] for m in BLOCK.finditer(text)]
+
+
+def update_docs(root: Path, results_dir: Path = RESULTS_DIR) -> list[Path]:
+    """Rewrite the generated blocks of the docs under `root`; returns the files that changed."""
+    changed = []
+    for rel in DOCS:
+        path = Path(root) / rel
+        if not path.is_file():
+            continue
+        old = path.read_text()
+        new = render_text(old, results_dir)
+        if new != old:
+            with atomic_path(path) as tmp:
+                tmp.write_text(new)
+            changed.append(path)
+    return changed
+
+
+# ── helpers ───────────────────────────────────────────────────────────────────────────────────
+def _load(results_dir: Path, name: str, fmt: str) -> dict:
+    return read_result(Path(results_dir) / name, fmt)
+
+
+def source(name: str, rec: dict) -> str:
+    dirty = ", uncommitted changes" if rec.get("dirty") else ""
+    return (f"*From `benchmarks/results/{name}`: "
+            f"`{rec['command']}`, commit `{str(rec['commit'])[:12]}`{dirty}, "
+            f"{rec['date'][:10]}, {rec['machine']['cpu']}.*")
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
+
+
+def entry_cell(e: dict | None) -> str:
+    return "–" if not e else mean_sd([r["test_acc"] for r in e["runs"]])
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ── the reproduction study ────────────────────────────────────────────────────────────────────
+STUDY = "reproduction.json"
+
+
+def _study(results_dir: Path) -> dict:
+    return _load(results_dir, STUDY, "hybnn-reproduction")
+
+
+@renderer("study-settings")
+def study_settings(results_dir: Path) -> str:
+    r = _study(results_dir)
+    c = r["config"]
+    vae_s = [x for v in r["vaes"] if v for x in v["epoch_seconds"]]
+    recon = [v["final"]["test_recon"] for v in r["vaes"] if v]
+    kl = [v["final"]["test_kl"] for v in r["vaes"] if v and "test_kl" in v["final"]]
+    lrs = ", ".join(f"{x:g}" for x in c["bnn_lrs"])
+    cnn_lrs = ", ".join(f"{x:g}" for x in c["baseline_lrs"])
+    lines = [
+        f"Seeds {', '.join(map(str, c['seeds']))}: seed s pretrains VAE s ({c['vae_epochs']} "
+        f"epochs, Adam 1e-3, batch 128) and trains every model with seed s. "
+        f"{100 * c['val_fraction']:.0f}% of each digit of the MNIST training split is held out "
+        f"for validation (the same images for every model). Each model's learning rate is "
+        f"chosen per task on the first seed's validation accuracy: task BNN (Adam, "
+        f"{c['bnn_epochs']} epochs, cosine schedule, batch 128) from {{{lrs}}}, binary CNN (Adam, "
+        f"{c['baseline_epochs']} epochs, cosine schedule, batch 128) from {{{cnn_lrs}}}; the "
+        f"10-class BNN also chooses its hidden width from "
+        f"{{{', '.join(map(str, c['ten_class_hidden']))}}}. Epoch counts were fixed, not tuned. "
+        f"The test split is read only by the runs at the chosen settings.",
+    ]
+    if recon:
+        lines.append(f"\nVAEs: final test reconstruction {statistics.fmean(recon):.1f} nats per "
+                     f"image" + (f", KL {statistics.fmean(kl):.1f} nats" if kl else "")
+                     + f" (mean over seeds); epoch time median {statistics.median(vae_s):.1f} s, "
+                     f"range {min(vae_s):.1f}–{max(vae_s):.1f} s ({c['threads']} torch "
+                     f"thread(s), machine shared with other jobs).")
+    return "\n".join(lines) + "\n\n" + source(STUDY, r)
+
+
+@renderer("accuracy-table")
+def accuracy_table(results_dir: Path) -> str:
+    r = _study(results_dir)
+    bins = r["config"]["binarizations"]
+    names = {"sign": "binary CNN, `sign` input (the paper's)",
+             "threshold": "CNN, `threshold` input", "none": "CNN, real-valued first layer"}
+    rows = []
+    for t in r["tasks"]:
+        rows.append([t["task"], " vs ".join(map(str, t["classes"])), t["n_test"],
+                     entry_cell(t["hybnn"])] + [entry_cell(t["baselines"].get(b)) for b in bins])
+    out = table(["task", "digits", "test images", "HyBNN (BNN on codes)"]
+                + [names.get(b, b) for b in bins], rows)
+    ten = r.get("ten_class")
+    if ten:
+        out += (f"\n\n10 classes on the same codes (`--task all`, {ten['n_test']:,} test images): "
+                f"**{entry_cell(ten)}%** with hidden width {ten['chosen']['hidden']} and lr "
+                f"{ten['chosen']['lr']:g} (chosen on validation; per seed: "
+                + ", ".join(f"{pct(x['test_acc'])}" for x in ten["runs"]) + ").")
+    return (f"Test accuracy in %, mean ± standard deviation over seeds "
+            f"{', '.join(map(str, r['config']['seeds']))}:\n\n" + out + "\n\n" + source(STUDY, r))
+
+
+@renderer("tuning-table")
+def tuning_table(results_dir: Path) -> str:
+    from hybnn_cli.report import tuning_table as tt
+
+    r = _study(results_dir)
+    return tt(r) + "\n\n" + source(STUDY, r)
+
+
+@renderer("per-seed-table")
+def per_seed_table(results_dir: Path) -> str:
+    r = _study(results_dir)
+    seeds = r["config"]["seeds"]
+    rows = []
+    entries = [(t["task"], "HyBNN", t["hybnn"]) for t in r["tasks"]]
+    if r.get("ten_class"):
+        entries.append(("all", "HyBNN", r["ten_class"]))
+    entries += [(t["task"], f"CNN `{b}`", e) for t in r["tasks"]
+                for b, e in t["baselines"].items()]
+    for task, model, e in entries:
+        if not e:
+            continue
+        by_seed = {x["seed"]: x for x in e["runs"]}
+        rows.append([task, model, ", ".join(f"{k} {v:g}" for k, v in e["chosen"].items())]
+                    + [f"{pct(by_seed[s]['val_acc'])} / {pct(by_seed[s]['test_acc'])}"
+                       if s in by_seed else "–" for s in seeds])
+    return (table(["task", "model", "setting"] + [f"seed {s}: val / test %" for s in seeds], rows)
+            + "\n\n" + source(STUDY, r))
+
+
+@renderer("sign-collapse")
+def sign_collapse(results_dir: Path) -> str:
+    r = _study(results_dir)
+    rows = []
+    for t in r["tasks"]:
+        b = t["baselines"].get("sign")
+        if not b:
+            continue
+        counts = t["test_class_counts"]
+        preds = [x for x in b["predicted_class_counts"]]
+        only = [i for i, n in enumerate(preds) if n]
+        rows.append([t["task"], (t.get("distinct_test_inputs") or {}).get("sign", "–"),
+                     ", ".join(f"{c}: {n:,}" for c, n in zip(t["classes"], counts, strict=True)),
+                     f"always {t['classes'][only[0]]}" if len(only) == 1 else "both",
+                     pct(counts[only[0]] / sum(counts)) if len(only) == 1 else "–",
+                     pct(b["runs"][0]["test_acc"])])
+    return (table(["task", "different test inputs after sign", "test images per digit",
+                   "first seed's CNN predicts", "that digit's share %", "its accuracy %"], rows)
+            + "\n\n" + source(STUDY, r))
+
+
+@renderer("sizes")
+def sizes(results_dir: Path) -> str:
+    r = _study(results_dir)
+    s = r["model_sizes"]
+
+    def kib(key):
+        return f"{s[key]['total']['bytes'] / 1024:.2f} KiB"
+    return (f"Sizes: task BNN {kib('hybnn_task_bnn')} "
+            f"({s['hybnn_task_bnn']['total']['binary_params']:,} binary weights), binary CNN "
+            f"{kib('binary_cnn')}, the shared float encoder {kib('vae_encoder')}.\n\n"
+            + source(STUDY, r))
+
+
+@renderer("fashion-table")
+def fashion_table(results_dir: Path) -> str:
+    r = _study(results_dir)
+    f = r.get("fashion")
+    if not f:
+        return ("The transfer study was not part of this run (`--no-fashion`).\n\n"
+                + source(STUDY, r))
+    rows = [[" vs ".join(p["class_names"]), entry_cell(p["mnist_vae"]),
+             entry_cell(p["fashion_vae"]), entry_cell(p["threshold"])] for p in f["pairs"]]
+    return (table(["pair", "MNIST VAE codes", "Fashion VAE codes", "binary CNN `threshold`"], rows)
+            + "\n\n" + source(STUDY, r))
+
+
+# ── federated ─────────────────────────────────────────────────────────────────────────────────
+FED = "federated.json"
+
+
+@renderer("federated-table")
+def federated_table(results_dir: Path) -> str:
+    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    runs, seeds = r["runs"], r["seeds"]
+    tasks = sorted({k.split("/")[1].removeprefix("task") for k in runs})
+    variants = [v for v in ("iid", "dirichlet", "bits") if any(k.startswith(v + "/") for k in runs)]
+
+    def accs(variant, task):
+        return [runs[k]["test_acc"] for s in seeds
+                if (k := f"{variant}/task{task}/seed{s}") in runs]
+
+    def up_kb(variant, task):
+        vals = [runs[k]["bytes"]["uplink_per_round"] for s in seeds
+                if (k := f"{variant}/task{task}/seed{s}") in runs]
+        return f"{statistics.fmean(vals) / 1e3:,.1f}" if vals else "–"
+
+    rows = []
+    for t in tasks:
+        central = list(r["centralized_test_acc"][t].values())
+        rows.append([t, r["lr_per_task"][t], mean_sd(central)]
+                    + [mean_sd(accs(v, t)) for v in variants]
+                    + [up_kb(v, t) for v in variants if v in ("iid", "bits")])
+    names = {"iid": f"federated IID, round {r['rounds']}", "dirichlet": "Dirichlet α = 0.5",
+             "bits": "`--uplink bits`"}
+    header = (["task", "lr (chosen on validation)", "centralized `train-bnn`"]
+              + [names[v] for v in variants]
+              + [f"uplink kB/round ({'float' if v == 'iid' else 'bits'})"
+                 for v in variants if v in ("iid", "bits")])
+    return (f"{r['clients']} clients, {r['rounds']} rounds × 5 local epochs; test accuracy in %, "
+            f"mean ± standard deviation over seeds {', '.join(map(str, seeds))}:\n\n"
+            + table(header, rows) + "\n\n" + source(FED, r))
+
+
+@renderer("federated-band")
+def federated_band(results_dir: Path) -> str:
+    """How close the IID curves stay to centralized, round by round."""
+    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    rows = []
+    for key, run in sorted(r["runs"].items()):
+        variant, task, seed = key.split("/")
+        if variant != "iid":
+            continue
+        t, s = task.removeprefix("task"), seed.removeprefix("seed")
+        central = r["centralized_test_acc"][t][s]
+        gaps = [a - central for a in run["accuracy_curve"]]
+        first = next((i + 1 for i, g in enumerate(gaps) if all(x >= -0.005 for x in gaps[i:])),
+                     None)
+        curve = run["accuracy_curve"]
+        steps = [abs(b - a) for a, b in zip(curve, curve[1:], strict=False)]
+        rows.append([t, s, f"{100 * gaps[-1]:+.2f}", f"{100 * min(gaps):+.2f}",
+                     first if first else "never",
+                     f"{100 * max(steps):.2f}" if steps else "–"])
+    return (table(["task", "seed", "final − centralized (points)", "worst round − centralized",
+                   "first round after which it stays within −0.5 points",
+                   "largest change between rounds"], rows) + "\n\n" + source(FED, r))
+
+
+# ── the runtime ───────────────────────────────────────────────────────────────────────────────
+EXACT = "exactness.json"
+
+
+@renderer("exactness")
+def exactness(results_dir: Path) -> str:
+    r = _load(results_dir, EXACT, "hybnn-exactness")
+    rows = r["results"]
+    tasks = sorted({x["task"] for x in rows})
+    mism = sum(x["mismatches"] for x in rows)
+    identical = sum(x["scores_bit_identical"] for x in rows)
+    codes = sum(x["n_codes"] for x in rows)
+    agree = sum(x["accuracy_kernel"] == x["accuracy_torch"] for x in rows)
+    return (f"Exactness: {len(rows)} exported BNNs (tasks {', '.join(tasks)}; every seed of the "
+            f"accuracy table) against their torch models on all test codes of their encoder "
+            f"({codes:,} predictions): {mism} mismatched predictions, class scores bit-identical "
+            f"for {identical} of {len(rows)} models, kernel accuracy equal to torch's for "
+            f"{agree} of {len(rows)}.\n\n" + source(EXACT, r))
