@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from hybnn_cli import __version__ as hybnn_version
 from hybnn_cli import checkpoint as ck
 from hybnn_cli import stages
