@@ -164,6 +164,20 @@ def test_task_without_samples_is_refused(tiny_pipeline, tmp_path):
                    "task task1 (classes 0,1) has no samples in /test")
 
 
+def test_label_outside_the_classes_is_refused_before_training(tiny_pipeline, tmp_path):
+    import h5py
+
+    codes = tmp_path / "codes.h5"
+    shutil.copy(tiny_pipeline["codes"], codes)
+    with h5py.File(codes, "a") as f:
+        f["test"]["labels"][5] = 200
+    one_line_error(run("train-bnn", "--codes", codes, "--task", "all", "--epochs", 1,
+                       "--out", tmp_path / "bnn.pt"),
+                   f"{codes}: /test/labels holds 200 (at index 5), outside the 10 classes 0..9 "
+                   f"of 'fake'")
+    assert not (tmp_path / "bnn.pt").exists()
+
+
 def test_checkpoint_loads_with_weights_only(tiny_pipeline):
     model, ckpt = ck.load_vae(tiny_pipeline["vae"])
     assert ckpt["format_version"] == ck.FORMAT_VERSION and not model.training
