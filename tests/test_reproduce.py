@@ -2,7 +2,6 @@
 configuration, the cache, the federated figure, and clear errors for bad inputs."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ from typer.testing import CliRunner
 from hybnn_cli.cli import app
 
 runner = CliRunner()
-HAVE_MNIST = bool(os.environ.get("HYBNN_DATA")) and any(
-    (Path(os.environ["HYBNN_DATA"]) / d / f).is_file()
-    for d in ("mnist", ".") for f in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,11 +46,11 @@ def test_report_refuses_a_json_that_is_not_a_reproduction(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_MNIST, reason="needs real MNIST in $HYBNN_DATA")
-def test_study_end_to_end_on_a_small_configuration(tmp_path):
+def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_dir):
     work, out = tmp_path / "work", tmp_path / "results"
     args = ["reproduce", "--quick", "--limit", "300", "--tasks", "1,2", "--work", str(work),
-            "--results-dir", str(out), "--threads", "1", "--json"]
+            "--results-dir", str(out), "--threads", "1", "--data-dir", str(mnist_and_fashion_dir),
+            "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
