@@ -68,8 +68,14 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_d
         assert t["distinct_test_inputs"]["sign"] == 1
         sign = t["baselines"]["sign"]
         assert sorted(sign["predicted_class_counts"])[0] == 0  # the sign model never varies
+        # so it scores exactly the share of the one class it predicts
+        only = sign["predicted_class_counts"].index(t["n_test"])
+        assert sign["test_acc"] == pytest.approx(t["test_class_counts"][only] / t["n_test"])
         for run in [t["hybnn"], *t["baselines"].values()]:
-            assert 0.0 <= run["test_acc"] <= 1.0
+            # a whole number of the task's test samples, and the last epoch's figure
+            correct = run["test_acc"] * t["n_test"]
+            assert correct == pytest.approx(round(correct), abs=1e-6)
+            assert run["test_acc"] == run["history"][-1]["test_acc"]
             assert run["time_to_99"]["seconds"] <= run["train_epoch_seconds"] + 1e-9
     assert res["ten_class"]["n_test"] == 300
     assert res["model_sizes"]["binary_cnn"]["total"]["binary_params"] > 0
