@@ -31,15 +31,31 @@ def one_line_error(result, fragment: str):
     assert "Traceback" not in result.output
 
 
-def test_help_lists_every_command_with_an_example():
+def test_help_lists_every_command_with_an_example_json_and_seed():
+    import typer.main
+
     result = run("--help")
     assert result.exit_code == 0
+    commands = typer.main.get_command(app).commands
     for cmd in app.registered_commands:
         name = cmd.name
         assert name in result.stdout
         sub = run(name, "--help")
         assert sub.exit_code == 0, name
-        assert "Example: hybnn " + name in " ".join(sub.stdout.split()), name
+        text = " ".join(sub.stdout.split())
+        assert "Example: hybnn " + name in text, name
+        opts = {o for p in commands[name].params for o in p.opts}
+        assert "--json" in opts, name
+        # a command with randomness takes --seed; one without says so and why
+        assert ("--seed" in opts) != ("No --seed: " in text), name
+
+
+def test_seeded_commands_are_the_ones_with_randomness():
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    seeded = {n for n, c in commands.items() if any("--seed" in p.opts for p in c.params)}
+    assert seeded == {"pretrain-vae", "train-bnn", "fed", "baseline", "reproduce"}
 
 
 def test_pretrain_writes_checkpoint_and_png_and_resumes(tmp_path, fake_root):
@@ -113,8 +129,9 @@ def test_pipeline_on_real_mnist_learns(mnist_dir, tmp_path):
 def test_resume_bnn_continues_history(tiny_pipeline, tmp_path):
     bnn = tmp_path / "b.pt"
     common = ["train-bnn", "--codes", tiny_pipeline["codes"], "--task", "2", "--threads", 1,
-              "--out", bnn, "--json"]
+              "--seed", 4, "--out", bnn, "--json"]
     assert run(*common, "--epochs", 2).exit_code == 0
+    assert torch.load(bnn, weights_only=True)["seed"] == 4  # the seed is recorded
     result = run(*common, "--epochs", 4, "--resume", bnn)
     assert result.exit_code == 0, result.output
     assert [h["epoch"] for h in json.loads(result.stdout)["history"]] == [1, 2, 3, 4]

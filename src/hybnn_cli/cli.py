@@ -171,6 +171,8 @@ def extract_cmd(
 ):
     """Encode a dataset's train and test splits into packed binary codes.
 
+    No --seed: encoding is deterministic; the codes file records the VAE's seed.
+
     Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
     """
     _check_out(out)
@@ -236,6 +238,8 @@ def evaluate_cmd(
 ):
     """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
 
+    No --seed: evaluation is deterministic.
+
     Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
     """
     if split not in ("train", "test"):
@@ -263,6 +267,8 @@ def export_cmd(
 
     Batch norm + sign become one integer threshold per hidden neuron; the output layer's scores
     are tabulated by torch itself, so predictions equal the torch model's bit for bit.
+
+    No --seed: export is deterministic; the deploy file records the BNN's seed.
 
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
     """
@@ -314,6 +320,8 @@ def predict_cmd(
     json_out: bool = JsonOut,
 ):
     """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN).
+
+    No --seed: prediction is deterministic.
 
     Example: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
 
@@ -369,6 +377,8 @@ def bench_cmd(
 
     Runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses its
     best kernel; records the machine and which BLAS kernel ran.
+
+    No --seed: the inputs come from fixed seeds; only the timings vary between runs.
 
     Example: hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
     """
@@ -700,6 +710,8 @@ def report_cmd(
     json_out: bool = JsonOut,
 ):
     """Redraw the reproduction's table and figures from its JSON, without retraining.
+
+    No --seed: it only redraws what the JSON holds.
 
     Example: hybnn report --results benchmarks/results/reproduction.json
     """
