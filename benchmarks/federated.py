@@ -61,9 +61,9 @@ def study_inputs(study: dict, work: Path) -> tuple[dict, dict, dict]:
     codes = {s: work / c["path"] for s, c in zip(seeds, study["codes"], strict=True)}
     lrs, central = {}, {}
     for row in study["tasks"]:
-        h = row["hybnn"]
-        lrs[row["task"]] = h["chosen"]["lr"]
-        central[row["task"]] = {str(r["seed"]): r["test_acc"] for r in h["runs"]}
+        h, task = row["hybnn"], row["task"].removeprefix("task")
+        lrs[task] = h["chosen"]["lr"]
+        central[task] = {str(r["seed"]): r["test_acc"] for r in h["runs"]}
     return codes, lrs, central
 
 

@@ -1,5 +1,6 @@
-"""Shared fixtures: a small generated IDX dataset registered as `fake`, real MNIST when
-HYBNN_DATA points at it, and a tiny trained pipeline (VAE → codes) built once per session."""
+"""Shared fixtures: a small generated IDX dataset registered as `fake`, real MNIST (and
+Fashion-MNIST) only from the folder HYBNN_DATA names — tests that need them skip with the reason
+otherwise, never fail — and a tiny trained pipeline (VAE → codes) built once per session."""
 
 from __future__ import annotations
 
@@ -69,12 +70,32 @@ def no_network(monkeypatch):
     monkeypatch.setattr("urllib.request.urlopen", refuse)
 
 
+def real_data_root(*datasets: str) -> Path:
+    """$HYBNN_DATA if it holds every IDX file of `datasets` (in <root>/<folder>/ or <root>/,
+    gzipped or not; checksums are checked when they are read); else skip with the reason."""
+    specs = [data.get_spec(d) for d in datasets]
+    wanted = " and ".join(s.name for s in specs)
+    root = os.environ.get("HYBNN_DATA")
+    if not root:
+        pytest.skip(f"needs real {wanted}: set HYBNN_DATA to the folder holding "
+                    f"{', '.join(s.folder + '/' for s in specs)}")
+    for spec in specs:
+        for name in spec.md5:
+            if not any((d / n).is_file() for d in (Path(root) / spec.folder, Path(root))
+                       for n in (name, name + ".gz")):
+                pytest.skip(f"needs real {wanted}: {name} of {spec.name} is not in "
+                            f"$HYBNN_DATA={root}")
+    return Path(root)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    root = os.environ.get("HYBNN_DATA")
-    if not root or not (Path(root) / "mnist").is_dir():
-        pytest.skip("real MNIST not available (set HYBNN_DATA to the folder holding mnist/)")
-    return Path(root)
+    return real_data_root("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_and_fashion_dir() -> Path:
+    return real_data_root("mnist", "fashion-mnist")
 
 
 @pytest.fixture(scope="session")

@@ -44,3 +44,19 @@ def binary_dense_ref(a: np.ndarray, w: np.ndarray, thresholds: np.ndarray,
     """Packed output bits: bit j of row i is 1 when dot(a[i], w[j]) >= thresholds[j]."""
     dot = xnor_gemm_ref(a, w, n_bits)
     return pack_ref((dot >= np.asarray(thresholds)[None, :]).astype(np.int64))
+
+
+def bnn_predict_ref(state: dict, codes: np.ndarray, n_bits: int, eps: float = 1e-5) -> np.ndarray:
+    """The task BNN's predicted class for packed codes, from its state dict alone, in float64:
+    ±1 inputs, sign(W) (sign(0) = +1), batch norm with running statistics, sign, again, argmax."""
+    def sign(v):
+        return np.where(v >= 0, 1.0, -1.0)
+
+    def bn(v, name):
+        p = {k: state[f"{name}.{k}"].double().numpy()
+             for k in ("running_mean", "running_var", "weight", "bias")}
+        return (v - p["running_mean"]) / np.sqrt(p["running_var"] + eps) * p["weight"] + p["bias"]
+
+    x = unpack_ref(codes, n_bits) * 2.0 - 1.0
+    h = sign(bn(x @ sign(state["fc1.weight"].double().numpy()).T, "bn1"))
+    return np.argmax(bn(h @ sign(state["fc2.weight"].double().numpy()).T, "bn2"), axis=1)

@@ -1,8 +1,5 @@
 """The binary CNN baseline: input binarizations, the sign collapse, model sizes."""
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,11 +9,6 @@ from hybnn_cli.layers import BinaryConv2d, BinaryLinear
 from hybnn_cli.summary import model_summary
 from hybnn_cli.tasks import parse_task
 from hybnn_cli.train_bnn import train_epoch
-
-HAVE_MNIST = bool(os.environ.get("HYBNN_DATA")) and any(
-    (Path(os.environ["HYBNN_DATA"]) / d / "t10k-images-idx3-ubyte.gz").is_file()
-    or (Path(os.environ["HYBNN_DATA"]) / d / "t10k-images-idx3-ubyte").is_file()
-    for d in ("mnist", "."))
 
 
 def test_binarizations_on_the_pixel_range():
@@ -40,13 +32,12 @@ def test_sign_input_collapses_generated_images_to_one_prediction():
     assert predict(model, x).unique().numel() == 1
 
 
-@pytest.mark.skipif(not HAVE_MNIST, reason="needs real MNIST in $HYBNN_DATA")
-def test_sign_baseline_on_mnist_scores_the_share_of_the_class_it_always_predicts():
+def test_sign_baseline_on_mnist_scores_the_share_of_the_class_it_always_predicts(mnist_dir):
     from hybnn_cli import stages
 
     task = parse_task("1")
     cfg = BaselineConfig(task=task.name, binarize="sign", epochs=1, train_limit=600, threads=1)
-    m = stages.train_baseline(task, cfg, None)
+    m = stages.train_baseline(task, cfg, None, mnist_dir)
     pred, counts = m["predicted_class_counts"], m["test_class_counts"]
     assert sorted(pred)[0] == 0  # one class is never predicted
     only = max(range(2), key=lambda i: pred[i])

@@ -38,6 +38,7 @@ def test_round_trip(tmp_path, n_bits):
     assert attrs["n_bits"] == n_bits and attrs["encoder_sha256"] == "ab" * 32
     assert attrs["format"] == "hybnn-codes" and attrs["config"] == {"why": "test"}
     assert "LSB first" in attrs["bit_order"] and attrs["seed"] == 0
+    assert attrs["dataset"] == "mnist" and attrs["n_classes"] == 10
 
 
 def test_failed_write_leaves_no_file(tmp_path):
@@ -75,6 +76,38 @@ def test_malformed_files_are_refused(tmp_path, mutate, message):
     _corrupt(path, mutate)
     with pytest.raises(HybnnError, match=message):
         read_codes(path, "train")
+
+
+def _set_label(f, split, i, value):
+    f[split]["labels"][i] = value
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda f: _set_label(f, "test", 3, 200),
+     "/test/labels holds 200 (at index 3), outside the 10 classes 0..9 of 'mnist'"),
+    (lambda f: _set_label(f, "test", 0, 10), "/test/labels holds 10 (at index 0)"),
+    # a file written before n_classes was recorded: its dataset's classes count
+    (lambda f: (f.attrs.__delitem__("n_classes"), _set_label(f, "test", 7, 12)),
+     "/test/labels holds 12 (at index 7), outside the 10 classes 0..9 of 'mnist'"),
+    (lambda f: (f.attrs.__setitem__("n_classes", 2), _set_label(f, "test", 1, 2)),
+     "/test/labels holds 2 (at index 1), outside the 2 classes 0..1"),
+    (lambda f: (f.attrs.__delitem__("n_classes"), f.attrs.__setitem__("dataset", "cifar")),
+     "records neither n_classes nor a known dataset (dataset 'cifar')"),
+    (lambda f: (f["test"].__delitem__("labels"),
+                f["test"].create_dataset("labels", data=np.full(20, -1, np.int64))),
+     "/test/labels holds -1 (at index 0)"),
+    (lambda f: (f["test"].__delitem__("labels"),
+                f["test"].create_dataset("labels", data=np.zeros(20, np.float32))),
+     "/test/labels has shape (20,) and type float32, expected (20,) integers"),
+])
+def test_labels_outside_the_classes_are_refused(tmp_path, mutate, message):
+    path = tmp_path / "codes.h5"
+    _write(path)
+    read_codes(path, "test")  # valid before
+    _corrupt(path, mutate)
+    with pytest.raises(HybnnError) as e:
+        read_codes(path, "test")
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_not_hdf5_and_missing(tmp_path):

@@ -2,7 +2,6 @@
 configuration, the cache, the federated figure, and clear errors for bad inputs."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ from typer.testing import CliRunner
 from hybnn_cli.cli import app
 
 runner = CliRunner()
-HAVE_MNIST = bool(os.environ.get("HYBNN_DATA")) and any(
-    (Path(os.environ["HYBNN_DATA"]) / d / f).is_file()
-    for d in ("mnist", ".") for f in ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -50,13 +46,13 @@ def test_report_refuses_a_json_that_is_not_a_reproduction(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_MNIST, reason="needs real MNIST in $HYBNN_DATA")
-def test_study_end_to_end_on_a_small_configuration(tmp_path):
+def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_dir):
     import statistics
 
     work, out = tmp_path / "work", tmp_path / "results"
     args = ["reproduce", "--quick", "--limit", "300", "--tasks", "1", "--work", str(work),
-            "--results-dir", str(out), "--threads", "1", "--json"]
+            "--results-dir", str(out), "--threads", "1", "--data-dir", str(mnist_and_fashion_dir),
+            "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
@@ -73,6 +69,9 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
     assert t["distinct_test_inputs"]["sign"] == 1
     sign = t["baselines"]["sign"]
     assert sorted(sign["predicted_class_counts"])[0] == 0  # the sign model never varies
+    # so it scores exactly the share of the one class it predicts
+    only = sign["predicted_class_counts"].index(t["n_test"])
+    assert sign["runs"][0]["test_acc"] == pytest.approx(t["test_class_counts"][only] / t["n_test"])
     for entry in [t["hybnn"], *t["baselines"].values(), res["ten_class"]]:
         # the chosen setting is the best on validation; the test split only for the seeds' runs
         best = max(entry["tuning"], key=lambda c: c["val_acc"])
@@ -83,6 +82,9 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path):
         assert entry["test_acc"] == pytest.approx(statistics.fmean(accs))
         assert entry["test_acc_std"] == pytest.approx(statistics.stdev(accs))
         assert "test_acc" not in entry["history"][-1]  # epochs report validation only
+        for r in entry["runs"]:  # a whole number of the test samples
+            correct = r["test_acc"] * entry["n_test"]
+            assert correct == pytest.approx(round(correct), abs=1e-6)
         assert entry["time_to_99"]["seconds"] <= entry["train_epoch_seconds"] + 1e-9
     # a reported test accuracy is the checkpoint's own, recomputed by `hybnn evaluate`
     run = t["hybnn"]["runs"][1]

@@ -9,6 +9,8 @@ the format before anything else.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -44,8 +46,12 @@ def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HybnnError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if isinstance(e, pickle.UnpicklingError) and found:
+            raise HybnnError(f"{path}: refused: it holds Python objects other than tensors and "
+                             f"plain data ({found.group(1)}), and loading them could run "
+                             f"code") from None
+        raise HybnnError(f"{path}: not a readable checkpoint ({_reason(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise HybnnError(f"{path}: expected a {fmt} checkpoint, found {got!r}")
@@ -53,6 +59,13 @@ def load_checkpoint(path: str | os.PathLike, fmt: str) -> dict:
         raise HybnnError(f"{path}: {fmt} format version {ckpt.get('format_version')} is not "
                          f"supported (this hybnn reads version {FORMAT_VERSION})")
     return ckpt
+
+
+def _reason(e: Exception) -> str:
+    """The first line that says what is wrong (torch's weights-only errors start with advice)."""
+    text = str(e).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 def load_vae(path) -> tuple[BinaryVAE, dict]:

@@ -1,13 +1,14 @@
 """The codes file (HDF5): each image's binary code, packed, with its label.
 
 Layout: `/train/codes` (N, words) uint64 and `/train/labels` (N,) uint8, the same under `/test`.
-Root attributes: format "hybnn-codes", format_version, n_bits, bit_order, dataset, encoder_sha256,
-hybnn_version, seed and config (JSON). Bit j of a code is bit j % 64 of word j // 64; bit 1 = +1;
-padding bits are 0.
+Root attributes: format "hybnn-codes", format_version, n_bits, bit_order, dataset, n_classes,
+encoder_sha256, hybnn_version, seed and config (JSON). Labels lie in 0..n_classes-1 (files written
+before n_classes was recorded take it from their dataset's class list). Bit j of a code is bit
+j % 64 of word j // 64; bit 1 = +1; padding bits are 0.
 
 `CodesWriter` streams batches into a temporary file that is renamed when complete, so memory stays
 bounded and an interrupted run leaves no file under the real name. `read_codes` validates before
-returning anything.
+returning anything, labels included.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import h5py
 import numpy as np
 from hybnn_kernels import n_words
 
+from hybnn_cli.data import DATASETS, get_spec
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance
 
@@ -38,7 +40,7 @@ def codes_writer(path, n_bits: int, sizes: dict[str, int], dataset: str, encoder
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         meta = provenance(CODES_FORMAT, CODES_VERSION, config, seed)
         meta.update(n_bits=n_bits, bit_order=BIT_ORDER, dataset=dataset,
-                    encoder_sha256=encoder_sha256)
+                    n_classes=len(get_spec(dataset).class_names), encoder_sha256=encoder_sha256)
         for k, v in meta.items():
             f.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
         for split, n in sizes.items():
@@ -99,9 +101,9 @@ def read_codes(path: str | os.PathLike, split: str) -> Codes:
         if dc.shape[1] != words:
             raise HybnnError(f"{path}: /{split}/codes has {dc.shape[1]} words per code but "
                              f"n_bits={n_bits} needs {words}")
-        if dl.ndim != 1 or dl.shape[0] != dc.shape[0]:
-            raise HybnnError(f"{path}: /{split}/labels has shape {dl.shape}, expected "
-                             f"({dc.shape[0]},)")
+        if dl.dtype.kind not in "iu" or dl.ndim != 1 or dl.shape[0] != dc.shape[0]:
+            raise HybnnError(f"{path}: /{split}/labels has shape {dl.shape} and type {dl.dtype}, "
+                             f"expected ({dc.shape[0]},) integers")
         codes, labels = dc[()], dl[()]
     pad = words * 64 - n_bits
     if pad and len(codes):
@@ -109,7 +111,23 @@ def read_codes(path: str | os.PathLike, split: str) -> Codes:
         if np.any(codes[:, -1] & mask):
             raise HybnnError(f"{path}: /{split}/codes has bits set past bit {n_bits}: the codes "
                              f"disagree with the n_bits attribute")
+    n_classes = _n_classes(path, attrs)
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if len(bad):
+        raise HybnnError(f"{path}: /{split}/labels holds {labels[bad[0]]} (at index {bad[0]}), "
+                         f"outside the {n_classes} classes 0..{n_classes - 1} of "
+                         f"{attrs.get('dataset')!r}")
     return Codes(codes, labels.astype(np.uint8, copy=False), n_bits, attrs)
+
+
+def _n_classes(path, attrs: dict) -> int:
+    """The recorded number of classes, or for older files that of the recorded dataset."""
+    if "n_classes" in attrs:
+        return int(attrs["n_classes"])
+    if attrs.get("dataset") in DATASETS:
+        return len(DATASETS[attrs["dataset"]].class_names)
+    raise HybnnError(f"{path}: records neither n_classes nor a known dataset (dataset "
+                     f"{attrs.get('dataset')!r}), so its labels cannot be checked")
 
 
 def _attr(v):

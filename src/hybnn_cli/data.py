@@ -72,9 +72,6 @@ FASHION_MNIST = DatasetSpec(
 DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 SPLITS = ("train", "test")
 
-# Folders other packagers use for the same files (Debian's dataset-fashion-mnist among them).
-_SYSTEM_DIRS = {"fashion-mnist": ("/usr/share/datasets/fashion-mnist",)}
-
 
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -125,8 +122,6 @@ def find_file(spec: DatasetSpec, name: str, data_dir=None, download: bool = True
         dirs = [root / spec.folder, root]
         for d in dirs:
             candidates += [d / name, d / (name + ".gz")]
-    for d in _SYSTEM_DIRS.get(spec.name, ()):
-        candidates += [Path(d) / name, Path(d) / (name + ".gz")]
     for c in candidates:
         if c.is_file():
             return c

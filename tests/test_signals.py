@@ -1,0 +1,67 @@
+"""SIGTERM and SIGINT during a real `hybnn extract` process: the command unwinds, removes its
+temporary file, leaves no output file, prints one line and exits 143 or 130."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from hybnn_cli import data
+
+# A `hybnn` entry point for the child: registers the generated `fake` dataset (the parent's
+# fixture made it) and slows encoding to 20 ms per batch, so the signal surely lands mid-write.
+LAUNCHER = """
+import json, sys, time
+from hybnn_cli import data, stages
+spec = json.loads(sys.argv.pop(1))
+data.DATASETS["fake"] = data.DatasetSpec(name="fake", folder="fake", files=data.MNIST.files,
+                                         md5=spec, mirrors=(), class_names=data.MNIST.class_names)
+encode = stages.encode_batches
+def slow(*args, **kwargs):
+    for item in encode(*args, **kwargs):
+        time.sleep(0.02)
+        yield item
+stages.encode_batches = slow
+from hybnn_cli.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig, code, message", [
+    (signal.SIGTERM, 143, "Terminated (SIGTERM)."),
+    (signal.SIGINT, 130, "Interrupted (SIGINT)."),
+])
+def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message):
+    launcher = tmp_path / "hybnn_child.py"
+    launcher.write_text(textwrap.dedent(LAUNCHER))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "codes.h5"
+    args = [sys.executable, str(launcher), json.dumps(data.DATASETS["fake"].md5), "extract",
+            "--vae", str(tiny_pipeline["vae"]), "--dataset", "fake",
+            "--data-dir", str(tiny_pipeline["root"]), "--batch-size", "4", "--out", str(out),
+            "--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out_dir.glob(".codes.h5.*.tmp")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the temporary file never appeared"
+            time.sleep(0.05)
+        time.sleep(0.2)  # well inside the 160 batches × 20 ms of writing
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, stderr
+    assert stderr.strip() == message
+    assert stdout == ""
+    assert list(out_dir.iterdir()) == []  # no .codes.h5.*.tmp and no codes.h5
