@@ -1,11 +1,16 @@
 """The `hybnn` command line: parses options, calls the compute and I/O modules, and turns the
-project's own errors into one red line on stderr with exit code 1."""
+project's own errors into one red line on stderr with exit code 1.
+
+Signals: `main` turns SIGTERM into `errors.Terminated` (a KeyboardInterrupt), so SIGINT and
+SIGTERM both unwind every `finally` (temporary files, child processes) and end with one line and
+exit code 130 (SIGINT) or 143 (SIGTERM)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +21,7 @@ from rich.console import Console
 
 from hybnn_cli import __version__, stages
 from hybnn_cli.data import get_spec
-from hybnn_cli.errors import HybnnError
+from hybnn_cli.errors import HybnnError, Terminated
 from hybnn_cli.progress import make_progress
 from hybnn_cli.tasks import parse_task
 from hybnn_cli.train_bnn import BNNConfig
@@ -50,7 +55,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 def handle_errors(fn):
-    """Print HybnnError (and a few user-caused OS errors) as one line, exit 1."""
+    """Print HybnnError as one line, exit 1; SIGTERM (Terminated) and Ctrl-C as one line, exit 143
+    and 130, after the command's `finally` blocks have run."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -59,8 +65,11 @@ def handle_errors(fn):
         except HybnnError as e:
             err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except Terminated:
+            err_console.print("[bold red]Terminated[/] (SIGTERM).")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]Interrupted.[/]")
+            err_console.print("[bold red]Interrupted[/] (SIGINT).")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -705,7 +714,15 @@ def report_cmd(
             typer.echo(f"{name}: {p}")
 
 
+def _on_sigterm(signum, frame) -> None:
+    """Raise Terminated in the main thread, once: a second SIGTERM during the unwinding is
+    ignored, so cleanup is not cut short (SIGKILL still ends the process)."""
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     app(prog_name="hybnn")
 
 
