@@ -134,9 +134,10 @@ def test_stop_reaches_processes_that_left_the_group(tmp_path):
     procs = Processes({**os.environ, "HYBNN_TEST_MARK": str(tmp_path)}, tmp_path)
     procs.start("sleeper", ["bash", "-c", "setsid sleep 300 & sleep 300"])
     deadline = time.monotonic() + 10
-    while len(processes_with(str(tmp_path))) < 3 and time.monotonic() < deadline:
+    while len(processes_with(str(tmp_path))) < 4 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(processes_with(str(tmp_path))) == 3  # bash, sleep, and the setsid'd sleep
+    # bash, sleep, the setsid'd sleep, and the watchdog
+    assert len(processes_with(str(tmp_path))) == 4
     procs.stop(grace=5)
     deadline = time.monotonic() + 5  # the init process reaps orphans in its own time
     while processes_with(str(tmp_path)) and time.monotonic() < deadline:
