@@ -243,7 +243,8 @@ class Processes:
                     proc.wait(timeout=5)
             self.procs.clear()
             if self._watchdog is not None:  # nothing left for it; it exits on end of file
-                self._watchdog.stdin.close()
+                with contextlib.suppress(OSError):
+                    self._watchdog.stdin.close()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._watchdog.wait(timeout=5)
                 self._watchdog = None
