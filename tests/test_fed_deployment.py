@@ -5,8 +5,11 @@ node refused, a node killed mid-run, a failed run detected, agreement with the i
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,8 +22,9 @@ from hybnn_cli import checkpoint as ck
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed import client_app
 from hybnn_cli.fed.config import FedConfig
-from hybnn_cli.fed.deployment import Federation, Processes, make_node_key
+from hybnn_cli.fed.deployment import Federation, make_node_key
 from hybnn_cli.fed.inprocess import run_inprocess
+from hybnn_cli.fed.processes import Processes, SignalGuard
 from tests.fed_codes import make_codes
 
 
@@ -36,6 +40,21 @@ def vanishes_from_round(n: int) -> ClientApp:
         return client_app.train(msg, context)
 
     return app
+
+
+def http_status(port: int, ca: Path | None = None) -> int | None:
+    """The HTTP status the SuperLink's port answers to `GET /` in plain text, or over TLS with
+    `ca`; None when it answers nothing (the connection is dropped)."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10,
+                                        context=ssl.create_default_context(cafile=str(ca)))
+            if ca else http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    except (http.client.HTTPException, ConnectionError):
+        return None
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
@@ -57,6 +76,7 @@ def test_loopback_deployment_with_tls_and_auth(tmp_path, monkeypatch):
         except subprocess.TimeoutExpired:
             pass
         online = fed.supernodes_online()
+        plain, tls = http_status(fed.port), http_status(fed.port, fed.tls["ca"])
         # a run that fails on the server (its codes file is gone) must raise, not pass
         bad = FedConfig(**{**cfg.to_dict(), "codes": str(tmp_path / "gone.h5"), "out": ""})
         with pytest.raises(HybnnError, match="finished:failed"):
@@ -82,7 +102,8 @@ def test_loopback_deployment_with_tls_and_auth(tmp_path, monkeypatch):
     assert ckpt["config"]["mode"] == "federated"
     time.sleep(0.5)
     assert all(p.poll() is not None for p in procs)
-    assert (fed.run_dir / "tls" / "ca.crt").is_file()
+    # the SuperLink speaks TLS only: a plain-text client gets no answer at all
+    assert tls is not None and plain is None
     assert Path(fed.run_dir / "out" / "rounds.jsonl").read_text().count("\n") == 3
 
 
@@ -116,57 +137,213 @@ def test_killed_supernode_does_not_stop_the_run(tmp_path, monkeypatch):
     assert twin["accuracy_curve"] == result["accuracy_curve"]
 
 
-def processes_with(text: str) -> list[int]:
-    """Live processes whose environment or command line mentions `text`."""
-    found = []
+# ── every process ends with hybnn ─────────────────────────────────────────────────────────────
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name: [0] state, [1] ppid, [19] start time."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def marked_processes(mark: str) -> dict[int, str]:
+    """Live processes whose environment or command line mentions `mark`, and their descendants
+    (a SuperExec's environment cannot be read: Flower makes it non-dumpable); pid → identity
+    (start time and command line), so that a reused pid is never taken for one of ours."""
+    info, children, marked = {}, {}, []
     for d in Path("/proc").glob("[0-9]*"):
         try:
-            if (text.encode() in (d / "environ").read_bytes()
-                    or text.encode() in (d / "cmdline").read_bytes()):
-                if "Z" not in (d / "stat").read_text().rsplit(")", 1)[1].split()[0]:
-                    found.append(int(d.name))
+            pid, fields = int(d.name), _stat(int(d.name))
+            cmdline = (d / "cmdline").read_bytes()
+            try:
+                environ = (d / "environ").read_bytes()
+            except OSError:
+                environ = b""
+        except (OSError, ValueError):
+            continue
+        if fields[0] in ("Z", "X") or pid == os.getpid():
+            continue
+        info[pid] = fields[19] + " " + cmdline.replace(b"\0", b" ").decode(errors="replace")
+        children.setdefault(int(fields[1]), []).append(pid)
+        if mark.encode() in cmdline or mark.encode() in environ:
+            marked.append(pid)
+    found, todo = {}, marked
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = info[pid]
+            todo += children.get(pid, [])
+    return found
+
+
+def still_alive(procs: dict[int, str]) -> dict[int, str]:
+    alive = {}
+    for pid, ident in procs.items():
+        try:
+            fields = _stat(pid)
         except OSError:
             continue
-    return [p for p in found if p != os.getpid()]
+        if fields[0] not in ("Z", "X") and ident.startswith(fields[19] + " "):
+            alive[pid] = ident
+    return alive
+
+
+def kill_everything(mark: str, known: dict[int, str]) -> None:
+    """Cleanup whatever the test finds, so a failure never leaves a process behind."""
+    for pid in {**still_alive(known), **marked_processes(mark)}:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def program(ident: str) -> str:
+    """'flower-superlink', 'flwr-clientapp', 'hybnn_cli.fed.processes', 'sleep', … of a process."""
+    words = ident.split()[1:]
+    for w in words:
+        if Path(w).name.startswith(("flower-", "flwr-")):
+            return Path(w).name
+    if "-m" in words:
+        return words[words.index("-m") + 1]
+    return Path(words[0]).name if words else "?"  # an empty command line: exiting
+
+
+def test_signal_guard_holds_a_signal_until_the_hold_ends():
+    guard = SignalGuard()
+    guard.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with guard.hold():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # handlers run between bytecodes: this one holds it
+                os.kill(os.getpid(), signal.SIGTERM)  # a second signal does not replace it
+                time.sleep(0.05)
+                held = guard.pending
+        assert held == signal.SIGINT
+        os.kill(os.getpid(), signal.SIGTERM)  # after the first, signals are ignored
+        time.sleep(0.05)
+    finally:
+        guard.uninstall()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_stop_reaches_processes_that_left_the_group(tmp_path):
-    procs = Processes({**os.environ, "HYBNN_TEST_MARK": str(tmp_path)}, tmp_path)
-    procs.start("sleeper", ["bash", "-c", "setsid sleep 300 & sleep 300"])
-    deadline = time.monotonic() + 10
-    while len(processes_with(str(tmp_path))) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(processes_with(str(tmp_path))) == 3  # bash, sleep, and the setsid'd sleep
-    procs.stop(grace=5)
-    deadline = time.monotonic() + 5  # the init process reaps orphans in its own time
-    while processes_with(str(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with(str(tmp_path)) == []
+    mark = str(tmp_path)
+    procs = Processes({**os.environ, "HYBNN_TEST_MARK": mark}, tmp_path)
+    known: dict[int, str] = {}
+    try:
+        procs.start("sleeper", ["bash", "-c", "setsid sleep 300 & sleep 300"])
+        deadline = time.monotonic() + 30
+        while len(known) < 4 and time.monotonic() < deadline:
+            known = marked_processes(mark)
+            time.sleep(0.1)
+        # bash, sleep, the setsid'd sleep, and the watchdog
+        assert sorted(program(i) for i in known.values()) == [
+            "bash", "hybnn_cli.fed.processes", "sleep", "sleep"]
+        procs.stop(grace=5)
+        assert still_alive(known) == {}  # stop() returns when they are all gone
+        assert marked_processes(mark) == {}
+    finally:
+        kill_everything(mark, known)
+
+
+WATCHED = """
+import sys, time
+from pathlib import Path
+from hybnn_cli.fed.processes import Processes
+procs = Processes(dict(__import__("os").environ), Path(sys.argv[1]))
+procs.start("tree", ["bash", "-c", "setsid sleep 300 & sleep 300"])
+while len(procs.sessions) < 2:  # wait until the watchdog knows the setsid'd sleep too
+    procs.track()
+    time.sleep(0.05)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_watchdog_ends_the_processes_of_a_killed_parent(tmp_path):
+    mark = str(tmp_path)
+    parent = subprocess.Popen([sys.executable, "-c", WATCHED, str(tmp_path)],
+                              env={**os.environ, "HYBNN_TEST_MARK": mark}, text=True,
+                              stdout=subprocess.PIPE, start_new_session=True)
+    known: dict[int, str] = {}
+    try:
+        assert parent.stdout.readline() == "ready\n"
+        known = marked_processes(mark)
+        # the parent, its watchdog, bash, sleep, and the sleep in a session of its own
+        assert len(known) == 5
+        assert [program(i) for i in known.values()].count("sleep") == 2
+        assert "hybnn_cli.fed.processes" in [program(i) for i in known.values()]
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while still_alive(known) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert still_alive(known) == {}
+    finally:
+        parent.kill()
+        parent.wait()
+        kill_everything(mark, known)
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_every_process(tmp_path):
-    codes = make_codes(tmp_path / "codes.h5")
-    run_dir = tmp_path / "run"
+@pytest.mark.parametrize("sig, moment", [
+    pytest.param(signal.SIGINT, "mid-round", id="SIGINT-mid-round"),  # round 1 done, ClientApps
+    pytest.param(signal.SIGTERM, "start-up", id="SIGTERM-start-up"),  # a SuperNode started
+    pytest.param(signal.SIGKILL, "server-up", id="SIGKILL-server-up"),  # the ServerApp runs
+])
+def test_a_signal_ends_the_whole_federation(tmp_path, sig, moment):
+    """`hybnn fed --deployment` and every process it started, Flower's included, end on SIGINT
+    and SIGTERM (exit 130/143, one line on stderr) and SIGKILL, and no temporary file is left."""
+    codes = make_codes(tmp_path / "codes.h5", n_train=1200, n_test=200)
+    run_dir, mark = tmp_path / "run", str(tmp_path)
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "FLWR_HOME": str(tmp_path / "flwr-home")}
+           "FLWR_HOME": str(tmp_path / "flwr-home"), "HYBNN_TEST_MARK": mark}
     cli = subprocess.Popen([sys.executable, "-m", "hybnn_cli", "fed", "--deployment",
                             "--codes", str(codes), "--clients", "2", "--rounds", "50",
-                            "--run-dir", str(run_dir), "--out", str(tmp_path / "x.pt")],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            "--local-epochs", "1", "--batch-size", "64", "--run-dir",
+                            str(run_dir), "--out", str(tmp_path / "x.pt")],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            start_new_session=True)
+    known: dict[int, str] = {}
     try:
-        deadline = time.monotonic() + 90
-        while not (run_dir / "out" / "rounds.jsonl").is_file():  # the run has started
-            assert cli.poll() is None and time.monotonic() < deadline
+        deadline = time.monotonic() + 300  # minutes only on a machine loaded many times over
+        while True:
+            assert cli.poll() is None, cli.communicate()
+            assert time.monotonic() < deadline, f"{moment} never came: {known}"
+            known.update(marked_processes(mark))
+            programs = {program(i) for i in still_alive(known).values()}
+            if moment == "start-up" and "flower-supernode" in programs:
+                break
+            if moment == "server-up" and "flwr-serverapp" in programs:
+                break
+            rounds = run_dir / "out" / "rounds.jsonl"
+            if (moment == "mid-round" and rounds.is_file() and '"round": 1,' in rounds.read_text()
+                    and "flwr-clientapp" in programs):
+                break
             time.sleep(0.2)
-        assert len(processes_with(str(run_dir))) >= 4  # SuperLink, 2 SuperNodes, SuperExecs
-        cli.send_signal(signal.SIGINT)
-        _, err = cli.communicate(timeout=60)
+        known.update(marked_processes(mark))
+        sent = time.monotonic()
+        cli.send_signal(sig)
+        while ((still_alive(known).keys() | marked_processes(mark).keys()) - {cli.pid}
+               and time.monotonic() < sent + 30):
+            known.update(marked_processes(mark))
+            time.sleep(0.1)
+        ended = time.monotonic() - sent
+        _, err = cli.communicate(timeout=120)  # exiting the interpreter is slow on a busy machine
     finally:
         if cli.poll() is None:
             cli.kill()
-    assert cli.returncode == 130
-    assert b"Interrupted." in err
-    time.sleep(0.5)
-    assert processes_with(str(run_dir)) == []
+            cli.wait()
+        kill_everything(mark, known)
+    seen = {program(i) for i in known.values()}
+    if moment != "start-up":  # the listing saw Flower's grandchildren, which had to end too
+        assert {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp",
+                "hybnn_cli.fed.processes"} <= seen
+        assert moment != "mid-round" or "flwr-clientapp" in seen
+    else:
+        assert {"flower-superlink", "flower-supernode"} <= seen
+    assert ended < 15, f"processes left {ended:.1f} s after the signal"
+    assert still_alive(known) == {} and marked_processes(mark) == {}
+    if sig == signal.SIGKILL:
+        assert cli.returncode == -signal.SIGKILL
+    else:
+        assert cli.returncode == 128 + sig
+        assert err.strip() == {signal.SIGINT: "Interrupted (SIGINT).",
+                               signal.SIGTERM: "Terminated (SIGTERM)."}[sig]
+    assert list(tmp_path.rglob("*.tmp")) == []

@@ -12,9 +12,10 @@ real machines):
    progress is read from the server app's `rounds.jsonl`, and the run's status from `flwr ls`
    (`flwr run` itself can exit 0 for a failed run): anything but `finished:completed` is an error.
 
-Every process is started in its own session and its whole group is stopped in a `finally`
-(SIGTERM, then SIGKILL), on success, error and Ctrl-C alike. All files (certificates, keys,
-FLWR_HOME, logs, app folder, outputs) live in one run folder.
+Every process, with the processes Flower starts in turn (SuperExecs, ServerApp, ClientApps), is
+ended on success, error, SIGINT and SIGTERM alike, and by a watchdog process if hybnn itself is
+killed (`processes.py`). All files (certificates, keys, FLWR_HOME, logs, app folder, outputs)
+live in one run folder; temporary files of the server's outputs are removed at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import datetime
 import ipaddress
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.processes import Processes
 
 CONNECTION = "hybnn-local"
 
@@ -115,78 +116,6 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -
     raise HybnnError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
-class Processes:
-    """Processes started in their own sessions; `stop()` ends every group (SIGTERM, SIGKILL)."""
-
-    def __init__(self, env: dict, log_dir: Path):
-        self.env, self.log_dir = env, log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                start_new_session=True)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, grace: float = 10.0) -> None:
-        # Flower starts its SuperExec and app processes in sessions of their own: find them
-        # as descendants before their parents exit, and signal them too.
-        escaped = {pid for proc in self.procs for pid in _descendants(proc.pid)}
-        for proc in self.procs:
-            _signal_group(proc, signal.SIGTERM)
-        for pid in escaped:
-            _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs:  # the group may hold children (app processes) still alive
-            _signal_group(proc, signal.SIGKILL)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in escaped:
-            _kill(pid, signal.SIGKILL)
-        self.procs.clear()
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in out:
-                out.add(child)
-                todo.append(child)
-    return out
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the process is its group's leader (start_new_session)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _bin(name: str) -> str:
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
@@ -222,21 +151,6 @@ def _toml(v) -> str:
     return repr(v)
 
 
-def flwr(env: dict, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
-
-
-def run_status(env: dict, run_id: int) -> dict:
-    """The run's row from `flwr ls --run-id N --format json` ({} if it cannot be read)."""
-    res = flwr(env, "ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
-    try:
-        runs = json.loads(res.stdout).get("runs", [])
-    except json.JSONDecodeError:
-        return {}
-    return runs[0] if runs else {}
-
-
 def _json_out(res: subprocess.CompletedProcess) -> dict:
     try:
         return json.loads(res.stdout)
@@ -248,7 +162,8 @@ def _json_out(res: subprocess.CompletedProcess) -> dict:
 class Federation:
     """A SuperLink with TLS and SuperNode authentication, plus SuperNodes, on loopback.
 
-    Use as a context manager: every process it started is stopped on exit.
+    Use as a context manager: inside, SIGINT and SIGTERM raise KeyboardInterrupt and
+    errors.Terminated; on exit every process is stopped, whatever the exit.
     """
 
     def __init__(self, run_dir: Path, n_nodes: int, start_timeout: float = 60.0):
@@ -267,12 +182,31 @@ class Federation:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.procs = Processes(self.env, self.run_dir / "logs")
         self.supernodes: dict[int, subprocess.Popen] = {}
+        self.temp_files: list[tuple[Path, str]] = []  # (folder, glob) of atomic_path temp files
 
     def __enter__(self) -> Federation:
+        self.procs.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.procs.stop()
+        try:
+            self.procs.__exit__(*exc)
+        finally:
+            for folder, pattern in self.temp_files:  # a server app killed while writing
+                for tmp in folder.glob(pattern):
+                    tmp.unlink(missing_ok=True)
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        return self.procs.run([_bin("flwr"), *args], timeout=timeout)
+
+    def run_status(self, run_id: int) -> dict:
+        """The run's row from `flwr ls --run-id N --format json` ({} if it cannot be read)."""
+        res = self.flwr("ls", CONNECTION, "--run-id", str(run_id), "--format", "json")
+        try:
+            runs = json.loads(res.stdout).get("runs", [])
+        except json.JSONDecodeError:
+            return {}
+        return runs[0] if runs else {}
 
     def start_superlink(self) -> None:
         proc = self.procs.start("superlink", [
@@ -283,7 +217,7 @@ class Federation:
         wait_port(self.port, self.start_timeout, proc)
 
     def register(self, pub: Path) -> None:
-        res = flwr(self.env, "supernode", "register", str(pub), CONNECTION)
+        res = self.flwr("supernode", "register", str(pub), CONNECTION)
         if res.returncode != 0:
             raise HybnnError(f"flwr supernode register {pub.name} failed: "
                              f"{_last_line(res.stdout + res.stderr)}")
@@ -306,7 +240,7 @@ class Federation:
 
     def supernodes_online(self) -> list[dict]:
         """The SuperLink's registered SuperNodes that are online (`flwr supernode list`)."""
-        nodes = _json_out(flwr(self.env, "supernode", "list", CONNECTION, "--format", "json"))
+        nodes = _json_out(self.flwr("supernode", "list", CONNECTION, "--format", "json"))
         return [n for n in nodes.get("nodes", []) if n.get("status") == "online"]
 
     def run(self, cfg: FedConfig, on_round: Callable[[dict], None] | None = None,
@@ -318,8 +252,11 @@ class Federation:
                            "out": str(Path(cfg.out).resolve()) if cfg.out else ""})
         app = write_app(self.run_dir / "hybnn-fed")
         overrides = " ".join(f"{k}={_toml(v)}" for k, v in cfg.to_run_config().items())
-        res = flwr(self.env, "run", str(app), CONNECTION, "--run-config", overrides,
-                   "--format", "json")
+        self.temp_files.append((out_dir, ".result.json.*.tmp"))
+        if cfg.out:
+            self.temp_files.append((Path(cfg.out).parent, f".{Path(cfg.out).name}.*.tmp"))
+        res = self.flwr("run", str(app), CONNECTION, "--run-config", overrides,
+                        "--format", "json")
         run_id = _json_out(res).get("run-id")
         if res.returncode != 0 or run_id is None:
             raise HybnnError(f"flwr run failed: {_last_line(res.stdout + res.stderr)}")
@@ -329,7 +266,8 @@ class Federation:
         status: dict = {}
         while time.monotonic() < deadline:
             seen = _follow(out_dir / "rounds.jsonl", seen, on_round)
-            status = run_status(self.env, run_id)
+            status = self.run_status(run_id)
+            self.procs.track()
             if str(status.get("status", "")).startswith("finished"):
                 break
             for i, proc in self.supernodes.items():
