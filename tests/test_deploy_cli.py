@@ -144,12 +144,110 @@ def test_commands_have_help_with_an_example():
         assert r.exit_code == 0 and "Example" in r.stdout
 
 
-def test_bench_gemm_case_and_clean_env(monkeypatch):
+def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypatch):
+    """`hybnn bench --quick` once, for real: a child process without the OpenBLAS overrides, every
+    case checked against its reference, a result file with its provenance header."""
     from hybnn_cli import bench
-    res = bench.bench_gemm(256, threads=1, quick=True)
-    assert res["ops"] == 2 * 256**3
-    assert set(res) >= {"xnor", "numpy_f32", "torch_f32", "speedup_vs_best_float"}
-    assert res["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4, "ratio": 32.0}
+    from hybnn_cli.results import read_result
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # must not reach the benchmark process
+    out, png = tmp_path / "bench.json", tmp_path / "speedup.png"
+    r = runner.invoke(app, ["bench", "--quick", "--out", str(out), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "bench: square GEMM 512: checked" in r.stderr
+    res = read_result(out, "hybnn-bench")
+    assert res["format_version"] == bench.BENCH_VERSION and res["quick"] is True
+    assert len(res["commit"]) == 40 and isinstance(res["dirty"], bool)
+    assert res["machine"]["cores"] >= 1 and res["setup"]["threads"] == 2
+    assert res["setup"]["openblas_env_in_parent"]["OPENBLAS_CORETYPE"] == "Haswell"
+    assert res["setup"]["openblas_env_in_bench"]["OPENBLAS_CORETYPE"] is None
+    assert [c["name"] for c in res["cases"]] == [
+        "head 200-128-2 b=4096", "head 200-128-2 b=1", "hidden 200-128 b=4096", "gemm 256",
+        "gemm 512"]
+    assert res["checks_passed"] is True and all(c["check"]["passed"] for c in res["cases"])
+    for c in res["cases"]:
+        ratios = [v for k, v in c.items() if k.startswith("speedup_vs_")]
+        assert len(ratios) >= 4 and all(0 < v < float("inf") for v in ratios), c["name"]
+    head = res["cases"][0]
+    assert head["check"]["values"] == 4096
+    for k in ("xnor", "numpy_f32", "torch_f32", "numpy_f32_matmul", "torch_f32_matmul"):
+        assert head[k]["seconds"] > 0 and head[k]["repeats"] >= 3
+    assert head["speedup_vs_best_float"] == pytest.approx(
+        min(head["numpy_f32"]["seconds"], head["torch_f32"]["seconds"]) / head["xnor"]["seconds"])
+    assert head["weight_bytes"] == {"binary": 128 * 4 * 8 + 2 * 2 * 8,
+                                    "float32": 4 * 128 * 202,
+                                    "ratio": 4 * 128 * 202 / (128 * 4 * 8 + 2 * 2 * 8)}
+    assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4,
+                                               "ratio": 32.0}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SITECUSTOMIZE_WRONG_LABEL = """
+import numpy as np
+from hybnn_kernels import runtime
+
+_run = runtime.BNNRuntime.run
+
+
+def wrong_run(self, codes, threads=None, out=None):
+    scores, labels = _run(self, codes, threads, out)
+    labels[len(labels) // 2] ^= 1  # one wrong label
+    return scores, labels
+
+
+runtime.BNNRuntime.run = wrong_run
+"""
+
+
+def test_bench_fails_in_one_line_when_the_kernel_head_gives_a_wrong_label(tmp_path, monkeypatch):
+    """The benchmark process runs with the runtime patched (through sitecustomize) to flip one
+    label: the command must refuse its timings with one line and exit 1."""
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE_WRONG_LABEL)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = tmp_path / "bench.json"
+    r = runner.invoke(app, ["bench", "--quick", "--json", "--out", str(out)])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (
+        "Error: bench head 200-128-2 b=4096: XNOR head labels differ from the numpy_f32 float "
+        "head's on 1 of 4096 samples; the timings of this run are not valid")
+    assert r.stdout == "" and not out.exists()
+
+
+def test_bench_case_fails_when_one_xnor_dot_product_is_wrong(monkeypatch):
+    from hybnn_kernels import xnor
+
+    from hybnn_cli import bench
+    from hybnn_cli.errors import HybnnError
+
+    right = xnor.xnor_gemm
+
+    def one_bit_flipped(*args, **kwargs):
+        out = right(*args, **kwargs)
+        out[3, 5] ^= 2  # dot products are even for even K: flipping bit 1 gives another even one
+        return out
+
+    monkeypatch.setattr(xnor, "xnor_gemm", one_bit_flipped)
+    with pytest.raises(HybnnError, match=r"^bench gemm 256: XNOR dot products differ from "
+                       r"numpy_f32 on the same ±1 values at 1 of 65536 entries; the timings of "
+                       r"this run are not valid$"):
+        bench.bench_gemm(256, threads=1, quick=True)
+
+
+def test_bench_child_reports_a_failed_check_as_json(monkeypatch, capsys):
+    from hybnn_cli import bench
+    from hybnn_cli.errors import HybnnError
+
+    def failing(quick, threads):
+        raise HybnnError("bench gemm 256: wrong")
+
+    monkeypatch.setattr(bench, "run", failing)
+    assert bench.main(["--quick"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"error": "bench gemm 256: wrong"}
+
+
+def test_bench_clean_env_drops_the_openblas_overrides(monkeypatch):
+    from hybnn_cli import bench
+
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
     env = bench.clean_env()
