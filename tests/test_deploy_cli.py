@@ -253,3 +253,42 @@ def test_bench_clean_env_drops_the_openblas_overrides(monkeypatch):
     env = bench.clean_env()
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert json.loads(env["HYBNN_BENCH_PARENT_ENV"])["OPENBLAS_CORETYPE"] == "Haswell"
+
+
+@pytest.mark.parametrize("shape", [(200, 128, 2), (65, 32, 5)])
+def test_bench_network_and_float_head(shape):
+    """The benchmark's BNN keeps every decision off the reachable dot values, and the float head
+    built from it gives the TaskBNN module's labels (numpy and torch, two classes and more)."""
+    from hybnn_kernels.bits import pack_bits
+
+    from hybnn_cli import bench
+    from hybnn_cli.bnn import BNNShape
+    from hybnn_cli.export import torch_predict
+
+    shape = BNNShape(*shape)
+    model = bench.bench_bnn(shape)
+    k, h, c = shape.n_bits, shape.hidden, shape.n_classes
+
+    def scale(bn):
+        return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs()
+
+    with torch.no_grad():
+        d1 = torch.arange(-k, k + 1, 2, dtype=torch.float32)[:, None].expand(-1, h).contiguous()
+        assert torch.all(model.bn1(d1).abs() >= 0.99 * scale(model.bn1))
+        d2 = torch.arange(-h, h + 1, 2, dtype=torch.float32)
+        grid = torch.cartesian_prod(*[d2] * 2)  # every pair of output dots, for classes 0 and 1
+        scores = model.bn2(torch.cat([grid, torch.zeros(len(grid), c - 2)], 1))
+        gap = (scores[:, 0] - scores[:, 1]).abs()
+        assert torch.all(gap >= 0.99 * 2 / c * scale(model.bn2)[0])
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(2000, k), dtype=np.uint8)
+    x = bits.astype(np.float32) * 2 - 1
+    _, want = torch_predict(model, pack_bits(bits))
+    assert len(set(want.tolist())) == c  # every class occurs: the labels say something
+    fh = bench.float_head(model)
+    assert all(v.dtype == np.float32 for v in fh.values())
+    with torch.inference_mode():
+        heads, bufs = bench._float_heads(fh, x)
+        for name, run in heads.items():
+            run()
+            np.testing.assert_array_equal(bufs[name]["labels"], want, err_msg=name)
