@@ -144,14 +144,151 @@ def test_commands_have_help_with_an_example():
         assert r.exit_code == 0 and "Example" in r.stdout
 
 
-def test_bench_gemm_case_and_clean_env(monkeypatch):
+def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypatch):
+    """`hybnn bench --quick` once, for real: a child process without the OpenBLAS overrides, every
+    case checked against its reference, a result file with its provenance header."""
     from hybnn_cli import bench
-    res = bench.bench_gemm(256, threads=1, quick=True)
-    assert res["ops"] == 2 * 256**3
-    assert set(res) >= {"xnor", "numpy_f32", "torch_f32", "speedup_vs_best_float"}
-    assert res["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4, "ratio": 32.0}
+    from hybnn_cli.results import read_result
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # must not reach the benchmark process
+    out, png = tmp_path / "bench.json", tmp_path / "speedup.png"
+    r = runner.invoke(app, ["bench", "--quick", "--out", str(out), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "bench: square GEMM 512: checked" in r.stderr
+    res = read_result(out, "hybnn-bench")
+    assert res["format_version"] == bench.BENCH_VERSION and res["quick"] is True
+    assert len(res["commit"]) == 40 and isinstance(res["dirty"], bool)
+    assert res["machine"]["cores"] >= 1 and res["setup"]["threads"] == 2
+    assert res["setup"]["openblas_env_in_parent"]["OPENBLAS_CORETYPE"] == "Haswell"
+    assert res["setup"]["openblas_env_in_bench"]["OPENBLAS_CORETYPE"] is None
+    assert [c["name"] for c in res["cases"]] == [
+        "head 200-128-2 b=4096", "head 200-128-2 b=1", "hidden 200-128 b=4096", "gemm 256",
+        "gemm 512"]
+    assert res["checks_passed"] is True and all(c["check"]["passed"] for c in res["cases"])
+    for c in res["cases"]:
+        ratios = [v for k, v in c.items() if k.startswith("speedup_vs_")]
+        assert len(ratios) >= 4 and all(0 < v < float("inf") for v in ratios), c["name"]
+    head = res["cases"][0]
+    assert head["check"]["values"] == 4096
+    for k in ("xnor", "numpy_f32", "torch_f32", "numpy_f32_matmul", "torch_f32_matmul"):
+        assert head[k]["seconds"] > 0 and head[k]["repeats"] >= 3
+    assert head["speedup_vs_best_float"] == pytest.approx(
+        min(head["numpy_f32"]["seconds"], head["torch_f32"]["seconds"]) / head["xnor"]["seconds"])
+    assert head["weight_bytes"] == {"binary": 128 * 4 * 8 + 2 * 2 * 8,
+                                    "float32": 4 * 128 * 202,
+                                    "ratio": 4 * 128 * 202 / (128 * 4 * 8 + 2 * 2 * 8)}
+    assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4,
+                                               "ratio": 32.0}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+SITECUSTOMIZE_WRONG_LABEL = """
+import numpy as np
+from hybnn_kernels import runtime
+
+_run = runtime.BNNRuntime.run
+
+
+def wrong_run(self, codes, threads=None, out=None):
+    scores, labels = _run(self, codes, threads, out)
+    labels[len(labels) // 2] ^= 1  # one wrong label
+    return scores, labels
+
+
+runtime.BNNRuntime.run = wrong_run
+"""
+
+
+def test_bench_fails_in_one_line_when_the_kernel_head_gives_a_wrong_label(tmp_path, monkeypatch):
+    """The benchmark process runs with the runtime patched (through sitecustomize) to flip one
+    label: the command must refuse its timings with one line and exit 1."""
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE_WRONG_LABEL)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    out = tmp_path / "bench.json"
+    r = runner.invoke(app, ["bench", "--quick", "--json", "--out", str(out)])
+    assert r.exit_code == 1
+    assert r.stderr.strip() == (
+        "Error: bench head 200-128-2 b=4096: XNOR head labels differ from the numpy_f32 float "
+        "head's on 1 of 4096 samples; the timings of this run are not valid")
+    assert r.stdout == "" and not out.exists()
+
+
+def test_bench_case_fails_when_one_xnor_dot_product_is_wrong(monkeypatch):
+    from hybnn_kernels import xnor
+
+    from hybnn_cli import bench
+    from hybnn_cli.errors import HybnnError
+
+    right = xnor.xnor_gemm
+
+    def one_bit_flipped(*args, **kwargs):
+        out = right(*args, **kwargs)
+        out[3, 5] ^= 2  # dot products are even for even K: flipping bit 1 gives another even one
+        return out
+
+    monkeypatch.setattr(xnor, "xnor_gemm", one_bit_flipped)
+    with pytest.raises(HybnnError, match=r"^bench gemm 256: XNOR dot products differ from "
+                       r"numpy_f32 on the same ±1 values at 1 of 65536 entries; the timings of "
+                       r"this run are not valid$"):
+        bench.bench_gemm(256, threads=1, quick=True)
+
+
+def test_bench_child_reports_a_failed_check_as_json(monkeypatch, capsys):
+    from hybnn_cli import bench
+    from hybnn_cli.errors import HybnnError
+
+    def failing(quick, threads):
+        raise HybnnError("bench gemm 256: wrong")
+
+    monkeypatch.setattr(bench, "run", failing)
+    assert bench.main(["--quick"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"error": "bench gemm 256: wrong"}
+
+
+def test_bench_clean_env_drops_the_openblas_overrides(monkeypatch):
+    from hybnn_cli import bench
+
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
     env = bench.clean_env()
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert json.loads(env["HYBNN_BENCH_PARENT_ENV"])["OPENBLAS_CORETYPE"] == "Haswell"
+
+
+@pytest.mark.parametrize("shape", [(200, 128, 2), (65, 32, 5)])
+def test_bench_network_and_float_head(shape):
+    """The benchmark's BNN keeps every decision off the reachable dot values, and the float head
+    built from it gives the TaskBNN module's labels (numpy and torch, two classes and more)."""
+    from hybnn_kernels.bits import pack_bits
+
+    from hybnn_cli import bench
+    from hybnn_cli.bnn import BNNShape
+    from hybnn_cli.export import torch_predict
+
+    shape = BNNShape(*shape)
+    model = bench.bench_bnn(shape)
+    k, h, c = shape.n_bits, shape.hidden, shape.n_classes
+
+    def scale(bn):
+        return (bn.weight / torch.sqrt(bn.running_var + bn.eps)).abs()
+
+    with torch.no_grad():
+        d1 = torch.arange(-k, k + 1, 2, dtype=torch.float32)[:, None].expand(-1, h).contiguous()
+        assert torch.all(model.bn1(d1).abs() >= 0.99 * scale(model.bn1))
+        d2 = torch.arange(-h, h + 1, 2, dtype=torch.float32)
+        grid = torch.cartesian_prod(*[d2] * 2)  # every pair of output dots, for classes 0 and 1
+        scores = model.bn2(torch.cat([grid, torch.zeros(len(grid), c - 2)], 1))
+        gap = (scores[:, 0] - scores[:, 1]).abs()
+        assert torch.all(gap >= 0.99 * 2 / c * scale(model.bn2)[0])
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, size=(2000, k), dtype=np.uint8)
+    x = bits.astype(np.float32) * 2 - 1
+    _, want = torch_predict(model, pack_bits(bits))
+    assert len(set(want.tolist())) == c  # every class occurs: the labels say something
+    fh = bench.float_head(model)
+    assert all(v.dtype == np.float32 for v in fh.values())
+    with torch.inference_mode():
+        heads, bufs = bench._float_heads(fh, x)
+        for name, run in heads.items():
+            run()
+            np.testing.assert_array_equal(bufs[name]["labels"], want, err_msg=name)

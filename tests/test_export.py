@@ -79,6 +79,20 @@ def test_runtime_equals_torch_bit_for_bit(shape, seed):
     np.testing.assert_array_equal(runtime.predict(codes, threads=1), want_labels)
 
 
+
+def test_runtime_writes_into_given_outputs():
+    model = trained_looking_bnn(BNNShape(200, 128, 2), 10)
+    runtime = runtime_from_model(model)
+    codes = random_codes(200, 257, 10)
+    want_scores, want_labels = runtime.run(codes)
+    scores, labels = np.full((257, 2), np.nan, np.float32), np.full(257, -1, np.int64)
+    got = runtime.run(codes, out=(scores, labels))
+    assert got[0] is scores and got[1] is labels
+    np.testing.assert_array_equal(scores.view(np.uint32), want_scores.view(np.uint32))
+    np.testing.assert_array_equal(labels, want_labels)
+    with pytest.raises(ValueError, match=r"out must be a int64 array of shape \(257,\)"):
+        runtime.run(codes, out=(scores, labels.astype(np.int32)))
+
 def test_hidden_bits_match_torch_including_ties_and_flips():
     shape = BNNShape(200, 128, 2)
     model = trained_looking_bnn(shape, 5)

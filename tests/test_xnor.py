@@ -1,7 +1,9 @@
 """xnor_gemm and the fused binary dense layer against the naive references; bad inputs; both
 kernel variants; the machine code of the AVX-512 variant."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -167,6 +169,8 @@ def test_the_other_kernel_variant_is_correct_on_this_cpu(variant):
 
 
 ASM_CHECK = """
+import json
+import numba
 import numpy as np
 from hybnn_kernels import xnor
 a = np.zeros((4, 4), np.uint64)
@@ -174,18 +178,98 @@ pw = xnor.prepack(np.zeros((32, 4), np.uint64), 256)
 out = np.zeros((4, 32), np.int32)
 sig = (numba.typeof(a), numba.typeof(pw.panels), numba.int64, numba.int64, numba.typeof(out))
 xnor._xnor_gemm_serial.compile(sig)
-print(list(xnor._xnor_gemm_serial.inspect_asm().values())[0])
+print(json.dumps({"variant": xnor.VARIANT, "mr": xnor.MR, "nv": xnor.NV,
+                  "asm": list(xnor._xnor_gemm_serial.inspect_asm().values())[0]}))
 """
 
 
-def test_avx512_variant_uses_vpopcntq_on_zmm():
-    """Compile (not run) the kernel for Zen 4 (AVX-512 VPOPCNTDQ) and read its machine code."""
+def innermost_loops(asm: str) -> list[list[str]]:
+    """The bodies of the innermost loops of AT&T assembly: the instructions between a label and a
+    later conditional jump back to it, with no other label in between."""
+    lines = [ln.split("#")[0].strip() for ln in asm.splitlines()]
+    labels = {ln[:-1]: i for i, ln in enumerate(lines) if re.fullmatch(r"\.LBB\w+:", ln)}
+    loops = []
+    for j, ln in enumerate(lines):
+        op, target = (ln.split(None, 1) + ["", ""])[:2]
+        if op.startswith("j") and op != "jmp" and labels.get(target, j) < j:
+            body = lines[labels[target] + 1 : j]
+            if not any(re.fullmatch(r"\.LBB\w+:", b) for b in body):
+                loops.append([b for b in body if b and not b.startswith(".")])
+    return loops
+
+
+def operands(instr: str) -> list[str]:
+    """AT&T operands, source first, destination last (commas inside memory operands kept)."""
+    args = (instr.split(None, 1) + [""])[1]
+    return [o.strip() for o in re.split(r",\s*(?![^()]*\))", args)] if args else []
+
+
+def tile_shape(body: list[str]) -> dict:
+    """What one trip of a popcount loop does: counts of the vector ops, the accumulators, and
+    whether it touches the stack or stores to memory."""
+    ops = [b.split()[0] for b in body]
+    vec = [b for b in body if b.split()[0] in ("vpxorq", "vpopcntq", "vpaddq")]
+    # accumulators: registers that a vpaddq adds into (destination = a source) while they still
+    # hold the previous trip's value (not written yet in this trip), i.e. carried round the loop
+    accumulators, written = set(), set()
+    for b in body:
+        ops_b = operands(b)
+        if b.startswith("vpaddq") and ops_b[-1] in ops_b[:-1] and ops_b[-1] not in written:
+            accumulators.add(ops_b[-1])
+        if ops_b:
+            written.add(ops_b[-1])
+    return {
+        "vpxorq": ops.count("vpxorq"), "vpopcntq": ops.count("vpopcntq"),
+        "vpaddq": ops.count("vpaddq"), "broadcasts": ops.count("vpbroadcastq"),
+        "all_zmm": all(o.startswith("%zmm") or "(" in o for b in vec for o in operands(b)),
+        "accumulators": len(accumulators),
+        "stack": any("%rsp" in b for b in body),
+        "stores": any("(" in operands(b)[-1] for b in body if operands(b)),
+    }
+
+
+def test_avx512_variant_inner_loop_is_the_register_tile():
+    """Compile (not run, so any x86-64 CPU will do) the kernel for Zen 4 (AVX-512 VPOPCNTDQ) and
+    read its machine code: the tile loop does, per 64-bit word of k, MR broadcasts of `a` and
+    MR·NV vpxorq / vpopcntq / vpaddq on zmm registers into MR·NV accumulators kept in registers,
+    with no spill to the stack and no store; the single-row loop does the same for one row."""
     features = ("+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+fma,+bmi,+bmi2,+avx512f,"
                 "+avx512cd,+avx512bw,+avx512dq,+avx512vl,+avx512vpopcntdq,+avx512bitalg")
     env = dict(os.environ, NUMBA_CPU_NAME="znver4", NUMBA_CPU_FEATURES=features,
                HYBNN_KERNEL_VARIANT="qword")
-    r = subprocess.run([sys.executable, "-c", "import numba\n" + ASM_CHECK], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", ASM_CHECK], env=env, capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
-    asm = r.stdout
-    assert "vpopcntq" in asm and "%zmm" in asm
+    res = json.loads(r.stdout)
+    assert res["variant"] == "qword"
+    mr, nv = res["mr"], res["nv"]
+    shapes = [tile_shape(body) for body in innermost_loops(res["asm"])
+              if any(b.startswith("vpopcntq") for b in body)]
+
+    tile = {"vpxorq": mr * nv, "vpopcntq": mr * nv, "vpaddq": mr * nv, "broadcasts": mr,
+            "all_zmm": True, "accumulators": mr * nv, "stack": False, "stores": False}
+    assert shapes, "no loop with vpopcntq in the kernel"
+    assert tile in shapes, shapes
+    for s in shapes:  # the tile, or the single-row loop (which LLVM may unroll along k)
+        assert not s["stack"] and not s["stores"] and s["all_zmm"], s
+        assert s["vpxorq"] == s["vpopcntq"] == s["vpaddq"] == nv * s["broadcasts"], s
+        assert s["accumulators"] == (mr * nv if s == tile else nv), s
+
+
+def test_loop_reader_sees_a_spill_and_a_missing_accumulator():
+    """The asm reader itself: a spilled accumulator and a store are reported."""
+    asm = """
+.LBB0_3:
+\tvpbroadcastq\t(%rsi,%r13,8), %zmm20
+\tvpxorq\t(%r9), %zmm20, %zmm28
+\tvpopcntq\t%zmm28, %zmm28
+\tvpaddq\t64(%rsp), %zmm28, %zmm18
+\tvmovdqu64\t%zmm18, 64(%rsp)
+\tincq\t%r13
+\tcmpq\t%r13, %r14
+\tjne\t.LBB0_3
+"""
+    (body,) = innermost_loops(asm)
+    shape = tile_shape(body)
+    assert shape["stack"] and shape["stores"] and shape["accumulators"] == 0
+    assert shape["vpxorq"] == shape["vpopcntq"] == shape["vpaddq"] == shape["broadcasts"] == 1

@@ -33,6 +33,7 @@ from hybnn_kernels.xnor import (
     MR,
     NR,
     PackedWeights,
+    _check_out,
     _check_threads,
     _check_words,
     _padding_set,
@@ -164,8 +165,12 @@ class BNNRuntime:
         self._n_classes = self.fc2.n
         self._ops_per_row = 2.0 * self.fc1.n_out * self.fc1.n_in
 
-    def run(self, codes: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 (N, n_classes), labels int64 (N,)) for packed codes (N, words)."""
+    def run(self, codes: np.ndarray, threads: int | None = None,
+            out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 (N, n_classes), labels int64 (N,)) for packed codes (N, words).
+
+        `out`: an optional (scores, labels) pair of C-contiguous arrays of those dtypes and shapes
+        to write into (no allocation per call)."""
         # the common case is checked in a few attribute reads (this path serves batch 1 too)
         if not (type(codes) is np.ndarray and (codes.dtype is _U64 or codes.dtype == _U64)
                 and codes.ndim == 2 and codes.shape[1] == self._words
@@ -174,8 +179,12 @@ class BNNRuntime:
         if threads is not None:
             threads = _check_threads(threads)
         m = codes.shape[0]
-        scores = np.empty((m, self._n_classes), dtype=np.float32)
-        labels = np.empty(m, dtype=np.int64)
+        if out is None:
+            scores = np.empty((m, self._n_classes), dtype=np.float32)
+            labels = np.empty(m, dtype=np.int64)
+        else:
+            scores = _check_out(out[0], (m, self._n_classes), np.float32)
+            labels = _check_out(out[1], (m,), np.int64)
         if m == 0:
             return scores, labels
         t = threads_for(m * self._ops_per_row, threads)

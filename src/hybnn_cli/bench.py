@@ -1,5 +1,9 @@
-"""The benchmark behind `hybnn bench`: XNOR-popcount kernels against numpy and torch float32 matmul
-on the same shapes, in one process.
+"""The benchmark behind `hybnn bench`: XNOR-popcount kernels against numpy and torch float32 on the
+same work, in one process, every answer checked.
+
+Cases: the BNN head 200 → 128 → 2 (kernel runtime against a float32 head built from the same
+network, and against the float hidden-layer matmul 200 → 128 alone), the fused hidden layer
+200 → 128, and square GEMMs.
 
 Method: every contender writes into a preallocated output; JIT compile and first-touch costs are
 paid in a warm-up outside the timing; each time is the median of several repeats, taken in three
@@ -7,6 +11,13 @@ interleaved rounds of blocks (kernel, numpy, torch, kernel, ...) so that all con
 drift in the load of a shared machine, with a short pause between blocks (OpenBLAS worker threads
 spin for a while after a call and slow whatever runs next); operations are counted as 2·M·N·K for
 float and binary alike, so the ratio of rates is the speedup on equal shapes.
+
+Checks: after the warm-up, before any time counts, and again after the timing, every contender's
+output is compared with a reference from the same run (`_compare(check=...)`); a mismatch raises
+`HybnnError` and the benchmark fails. The float inputs are the ±1 values of the very bits the
+kernel reads, so dot products are small integers, exact in float32, and must be equal exactly.
+The head's labels must equal the float head's: the benchmark's BNN (`bench_bnn`) places every batch
+norm's decision between two reachable dot values, so float rounding cannot turn a label (see there).
 
 The float baseline must be the strongest one: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some
 machines) pin OpenBLAS to an older kernel, and they are read when numpy loads. So `hybnn bench` runs
@@ -18,30 +29,50 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from hybnn_cli.errors import HybnnError
+
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BENCH_FORMAT = "hybnn-bench"
-BENCH_VERSION = 1
+BENCH_VERSION = 2
 
 
 def run_in_clean_env(quick: bool, threads: int, log=sys.stderr) -> dict:
-    """Run the benchmark in a child process without the OpenBLAS overrides; return its result."""
-    env = clean_env()
+    """Run the benchmark in a child process without the OpenBLAS overrides; return its result
+    (the body of the result file, without the provenance header). The child's progress lines go
+    to `log` (None: dropped); a failed check in the child raises its one-line message here."""
     cmd = [sys.executable, "-m", "hybnn_cli.bench", "--threads", str(threads)]
     if quick:
         cmd.append("--quick")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-    out, _ = proc.communicate()
+    proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def forward():  # progress lines (and a traceback, if the child crashes) as they come
+        for line in proc.stderr:
+            if log is not None:
+                log.write(line)
+                log.flush()
+
+    relay = threading.Thread(target=forward, daemon=True)
+    relay.start()
+    out = proc.stdout.read()
+    proc.wait()
+    relay.join()
+    try:
+        result = json.loads(out)
+    except ValueError:
+        result = None
     if proc.returncode != 0:
-        from hybnn_cli.errors import HybnnError
+        if isinstance(result, dict) and "error" in result:
+            raise HybnnError(result["error"])
         raise HybnnError(f"the benchmark process failed (exit {proc.returncode})")
-    return json.loads(out)
+    return result
 
 
 def clean_env() -> dict:
@@ -52,14 +83,17 @@ def clean_env() -> dict:
 
 
 # ── measuring ────────────────────────────────────────────────────────────────────────────────
-def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0,
-             rounds: int = 3) -> dict:
+def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds: int = 3,
+             check=None) -> dict:
     """Time each contender (name → zero-argument callable) in `rounds` interleaved rounds, so that
     all of them see the same drift in machine load; each round runs a block of calls of one
-    contender, then pauses briefly (OpenBLAS threads keep spinning after a call). Returns
-    name → {seconds (median), min_seconds, repeats, ops_per_second}."""
+    contender, then pauses briefly (OpenBLAS threads keep spinning after a call). `check()` runs
+    after the warm-up (before any time counts) and after the timing, and raises on a wrong answer.
+    Returns name → {seconds (median), min_seconds, repeats, ops_per_second}."""
     for fn in fns.values():  # warm-up: JIT compile, first touch of outputs, thread pools
         fn()
+    if check is not None:
+        check()
     per_round = max(1, -(-repeats // rounds))
     times = {name: [] for name in fns}
     for _ in range(rounds):
@@ -73,6 +107,8 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0,
                 if len(block) >= 5000:
                     break
             times[name] += block
+    if check is not None:
+        check()
     out = {}
     for name, ts in times.items():
         med = statistics.median(ts)
@@ -81,200 +117,378 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0,
     return out
 
 
-def _repeats(ops: float, quick: bool) -> int:
-    if ops > 1e11:
-        return 3 if quick else 5
-    return 5 if quick else 11
+def _require(ok, case: str, what: str) -> None:
+    """A check of the benchmark: raises the one-line HybnnError when `ok` is false."""
+    if not ok:
+        raise HybnnError(f"bench {case}: {what}; the timings of this run are not valid")
 
 
-def machine_info(threads: int) -> dict:
-    import numba
+def _equal(a, b) -> bool:
+    """Exactly equal values (float32 and integer arrays of integers compare as numbers)."""
     import numpy as np
+
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _budget(ops: float, quick: bool) -> tuple[int, float]:
+    """(repeats, minimum seconds per contender) for a case of `ops` operations."""
+    if quick:
+        return (300 if ops < 1e6 else 3), 0.0
+    if ops < 1e6:
+        return 2001, 0.5
+    if ops <= 1e9:
+        return 33, 0.5
+    return (11 if ops <= 1e11 else 5), 0.0
+
+
+def bench_setup(threads: int) -> dict:
+    """What the result's machine record (`results.machine_record`) does not say: threads, the
+    BLAS that numpy loaded, the OpenBLAS overrides, the kernel variant. Called after the cases
+    ran (Numba's threading layer is known only then)."""
+    import llvmlite.binding as llb
+    import numba
     import torch
     from hybnn_kernels import xnor
     from threadpoolctl import threadpool_info
 
-    cpu, flags = platform.processor() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() == "flags":
-                flags = value.split()
-                break
-    except OSError:
-        pass
-    import llvmlite.binding as llb
-    interesting = ("avx", "avx2", "fma", "popcnt", "avx512f", "avx512bw", "avx512vl",
-                   "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "amx_tile")
     blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
                                    "threading_layer")}
             for d in threadpool_info() if d.get("user_api") == "blas"]
-    parent_env = json.loads(os.environ.get("HYBNN_BENCH_PARENT_ENV", "{}"))
     return {
-        "cpu": cpu, "llvm_cpu_name": llb.get_host_cpu_name(), "cores": os.cpu_count(),
-        "cpu_flags": [f for f in interesting if f in flags],
         "threads": threads, "numba_threads": numba.get_num_threads(),
-        "numba_threading_layer": numba.threading_layer(),
-        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "numpy_blas": blas,
-        "openblas_env_in_parent": parent_env,
+        "numba_threading_layer": numba.threading_layer(), "torch_threads": torch.get_num_threads(),
+        "llvm_cpu_name": llb.get_host_cpu_name(), "numpy_blas": blas,
+        "openblas_env_in_parent": json.loads(os.environ.get("HYBNN_BENCH_PARENT_ENV", "{}")),
         "openblas_env_in_bench": {k: os.environ.get(k) for k in OPENBLAS_VARS},
         "kernel": {"variant": xnor.VARIANT, "tile_rows": xnor.MR, "panel_rows": xnor.NR,
                    "vector_u64_lanes": xnor.VW},
-        "load_average": list(os.getloadavg()),
     }
 
 
-def _float_matmuls(rng, m: int, k: int, n: int) -> dict:
-    """The float32 contenders on (m, k) @ (k, n): numpy and torch, writing into preallocated
-    outputs."""
+def _random_bits(rng, rows: int, n_bits: int):
+    """Random bits (rows, n_bits) uint8, their packed words, and their ±1 float32 values (what
+    the float contenders get: the same numbers the kernel reads)."""
+    import numpy as np
+    from hybnn_kernels.bits import pack_bits
+
+    bits = rng.integers(0, 2, size=(rows, n_bits), dtype=np.uint8)
+    signs = bits.astype(np.float32)
+    signs *= 2
+    signs -= 1
+    return bits, pack_bits(bits), signs
+
+
+def _float_matmuls(x, wt) -> tuple[dict, dict]:
+    """numpy and torch float32 x (M, K) @ wt (K, N), each into its own preallocated output:
+    (contenders, outputs as numpy arrays). Call the torch one inside `torch.inference_mode`."""
     import numpy as np
     import torch
 
-    xf = rng.standard_normal((m, k), dtype=np.float32)
-    wf = rng.standard_normal((k, n), dtype=np.float32)
-    of = np.empty((m, n), np.float32)
-    tx, tw, to = torch.from_numpy(xf), torch.from_numpy(wf), torch.empty((m, n))
-    return {"numpy_f32": lambda: np.matmul(xf, wf, out=of),
-            "torch_f32": lambda: torch.matmul(tx, tw, out=to)}
+    m, n = x.shape[0], wt.shape[1]
+    outs = {"numpy_f32": np.empty((m, n), np.float32), "torch_f32": np.empty((m, n), np.float32)}
+    tx, tw, to = torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(outs["torch_f32"])
+    of = outs["numpy_f32"]
+    return ({"numpy_f32": lambda: np.matmul(x, wt, out=of),
+             "torch_f32": lambda: torch.matmul(tx, tw, out=to)}, outs)
 
 
+def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float") -> None:
+    """speedup_vs_<contender> for each of `floats` and speedup_vs_<key> over the best of them (from
+    medians; from minima too), each the float time over the kernel's."""
+    x = res["xnor"]
+    for name in floats:
+        res[f"speedup_vs_{name.replace('_f32', '')}"] = res[name]["seconds"] / x["seconds"]
+    res[f"speedup_vs_{key}"] = min(res[f]["seconds"] for f in floats) / x["seconds"]
+    res[f"speedup_vs_{key}_from_minima"] = (min(res[f]["min_seconds"] for f in floats)
+                                           / x["min_seconds"])
+
+
+# ── cases ────────────────────────────────────────────────────────────────────────────────────
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
-    """Square M = N = K: XNOR on K-bit rows against float32 matmul of the same shape."""
+    """Square M = N = K: XNOR on K-bit rows against float32 matmul of their ±1 values. Check: all
+    three give the same integer dot products."""
     import numpy as np
+    import torch
     from hybnn_kernels.xnor import prepack, xnor_gemm
 
     rng = np.random.default_rng(size)
     m = n = k = size
+    name = f"gemm {size}"
     ops = 2.0 * m * n * k
-    reps = _repeats(ops, quick)
-    words = k // 64
-    a = rng.integers(0, 2**64, size=(m, words), dtype=np.uint64)
-    w = rng.integers(0, 2**64, size=(n, words), dtype=np.uint64)
+    _, a, xa = _random_bits(rng, m, k)
+    _, w, xw = _random_bits(rng, n, k)
     pw = prepack(w, k)
     out = np.empty((m, n), np.int32)
-    res = {"name": f"gemm {size}", "m": m, "n": n, "k": k, "ops": ops,
-           **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
-                       **_float_matmuls(rng, m, k, n)}, ops, reps),
-           "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k}}
+    with torch.inference_mode():
+        floats, fouts = _float_matmuls(xa, np.ascontiguousarray(xw.T))
+        del xw
+
+        def check():
+            for f, o in fouts.items():
+                _require(_equal(out, o), name, f"XNOR dot products differ from {f} on the same ±1 "
+                         f"values at {int(np.count_nonzero(out != o))} of {out.size} entries")
+
+        res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
+               **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
+                           **floats}, ops, *_budget(ops, quick), check=check),
+               "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k},
+               "check": {"passed": True, "compared": "XNOR int32 dot products = numpy and torch "
+                         "float32 matmul of the same ±1 values, every entry, exactly",
+                         "values": out.size}}
     _ratios(res)
-    return res
-
-
-def _ratios(res: dict) -> None:
-    best = min(res["numpy_f32"]["seconds"], res["torch_f32"]["seconds"])
-    res["speedup_vs_numpy"] = res["numpy_f32"]["seconds"] / res["xnor"]["seconds"]
-    res["speedup_vs_torch"] = res["torch_f32"]["seconds"] / res["xnor"]["seconds"]
-    res["speedup_vs_best_float"] = best / res["xnor"]["seconds"]
-    best_min = min(res["numpy_f32"]["min_seconds"], res["torch_f32"]["min_seconds"])
-    res["speedup_vs_best_float_from_minima"] = best_min / res["xnor"]["min_seconds"]
-    wb = res["weight_bytes"]
-    wb["ratio"] = wb["float32"] / wb["binary"]
-
-
-def _head_models(shape, seed: int = 0):
-    """A TaskBNN with trained-looking batch-norm statistics and its kernel runtime."""
-    import torch
-
-    from hybnn_cli.bnn import TaskBNN
-    from hybnn_cli.export import runtime_from_model
-
-    g = torch.Generator().manual_seed(seed)
-    model = TaskBNN(shape).eval()
-    with torch.no_grad():
-        for bn in (model.bn1, model.bn2):
-            c = bn.num_features
-            bn.running_mean.copy_(torch.randn(c, generator=g) * 3)
-            bn.running_var.copy_(torch.rand(c, generator=g) * 50 + 1)
-            bn.weight.copy_(torch.randn(c, generator=g))
-            bn.bias.copy_(torch.randn(c, generator=g))
-    return model, runtime_from_model(model)
-
-
-def bench_head(batch: int, threads: int, quick: bool) -> dict:
-    """The whole BNN head 200 → 128 → 2: kernel runtime (packed codes in, labels and scores out)
-    against the torch TaskBNN (±1 float32 in) and the same layers as numpy float32 matmuls."""
-    import numpy as np
-    import torch
-    from hybnn_kernels.bits import pack_bits
-
-    from hybnn_cli.bnn import BNNShape
-
-    shape = BNNShape(200, 128, 2)
-    model, rt = _head_models(shape)
-    rng = np.random.default_rng(batch)
-    bits = rng.integers(0, 2, size=(batch, shape.n_bits))
-    codes = pack_bits(bits)
-    x = (bits * 2 - 1).astype(np.float32)
-    tx = torch.from_numpy(x)
-    ops = 2.0 * batch * (shape.n_bits * shape.hidden + shape.hidden * shape.n_classes)
-    reps = 2001 if batch == 1 else _repeats(ops, quick) * 3
-    min_total = 0.2 if quick else 0.5
-    w1 = np.where(model.fc1.weight.detach().numpy() < 0, -1, 1).astype(np.float32).T.copy()
-    w2 = np.where(model.fc2.weight.detach().numpy() < 0, -1, 1).astype(np.float32).T.copy()
-
-    def bn_params(bn):
-        s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
-        return s, (bn.bias.detach().numpy() - bn.running_mean.numpy() * s)
-
-    s1, b1 = bn_params(model.bn1)
-    s2, b2 = bn_params(model.bn2)
-    h = np.empty((batch, shape.hidden), np.float32)
-    o = np.empty((batch, shape.n_classes), np.float32)
-
-    def numpy_head():
-        np.matmul(x, w1, out=h)
-        h[...] = np.where(h * s1 + b1 < 0, -1.0, 1.0)
-        np.matmul(h, w2, out=o)
-        return (o * s2 + b2).argmax(1)
-
-    def torch_head():
-        with torch.no_grad():
-            return model(tx).argmax(1)
-
-    res = {"name": f"head 200-128-2 b={batch}", "batch": batch, "ops": ops,
-           **_compare({"xnor": lambda: rt.run(codes, threads), "numpy_f32": numpy_head,
-                       "torch_f32": torch_head}, ops, reps, min_total),
-           "weight_bytes": {"binary": rt.weight_bytes,
-                            "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)}}
-    for key in ("xnor", "numpy_f32", "torch_f32"):
-        res[key]["us_per_sample"] = res[key]["seconds"] / batch * 1e6
-        res[key]["samples_per_second"] = batch / res[key]["seconds"]
-    _ratios(res)
+    res["weight_bytes"]["ratio"] = 4 * n * k / pw.nbytes
     return res
 
 
 def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     """The hidden layer alone, 200 → 128 at `batch`: fused XNOR + threshold + pack against float32
-    matmul (the float side does the matmul only, no batch norm or sign)."""
+    matmul (the float side does the matmul only, no batch norm or sign). Check: the numpy and
+    torch dots are equal, and the kernel's bits are (those dots >= the thresholds), packed."""
     import numpy as np
+    import torch
+    from hybnn_kernels.bits import pack_bits
     from hybnn_kernels.dense import binary_dense, make_dense
 
     m, n, k = batch, 128, 200
+    name = f"hidden 200-128 b={batch}"
     rng = np.random.default_rng(7)
-    codes = np.ascontiguousarray(
-        np.packbits(rng.integers(0, 2, size=(m, 256)) * (np.arange(256) < k), axis=1,
-                    bitorder="little").view(np.uint64))
-    w = np.ascontiguousarray(
-        np.packbits(rng.integers(0, 2, size=(n, 256)) * (np.arange(256) < k), axis=1,
-                    bitorder="little").view(np.uint64))
-    layer = make_dense(w, rng.integers(-20, 20, size=n), k)
+    _, codes, x = _random_bits(rng, m, k)
+    _, w, xw = _random_bits(rng, n, k)
+    t = rng.integers(-20, 21, size=n)
+    layer = make_dense(w, t, k)
     out = np.empty((m, 2), np.uint64)
     ops = 2.0 * m * n * k
-    reps = _repeats(ops, quick) * 3
-    res = {"name": f"hidden 200-128 b={batch}", "m": m, "n": n, "k": k, "ops": ops,
-           **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
-                       **_float_matmuls(rng, m, k, n)}, ops, reps, 0.3),
-           "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k}}
+    with torch.inference_mode():
+        floats, fouts = _float_matmuls(x, np.ascontiguousarray(xw.T))
+
+        def check():
+            _require(_equal(fouts["numpy_f32"], fouts["torch_f32"]), name,
+                     "numpy and torch float32 dot products differ")
+            want = pack_bits((fouts["numpy_f32"] >= t).astype(np.uint8))
+            _require(_equal(out, want), name, "the fused XNOR layer's bits differ from "
+                     f"(float dot >= threshold) in {int(np.count_nonzero(out != want))} words")
+
+        res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
+               **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
+                           **floats}, ops, *_budget(ops, quick), check=check),
+               "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k},
+               "check": {"passed": True, "compared": "fused layer's packed bits = (float32 dot "
+                         ">= threshold) packed; numpy dots = torch dots", "values": m * n}}
     _ratios(res)
+    res["weight_bytes"]["ratio"] = 4 * n * k / layer.weights.nbytes
     return res
 
 
+def bench_bnn(shape, seed: int = 0):
+    """A TaskBNN (eval mode) with random weights and trained-looking batch norms whose decisions
+    never sit on a reachable value, so that a float head and the kernel (integer thresholds, score
+    table) must agree on every label, whatever the rounding of either.
+
+    Hidden layer: a dot of n_bits ±1 terms has the parity of n_bits; each neuron's batch norm is
+    set (mean = c + β/s, s = γ/√(var + ε)) so that BN(d) = (d − c)·s with c of the other parity: the
+    sign changes halfway between two reachable dots, |BN(d)| >= |s|. Output layer: all classes
+    share one scale s and have boundaries c_i = r + 2i/n_classes, so two scores differ by
+    |(d_i − d_j) − 2(i − j)/n_classes|·|s| >= 2|s|/n_classes (dots of one layer share a parity):
+    no near-tie, the argmax is the same in any rounding.
+    """
+    import torch
+
+    from hybnn_cli.bnn import TaskBNN
+
+    g = torch.Generator().manual_seed(seed)
+    model = TaskBNN(shape).eval()
+
+    def scale(c):  # |γ| in [0.25, 1.75], random sign; var in [1, 51]
+        sign = torch.where(torch.rand(c, generator=g) < 0.5, -1.0, 1.0)
+        gamma = sign * (0.25 + 1.5 * torch.rand(c, generator=g))
+        return gamma, torch.rand(c, generator=g) * 50 + 1
+
+    with torch.no_grad():
+        model.fc1.weight.copy_(torch.randn(shape.hidden, shape.n_bits, generator=g))
+        model.fc2.weight.copy_(torch.randn(shape.n_classes, shape.hidden, generator=g))
+        h = shape.hidden
+        c1 = 2 * torch.randint(-10, 11, (h,), generator=g) + (shape.n_bits + 1) % 2
+        gamma2, var2 = scale(1)
+        r = 2 * torch.randint(-3, 4, (1,), generator=g) + shape.hidden % 2
+        c2 = r + 2.0 * torch.arange(shape.n_classes) / shape.n_classes
+        for bn, c, (gamma, var) in ((model.bn1, c1, scale(h)),
+                                    (model.bn2, c2, (gamma2.expand(shape.n_classes),
+                                                     var2.expand(shape.n_classes)))):
+            beta = torch.randn(bn.num_features, generator=g)
+            bn.weight.copy_(gamma)
+            bn.running_var.copy_(var)
+            bn.bias.copy_(beta)
+            bn.running_mean.copy_(c + beta / (gamma / torch.sqrt(var + bn.eps)))
+    return model
+
+
+def float_head(model) -> dict:
+    """The float32 head of a TaskBNN at its best, prepared once:
+
+    - weights signed once to ±1 float32, laid out (in, out) for x @ W;
+    - batch norm folded into a per-neuron scale s and shift b, s·d + b. In the hidden layer only
+      the side of zero matters (sign), so it reduces to one threshold per neuron on the dot:
+      s·d + b >= 0 ⇔ sign(s)·d >= −b/|s| — the weights of neurons with s < 0 are negated once;
+    - the hidden layer then yields h ∈ {0, 1} (the comparison's result, written in place), and
+      ±1 = 2h − 1, so the output dot is d2 = 2·(h @ W2) − ΣW2 and the scores s₂·d2 + b₂ are one
+      matrix product with a bias: h @ (2s₂·W2) + (b₂ − s₂·ΣW2).
+
+    Returns float32 arrays w1 (n_bits, hidden), t1 (hidden,), w2s = 2s₂·W2 (hidden, n_classes),
+    shift2 (n_classes,), and for the checks w2 = ±1 W2 (hidden, n_classes), w2_sum (n_classes,).
+    """
+    import numpy as np
+    import torch
+
+    def sign(w):
+        return torch.where(w < 0, -1.0, 1.0)
+
+    def scale_shift(bn):
+        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return s, bn.bias - bn.running_mean * s
+
+    with torch.no_grad():
+        s1, b1 = scale_shift(model.bn1)
+        w1 = sign(model.fc1.weight) * torch.where(s1 < 0, -1.0, 1.0)[:, None]
+        t1 = torch.where(s1 == 0, torch.where(b1 >= 0, -torch.inf, torch.inf), -b1 / s1.abs())
+        w2 = sign(model.fc2.weight)
+        s2, b2 = scale_shift(model.bn2)
+        w2_sum = w2.sum(1)
+        arrays = {"w1": w1.T, "t1": t1, "w2s": (w2 * (2 * s2)[:, None]).T,
+                  "shift2": b2 - s2 * w2_sum, "w2": w2.T, "w2_sum": w2_sum}
+        return {k: np.ascontiguousarray(v.numpy(), dtype=np.float32) for k, v in arrays.items()}
+
+
+def _float_heads(fh: dict, x) -> tuple[dict, dict]:
+    """numpy and torch versions of `float_head` on ±1 float32 inputs x (B, n_bits), each writing
+    into its own preallocated buffers: (contenders, buffers per contender: hidden h ∈ {0, 1},
+    scores, labels). Call the torch one inside `torch.inference_mode`.
+
+    numpy: x @ W1 → h, h >= t1 → h, [h, 1] @ [W2s; shift2] → scores (h has a constant column of
+    ones, so the bias costs no call), argmax. torch: matmul, ge, addmm (bias and product in one
+    call), argmax. With two classes the argmax is one comparison, score₁ > score₀ (ties → class 0,
+    as argmax)."""
+    import numpy as np
+    import torch
+
+    b, hidden, n_classes = x.shape[0], fh["w1"].shape[1], fh["w2s"].shape[1]
+    w1, t1 = fh["w1"], fh["t1"]
+    w2b = np.ascontiguousarray(np.vstack([fh["w2s"], fh["shift2"][None]]))
+    hb = np.ones((b, hidden + 1), np.float32)
+    nb = {"h": hb[:, :hidden], "scores": np.empty((b, n_classes), np.float32),
+          "labels": np.empty(b, np.int64)}
+    h, sc, lab = nb["h"], nb["scores"], nb["labels"]
+    s0, s1 = sc[:, 0], sc[:, -1]
+
+    def numpy_head():
+        np.matmul(x, w1, out=h)
+        np.greater_equal(h, t1, out=h)
+        np.matmul(hb, w2b, out=sc)
+        if n_classes == 2:
+            np.greater(s1, s0, out=lab)
+        else:
+            np.argmax(sc, axis=1, out=lab)
+
+    tb = {"h": np.empty((b, hidden), np.float32), "scores": np.empty((b, n_classes), np.float32),
+          "labels": np.empty(b, np.int64)}
+    tx, tw1, tt1, tw2s, tshift2 = (torch.from_numpy(a) for a in
+                                    (x, w1, t1, fh["w2s"], fh["shift2"]))
+    th, tsc, tlab = (torch.from_numpy(tb[k]) for k in ("h", "scores", "labels"))
+    ts0, ts1 = tsc[:, 0], tsc[:, -1]
+
+    def torch_head():
+        torch.matmul(tx, tw1, out=th)
+        torch.ge(th, tt1, out=th)
+        torch.addmm(tshift2, th, tw2s, out=tsc)
+        if n_classes == 2:
+            torch.gt(ts1, ts0, out=tlab)
+        else:
+            torch.argmax(tsc, 1, out=tlab)
+
+    return {"numpy_f32": numpy_head, "torch_f32": torch_head}, {"numpy_f32": nb, "torch_f32": tb}
+
+
+def bench_head(batch: int, threads: int, quick: bool) -> dict:
+    """The whole BNN head 200 → 128 → 2 on `bench_bnn`: the kernel runtime (packed codes in,
+    scores and labels out) against the float32 head at its best (`float_head`, numpy and torch)
+    and against the float hidden-layer matmul 200 → 128 alone (numpy and torch).
+
+    Checks: the float head's labels equal the TaskBNN module's (computed once, untimed: the float
+    head is the same network); the kernel's labels equal both float heads'; the kernel's scores
+    equal, bit for bit, its score table at the output dots the float head computed (so every
+    hidden bit and output dot agrees); both hidden matmuls equal the XNOR dot products."""
+    import numpy as np
+    import torch
+    from hybnn_kernels.bits import pack_bits
+    from hybnn_kernels.xnor import xnor_gemm
+
+    from hybnn_cli.bnn import BNNShape
+    from hybnn_cli.export import runtime_from_model, torch_predict
+
+    shape = BNNShape(200, 128, 2)
+    name = f"head 200-128-2 b={batch}"
+    model = bench_bnn(shape)
+    rt = runtime_from_model(model)
+    fh = float_head(model)
+    rng = np.random.default_rng(batch)
+    _, codes, x = _random_bits(rng, batch, shape.n_bits)
+    _, want_labels = torch_predict(model, codes)
+    # the hidden-layer dots of the float head's ±1 weights, by the kernel (untimed reference)
+    dots1 = xnor_gemm(codes, pack_bits((fh["w1"].T > 0).astype(np.uint8)), shape.n_bits)
+    ops = 2.0 * batch * (shape.n_bits * shape.hidden + shape.hidden * shape.n_classes)
+    scores = np.empty((batch, shape.n_classes), np.float32)
+    labels = np.empty(batch, np.int64)
+    table = rt.score_table
+    with torch.inference_mode():
+        heads, hbufs = _float_heads(fh, x)
+        mms, mouts = _float_matmuls(x, fh["w1"])
+        matmuls = {f"{k}_matmul": fn for k, fn in mms.items()}
+
+        def check():
+            for f, buf in hbufs.items():
+                _require(_equal(buf["labels"], want_labels), name,
+                         f"the {f} float head's labels differ from the TaskBNN module's")
+                _require(_equal(labels, buf["labels"]), name, "XNOR head labels differ from the "
+                         f"{f} float head's on {int(np.count_nonzero(labels != buf['labels']))} "
+                         f"of {batch} samples")
+            for f, buf in hbufs.items():  # output dots from the float head's hidden bits
+                d2 = (2 * (buf["h"] @ fh["w2"]) - fh["w2_sum"]).astype(np.int64)
+                want = table[np.arange(shape.n_classes), (d2 + shape.hidden) // 2]
+                _require(_equal(scores.view(np.uint32), want.view(np.uint32)), name,
+                         f"XNOR head scores differ from the score table at the {f} float head's "
+                         "output dots")
+            for f, o in mouts.items():
+                _require(_equal(o, dots1), name, f"{f} hidden-layer dots differ from XNOR's")
+
+        res = {"name": name, "batch": batch, "ops": ops,
+               **_compare({"xnor": lambda: rt.run(codes, threads, out=(scores, labels)),
+                           **heads, **matmuls}, ops, *_budget(ops, quick), check=check),
+               "weight_bytes": {"binary": rt.weight_bytes,
+                                "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)},
+               "check": {"passed": True, "compared": "XNOR labels = numpy and torch float head "
+                         "labels = TaskBNN labels; XNOR scores = score table at the float head's "
+                         "output dots, bit for bit; float hidden matmuls = XNOR dots",
+                         "values": batch}}
+    for key in ("xnor", *heads, *matmuls):
+        res[key]["us_per_sample"] = res[key]["seconds"] / batch * 1e6
+        res[key]["samples_per_second"] = batch / res[key]["seconds"]
+    _ratios(res)
+    _ratios(res, tuple(matmuls), "best_hidden_matmul")
+    res["weight_bytes"]["ratio"] = res["weight_bytes"]["float32"] / rt.weight_bytes
+    return res
+
+
+METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every contender sees the "
+          "same load drift), JIT warm-up outside the timing, preallocated outputs for every "
+          "contender; ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels, "
+          "float weights pre-signed to ±1 float32 and batch norm pre-folded; float inputs are the "
+          "±1 float32 values of the bits the kernel reads (unpacked outside the timing); torch in "
+          "inference_mode on plain tensors; every output checked against a reference after the "
+          "warm-up and after the timing")
+
+
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
-    """Run every case; returns the result dict (also what `--json` prints)."""
+    """Run every case; returns the body of the result file (`hybnn bench` adds the provenance
+    header). Raises HybnnError when a check fails."""
     import numba
     import torch
     from threadpoolctl import threadpool_limits
@@ -283,29 +497,23 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
 
     numba.set_num_threads(threads)
     torch.set_num_threads(threads)
-    sizes = [256, 512, 1024] if quick else [256, 512, 1024, 2048, 4096]
+    sizes = [256, 512] if quick else [256, 512, 1024, 2048, 4096]
     cases = []
-    t_start = time.time()
+    t_start, load_start = time.time(), os.getloadavg()
     with threadpool_limits(limits=threads, user_api="blas"):
-        info = machine_info(threads)
-        for b in (1, 4096):
-            print(f"bench: BNN head, batch {b}", file=log, flush=True)
-            cases.append(bench_head(b, threads, quick))
-        print("bench: hidden layer 200 → 128, batch 4096", file=log, flush=True)
-        cases.append(bench_hidden(4096, threads, quick))
-        for s in sizes:
-            print(f"bench: square GEMM {s}", file=log, flush=True)
-            cases.append(bench_gemm(s, threads, quick))
-    return {"format": BENCH_FORMAT, "format_version": BENCH_VERSION, "hybnn_version": __version__,
-            "quick": quick, "command": "hybnn bench" + (" --quick" if quick else ""),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
-            "seconds": time.time() - t_start, "machine": info,
-            "method": "medians over repeats timed in 3 interleaved rounds per case (every "
-                      "contender sees the same load drift), JIT warm-up outside the timing, "
-                      "preallocated outputs; "
-                      "ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels; "
-                      "float inputs are ±1 float32 already unpacked, kernel inputs packed bits",
-            "cases": cases}
+        todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
+        todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
+        todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]
+        for what, case, arg in todo:
+            t0 = time.time()
+            cases.append(case(arg, threads, quick))
+            print(f"bench: {what}: checked, {time.time() - t0:.1f} s", file=log, flush=True)
+        setup = bench_setup(threads)
+    return {"hybnn_version": __version__, "quick": quick, "setup": setup,
+            "load_average": {"start": [round(x, 2) for x in load_start],
+                             "end": [round(x, 2) for x in os.getloadavg()]},
+            "seconds": time.time() - t_start, "method": METHOD,
+            "checks_passed": all(c["check"]["passed"] for c in cases), "cases": cases}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -327,10 +535,11 @@ def plot(result: dict, path: Path) -> None:
     ax.axhline(1, color="grey", lw=0.8)
     ax.set_xlabel("M = N = K (bits for the kernel)")
     ax.set_ylabel("speedup (same 2·M·N·K operations)")
-    m = result["machine"]
-    ax.set_title(f"XNOR-popcount GEMM vs float32 matmul\n{m['cpu']} ({m['llvm_cpu_name']}), "
-                 f"{m['threads']} threads, kernel variant {m['kernel']['variant']}, "
-                 f"load average {m['load_average'][0]:.1f} at start", fontsize=9)
+    m, s = result["machine"], result["setup"]
+    ax.set_title(f"XNOR-popcount GEMM vs float32 matmul (outputs checked equal)\n{m['cpu']} "
+                 f"({s['llvm_cpu_name']}), {s['threads']} threads, kernel variant "
+                 f"{s['kernel']['variant']}, load average {result['load_average']['start'][0]:.1f}"
+                 f" at start", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -339,11 +548,23 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """The child process of `hybnn bench`: prints the result body as JSON on stdout, or
+    {"error": message} and exit code 1 when a check fails."""
     import argparse
 
     p = argparse.ArgumentParser(description="hybnn benchmark (child process of `hybnn bench`)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    print(json.dumps(run(args.quick, args.threads)))
+    args = p.parse_args(argv)
+    try:
+        body = run(args.quick, args.threads)
+    except HybnnError as e:
+        print(json.dumps({"error": str(e)}), flush=True)
+        return 1
+    print(json.dumps(body), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

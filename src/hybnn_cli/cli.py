@@ -11,7 +11,6 @@ import contextlib
 import functools
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -383,7 +382,7 @@ def predict_cmd(
 @app.command("bench")
 @handle_errors
 def bench_cmd(
-    quick: bool = typer.Option(False, "--quick", help="Short run: GEMMs up to 1024, fewer "
+    quick: bool = typer.Option(False, "--quick", help="Short run: GEMMs up to 512, fewer "
                                "repeats."),
     threads: int = typer.Option(2, "--threads", min=1, help="Threads for every contender."),
     out: Path = typer.Option(None, "--out", help="Write the full results as JSON here."),
@@ -391,10 +390,13 @@ def bench_cmd(
                                    "size here."),
     json_out: bool = JsonOut,
 ):
-    """Benchmark the XNOR-popcount kernels against numpy and torch float32 matmul.
+    """Benchmark the XNOR-popcount kernels against numpy and torch float32, checking every answer.
 
-    Runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses its
-    best kernel; records the machine and which BLAS kernel ran.
+    The BNN head runs against a float32 head built from the same network (weights pre-signed,
+    batch norm folded) and against the float hidden-layer matmul alone; every contender's output
+    is checked against a reference in the same run, and a mismatch fails the benchmark. Runs in a
+    child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses its best
+    kernel; records the machine and which BLAS kernel ran.
 
     No --seed: the inputs come from fixed seeds; only the timings vary between runs.
 
@@ -402,7 +404,7 @@ def bench_cmd(
     """
     import numba
 
-    from hybnn_cli import bench
+    from hybnn_cli import bench, results
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise HybnnError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} here "
@@ -410,13 +412,12 @@ def bench_cmd(
     for p in (out, plot_path):
         if p is not None:
             _check_out(p)
-    result = bench.run_in_clean_env(quick, threads,
-                                    log=subprocess.DEVNULL if json_out else sys.stderr)
+    body = bench.run_in_clean_env(quick, threads,
+                                  log=None if json_out else sys.stderr)
     if out is not None:
-        from hybnn_cli.fileio import atomic_path
-
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        result = results.write_result(out, bench.BENCH_FORMAT, bench.BENCH_VERSION, body)
+    else:
+        result = {**results.result_header(bench.BENCH_FORMAT, bench.BENCH_VERSION), **body}
     if plot_path is not None:
         bench.plot(result, plot_path)
     if json_out:
@@ -428,12 +429,14 @@ def bench_cmd(
 def _print_bench_table(result: dict) -> None:
     from rich.table import Table
 
-    m = result["machine"]
+    m, s = result["machine"], result["setup"]
     blas = ", ".join(f"{b['internal_api']} {b['version']} {b['architecture']}"
-                     for b in m["numpy_blas"])
-    table = Table(title=f"{m['cpu']} ({m['llvm_cpu_name']}), {m['threads']} threads; kernel "
-                  f"{m['kernel']['variant']}; numpy BLAS {blas}; torch {m['torch']}")
-    for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch", "weights (less)"):
+                     for b in s["numpy_blas"])
+    table = Table(title=f"{m['cpu']} ({s['llvm_cpu_name']}), {s['threads']} threads; kernel "
+                  f"{s['kernel']['variant']}; numpy BLAS {blas}; torch {m['packages']['torch']}; "
+                  f"every output checked")
+    for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch",
+                "×float 200→128 matmul alone", "weights (less)"):
         table.add_column(col, justify="left" if col == "case" else "right")
 
     def rate(e):
@@ -443,10 +446,12 @@ def _print_bench_table(result: dict) -> None:
 
     for c in result["cases"]:
         wb = c["weight_bytes"]
+        alone = c.get("speedup_vs_best_hidden_matmul")
         table.add_row(c["name"], rate(c["xnor"]), rate(c["numpy_f32"]), rate(c["torch_f32"]),
                       f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
+                      "" if alone is None else f"{alone:.1f}",
                       f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
-    (Console() if sys.stdout.isatty() else Console(width=130)).print(table)
+    (Console() if sys.stdout.isatty() else Console(width=150)).print(table)
 # ── federated training (Flower) ───────────────────────────────────────────────────────────────
 @app.command("fed")
 @handle_errors
