@@ -313,3 +313,35 @@ def exactness(results_dir: Path) -> str:
             f"({codes:,} predictions): {mism} mismatched predictions, class scores bit-identical "
             f"for {identical} of {len(rows)} models, kernel accuracy equal to torch's for "
             f"{agree} of {len(rows)}.\n\n" + source(EXACT, r))
+
+
+BENCH = "bench.json"
+
+
+@renderer("bench-table")
+def bench_table(results_dir: Path) -> str:
+    r = _load(results_dir, BENCH, "hybnn-bench")
+    setup = r["setup"]
+    rows = []
+    for c in r["cases"]:
+        x = c["xnor"]
+        head = "us_per_sample" in x
+        rows.append([f"`{c['name']}`",
+                     f"{x['us_per_sample']:.3f} µs/sample" if head
+                     else f"{x['ops_per_second'] / 1e9:,.0f} Gop/s",
+                     f"{c['speedup_vs_numpy']:.1f}×", f"{c['speedup_vs_torch']:.1f}×",
+                     f"{c['speedup_vs_best_hidden_matmul']:.2f}×"
+                     if "speedup_vs_best_hidden_matmul" in c else "",
+                     "passed" if c["check"]["passed"] else "FAILED"])
+    load = r["load_average"]
+    blas = " ".join(str(b.get(k)) for b in setup["numpy_blas"][:1]
+                    for k in ("internal_api", "architecture"))
+    return (f"Kernel variant `{setup['kernel']['variant']}` on `{setup['llvm_cpu_name']}`, "
+            f"{setup['threads']} threads; each ratio is a float32 contender's median time over "
+            f"the XNOR kernel's, timed in the same process (numpy's BLAS: {blas or '?'}); "
+            f"load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end; "
+            f"every case's outputs checked against the float contenders before timing"
+            f" ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
+            + table(["case", "XNOR", "× numpy float32", "× torch float32",
+                     "× float 200→128 matmul alone", "check"], rows)
+            + "\n\n" + source(BENCH, r))
