@@ -210,7 +210,9 @@ def train_bnn_cmd(
     epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs (the paper: 100)."),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
     lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (latent weights live in "
-                             "[−1, 1]; chosen on validation accuracy, see the README)."),
+                             "[−1, 1]). The README lists what validation chose per task "
+                             "(`hybnn reproduce`); compare settings with --val-fraction, "
+                             "never on test accuracy."),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine or constant."),
     hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons (the paper: 128)."),
     val_fraction: float = ValFraction,
