@@ -34,8 +34,8 @@ main()
 
 
 @pytest.mark.parametrize("sig, code, message", [
-    (signal.SIGTERM, 143, "Terminated (SIGTERM)."),
-    (signal.SIGINT, 130, "Interrupted (SIGINT)."),
+    (signal.SIGTERM, 143, "Terminated."),
+    (signal.SIGINT, 130, "Interrupted."),
 ])
 def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message):
     launcher = tmp_path / "hybnn_child.py"

@@ -65,10 +65,10 @@ def handle_errors(fn):
             err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Terminated:
-            err_console.print("[bold red]Terminated[/] (SIGTERM).")
+            err_console.print("[bold red]Terminated.[/]")
             raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]Interrupted[/] (SIGINT).")
+            err_console.print("[bold red]Interrupted.[/]")
             raise typer.Exit(130) from None
 
     return wrapper
