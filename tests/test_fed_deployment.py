@@ -158,8 +158,8 @@ def marked_processes(mark: str) -> dict[int, str]:
                 environ = b""
         except (OSError, ValueError):
             continue
-        if fields[0] in ("Z", "X") or pid == os.getpid():
-            continue
+        if fields[0] in ("Z", "X") or pid == os.getpid() or not cmdline:
+            continue  # gone, or exiting (its command line already empty): identity unknowable
         info[pid] = fields[19] + " " + cmdline.replace(b"\0", b" ").decode(errors="replace")
         children.setdefault(int(fields[1]), []).append(pid)
         if mark.encode() in cmdline or mark.encode() in environ:

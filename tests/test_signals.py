@@ -34,8 +34,8 @@ main()
 
 
 @pytest.mark.parametrize("sig, code, message", [
-    (signal.SIGTERM, 143, "Terminated."),
-    (signal.SIGINT, 130, "Interrupted."),
+    (signal.SIGTERM, 143, "Terminated (SIGTERM)."),
+    (signal.SIGINT, 130, "Interrupted (SIGINT)."),
 ])
 def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message):
     launcher = tmp_path / "hybnn_child.py"
@@ -65,3 +65,28 @@ def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message
     assert stderr.strip() == message
     assert stdout == ""
     assert list(out_dir.iterdir()) == []  # no .codes.h5.*.tmp and no codes.h5
+
+
+def test_a_signal_swallowed_in_a_c_callback_is_delivered_again():
+    """Python only prints a KeyboardInterrupt raised inside a ctypes callback ("Exception
+    ignored"); the CLI's hook raises the signal again so the command still stops."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ctypes, os, signal, time\n"
+        "from hybnn_cli import cli\n"
+        "signal.signal(signal.SIGTERM, cli._on_sigterm)\n"
+        "import sys; sys.unraisablehook = cli._on_unraisable\n"
+        "CB = ctypes.CFUNCTYPE(None)\n"
+        "def cb():\n"
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(0.1)\n"
+        "try:\n"
+        "    CB(cb)()\n"
+        "    time.sleep(2)\n"
+        "    print('lost')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('delivered')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "delivered", out.stdout + out.stderr

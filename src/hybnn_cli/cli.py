@@ -65,10 +65,10 @@ def handle_errors(fn):
             err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Terminated:
-            err_console.print("[bold red]Terminated.[/]")
+            err_console.print("[bold red]Terminated[/] (SIGTERM).")
             raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]Interrupted.[/]")
+            err_console.print("[bold red]Interrupted[/] (SIGINT).")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -784,8 +784,25 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+def _on_unraisable(args) -> None:
+    """A Ctrl-C or SIGTERM that landed inside a callback from C (numba's compiler, ctypes) is
+    only printed there as "Exception ignored" and would be lost: deliver the signal again, a
+    moment later (from the hook itself it would be swallowed too), so the main thread unwinds
+    as usual."""
+    import threading
+
+    if isinstance(args.exc_value, KeyboardInterrupt):
+        sig = signal.SIGTERM if isinstance(args.exc_value, Terminated) else signal.SIGINT
+        if sig == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        threading.Timer(0.05, signal.raise_signal, (sig,)).start()
+    else:
+        sys.__unraisablehook__(args)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.unraisablehook = _on_unraisable
     app(prog_name="hybnn")
 
 
