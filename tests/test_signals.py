@@ -70,8 +70,6 @@ def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message
 def test_a_signal_swallowed_in_a_c_callback_is_delivered_again():
     """Python only prints a KeyboardInterrupt raised inside a ctypes callback ("Exception
     ignored"); the CLI's hook raises the signal again so the command still stops."""
-    import subprocess
-    import sys
 
     code = (
         "import ctypes, os, signal, time\n"
@@ -90,3 +88,36 @@ def test_a_signal_swallowed_in_a_c_callback_is_delivered_again():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "delivered", out.stdout + out.stderr
+
+
+def test_bench_stops_its_child_process_on_sigterm(tmp_path):
+    """`hybnn bench` runs in a child process; a SIGTERM to hybnn ends both, and writes nothing."""
+    import os
+
+    out = tmp_path / "bench.json"
+    proc = subprocess.Popen([sys.executable, "-m", "hybnn_cli", "bench", "--quick", "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        child = None
+        deadline = time.monotonic() + 60
+        while child is None and time.monotonic() < deadline:
+            for d in os.listdir("/proc"):
+                if d.isdigit():
+                    try:
+                        stat = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if int(stat[1]) == proc.pid:
+                        child = int(d)
+            time.sleep(0.1)
+        assert child is not None, "the benchmark's child process never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and err.strip().endswith("Terminated (SIGTERM).")
+        time.sleep(0.5)
+        assert not os.path.exists(f"/proc/{child}") or \
+            open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()

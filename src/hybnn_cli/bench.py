@@ -61,8 +61,13 @@ def run_in_clean_env(quick: bool, threads: int, log=sys.stderr) -> dict:
 
     relay = threading.Thread(target=forward, daemon=True)
     relay.start()
-    out = proc.stdout.read()
-    proc.wait()
+    try:
+        out = proc.stdout.read()
+        proc.wait()
+    finally:  # Ctrl-C or SIGTERM here: the child must not go on alone
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     relay.join()
     try:
         result = json.loads(out)
