@@ -104,7 +104,8 @@ def _epoch_bar(title: str, epochs: int, json_out: bool):
 
 
 def _val_text(result: dict) -> str:
-    return f"validation accuracy {result['val_acc']:.2%}, " if result.get("val_acc") else ""
+    val = result.get("val_acc")
+    return f"validation accuracy {val:.2%}, " if val is not None else ""
 
 
 def epoch_status(m: dict) -> str:

@@ -89,7 +89,8 @@ def mean_sd(values: list[float]) -> str:
 
 
 def entry_cell(e: dict | None) -> str:
-    return "–" if not e else mean_sd([r["test_acc"] for r in e["runs"]])
+    """A model's test accuracy over its seeds, as the study summarized it."""
+    return "–" if not e else f"{100 * e['test_acc']:.2f} ± {100 * e['test_acc_std']:.2f}"
 
 
 def table(header: list[str], rows: list[list]) -> str:

@@ -269,7 +269,7 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
            accuracy_table(results), "", "## Settings chosen on validation\n",
            tuning_table(results), ""]
     if any("sign" in t["baselines"] for t in results["tasks"]):
-        out += ["## Why the `sign` baseline scores about 50%\n", sign_table(results), ""]
+        out += ["## Why the `sign` baseline scores at chance\n", sign_table(results), ""]
     ten = results.get("ten_class")
     if ten:
         out += ["## 10 classes on the same codes\n",

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -402,8 +403,6 @@ class Study:
 def summarize(runs: list[dict], chosen, tuning: list[dict]) -> dict:
     """One model's entry: the first seed's run (its history, costs and class counts) with the
     test accuracy as mean ± standard deviation over the seeds, each seed's run kept in `runs`."""
-    import statistics
-
     accs = [r["test_acc"] for r in runs]
     vals = [r["val_acc"] for r in runs]
     brief = [{k: r[k] for k in ("seed", "path", "val_acc", "test_acc", "train_acc",
@@ -500,7 +499,7 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
 
 def test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
     """For each binarization, how many different inputs the task's test images become."""
-    x, _ = stages.load_task_images("mnist", task, data_dir, cfg.limit)["test"]
+    x, _ = stages.load_task_images("mnist", task, data_dir, cfg.limit, splits=("test",))["test"]
     return {"images": len(x), **{b: distinct_inputs(x, b) for b in BINARIZE}}
 
 

@@ -214,11 +214,11 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     if split not in ("train", "val", "test"):
         raise HybnnError(f"unknown split '{split}': use train, val or test")
     model, ckpt = ck.load_bnn(bnn_path)
-    c = read_codes(codes_path, "test" if split == "test" else "train")
+    stored = "test" if split == "test" else "train"  # val is a slice of the stored train split
+    c = read_codes(codes_path, stored)
     check_encoder(ckpt, c.attrs["encoder_sha256"], bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
-    keep = _split_parts(c.labels, "test" if split == "test" else "train",
-                        ckpt["config"].get("val_fraction", 0.0))[split]
+    keep = _split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
     idx, y = task.select(c.labels[keep])
     if len(idx) == 0:
         raise HybnnError(f"{codes_path}: task {task.name} has no samples in /{split}")
@@ -229,12 +229,13 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
 
 # ── the binary CNN baseline on images ─────────────────────────────────────────────────────────
 def load_task_images(dataset: str, task: Task, data_dir=None, limit: int | None = None,
-                     val_fraction: float = VAL_FRACTION) -> dict:
+                     val_fraction: float = VAL_FRACTION,
+                     splits: tuple[str, ...] = ("train", "test")) -> dict:
     """The task's images as [0, 1] tensors (N, 1, 28, 28) with remapped labels: "train", "val"
-    (the same slice as `load_task_codes` takes) and "test". `limit` keeps the first N images of
-    each split before selecting the task's classes."""
+    (the same slice as `load_task_codes` takes) and "test"; `splits` says which IDX splits to
+    read. `limit` keeps the first N images of each split before selecting the task's classes."""
     out = {}
-    for split in ("train", "test"):
+    for split in splits:
         images, labels = load_split(dataset, split, data_dir)
         if limit:
             images, labels = images[:limit], labels[:limit]
@@ -295,7 +296,8 @@ def test_baseline(cnn_path: Path, data_dir=None) -> dict:
     model, ckpt = ck.load_baseline(cnn_path)
     cfg = ckpt["config"]
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
-    x, y = load_task_images(cfg["dataset"], task, data_dir, cfg.get("train_limit"), 0.0)["test"]
+    x, y = load_task_images(cfg["dataset"], task, data_dir, cfg.get("train_limit"),
+                            splits=("test",))["test"]
     res = evaluate(model, x, y)
     return {"test_acc": res["acc"], "test_loss": res["loss"],
             "test_class_counts": class_counts(y, task.n_classes),
