@@ -38,6 +38,9 @@ results: setup
 	$(BIN)/hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
 	$(BIN)/python benchmarks/federated.py --work $(STUDY)
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
+	$(BIN)/hybnn pretrain-vae --dataset fashion-mnist --epochs 20 --threads 1 --seed 0 --out runs/vae-fashion.pt
+	$(BIN)/hybnn extract --vae runs/vae-fashion.pt --dataset mnist --out runs/codes-fashion-on-mnist.h5
+	$(BIN)/python benchmarks/continual.py --codes mnist=$(STUDY)/codes-mnist-1d59759d9ea3f475.h5 --codes fashion=runs/codes-fashion-on-mnist.h5
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
 	$(BIN)/hybnn report --docs
 

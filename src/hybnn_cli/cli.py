@@ -575,6 +575,8 @@ def continual_cmd(
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", min=0, help="Balanced "
                                         "fine-tuning on the memory at the end of each task."),
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr"),
+    distill: float = typer.Option(0.0, "--distill", min=0.0, help="Weight of distillation "
+                                  "toward the previous task's model on the old classes' scores."),
     lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (cosine over each task)."),
     hidden: int = typer.Option(512, "--hidden", min=1, help="Hidden width of the BNN."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds, e.g. 0,1,2 (one run each; saved "
@@ -600,7 +602,7 @@ def continual_cmd(
         scenario=scenario, strategy=strategy, memory=memory, memory_policy=memory_policy,
         components=components, epochs_per_task=epochs_per_task, batch_size=batch_size,
         replay_ratio=replay_ratio, loss=loss, finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr, lr=lr, hidden=hidden, threads=threads,
+        finetune_lr=finetune_lr, distill=distill, lr=lr, hidden=hidden, threads=threads,
         val_fraction=val_fraction)
     cfg.check()
     seed_list = _seed_list(seeds)

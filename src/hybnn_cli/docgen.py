@@ -346,3 +346,72 @@ def bench_table(results_dir: Path) -> str:
             + table(["case", "XNOR", "× numpy float32", "× torch float32",
                      "× float 200→128 matmul alone", "check"], rows)
             + "\n\n" + source(BENCH, r))
+
+
+# ── continual learning ───────────────────────────────────────────────────────────────────────
+CONTINUAL = "continual.json"
+_STRATEGY_TEXT = {"none": "none (fine-tuning)", "replay": "replay, 2,000 codes",
+                  "generative": "generative (Bernoulli mixtures)", "joint": "joint (upper bound)"}
+
+
+def _cont_cell(run: dict | None, metric: str) -> str:
+    if not run:
+        return "not run"
+    m = run["test"][metric]
+    return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1e3:,.1f} kB"
+
+
+@renderer("continual-table")
+def continual_table(results_dir: Path) -> str:
+    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
+    encs = list(r["encoders"])
+    runs = r["runs"]
+    seeds = ", ".join(map(str, r["seeds"]))
+    head = ["scenario", "method", "source", "memory"] + [f"{e} encoder (%)" for e in encs]
+    rows = []
+    for scenario in ("class", "task"):
+        metric = "final_seen_acc" if scenario == "class" else "average_acc"
+        for strategy in ("none", "replay", "generative", "joint"):
+            any_run = next((runs[k] for e in encs if (k := f"{e}/{scenario}/{strategy}")
+                            in runs), None)
+            mem = _kb(any_run["memory_bytes"]) if any_run else "–"
+            if strategy == "joint" and any_run:
+                mem = f"all codes ({mem})"
+            rows.append([scenario, _STRATEGY_TEXT[strategy], "measured", mem]
+                        + [_cont_cell(runs.get(f"{e}/{scenario}/{strategy}"), metric)
+                           for e in encs])
+        for name, acc in r["anchors"][scenario].items():
+            mem = "1.5 MB (= 62,720 codes)" if "iCaRL" in name else "–"
+            rows.append([scenario, name, "quoted", mem, f"{acc:.2f} (pixels)"]
+                        + [""] * (len(encs) - 1))
+    chosen = r.get("chosen", {})
+    picks = "; ".join(f"{s}: `{' '.join(c['options']) or 'defaults'}`"
+                      for s, c in chosen.items() if s != "rule")
+    wall = "; ".join(f"{e}: {r['encoders'][e]['study_wall_seconds'] / 60:.1f} min"
+                     for e in encs if "study_wall_seconds" in r["encoders"][e])
+    return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds {seeds}: "
+            f"class scenario on all ten digits, task scenario averaged over the five tasks. "
+            f"Quoted rows: {r['anchor_source']}. Settings chosen on validation ({picks}). "
+            f"Study time per encoder (4 strategies × 2 scenarios × {len(r['seeds'])} seeds, "
+            f"two runs at a time): {wall or 'not finished'}.\n\n"
+            + table(head, rows) + "\n\n" + source(CONTINUAL, r))
+
+
+@renderer("continual-metrics")
+def continual_metrics(results_dir: Path) -> str:
+    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
+    rows = []
+    for key, run in r["runs"].items():
+        enc, scenario, strategy = key.split("/")
+        rows.append([enc, scenario, strategy, _cont_cell(run, "final_seen_acc"),
+                     _cont_cell(run, "average_acc"), _cont_cell(run, "forgetting"),
+                     _cont_cell(run, "backward_transfer"), _kb(run["memory_bytes"]),
+                     f"{run['train_seconds']['mean']:.0f}"])
+    rows.sort(key=lambda x: (x[0], x[1], ["none", "replay", "generative", "joint"].index(x[2])))
+    return (table(["encoder", "scenario", "strategy", "seen classes (%)", "average accuracy (%)",
+                   "forgetting (points)", "backward transfer (points)", "memory",
+                   "training s per seed"], rows) + "\n\n" + source(CONTINUAL, r))

@@ -19,7 +19,9 @@ change") three settings, chosen on the validation split:
   codes' all seen outputs (asymmetric cross-entropy), so learning a new pair does not push the old
   classes' scores down;
 - `finetune_epochs`: balanced fine-tuning at the end of each task on the class-balanced memory
-  (or balanced pseudo-codes), at a small learning rate.
+  (or balanced pseudo-codes), at a small learning rate;
+- `distill`: the old classes' scores of every code in the batch are pulled toward those of the
+  model as it was after the previous task (KL divergence at temperature 2, as in LwF and iCaRL).
 
 Metrics after each task, on validation and on test: accuracy on every task seen so far and on all
 seen classes. At the end: average accuracy over the tasks, average forgetting (best minus final
@@ -30,6 +32,7 @@ after each task, so a resumed run repeats an unbroken one.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -57,6 +60,7 @@ STRATEGIES = ("none", "replay", "generative", "joint")
 LOSSES = ("ace", "plain")
 CKPT_FORMAT = "hybnn-continual-checkpoint"
 CKPT_VERSION = 1
+DISTILL_T = 2.0  # distillation temperature
 
 
 @dataclass
@@ -73,6 +77,8 @@ class ContinualConfig:
     finetune_epochs: int = 0  # balanced fine-tuning at the end of each task (0: none)
     finetune_lr: float = 1e-3
     finetune_per_class: int = 1000  # pseudo-codes per class per fine-tuning epoch (`generative`)
+    distill: float = 0.0  # weight of the distillation loss on the old classes' scores
+    flip: float = 0.0  # probability of flipping each bit of a replayed code (augmentation)
     lr: float = 1e-2
     hidden: int = 512
     seed: int = 0
@@ -204,6 +210,7 @@ class Sequence:
         # the new codes' competing outputs: ACE keeps them to the current task when replaying
         new_classes = cur if (replaying and cfg.loss == "ace") else seen
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        teacher = copy.deepcopy(self.model).eval() if cfg.distill > 0 and old else None
         for epoch in range(cfg.epochs_per_task):
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg.lr, epoch, cfg.epochs_per_task)
@@ -227,7 +234,14 @@ class Sequence:
                     xb, yb = torch.cat([xb, xr]), torch.cat([yb, yr])
                     allowed = torch.cat([allowed, _allowed(yr, seen, d.n_classes, cfg.scenario,
                                                            self.task_of, d.tasks)])
-                loss = F.cross_entropy(_masked(self.model(xb), allowed), yb)
+                scores = self.model(xb)
+                loss = F.cross_entropy(_masked(scores, allowed), yb)
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = F.softmax(teacher(xb)[:, old] / DISTILL_T, dim=1)
+                    loss = loss + cfg.distill * DISTILL_T ** 2 * F.kl_div(
+                        F.log_softmax(scores[:, old] / DISTILL_T, dim=1), target,
+                        reduction="batchmean")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -259,8 +273,10 @@ class Sequence:
             codes, labels = self.generator.sample(math.ceil(n / len(classes)), rng, classes)
             order = rng.permutation(len(labels))[:n]
             codes, labels = codes[order], labels[order]
-        x = torch.from_numpy(unpack_signs(codes, self.data.n_bits).astype(np.float32))
-        return x, torch.from_numpy(labels.astype(np.int64))
+        x = unpack_signs(codes, self.data.n_bits).astype(np.float32)
+        if self.cfg.flip > 0:
+            x[rng.random(x.shape) < self.cfg.flip] *= -1
+        return torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))
 
     def _finetune(self, t: int, seen: list[int]) -> None:
         cfg, d = self.cfg, self.data

@@ -1,0 +1,173 @@
+"""Continual learning on codes: Split-MNIST, 4 strategies × 2 scenarios × 3 seeds, per encoder.
+
+Every run is `hybnn continual ... --json` (so every number comes from a command anyone can rerun),
+with `--resume` so an interrupted study continues where it stopped, two runs at a time with one
+thread each (a 2-core machine).
+
+1. Tuning, on the validation split only (seed 0, MNIST-encoder codes, class scenario): a few
+   settings of `replay` and of `generative` against the pull toward the newest classes (loss,
+   balanced fine-tuning, replay ratio); the best validation accuracy on all ten digits wins.
+   The test split plays no part in the choice.
+2. The study: for each encoder (`--codes name=path`), none / replay / generative / joint in the
+   class and task scenarios, seeds 0, 1, 2, with the chosen settings.
+Writes `benchmarks/results/continual.json` (provenance header) after every run and the figure
+`benchmarks/results/continual.png` (test accuracy on the classes seen so far after each task).
+
+Usage: python benchmarks/continual.py --codes mnist=runs/codes-mnist.h5
+       --codes fashion=runs/codes-fashion-on-mnist.h5 [--seeds 0,1,2] [--work runs/continual-study]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from hybnn_cli.continual.study import plot_curves
+from hybnn_cli.results import read_result, write_result
+
+FORMAT = "hybnn-continual-benchmark"
+VERSION = 1
+SCENARIOS = ("class", "task")
+STRATEGIES = ("none", "replay", "generative", "joint")
+COMMON = ["--memory", "2000", "--epochs-per-task", "20", "--components", "48", "--threads", "1"]
+# candidate settings against the bias toward the newest classes (chosen on validation)
+CANDIDATES = {
+    "replay": {
+        "plain": ["--loss", "plain"],
+        "ace": ["--loss", "ace"],
+        "ace+ft": ["--loss", "ace", "--finetune-epochs", "10"],
+        "plain+ft": ["--loss", "plain", "--finetune-epochs", "10"],
+        "ace+ft+ratio2": ["--loss", "ace", "--finetune-epochs", "10", "--replay-ratio", "2"],
+    },
+    "generative": {
+        "ace": ["--loss", "ace"],
+        "ace+ft": ["--loss", "ace", "--finetune-epochs", "10"],
+        "ace+ft+ratio2": ["--loss", "ace", "--finetune-epochs", "10", "--replay-ratio", "2"],
+    },
+}
+# quoted from van de Ven & Tolias 2019, "Three scenarios for continual learning" (arXiv:1904.07734),
+# Table 4, split MNIST, MLP on pixels, mean over 20 runs
+ANCHORS = {
+    "class": {"none (fine-tuning)": 19.90, "EWC": 20.01, "LwF": 23.85,
+              "DGR (deep generative replay)": 90.79, "iCaRL (2,000 images, 1.5 MB)": 94.57,
+              "joint (offline upper bound)": 97.94},
+    "task": {"none (fine-tuning)": 87.19, "EWC": 98.64, "LwF": 99.57, "DGR": 99.50,
+             "joint (offline upper bound)": 99.66},
+}
+
+
+def hybnn(args: list[str], env: dict) -> tuple[dict, float]:
+    exe = str(Path(sys.executable).parent / "hybnn")
+    t0 = time.perf_counter()
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(args)}\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - t0
+
+
+def brief(res: dict, cmd: list[str], seconds: float) -> dict:
+    """What the study keeps of one `hybnn continual --json` answer."""
+    keep = ("config", "encoder_sha256", "memory_bytes", "train_seconds", "val", "test")
+    return {**{k: res[k] for k in keep}, "command": "hybnn " + shlex.join(cmd),
+            "wall_seconds": round(seconds, 1),
+            "runs": [{k: r[k] for k in ("seed", "val", "test", "train_seconds", "memory_bytes")}
+                     for r in res["runs"]]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--codes", action="append", required=True,
+                   help="name=path of a codes file of MNIST (repeat per encoder); the first is "
+                   "the one settings are tuned on")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--work", type=Path, default=Path("runs/continual-study"))
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))
+    p.add_argument("--figure", type=Path, default=Path("benchmarks/results/continual.png"))
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    args = p.parse_args(argv)
+    encoders = dict(c.split("=", 1) for c in args.codes)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    old = read_result(args.out, FORMAT) if args.out.is_file() else {}
+    body = {"seeds": [int(s) for s in args.seeds.split(",")], "common": COMMON,
+            "anchors": ANCHORS, "anchor_source": "van de Ven & Tolias 2019, arXiv:1904.07734, "
+            "Table 4 (split MNIST, MLP on pixels; quoted, not measured here)",
+            "encoders": {n: {"codes": c} for n, c in encoders.items()},
+            "tuning": old.get("tuning", {}), "runs": old.get("runs", {})}
+
+    def save() -> None:
+        write_result(args.out, FORMAT, VERSION, body,
+                     argv=["python", "benchmarks/continual.py", *(argv or sys.argv[1:])])
+
+    def launch(key: str, cmd: list[str], store: dict) -> None:
+        if key in store:
+            return
+        res, seconds = hybnn(cmd, env)
+        store[key] = brief(res, cmd, seconds)
+        save()
+        s = res["val"]["final_seen_acc"], res["test"]["final_seen_acc"]
+        print(f"{key}: val {100 * s[0]['mean']:.2f}%  test {100 * s[1]['mean']:.2f}% "
+              f"({seconds:.0f} s)", flush=True)
+
+    # 1. tuning on validation: seed 0, the first encoder, class scenario
+    tune_name, tune_codes = next(iter(encoders.items()))
+    jobs = [(f"{strategy}/{name}",
+             ["continual", "--codes", tune_codes, "--scenario", "class", "--strategy", strategy,
+              *COMMON, *extra, "--seeds", "0", "--out",
+              str(args.work / "tune" / f"{strategy}-{name}"), "--resume", "--json"])
+            for strategy, cands in CANDIDATES.items() for name, extra in cands.items()]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
+    chosen = {}
+    for strategy, cands in CANDIDATES.items():
+        best = max(cands, key=lambda n: body["tuning"][f"{strategy}/{n}"]["val"]
+                   ["final_seen_acc"]["mean"])
+        chosen[strategy] = {"name": best, "options": cands[best]}
+    body["chosen"] = {**chosen, "rule": "highest validation accuracy on all ten digits after "
+                      "the last task (class scenario, seed 0, first encoder)"}
+    save()
+
+    # 2. the study, per encoder
+    for enc, codes in encoders.items():
+        t0 = time.perf_counter()
+        jobs = []
+        for scenario in SCENARIOS:
+            for strategy in STRATEGIES:
+                extra = chosen[strategy]["options"] if strategy in chosen else []
+                jobs.append((f"{enc}/{scenario}/{strategy}",
+                             ["continual", "--codes", codes, "--scenario", scenario,
+                              "--strategy", strategy, *COMMON, *extra, "--seeds", args.seeds,
+                              "--out", str(args.work / enc), "--resume", "--json"]))
+        # the longest first, so the two workers finish together
+        order = {"joint": 0, "generative": 1, "replay": 2, "none": 3}
+        jobs.sort(key=lambda j: order[j[0].split("/")[-1]])
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda j: launch(j[0], j[1], body["runs"]), jobs))
+        body["encoders"][enc]["study_wall_seconds"] = round(time.perf_counter() - t0, 1)
+        save()
+    draw(body, args.figure)
+
+
+def draw(body: dict, path: Path) -> None:
+    curves, panels = {}, []
+    for enc in body["encoders"]:
+        for scenario in SCENARIOS:
+            panel = f"{enc} encoder, {scenario}-incremental"
+            for strategy in STRATEGIES:
+                run = body["runs"].get(f"{enc}/{scenario}/{strategy}")
+                if run:
+                    curves[f"{panel}/{strategy}"] = run["test"]["seen_acc_curve"]
+                    if panel not in panels:
+                        panels.append(panel)
+    plot_curves(curves, path, "Split-MNIST on codes: test accuracy on the classes seen so far "
+                f"(mean ± std over seeds {', '.join(map(str, body['seeds']))})", panels)
+
+
+if __name__ == "__main__":
+    main()
