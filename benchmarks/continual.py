@@ -36,20 +36,18 @@ FORMAT = "hybnn-continual-benchmark"
 VERSION = 1
 SCENARIOS = ("class", "task")
 STRATEGIES = ("none", "replay", "generative", "joint")
-COMMON = ["--memory", "2000", "--epochs-per-task", "20", "--components", "48", "--threads", "1"]
+COMMON = ["--memory", "2000", "--components", "48", "--threads", "1"]
 # candidate settings against the bias toward the newest classes (chosen on validation)
 CANDIDATES = {
     "replay": {
         "plain": ["--loss", "plain"],
-        "ace": ["--loss", "ace"],
-        "ace+ft": ["--loss", "ace", "--finetune-epochs", "10"],
-        "plain+ft": ["--loss", "plain", "--finetune-epochs", "10"],
-        "ace+ft+ratio2": ["--loss", "ace", "--finetune-epochs", "10", "--replay-ratio", "2"],
+        "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
+        "distill": ["--loss", "plain", "--distill", "1"],
+        "flip": ["--loss", "plain", "--flip", "0.05"],
     },
     "generative": {
-        "ace": ["--loss", "ace"],
-        "ace+ft": ["--loss", "ace", "--finetune-epochs", "10"],
-        "ace+ft+ratio2": ["--loss", "ace", "--finetune-epochs", "10", "--replay-ratio", "2"],
+        "plain": ["--loss", "plain"],
+        "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
     },
 }
 # quoted from van de Ven & Tolias 2019, "Three scenarios for continual learning" (arXiv:1904.07734),
@@ -91,11 +89,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/continual.png"))
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--epochs-per-task", default="20")
     args = p.parse_args(argv)
     encoders = dict(c.split("=", 1) for c in args.codes)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     old = read_result(args.out, FORMAT) if args.out.is_file() else {}
-    body = {"seeds": [int(s) for s in args.seeds.split(",")], "common": COMMON,
+    common = [*COMMON, "--epochs-per-task", args.epochs_per_task]
+    body = {"seeds": [int(s) for s in args.seeds.split(",")], "common": common,
+            "epochs_per_task": int(args.epochs_per_task),
             "anchors": ANCHORS, "anchor_source": "van de Ven & Tolias 2019, arXiv:1904.07734, "
             "Table 4 (split MNIST, MLP on pixels; quoted, not measured here)",
             "encoders": {n: {"codes": c} for n, c in encoders.items()},
@@ -119,8 +120,8 @@ def main(argv=None) -> None:
     tune_name, tune_codes = next(iter(encoders.items()))
     jobs = [(f"{strategy}/{name}",
              ["continual", "--codes", tune_codes, "--scenario", "class", "--strategy", strategy,
-              *COMMON, *extra, "--seeds", "0", "--out",
-              str(args.work / "tune" / f"{strategy}-{name}"), "--resume", "--json"])
+              *common, *extra, "--seeds", "0", "--out",
+              str(args.work / tune_name / f"{strategy}-{name}"), "--resume", "--json"])
             for strategy, cands in CANDIDATES.items() for name, extra in cands.items()]
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
@@ -139,11 +140,15 @@ def main(argv=None) -> None:
         jobs = []
         for scenario in SCENARIOS:
             for strategy in STRATEGIES:
-                extra = chosen[strategy]["options"] if strategy in chosen else []
+                # a chosen candidate's folder: its tuning run (seed 0) is reused, not repeated
+                extra, folder = [], strategy
+                if strategy in chosen:
+                    extra = chosen[strategy]["options"]
+                    folder = f"{strategy}-{chosen[strategy]['name']}"
                 jobs.append((f"{enc}/{scenario}/{strategy}",
                              ["continual", "--codes", codes, "--scenario", scenario,
-                              "--strategy", strategy, *COMMON, *extra, "--seeds", args.seeds,
-                              "--out", str(args.work / enc), "--resume", "--json"]))
+                              "--strategy", strategy, *common, *extra, "--seeds", args.seeds,
+                              "--out", str(args.work / enc / folder), "--resume", "--json"]))
         # the longest first, so the two workers finish together
         order = {"joint": 0, "generative": 1, "replay": 2, "none": 3}
         jobs.sort(key=lambda j: order[j[0].split("/")[-1]])

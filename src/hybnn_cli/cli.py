@@ -570,11 +570,13 @@ def continual_cmd(
     batch_size: int = typer.Option(128, "--batch-size", min=2, help="New codes per batch."),
     replay_ratio: float = typer.Option(1.0, "--replay-ratio", min=0.0,
                                        help="Replayed codes per new code in each batch."),
-    loss: str = typer.Option("ace", "--loss", help="ace (new codes compete only within their "
+    loss: str = typer.Option("plain", "--loss", help="ace (new codes compete only within their "
                              "task, replayed codes across all seen classes) or plain."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", min=0, help="Balanced "
                                         "fine-tuning on the memory at the end of each task."),
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr"),
+    flip: float = typer.Option(0.0, "--flip", min=0.0, max=0.5, help="Probability of "
+                               "flipping each bit of a replayed code (augmentation)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, help="Weight of distillation "
                                   "toward the previous task's model on the old classes' scores."),
     lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (cosine over each task)."),
@@ -602,7 +604,7 @@ def continual_cmd(
         scenario=scenario, strategy=strategy, memory=memory, memory_policy=memory_policy,
         components=components, epochs_per_task=epochs_per_task, batch_size=batch_size,
         replay_ratio=replay_ratio, loss=loss, finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr, distill=distill, lr=lr, hidden=hidden, threads=threads,
+        finetune_lr=finetune_lr, flip=flip, distill=distill, lr=lr, hidden=hidden, threads=threads,
         val_fraction=val_fraction)
     cfg.check()
     seed_list = _seed_list(seeds)
