@@ -153,7 +153,7 @@ def bench_setup(threads: int) -> dict:
     import llvmlite.binding as llb
     import numba
     import torch
-    from hybnn_kernels import xnor
+    from hybnn_kernels import tile
     from threadpoolctl import threadpool_info
 
     blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
@@ -165,8 +165,8 @@ def bench_setup(threads: int) -> dict:
         "llvm_cpu_name": llb.get_host_cpu_name(), "numpy_blas": blas,
         "openblas_env_in_parent": json.loads(os.environ.get("HYBNN_BENCH_PARENT_ENV", "{}")),
         "openblas_env_in_bench": {k: os.environ.get(k) for k in OPENBLAS_VARS},
-        "kernel": {"variant": xnor.VARIANT, "tile_rows": xnor.MR, "panel_rows": xnor.NR,
-                   "vector_u64_lanes": xnor.VW},
+        "kernel": {"variant": tile.VARIANT, "tile_rows": tile.MR, "panel_rows": tile.NR,
+                   "vector_u64_lanes": tile.VW},
     }
 
 

@@ -18,12 +18,10 @@ Exactness comes from letting torch evaluate its own batch norms on every value t
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 from hybnn_kernels import pack_bits
+from hybnn_kernels.h5attrs import write_attrs
 from hybnn_kernels.runtime import DEPLOY_FORMAT, DEPLOY_VERSION, BNNRuntime
 
 from hybnn_cli.bnn import TaskBNN
@@ -97,8 +95,7 @@ def write_deploy(path, model: TaskBNN, ckpt: dict) -> dict:
                                    "format_version": ckpt.get("format_version"),
                                    "hybnn_version": ckpt.get("hybnn_version")})
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for k, v in meta.items():
-            f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
+        write_attrs(f.attrs, meta)
         for name, arr in arrays.items():
             f.create_dataset(name, data=arr)
     n_flipped = int(arrays["fc1/flipped"].sum())
@@ -131,11 +128,3 @@ def verify_export(model: TaskBNN, runtime: BNNRuntime, codes: np.ndarray) -> int
     """Number of codes on which the runtime's labels differ from the torch model's."""
     _, want = torch_predict(model, codes)
     return int(np.count_nonzero(runtime.predict(codes) != want))
-
-
-def export_checkpoint(bnn_path: Path, out: Path) -> dict:
-    """Load a BNN checkpoint and write its deploy file."""
-    from hybnn_cli.checkpoint import load_bnn
-
-    model, ckpt = load_bnn(bnn_path)
-    return write_deploy(out, model, ckpt)
