@@ -494,18 +494,16 @@ METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every co
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     """Run every case; returns the body of the result file (`hybnn bench` adds the provenance
     header). Raises HybnnError when a check fails."""
-    import numba
-    import torch
+    import torch  # noqa: F401  (imported first, so `using_threads` sets its threads too)
     from threadpoolctl import threadpool_limits
 
     from hybnn_cli import __version__
+    from hybnn_cli.threads import using as using_threads
 
-    numba.set_num_threads(threads)
-    torch.set_num_threads(threads)
     sizes = [256, 512] if quick else [256, 512, 1024, 2048, 4096]
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
         todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
         todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]

@@ -117,6 +117,17 @@ def read_codes(path: str | os.PathLike, split: str) -> Codes:
     return Codes(codes, labels.astype(np.uint8, copy=False), n_bits, attrs)
 
 
+def check_encoder(model_sha: str | None, codes_sha: str | None, model_path, codes_path) -> None:
+    """Refuse to pair a BNN (checkpoint or deploy file) with codes made by another encoder: such
+    codes mean nothing to it. `model_sha` is the encoder SHA-256 the BNN was trained on, `codes_sha`
+    that of the codes file or VAE checkpoint."""
+    want, got = str(model_sha or ""), str(codes_sha or "")
+    if want != got:
+        raise HybnnError(f"{model_path} expects codes from encoder {want[:12]}… but {codes_path} "
+                         f"comes from encoder {got[:12]}…; use codes made by the same VAE "
+                         f"(re-extract them) or train a new BNN on these")
+
+
 def _n_classes(path, attrs: dict) -> int:
     """The recorded number of classes, or for older files that of the recorded dataset."""
     if "n_classes" in attrs:

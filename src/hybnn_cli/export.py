@@ -18,6 +18,8 @@ Exactness comes from letting torch evaluate its own batch norms on every value t
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from hybnn_kernels import pack_bits
@@ -128,3 +130,21 @@ def verify_export(model: TaskBNN, runtime: BNNRuntime, codes: np.ndarray) -> int
     """Number of codes on which the runtime's labels differ from the torch model's."""
     _, want = torch_predict(model, codes)
     return int(np.count_nonzero(runtime.predict(codes) != want))
+
+
+def check_deploy(deploy_path: Path, model: TaskBNN, codes_path: Path) -> dict:
+    """Compare a written deploy file's predictions with the torch model's on every code of the
+    test split of `codes_path` (same encoder required); a single mismatch is an error."""
+    from hybnn_cli.codes import check_encoder, read_codes
+    from hybnn_cli.predict import load_model
+
+    c = read_codes(codes_path, "test")
+    rt = load_model(deploy_path)
+    check_encoder(rt.meta.get("encoder_sha256"), c.attrs["encoder_sha256"], deploy_path,
+                  codes_path)
+    mismatches = verify_export(model, rt, c.codes)
+    if mismatches:
+        raise HybnnError(f"{deploy_path}: {mismatches} of {len(c.codes)} predictions differ from "
+                         f"the torch model's on {codes_path}")
+    return {"codes": str(codes_path), "split": "test", "n": int(len(c.codes)),
+            "mismatches": mismatches}

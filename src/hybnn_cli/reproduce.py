@@ -75,7 +75,7 @@ class StudyConfig:
     baseline_lrs: list = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])  # binary CNN candidates
     ten_class_hidden: list = field(default_factory=lambda: [128, 512])  # 10-class candidates
     val_fraction: float = VAL_FRACTION
-    threads: int = 2
+    threads: int | None = None  # threads every stage runs with (None: every core)
 
     @classmethod
     def quick(cls, **kw) -> StudyConfig:

@@ -14,7 +14,7 @@ import torch
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.codes import codes_writer, read_codes
+from hybnn_cli.codes import check_encoder, codes_writer, read_codes
 from hybnn_cli.data import load_split
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.extract import encode_batches
@@ -83,7 +83,6 @@ def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
     config = {"vae": str(vae_path), "dataset": dataset, "batch_size": batch_size, "limit": limit,
               "vae_config": vae_ckpt["config"]}
     sha = vae_ckpt["encoder_sha256"]
-    torch.set_num_threads(int(vae_ckpt["config"].get("threads", 2)))
     with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
                       config, int(vae_ckpt["seed"])) as write:
         for split, (images, labels) in splits.items():
@@ -135,7 +134,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     history: list[dict] = []
     if resume is not None:
         model, old = ck.load_bnn(resume)
-        check_encoder(old, sha, resume, codes_path)
+        check_encoder(old.get("encoder_sha256"), sha, resume, codes_path)
         require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed",
                                             "val_fraction"), resume)
         if old["shape"] != shape.to_dict():
@@ -198,16 +197,6 @@ def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
                              f"{getattr(cfg, key)!r}")
 
 
-def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
-    """Refuse a BNN paired with codes made by a different encoder."""
-    if bnn_ckpt.get("encoder_sha256") != codes_sha:
-        raise HybnnError(
-            f"{bnn_path} was trained on codes from encoder "
-            f"{str(bnn_ckpt.get('encoder_sha256'))[:12]}… but {codes_path} was made by encoder "
-            f"{codes_sha[:12]}…; re-extract the codes with "
-            f"the right VAE or train a new BNN")
-
-
 def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> dict:
     """Accuracy of a saved BNN on one split of a codes file (same encoder required): "test",
     or "train" / "val", the parts of the training split the BNN was trained / validated on."""
@@ -216,7 +205,7 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     model, ckpt = ck.load_bnn(bnn_path)
     stored = "test" if split == "test" else "train"  # val is a slice of the stored train split
     c = read_codes(codes_path, stored)
-    check_encoder(ckpt, c.attrs["encoder_sha256"], bnn_path, codes_path)
+    check_encoder(ckpt.get("encoder_sha256"), c.attrs["encoder_sha256"], bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
     keep = _split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
     idx, y = task.select(c.labels[keep])
