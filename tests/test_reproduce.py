@@ -19,12 +19,12 @@ def _error(result) -> str:
 
 @pytest.mark.parametrize("args, message", [
     (["baseline", "--binarize", "median"],
-     "unknown --binarize 'median': use sign, threshold, none"),
+     "unknown input binarization 'median': use sign, threshold, none"),
     (["baseline", "--task", "9"], "unknown task '9': use 1..5"),
     (["reproduce", "--tasks", "1,7"], "unknown task '7': use 1..5"),
     (["reproduce", "--tasks", "all"], "--tasks takes digit-pair tasks 1..5"),
     (["reproduce", "--binarize", "sign,round"],
-     "unknown --binarize 'round': use sign, threshold, none"),
+     "unknown input binarization 'round': use sign, threshold, none"),
     (["train-bnn", "--codes", "no/such/codes.h5", "--task", "1"],
      "no/such/codes.h5: no such codes file"),
     (["report", "--results", "no/such/reproduction.json"],
@@ -146,7 +146,7 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     import subprocess
     import sys
 
-    from hybnn_cli.reproduce import Reporter, StageBusy, StageCache
+    from hybnn_cli.stagecache import Reporter, StageBusy, StageCache
 
     cache = StageCache(tmp_path, Reporter())
     key = {"stage": "demo", "seed": 0}

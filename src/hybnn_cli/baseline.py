@@ -54,7 +54,7 @@ class BaselineConfig:
 
 def check_binarize(mode: str) -> str:
     if mode not in BINARIZE:
-        raise HybnnError(f"unknown --binarize '{mode}': use {', '.join(BINARIZE)}")
+        raise HybnnError(f"unknown input binarization '{mode}': use {', '.join(BINARIZE)}")
     return mode
 
 

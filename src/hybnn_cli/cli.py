@@ -285,7 +285,7 @@ def evaluate_cmd(
                    f"on {result['n']} codes")
 
 
-# ── deployment: export, predict, bench (issue 3) ──────────────────────────────────────────────
+# ── deployment: export, predict, bench ────────────────────────────────────────────────────────
 @app.command("export")
 @handle_errors
 def export_cmd(

@@ -44,7 +44,7 @@ class FedConfig:
         if self.clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise HybnnError("clients, rounds and local epochs must be at least 1")
         if self.partition == "dirichlet" and not self.alpha > 0:
-            raise HybnnError(f"--alpha must be > 0, got {self.alpha}")
+            raise HybnnError(f"the Dirichlet alpha must be > 0, got {self.alpha}")
 
     def to_dict(self) -> dict:
         return asdict(self)

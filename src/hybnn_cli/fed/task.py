@@ -17,7 +17,7 @@ import torch
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.partition import partition_indices
-from hybnn_cli.stages import load_task_codes
+from hybnn_cli.taskdata import load_task_codes
 from hybnn_cli.tasks import parse_task
 from hybnn_cli.threads import using as using_threads
 from hybnn_cli.train_bnn import BNNConfig, evaluate, lr_at, train_epoch
