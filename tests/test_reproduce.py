@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
+from hybnn_cli.errors import HybnnError
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -174,10 +175,21 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     assert len(calls) == 1 and not lock.exists()
 
 
-def test_federated_curves_read_the_benchmark_files_accuracy_curve():
-    from hybnn_cli.report import federated_curves
+def test_federated_curves_come_from_the_one_federated_format(tmp_path):
+    from hybnn_cli.fed.results import FORMAT, VERSION
+    from hybnn_cli.report import find_federated
+    from hybnn_cli.results import write_result
 
-    curves = federated_curves({"variant": "iid", "runs": {"task1": {"accuracy_curve": [0.5, 0.75],
-                                                                    "test_acc": 0.75}}},
-                              "federated-iid")
-    assert curves == [{"label": "federated-iid runs task1", "rounds": [1, 2], "acc": [0.5, 0.75]}]
+    run = {"accuracy_curve": [0.5, 0.75], "test_acc": 0.75}
+    write_result(tmp_path / "federated.json", FORMAT, VERSION,
+                 {"runs": {"iid/task1/seed0": run, "iid/task1/seed1": run,
+                           "bits/task2/seed0": run}})
+    (tmp_path / "federated-notes.json").write_text('{"format": "something else"}')
+    assert find_federated(tmp_path) == [
+        ("federated: bits", [{"label": "task2 seed0", "rounds": [1, 2], "acc": [0.5, 0.75]}]),
+        ("federated: iid", [{"label": "task1 seed0", "rounds": [1, 2], "acc": [0.5, 0.75]},
+                            {"label": "task1 seed1", "rounds": [1, 2], "acc": [0.5, 0.75]}])]
+    write_result(tmp_path / "federated.json", FORMAT, VERSION + 1, {"runs": {}})
+    with pytest.raises(HybnnError, match=f"federated benchmark version {VERSION + 1}, this "
+                       f"hybnn reads version {VERSION}$"):
+        find_federated(tmp_path)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.fed.results import read_federated
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.results import read_result
 
@@ -236,12 +237,12 @@ def fashion_table(results_dir: Path) -> str:
 
 
 # ── federated ─────────────────────────────────────────────────────────────────────────────────
-FED = "federated.json"
+FED = "federated.json"  # the format of `fed.results`
 
 
 @renderer("federated-table")
 def federated_table(results_dir: Path) -> str:
-    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    r = read_federated(Path(results_dir) / FED)
     runs, seeds = r["runs"], r["seeds"]
     tasks = sorted({k.split("/")[1].removeprefix("task") for k in runs})
     variants = [v for v in ("iid", "dirichlet", "bits") if any(k.startswith(v + "/") for k in runs)]
@@ -275,7 +276,7 @@ def federated_table(results_dir: Path) -> str:
 @renderer("federated-band")
 def federated_band(results_dir: Path) -> str:
     """How close the IID curves stay to centralized, round by round."""
-    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    r = read_federated(Path(results_dir) / FED)
     rows = []
     for key, run in sorted(r["runs"].items()):
         variant, task, seed = key.split("/")
