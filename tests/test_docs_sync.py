@@ -66,8 +66,10 @@ def test_the_readme_layout_table_names_every_module():
     text = (ROOT / "README.md").read_text()
     layout = text[text.index("## Layout"):text.index("## Development")]
     named = set(re.findall(r"`(?:[\w/]+/)?([a-z0-9_]+)(?:\.py)?/?`", layout))
-    modules = {p.stem for d in ("src/hybnn_cli", "src/hybnn_cli/fed", "kernels/hybnn_kernels")
+    packages = ("src/hybnn_cli", "src/hybnn_cli/fed", "src/hybnn_cli/continual",
+                "kernels/hybnn_kernels")
+    modules = {p.stem for d in packages
                for p in (ROOT / d).glob("*.py") if not p.stem.startswith("__")}
     assert modules - named == set(), "modules missing from the README's layout table"
-    assert {n for n in named if n not in modules} <= {"hybnn_kernels", "fed", "tests",
-                                                      "benchmarks"}
+    assert {n for n in named if n not in modules} <= {"hybnn_kernels", "fed", "continual",
+                                                      "tests", "benchmarks"}
