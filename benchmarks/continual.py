@@ -44,6 +44,10 @@ CANDIDATES = {
         "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
         "distill": ["--loss", "plain", "--distill", "1"],
         "flip": ["--loss", "plain", "--flip", "0.05"],
+        "flip0.1": ["--loss", "plain", "--flip", "0.1"],
+        "flip+distill": ["--loss", "plain", "--flip", "0.05", "--distill", "1"],
+        "flip+ratio2+ft": ["--loss", "plain", "--flip", "0.05", "--replay-ratio", "2",
+                           "--finetune-epochs", "10"],
     },
     "generative": {
         "plain": ["--loss", "plain"],
@@ -90,6 +94,12 @@ def main(argv=None) -> None:
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/continual.png"))
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--epochs-per-task", default="20")
+    p.add_argument("--note", action="append", default=[],
+                   help="name=text: a note on an encoder, kept with its results")
+    p.add_argument("--tune-from", type=Path, help="take the tuning and the chosen settings "
+                   "from this study file (waiting until it has them) instead of tuning here")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="copy the runs and encoder records of another study file")
     args = p.parse_args(argv)
     encoders = dict(c.split("=", 1) for c in args.codes)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -101,14 +111,28 @@ def main(argv=None) -> None:
             "Table 4 (split MNIST, MLP on pixels; quoted, not measured here)",
             "encoders": {n: {"codes": c} for n, c in encoders.items()},
             "tuning": old.get("tuning", {}), "runs": old.get("runs", {})}
+    for name, rec in old.get("encoders", {}).items():
+        if name in encoders:
+            body["encoders"][name] = {**rec, "codes": encoders[name]}
+    for other in args.merge:
+        o = read_result(other, FORMAT)
+        body["runs"] = {**o["runs"], **body["runs"]}
+        for name, rec in o["encoders"].items():
+            body["encoders"][name] = {**rec, **body["encoders"].get(name, {})}
+    for note in args.note:
+        name, text = note.split("=", 1)
+        body["encoders"][name]["note"] = text
 
     def save() -> None:
         write_result(args.out, FORMAT, VERSION, body,
                      argv=["python", "benchmarks/continual.py", *(argv or sys.argv[1:])])
 
+    ran = set()
+
     def launch(key: str, cmd: list[str], store: dict) -> None:
         if key in store:
             return
+        ran.add(key)
         res, seconds = hybnn(cmd, env)
         store[key] = brief(res, cmd, seconds)
         save()
@@ -117,8 +141,12 @@ def main(argv=None) -> None:
               f"({seconds:.0f} s)", flush=True)
 
     # 1. tuning on validation: seed 0, the first encoder, class scenario
+    if args.tune_from:
+        while "chosen" not in (src := read_result(args.tune_from, FORMAT)):
+            time.sleep(30)
+        body["tuning"], body["chosen"] = src["tuning"], src["chosen"]
     tune_name, tune_codes = next(iter(encoders.items()))
-    jobs = [(f"{strategy}/{name}",
+    jobs = [] if args.tune_from else [(f"{strategy}/{name}",
              ["continual", "--codes", tune_codes, "--scenario", "class", "--strategy", strategy,
               *common, *extra, "--seeds", "0", "--out",
               str(args.work / tune_name / f"{strategy}-{name}"), "--resume", "--json"])
@@ -126,12 +154,15 @@ def main(argv=None) -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
     chosen = {}
-    for strategy, cands in CANDIDATES.items():
+    for strategy, cands in ([] if args.tune_from else CANDIDATES.items()):
         best = max(cands, key=lambda n: body["tuning"][f"{strategy}/{n}"]["val"]
                    ["final_seen_acc"]["mean"])
         chosen[strategy] = {"name": best, "options": cands[best]}
-    body["chosen"] = {**chosen, "rule": "highest validation accuracy on all ten digits after "
-                      "the last task (class scenario, seed 0, first encoder)"}
+    if args.tune_from:
+        chosen = {k: v for k, v in body["chosen"].items() if k != "rule"}
+    else:
+        body["chosen"] = {**chosen, "rule": "highest validation accuracy on all ten digits "
+                          "after the last task (class scenario, seed 0, first encoder)"}
     save()
 
     # 2. the study, per encoder
@@ -154,7 +185,9 @@ def main(argv=None) -> None:
         jobs.sort(key=lambda j: order[j[0].split("/")[-1]])
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda j: launch(j[0], j[1], body["runs"]), jobs))
-        body["encoders"][enc]["study_wall_seconds"] = round(time.perf_counter() - t0, 1)
+        if any(k.startswith(enc + "/") for k in ran):
+            body["encoders"][enc]["study_wall_seconds"] = round(time.perf_counter() - t0, 1)
+            body["encoders"][enc]["jobs"] = args.jobs
         save()
     draw(body, args.figure)
 

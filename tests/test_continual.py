@@ -189,3 +189,16 @@ def test_cli_runs_two_seeds_writes_json_and_resumes(codes_file, tmp_path):
     again = run(*args, "--resume")  # both seeds finished: nothing is retrained
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["runs"] == res["runs"]
+
+
+def test_flip_augments_only_the_replayed_codes_at_its_rate(codes_file):
+    data = load_data(codes_file)
+    seqs = {}
+    for flip in (0.0, 0.2):
+        seq = run_sequence(small(strategy="replay", flip=flip), data, stop_after=1)
+        x, y = seq._replay(400, [0, 1], np.random.default_rng(5))
+        pick = np.random.default_rng(5).integers(len(seq.memory), size=400)  # the same draw
+        clean = unpack_bits(seq.memory.codes[pick], N_BITS) * 2.0 - 1
+        assert y.tolist() == seq.memory.labels[pick].tolist()
+        seqs[flip] = float(np.mean(x.numpy() != clean))
+    assert seqs[0.0] == 0.0 and 0.18 < seqs[0.2] < 0.22
