@@ -450,14 +450,15 @@ def continual_tuning(results_dir: Path) -> str:
     r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
     chosen = {s: c["name"] for s, c in r.get("chosen", {}).items() if s != "rule"}
     rows = []
-    for key, run in r["tuning"].items():
+    for key, run in sorted(r["tuning"].items()):
         strategy, name = key.split("/", 1)
-        opts = run["command"].split(" --components 48 ")[-1].split(" --seeds")[0]
+        m = re.search(r"--epochs-per-task \d+ (.*?) --seeds", run["command"])
+        opts = m[1] if m else "–"
         rows.append([strategy, name, f"`{opts}`",
                      f"{100 * run['val']['final_seen_acc']['mean']:.2f}",
                      "chosen" if chosen.get(strategy) == name else ""])
     return (f"Class scenario, seed 0, `{next(iter(r['encoders']))}` encoder; validation accuracy "
-            f"on all ten digits after the fifth task (the test split plays no part; "
-            f"{r.get('chosen', {}).get('rule', '')}):\n\n"
+            f"on all ten digits after the fifth task; the test split plays no part (rule: "
+            f"{r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
             + table(["strategy", "candidate", "options", "validation (%)", ""], rows)
             + "\n\n" + source(CONTINUAL, r))
