@@ -619,7 +619,7 @@ def continual_cmd(
     data = crun.load_data(codes, val_fraction)
     cfg.check(data.n_classes)
     n_tasks = len(data.tasks)
-    with make_progress(disable=json_out) as progress:
+    with using_threads(cfg.threads), make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"continual {study.run_name(cfg)}",
                                 total=len(seed_list) * n_tasks * epochs_per_task, status="")
 
