@@ -4,14 +4,17 @@ file, imported when one is read).
 - `bits`: packing ±1 / {0, 1} / boolean arrays to uint64 words and back;
 - `xnor`: `xnor_gemm`, the register-tiled XNOR-popcount GEMM (`prepack` lays weights into panels);
 - `dense`: `binary_dense`, the fused layer (XNOR-popcount, integer thresholds, packed output bits);
-- `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes.
+- `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes;
+- `pipeline`: `load_bundle` / `Pipeline`, a deploy bundle run end to end on uint8 images (the
+  encoder in ONNX Runtime, imported when a bundle is loaded; the heads on the kernels).
 """
 
 from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
 from hybnn_kernels.dense import BinaryDense, binary_dense, make_dense
+from hybnn_kernels.pipeline import Pipeline, load_bundle
 from hybnn_kernels.runtime import BNNRuntime, load_deploy
 from hybnn_kernels.xnor import PackedWeights, prepack, xnor_gemm
 
 __all__ = ["n_words", "pack_bits", "pack_signs", "unpack_bits", "unpack_signs", "xnor_gemm",
            "prepack", "PackedWeights", "binary_dense", "make_dense", "BinaryDense", "BNNRuntime",
-           "load_deploy"]
+           "load_deploy", "Pipeline", "load_bundle"]
