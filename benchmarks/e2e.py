@@ -108,10 +108,10 @@ def compare_speed(contenders: dict, make_input, reps: int, min_total: float, rou
     """Interleaved rounds (all contenders see the same drift of a shared machine); medians."""
     times = {k: [] for k in contenders}
     splits = {}
-    for name, c in contenders.items():  # warm-up (JIT, thread pools, first touch)
+    for c in contenders.values():  # warm-up (JIT, thread pools, first touch)
         c["fn"](make_input(0))
         c["reset"]()
-    for r in range(rounds):
+    for _ in range(rounds):
         for name, c in contenders.items():
             i = [0]
 
@@ -185,76 +185,81 @@ def agreement(bundle: Path, images, labels, threads: int) -> dict:
 
 
 # ── speed ──────────────────────────────────────────────────────────────────────────────────────
-def speed(bundle: Path, images, head: str, threads: int, quick: bool) -> dict:
-    import numba
+def speed_at(batch: int, reps: int, min_total: float, bundle: Path, images, head: str,
+             threads: int, vae_path, bnn_path) -> dict:
     import torch
     from hybnn_kernels import load_bundle
 
     from hybnn_cli.checkpoint import load_bnn
     from hybnn_cli.export import torch_predict
 
+    x = images[:batch]
+    tp = TorchPipeline(vae_path, bnn_path, batch)
+    fl = load_bundle(bundle, threads, heads=[head])
+    q8 = load_bundle(bundle, threads, int8=True, heads=[head])
+    # checks before any time counts: the torch float head = the TaskBNN module on the torch
+    # codes; the float bundle = torch; the int8 bundle = the TaskBNN module on its own codes
+    model, _ = load_bnn(bnn_path)
+    with torch.inference_mode():
+        want = tp(x)
+    taskbnn = tp.classes[torch_predict(model, fl.encode(x))[1]]
+    checks = {"torch_float_head_equals_taskbnn": bool(np.array_equal(want, taskbnn)),
+              "bundle_float_equals_torch": bool(np.array_equal(BundlePipeline(fl, head)(x),
+                                                               want)),
+              "bundle_int8_equals_taskbnn_on_its_codes": bool(np.array_equal(
+                  BundlePipeline(q8, head)(x), tp.classes[torch_predict(model,
+                                                                         q8.encode(x))[1]]))}
+    if not all(checks.values()):
+        raise SystemExit(f"e2e batch {batch}: a check failed: {checks}")
+    n_img = len(images)
+
+    def make_input(i):
+        return x if batch > 1 else images[i % n_img:i % n_img + 1]
+
+    def bundle_split(p):
+        return lambda: {"encoder": p.timings.encoder, "threshold_pack": p.timings.pack,
+                        "head": p.timings.head}
+
+    def bundle_reset(p):
+        def reset():
+            p.timings.encoder = p.timings.pack = p.timings.head = 0.0
+            p.timings.images = 0
+        return reset
+
+    def torch_reset():
+        tp.split.update(encoder=0.0, threshold=0.0, head=0.0)
+
+    contenders = {
+        "torch": {"fn": tp, "split": lambda: dict(tp.split), "reset": torch_reset},
+        "bundle_float": {"fn": BundlePipeline(fl, head), "split": bundle_split(fl),
+                         "reset": bundle_reset(fl)},
+        "bundle_int8": {"fn": BundlePipeline(q8, head), "split": bundle_split(q8),
+                        "reset": bundle_reset(q8)},
+    }
+    r = compare_speed(contenders, make_input, reps, min_total, per_image=batch)
+    r["checks"] = checks
+    r["speedup_float_vs_torch"] = (r["torch"]["median_seconds"]
+                                   / r["bundle_float"]["median_seconds"])
+    r["speedup_int8_vs_float"] = (r["bundle_float"]["median_seconds"]
+                                  / r["bundle_int8"]["median_seconds"])
+    log(f"batch {batch}: torch {r['torch']['us_per_image']:.2f} µs/image, bundle float "
+        f"{r['bundle_float']['us_per_image']:.2f}, int8 {r['bundle_int8']['us_per_image']:.2f} "
+        f"(float {r['speedup_float_vs_torch']:.2f}× torch)")
+    return r
+
+
+def speed(bundle: Path, images, head: str, threads: int, quick: bool) -> dict:
+    import numba
+    import torch
+
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)
     m = json.loads((bundle / "bundle.json").read_text())
-    vae_path, bnn_path = m["encoder"]["checkpoint"]["path"], m["heads"][head]["checkpoint"]["path"]
-    res = {}
-    for batch, reps, min_total in ((4096, 5 if quick else 15, 0.0 if quick else 3.0),
-                                   (1, 200 if quick else 3000, 0.0 if quick else 3.0)):
-        x = images[:batch] if batch > 1 else images
-        tp = TorchPipeline(vae_path, bnn_path, batch)
-        fl = load_bundle(bundle, threads, heads=[head])
-        q8 = load_bundle(bundle, threads, int8=True, heads=[head])
-        # checks before any time counts: torch float head = TaskBNN module; bundle = torch labels
-        model, _ = load_bnn(bnn_path)
-        xb = x[:batch]
-        want_codes = q8.encode(xb)  # the int8 codes, through the torch TaskBNN
-        with torch.inference_mode():
-            want = tp(xb)
-        ref = tp.classes[torch_predict(model, fl.encode(xb))[1]]
-        checks = {"torch_float_head_equals_taskbnn": bool(np.array_equal(want, ref)),
-                  "bundle_float_equals_torch": bool(np.array_equal(BundlePipeline(fl, head)(xb),
-                                                                   want)),
-                  "bundle_int8_equals_taskbnn_on_its_codes": bool(np.array_equal(
-                      BundlePipeline(q8, head)(xb), tp.classes[torch_predict(model,
-                                                                             want_codes)[1]]))}
-        if not all(checks.values()):
-            raise SystemExit(f"e2e batch {batch}: a check failed: {checks}")
-        n_img = len(images)
-
-        def make_input(i, batch=batch):
-            return x if batch > 1 else images[i % n_img:i % n_img + 1]
-
-        def bundle_split(p):
-            return lambda: {"encoder": p.timings.encoder, "threshold_pack": p.timings.pack,
-                            "head": p.timings.head}
-
-        def bundle_reset(p):
-            def reset():
-                p.timings.encoder = p.timings.pack = p.timings.head = 0.0
-                p.timings.images = 0
-            return reset
-
-        def torch_reset():
-            tp.split.update(encoder=0.0, threshold=0.0, head=0.0)
-
-        contenders = {
-            "torch": {"fn": tp, "split": lambda: dict(tp.split), "reset": torch_reset},
-            "bundle_float": {"fn": BundlePipeline(fl, head), "split": bundle_split(fl),
-                             "reset": bundle_reset(fl)},
-            "bundle_int8": {"fn": BundlePipeline(q8, head), "split": bundle_split(q8),
-                            "reset": bundle_reset(q8)},
-        }
-        r = compare_speed(contenders, make_input, reps, min_total, per_image=batch)
-        r["checks"] = checks
-        r["speedup_float_vs_torch"] = (r["torch"]["median_seconds"]
-                                       / r["bundle_float"]["median_seconds"])
-        r["speedup_int8_vs_float"] = (r["bundle_float"]["median_seconds"]
-                                      / r["bundle_int8"]["median_seconds"])
-        res[f"batch_{batch}"] = r
-        log(f"batch {batch}: torch {r['torch']['us_per_image']:.2f} µs/image, bundle float "
-            f"{r['bundle_float']['us_per_image']:.2f}, int8 {r['bundle_int8']['us_per_image']:.2f}"
-            f" (float {r['speedup_float_vs_torch']:.2f}× torch)")
-    return res
+    paths = m["encoder"]["checkpoint"]["path"], m["heads"][head]["checkpoint"]["path"]
+    return {f"batch_{batch}": speed_at(batch, reps, min_total, bundle, images, head, threads,
+                                       *paths)
+            for batch, reps, min_total in ((4096, 5 if quick else 15, 0.0 if quick else 3.0),
+                                           (1, 200 if quick else 3000, 0.0 if quick else 3.0))}
 
 
 # ── processes: cold start, installed size, memory ───────────────────────────────────────────────
