@@ -54,6 +54,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """
 
 
+# Packages of the `train` extra (pyproject.toml): a command that needs one where only the runtime
+# is installed ends with one line saying how to install it.
+TRAIN_EXTRA = ("torch", "flwr", "matplotlib", "threadpoolctl", "onnx")
+
+
 def handle_errors(fn):
     """Print HybnnError as one line, exit 1; SIGTERM (Terminated) and Ctrl-C as one line, exit 143
     and 130, after the command's `finally` blocks have run."""
@@ -64,6 +69,13 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except HybnnError as e:
             err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+                raise
+            err_console.print(f"[bold red]Error:[/] this command needs {e.name}, which the "
+                              f"runtime-only install leaves out: pip install 'hybnn\\[train]' "
+                              f"torch==2.13.0", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Terminated:
             err_console.print("[bold red]Terminated[/] (SIGTERM).")
