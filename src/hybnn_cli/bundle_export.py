@@ -170,7 +170,7 @@ def calibration_images(dataset: str, n: int, seed: int, data_dir) -> np.ndarray:
 
 
 def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = False,
-                 calibration: int = 2000, seed: int = 0, data_dir=None) -> dict:
+                 calibration: int = 2000, seed: int = 0, data_dir=None, threads: int = 2) -> dict:
     """Write the bundle folder `out`; returns its manifest plus the export checks."""
     import onnx
 
@@ -203,7 +203,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     with atomic_dir(out, marker=MANIFEST) as tmp:
         onnx.save(encoder_onnx(vae.encoder), str(tmp / "encoder.onnx"))
-        check = compare_codes(want, onnx_logits(tmp / "encoder.onnx", images))
+        check = compare_codes(want, onnx_logits(tmp / "encoder.onnx", images, threads))
         manifest["encoder"] = {
             "file": "encoder.onnx", "sha256": file_sha256(tmp / "encoder.onnx"),
             "weights_sha256": weights_sha, "latent_bits": int(vae.encoder.latent_bits),
@@ -215,7 +215,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                       "seed": seed, **check}}
         if int8:
             quantize_int8(tmp / "encoder.onnx", tmp / "encoder-int8.onnx", images)
-            q = compare_codes(want, onnx_logits(tmp / "encoder-int8.onnx", images))
+            q = compare_codes(want, onnx_logits(tmp / "encoder-int8.onnx", images, threads))
             manifest["encoder_int8"] = {
                 "file": "encoder-int8.onnx", "sha256": file_sha256(tmp / "encoder-int8.onnx"),
                 "quantization": {"method": "onnxruntime static", "format": "QDQ",

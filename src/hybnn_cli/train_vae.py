@@ -21,7 +21,7 @@ class VAEConfig:
     latent_bits: int = 200
     kl_weight: float = 1.0
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N training images (tests, quick runs)
 
     def to_dict(self) -> dict:
@@ -64,7 +64,6 @@ def train_vae(
     on_step(epoch, step, n_steps, running_loss) and on_epoch(epoch, metrics) report progress.
     The shuffling of epoch e depends only on (seed, e), so a resumed run matches an unbroken one.
     """
-    torch.set_num_threads(cfg.threads)
     model.to(memory_format=torch.channels_last)
     x_train = images_to_tensor(train_images)
     x_test = images_to_tensor(test_images)
