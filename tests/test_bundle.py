@@ -282,3 +282,26 @@ def test_a_training_command_without_torch_says_how_to_install_it(bundle, tmp_pat
     assert r.stderr.strip().splitlines() == [
         "Error: this command needs torch, which the runtime-only install leaves out: pip "
         "install 'hybnn[train]' torch==2.13.0"]
+
+
+def test_image_batches_never_exceed_the_batch_size_and_keep_the_order(tmp_path):
+    """IDX (raw and gzipped), NPY and PNG sources are read in order, in batches of at most
+    batch_size images that run across file boundaries."""
+    import gzip
+
+    from hybnn_cli.image_files import iter_batches, open_images
+    from tests.conftest import idx_bytes
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)
+    (tmp_path / "a-idx3-ubyte").write_bytes(idx_bytes(x[:9]))
+    (tmp_path / "b-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(x[9:17])))
+    np.save(tmp_path / "c.npy", x[17:22])
+    Image.fromarray(x[22]).save(tmp_path / "d.png")
+    sources = open_images([tmp_path / n for n in ("a-idx3-ubyte", "b-idx3-ubyte.gz", "c.npy",
+                                                  "d.png")])
+    assert [s.n for s in sources] == [9, 8, 5, 1]
+    for b in (1, 4, 7, 100):
+        batches = list(iter_batches(sources, b))
+        assert all(len(y) <= b for y in batches) and len(batches) == -(-23 // b)
+        assert np.array_equal(np.concatenate(batches), x)
