@@ -397,10 +397,15 @@ def e2e(results_dir: Path) -> str:
         s = c["time_share"]
         return " / ".join(f"{100 * v:.0f}%" for v in s.values())
 
-    perf = table(["pipeline", "batch 4096: µs per image", "images/s", "batch 1: µs (median)",
+    def iqr(c, n):
+        return "–".join(f"{1e6 * t / n:.0f}" for t in c["iqr_seconds"])
+
+    perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
+                  "batch 1: µs, median (quartiles)",
                   "time split at 4096 (encoder / threshold+pack / head)"],
-                 [[k, f"{b[k]['us_per_image']:.1f}", f"{b[k]['images_per_second']:,.0f}",
-                   f"{one[k]['us_per_image']:.1f}", split(b[k])]
+                 [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
+                   f"{b[k]['images_per_second']:,.0f}",
+                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k])]
                   for k in ("torch", "bundle_float", "bundle_int8")])
     text = (f"On the {ag['float']['heads']['all']['n']:,} MNIST test images the float bundle's "
             f"codes differ from the torch encoder's in {ag['float']['flipped_bits']} of "
