@@ -35,6 +35,9 @@ class SimulationFederation(Federation):
 
     def __init__(self, run_dir: Path, n_nodes: int, start_timeout: float = 60.0):
         super().__init__(run_dir, n_nodes, start_timeout, tls=False)
+        # Ray renices its workers by 15 by default: on a busy machine the clients then get
+        # almost no CPU while the server waits for them. Keep them at the caller's priority.
+        self.env["RAY_worker_niceness"] = "0"
 
     def start_superlink(self) -> None:
         proc = self.procs.start("superlink", [
