@@ -133,9 +133,11 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_d
     # report redraws from the JSON alone, and adds Figure 7 once federated results exist
     for p in out.glob("*.png"):
         p.unlink()
-    (out / "federated.json").write_text(json.dumps(
-        {"runs": [{"label": "4 clients", "rounds": [{"round": 1, "test_acc": 0.6},
-                                                    {"round": 2, "test_acc": 0.8}]}]}))
+    from hybnn_cli.fed.results import FORMAT, VERSION
+    from hybnn_cli.results import write_result
+
+    write_result(out / "federated.json", FORMAT, VERSION,
+                 {"runs": {"iid/task1/seed0": {"accuracy_curve": [0.6, 0.8]}}})
     rep = runner.invoke(app, ["report", "--results", str(out / "reproduction.json"), "--json"])
     assert rep.exit_code == 0, rep.output
     written = json.loads(rep.stdout)

@@ -18,6 +18,8 @@ The environment variable ``HYBNN_KERNEL_VARIANT=qword|byte`` overrides the choic
 are correct on every CPU, only the speed differs; an overridden variant is not cached on disk:
 `CACHE` is what every kernel built on a tile passes to ``njit(cache=...)``).
 
+The IR helpers `broadcast`, `ctpop` and `byte_lane_sums` also build `roofline`'s peak loop.
+
 Exports: `tile_full` / `tile_row` (counts of MR rows / one row against a panel) and
 `tile_full_threshold` / `tile_row_threshold` (the fused layer's compare-and-movemask epilogue).
 """
@@ -76,7 +78,7 @@ NR = VW * NV  # weight rows per panel
 # The register tile, in LLVM IR
 
 
-def _broadcast(builder, value, lanes):
+def broadcast(builder, value, lanes):
     vty = ir.VectorType(value.type, lanes)
     zero = ir.Constant(ir.IntType(32), 0)
     v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, zero)
@@ -84,14 +86,14 @@ def _broadcast(builder, value, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
-def _ctpop(builder, value):
+def ctpop(builder, value):
     fn = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(value.type, [value.type]),
         f"llvm.ctpop.v{value.type.count}i{value.type.element.width}")
     return builder.call(fn, [value])
 
 
-def _byte_lane_sums(builder, acc, lanes):
+def byte_lane_sums(builder, acc, lanes):
     """Sum the 8 bytes of every u64 lane of acc (each byte <= 248): one `vpsadbw` against zero
     on AVX2 (x86 only), else three shifts and adds in portable IR."""
     i64 = ir.IntType(64)
@@ -133,7 +135,7 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(nv)] for _ in range(mr)]
 
         def step(k, targets, byte_mode):
-            a_b = [_broadcast(builder, builder.load(builder.gep(rows[r], [k])), vw)
+            a_b = [broadcast(builder, builder.load(builder.gep(rows[r], [k])), vw)
                    for r in range(mr)]
             wrow = builder.gep(pbase, [builder.mul(k, ir.Constant(i64, nr))])
             w = [builder.load(builder.bitcast(builder.gep(wrow, [ir.Constant(i64, v * vw)]),
@@ -144,7 +146,7 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
                     x = builder.xor(a_b[r], w[v])
                     if byte_mode:
                         x = builder.bitcast(x, ir.VectorType(ir.IntType(8), vw * 8))
-                    s = builder.add(builder.load(targets[r][v]), _ctpop(builder, x))
+                    s = builder.add(builder.load(targets[r][v]), ctpop(builder, x))
                     builder.store(s, targets[r][v])
 
         if flush == 0:
@@ -169,7 +171,7 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
                 for r in range(mr):
                     for v in range(nv):
                         b = builder.bitcast(builder.load(bacc[r][v]), vty)
-                        s = _byte_lane_sums(builder, b, vw)
+                        s = byte_lane_sums(builder, b, vw)
                         builder.store(builder.add(builder.load(acc[r][v]), s), acc[r][v])
         return [[builder.load(acc[r][v]) for v in range(nv)] for r in range(mr)]
 

@@ -208,6 +208,35 @@ def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float
                                            / x["min_seconds"])
 
 
+# ── the machine's own bounds ─────────────────────────────────────────────────────────────────
+def measure_roofline(threads: int) -> dict:
+    """The float32 FMA peak and the XNOR tile's arithmetic peak (`hybnn_kernels.roofline`) on
+    `threads` threads, and their ratio: the most the XNOR kernel can gain over float32 here."""
+    from hybnn_kernels import roofline
+
+    fma, xnor = roofline.fma_peak(threads), roofline.xnor_peak(threads)
+    return {"fma_f32": fma, "xnor": xnor,
+            "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
+
+
+def combine_rooflines(start: dict, end: dict) -> dict:
+    """Peaks measured before and after the cases: the higher of each is the machine's bound (a
+    loaded moment only lowers a measured peak), both kept for the record."""
+    out = {k: max(start[k], end[k], key=lambda r: r["ops_per_second"])
+           for k in ("fma_f32", "xnor")}
+    out["ratio_bound"] = out["xnor"]["ops_per_second"] / out["fma_f32"]["ops_per_second"]
+    out["measured"] = {"start": start, "end": end}
+    return out
+
+
+def fractions_of_peak(case: dict, roof: dict) -> dict:
+    """Each contender's rate over its own peak: the XNOR kernel over the XNOR peak, the float32
+    contenders over the FMA peak (ops counted alike, 2·M·N·K)."""
+    peaks = {"xnor": roof["xnor"]["ops_per_second"], "float": roof["fma_f32"]["ops_per_second"]}
+    return {name: case[name]["ops_per_second"] / peaks["xnor" if name == "xnor" else "float"]
+            for name in ("xnor", "numpy_f32", "torch_f32") if name in case}
+
+
 # ── cases ────────────────────────────────────────────────────────────────────────────────────
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     """Square M = N = K: XNOR on K-bit rows against float32 matmul of their ±1 values. Check: all
@@ -504,6 +533,7 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
     with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
+        roof_start = measure_roofline(threads)
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
         todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
         todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]
@@ -511,11 +541,14 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
             t0 = time.time()
             cases.append(case(arg, threads, quick))
             print(f"bench: {what}: checked, {time.time() - t0:.1f} s", file=log, flush=True)
+        roofline = combine_rooflines(roof_start, measure_roofline(threads))
         setup = bench_setup(threads)
+    for c in cases:
+        c["fraction_of_peak"] = fractions_of_peak(c, roofline)
     return {"hybnn_version": __version__, "quick": quick, "setup": setup,
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()]},
-            "seconds": time.time() - t_start, "method": METHOD,
+            "seconds": time.time() - t_start, "method": METHOD, "roofline": roofline,
             "checks_passed": all(c["check"]["passed"] for c in cases), "cases": cases}
 
 

@@ -437,7 +437,8 @@ def _print_bench_table(result: dict) -> None:
                   f"{s['kernel']['variant']}; numpy BLAS {blas}; torch {m['packages']['torch']}; "
                   f"every output checked")
     for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch",
-                "×float 200→128 matmul alone", "weights (less)"):
+                "×float 200→128 matmul alone", "XNOR of its peak", "best f32 of FMA peak",
+                "weights (less)"):
         table.add_column(col, justify="left" if col == "case" else "right")
 
     def rate(e):
@@ -448,11 +449,20 @@ def _print_bench_table(result: dict) -> None:
     for c in result["cases"]:
         wb = c["weight_bytes"]
         alone = c.get("speedup_vs_best_hidden_matmul")
+        frac = c["fraction_of_peak"]
         table.add_row(c["name"], rate(c["xnor"]), rate(c["numpy_f32"]), rate(c["torch_f32"]),
                       f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
-                      "" if alone is None else f"{alone:.1f}",
+                      "" if alone is None else f"{alone:.1f}", f"{frac['xnor']:.0%}",
+                      f"{max(frac['numpy_f32'], frac['torch_f32']):.0%}",
                       f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
-    (Console() if sys.stdout.isatty() else Console(width=150)).print(table)
+    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console.print(table)
+    roof = result["roofline"]
+    console.print(f"Roofline, measured in this run: float32 FMA peak "
+                  f"{roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, XNOR tile peak "
+                  f"{roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s: the XNOR kernel can be at "
+                  f"most {roof['ratio_bound']:.1f}× a float32 GEMM at its peak here.",
+                  highlight=False)
 # ── federated training (Flower) ───────────────────────────────────────────────────────────────
 @app.command("fed")
 @handle_errors
