@@ -326,7 +326,7 @@ def fedscale_table(results_dir: Path) -> str:
               "rounds to within 1 point of centralized", "up kB/round", "down kB/round",
               "MB in all", "s/round (in-process)"]
     return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
-            f"{r['local_epochs']} local epochs, Dirichlet α = {r['alpha']}, seed {r['seed']}; "
+            f"{r['local_epochs']} local epochs, seed {r['seed']} (Dirichlet: α = {r['alpha']}); "
             f"centralized: `train-bnn` for {r['rounds'] * r['local_epochs']} epochs on the same "
             f"codes with the same learning rate:\n\n" + table(header, rows) + "\n\n"
             + source(SCALE, r))
@@ -366,6 +366,8 @@ def fedscale_million(results_dir: Path, clients: int = 1_000_000) -> str:
     """Bytes per round and server memory at a million clients, from the measured bytes per
     sampled client of the largest runs (the server holds one round's replies and the model)."""
     r = read_scale(Path(results_dir) / SCALE)
+    if not r["runs"]:
+        return "No scale run in the file yet.\n\n" + source(SCALE, r)
     largest = max(int(k.split("/")[1]) for k in r["runs"])
     sampled = round(r["fraction"] * clients)
     rows = []
