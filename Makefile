@@ -8,6 +8,9 @@ export HYBNN_DATA ?= $(SHARED_DATA)
 endif
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
+# `flwr run .` (docs/federated.md): the local SuperLink Flower starts would otherwise install the
+# app's dependencies (torch included) into a new environment for every run; .venv has them.
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 .PHONY: setup demo results test lint clean
 

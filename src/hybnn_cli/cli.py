@@ -587,7 +587,10 @@ def fed_cmd(
     codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"] + " The clients "
                                "split its train set; the server tests on its test set."),
     task: str = typer.Option("3", "--task", help="1..5 (digit pairs 0/1 … 8/9) or all."),
-    clients: int = typer.Option(3, "--clients", min=1, help="Number of clients (partitions)."),
+    clients: int = typer.Option(3, "--clients", min=1, help="Number of clients (partitions; "
+                                "up to the train set's size: a client may hold one sample)."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Share of the clients sampled each "
+                                   "round (seeded by --seed and the round), in (0, 1]."),
     rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
     local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
     batch_size: int = typer.Option(128, "--batch-size", min=2),
@@ -607,26 +610,34 @@ def fed_cmd(
     seed: int = Seed,
     out: Path = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
                              "runs/fed-<task>.pt)."),
-    deployment: bool = typer.Option(False, "--deployment", help="Run on Flower's Deployment "
-                                    "Engine: a SuperLink and one SuperNode per client on "
-                                    "loopback, with TLS and SuperNode authentication."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="With --deployment: folder for "
-                                 "certificates, keys, logs and outputs (default: a new folder "
-                                 "under runs/)."),
-    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " With "
-                                "--deployment they are shared out among the clients' "
-                                "processes (at least 1 each)."),
+    secagg: bool = typer.Option(False, "--secagg", help="Flower's SecAgg+ secure aggregation: "
+                                "the server learns only the sum of the clients' updates "
+                                "(in-process and simulation engines)."),
+    engine: str = typer.Option("inprocess", "--engine", help="inprocess (one process, no "
+                               "SuperLink), simulation (Flower's Simulation Engine on Ray, as "
+                               "`flwr run .`) or deployment (a SuperLink and one SuperNode per "
+                               "client on loopback, with TLS and SuperNode authentication)."),
+    deployment: bool = typer.Option(False, "--deployment", help="Alias of --engine deployment."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="With the simulation or deployment "
+                                 "engine: folder for logs and outputs, and the deployment's "
+                                 "certificates and keys (default: a new folder under runs/)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " On the "
+                                "simulation engine, Ray runs one client per thread at a time; "
+                                "on the deployment engine they are shared out among the "
+                                "clients' processes (at least 1 each)."),
     json_out: bool = JsonOut,
 ):
     """Train the task BNN by federated averaging on Flower and report the global test accuracy
     after every round.
 
     Example: hybnn fed --codes runs/codes.h5 --task 3 --clients 3 --rounds 20
+
+    Example: hybnn fed --engine simulation --clients 1000 --fraction 0.1 --rounds 100
     """
     import logging
 
     from hybnn_cli.fed.config import FedConfig
-    from hybnn_cli.fed.run import process_threads, run_federation
+    from hybnn_cli.fed.run import ENGINES, process_threads, run_federation
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
     t = parse_task(task)
@@ -635,12 +646,20 @@ def fed_cmd(
     codes = latest.resolve("codes", codes)
     if not codes.is_file():
         raise HybnnError(f"{codes}: no such codes file")
-    engine = "deployment" if deployment else "inprocess"
-    cfg = FedConfig(codes=str(codes), task=task, clients=clients, rounds=rounds,
+    if deployment and engine not in ("inprocess", "deployment"):
+        raise HybnnError(f"--deployment is --engine deployment; it contradicts --engine {engine}")
+    engine = "deployment" if deployment else engine
+    if engine not in ENGINES:
+        raise HybnnError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
+    if secagg and engine == "deployment":
+        raise HybnnError("--secagg runs on the inprocess and simulation engines")
+    total_threads = resolve_threads(threads)
+    cfg = FedConfig(codes=str(codes), task=task, clients=clients, fraction=fraction,
+                    rounds=rounds,
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
                     min_valid=min_valid, round_timeout=round_timeout, out=str(out),
-                    threads=process_threads(resolve_threads(threads), engine, clients))
+                    secagg=secagg, threads=process_threads(total_threads, engine, clients))
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
 
@@ -658,7 +677,7 @@ def fed_cmd(
                     + ("  (kept previous model)" if row.get("kept_previous") else ""),
                     highlight=False)
 
-        result = run_federation(cfg, engine, run_dir, on_round)
+        result = run_federation(cfg, engine, run_dir, on_round, cpus=total_threads)
     if json_out:
         _print_json(result)
     else:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.fed.results import read_federated
+from hybnn_cli.fed.results import read_federated, read_scale
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.results import read_result
 
@@ -295,6 +295,99 @@ def federated_band(results_dir: Path) -> str:
     return (table(["task", "seed", "final − centralized (points)", "worst round − centralized",
                    "first round after which it stays within −0.5 points",
                    "largest change between rounds"], rows) + "\n\n" + source(FED, r))
+
+
+# ── the scale study ───────────────────────────────────────────────────────────────────────────
+SCALE = "fedscale.json"  # the format of `fed.results` (SCALE_FORMAT)
+
+
+def kb(x: float) -> str:
+    return f"{x / 1e3:,.1f}"
+
+
+@renderer("fedscale-table")
+def fedscale_table(results_dir: Path) -> str:
+    r = read_scale(Path(results_dir) / SCALE)
+    rows = []
+    for key, run in sorted(r["runs"].items(),
+                           key=lambda kv: (kv[0].split("/")[0], kv[0].split("/")[2],
+                                           kv[0].split("/")[3], int(kv[0].split("/")[1]))):
+        task, n, part, uplink = key.split("/")
+        central = r["centralized"][task]["test_acc"]
+        within = run["rounds_to_within_1pt"]
+        rows.append([task.removeprefix("task"), n, run["sampled_per_round"], part, uplink,
+                     pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
+                     within if within else f"not in {len(run['accuracy_curve'])}",
+                     kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
+                     f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
+                     f"{run['seconds_per_round']:.2f}"])
+    header = ["task", "clients", "sampled per round", "partition", "uplink",
+              "centralized (%)", "final (%)", "best round (%)",
+              "rounds to within 1 point of centralized", "up kB/round", "down kB/round",
+              "MB in all", "s/round (in-process)"]
+    return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
+            f"{r['local_epochs']} local epochs, seed {r['seed']} (Dirichlet: α = {r['alpha']}); "
+            f"centralized: `train-bnn` for {r['rounds'] * r['local_epochs']} epochs on the same "
+            f"codes with the same learning rate:\n\n" + table(header, rows) + "\n\n"
+            + source(SCALE, r))
+
+
+@renderer("fedscale-engines")
+def fedscale_engines(results_dir: Path) -> str:
+    r = read_scale(Path(results_dir) / SCALE)
+    rows = []
+    for key, run in sorted(r["engines"].items()):
+        engine, task, n, part, uplink, rounds = key.split("/")
+        rows.append([engine, task.removeprefix("task"), n, run["sampled_per_round"], part, uplink,
+                     rounds, f"{run['seconds_per_round']:.2f}", f"{run['wall_seconds']:.0f}",
+                     pct(run["test_acc"])])
+    return (table(["engine", "task", "clients", "sampled per round", "partition", "uplink",
+                   "rounds", "s/round", "wall s (whole command)", "final (%)"], rows)
+            + "\n\n" + source(SCALE, r))
+
+
+@renderer("fedscale-secagg")
+def fedscale_secagg(results_dir: Path) -> str:
+    r = read_scale(Path(results_dir) / SCALE)
+    rows = []
+    for key, run in sorted(r["secagg"].items()):
+        task, n, part, uplink, rounds, mode = key.split("/")
+        rows.append([task.removeprefix("task"), n, run["sampled_per_round"], part, uplink, rounds,
+                     "SecAgg+" if mode == "secagg" else "plain", pct(run["test_acc"]),
+                     kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
+                     f"{run['seconds_per_round']:.2f}"])
+    return (table(["task", "clients", "sampled per round", "partition", "uplink", "rounds",
+                   "aggregation", "final (%)", "up kB/round", "down kB/round", "s/round"], rows)
+            + "\n\n" + source(SCALE, r))
+
+
+@renderer("fedscale-million")
+def fedscale_million(results_dir: Path, clients: int = 1_000_000) -> str:
+    """Bytes per round and server memory at a million clients, from the measured bytes per
+    sampled client of the largest runs (the server holds one round's replies and the model)."""
+    r = read_scale(Path(results_dir) / SCALE)
+    if not r["runs"]:
+        return "No scale run in the file yet.\n\n" + source(SCALE, r)
+    largest = max(int(k.split("/")[1]) for k in r["runs"])
+    sampled = round(r["fraction"] * clients)
+    rows = []
+    for uplink in ("float", "bits"):
+        runs = [run for k, run in r["runs"].items()
+                if int(k.split("/")[1]) == largest and k.endswith("/" + uplink)]
+        if not runs:
+            continue
+        up = statistics.fmean(run["uplink_per_round"] / run["sampled_per_round"] for run in runs)
+        down = statistics.fmean(run["downlink_per_round"] / run["sampled_per_round"]
+                                for run in runs)
+        rows.append([uplink, f"{up:,.0f}", f"{down:,.0f}", f"{sampled:,}",
+                     f"{sampled * up / 1e9:,.2f}", f"{sampled * down / 1e9:,.2f}",
+                     f"{sampled * up / 1e9:,.2f}"])
+    return (f"Per sampled client, measured at {largest:,} clients; at {clients:,} clients with "
+            f"{r['fraction']:.0%} sampled per round:\n\n"
+            + table(["uplink", "up bytes per client", "down bytes per client",
+                     "clients per round", "up GB per round", "down GB per round",
+                     "server memory for one round's replies (GB)"], rows)
+            + "\n\n" + source(SCALE, r))
 
 
 # ── the runtime ───────────────────────────────────────────────────────────────────────────────

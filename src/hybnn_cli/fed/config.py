@@ -7,6 +7,7 @@ way. The defaults here equal the ones in pyproject.toml (a test checks it).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from hybnn_cli.errors import HybnnError
@@ -21,6 +22,7 @@ class FedConfig:
     codes: str = "runs/codes.h5"  # codes file: the server's test split, the clients' train split
     task: str = "3"
     clients: int = 3  # number of partitions (one per client)
+    fraction: float = 1.0  # share of the connected clients sampled each round
     rounds: int = 20
     local_epochs: int = 5
     batch_size: int = 128
@@ -31,6 +33,7 @@ class FedConfig:
     uplink: str = "float"
     seed: int = 0
     min_valid: int = 1  # fewer valid updates in a round → keep the previous global model
+    secagg: bool = False  # Flower's SecAgg+: the server sees only the sum of the updates
     round_timeout: float = 600.0  # seconds the server waits for a round's replies
     threads: int = 0  # CPU threads of each process (torch and kernels); 0: every core
     out: str = ""  # checkpoint of the final global BNN ("" = none)
@@ -43,6 +46,12 @@ class FedConfig:
             raise HybnnError(f"unknown uplink '{self.uplink}': use float or bits")
         if self.clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise HybnnError("clients, rounds and local epochs must be at least 1")
+        if not 0 < self.fraction <= 1:
+            raise HybnnError(f"the fraction of clients per round must be in (0, 1], got "
+                             f"{self.fraction}")
+        if self.secagg and max(math.ceil(self.fraction * self.clients - 1e-9),
+                               self.min_valid) < 2:
+            raise HybnnError("SecAgg+ needs at least 2 clients in every round")
         if self.partition == "dirichlet" and not self.alpha > 0:
             raise HybnnError(f"the Dirichlet alpha must be > 0, got {self.alpha}")
 
@@ -59,5 +68,8 @@ class FedConfig:
         for f in fields(cls):
             key = f.name.replace("_", "-")
             if key in run_config:
-                kw[f.name] = type(getattr(cls(), f.name))(run_config[key])
+                value, kind = run_config[key], type(getattr(cls(), f.name))
+                if kind is bool and isinstance(value, str):  # "true"/"false" from a string
+                    value = value.strip().lower() in ("true", "1", "yes")
+                kw[f.name] = kind(value)
         return cls(**kw)

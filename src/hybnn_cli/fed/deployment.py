@@ -54,19 +54,20 @@ class Federation:
     errors.Terminated; on exit every process is stopped, whatever the exit.
     """
 
-    def __init__(self, run_dir: Path, n_nodes: int, start_timeout: float = 60.0):
+    def __init__(self, run_dir: Path, n_nodes: int, start_timeout: float = 60.0,
+                 tls: bool = True):
         self.run_dir = Path(run_dir).resolve()
         self.n_nodes = n_nodes
         self.start_timeout = start_timeout
         self.port = free_port()
-        self.tls = make_tls(self.run_dir / "tls")
+        self.tls = make_tls(self.run_dir / "tls") if tls else None
         bin_dir = str(Path(sys.executable).parent)  # Flower finds flower-superexec on PATH
         self.env = {**os.environ, "FLWR_HOME": str(self.run_dir / "flwr-home"),
                     "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
                     "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
                     "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                     "PYTHONUNBUFFERED": "1"}
-        write_flwr_home(self.run_dir / "flwr-home", self.port, self.tls["ca"])
+        write_flwr_home(self.run_dir / "flwr-home", self.port, self.tls and self.tls["ca"])
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.procs = Processes(self.env, self.run_dir / "logs")
         self.supernodes: dict[int, subprocess.Popen] = {}
@@ -132,8 +133,9 @@ class Federation:
         return [n for n in nodes.get("nodes", []) if n.get("status") == "online"]
 
     def run(self, cfg: FedConfig, on_round: Callable[[dict], None] | None = None,
-            timeout: float = 3600.0) -> dict:
-        """`flwr run` the app with cfg; follow its progress; check its final status."""
+            timeout: float = 3600.0, flwr_args: tuple[str, ...] = ()) -> dict:
+        """`flwr run` the app with cfg (and `flwr_args`, e.g. a federation config); follow its
+        progress; check its final status."""
         out_dir = self.run_dir / "out"
         cfg = FedConfig(**{**cfg.to_dict(), "out_dir": str(out_dir),
                            "codes": str(Path(cfg.codes).resolve()),
@@ -143,7 +145,7 @@ class Federation:
         self.temp_files.append((out_dir, ".result.json.*.tmp"))
         if cfg.out:
             self.temp_files.append((Path(cfg.out).parent, f".{Path(cfg.out).name}.*.tmp"))
-        res = self.flwr("run", str(app), CONNECTION, "--run-config", overrides,
+        res = self.flwr("run", str(app), CONNECTION, "--run-config", overrides, *flwr_args,
                         "--format", "json")
         run_id = json_out(res).get("run-id")
         if res.returncode != 0 or run_id is None:

@@ -55,11 +55,14 @@ def write_app(folder: Path) -> Path:
     return folder
 
 
-def write_flwr_home(home: Path, port: int, ca: Path) -> None:
+def write_flwr_home(home: Path, port: int, ca: Path | None) -> None:
+    """FLWR_HOME/config.toml with the connection to 127.0.0.1:port (TLS with CA `ca`, or
+    insecure when ca is None)."""
     home.mkdir(parents=True, exist_ok=True)
+    security = f'root-certificates = "{ca}"' if ca else "insecure = true"
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n')
+        f'address = "127.0.0.1:{port}"\n{security}\n')
 
 
 def toml_value(v) -> str:

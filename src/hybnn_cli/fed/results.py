@@ -37,3 +37,31 @@ def curves_by_variant(data: dict) -> dict[str, list[dict]]:
         panels.setdefault(variant, []).append(
             {"label": f"{task} {seed}", "rounds": list(range(1, len(curve) + 1)), "acc": curve})
     return panels
+
+
+# ── the scale study (`benchmarks/fedscale.py`) ────────────────────────────────────────────────
+SCALE_FORMAT = "hybnn-fedscale"
+SCALE_VERSION = 1
+"""Body: "codes", "fraction", "alpha", "rounds", "local_epochs", "seed", "threads",
+"lr_per_task" {task: lr}, "study_commit", "centralized" {"task<t>": {"test_acc", "epochs",
+"command"}}, and three maps of runs, each run holding "accuracy_curve", "test_acc",
+"uplink_per_round"/"downlink_per_round"/"uplink_total"/"downlink_total" (payload bytes, all
+sampled clients), "sampled_per_round", "seconds_per_round", "wall_seconds", "mode", "config" and
+"command":
+- "runs" {"task<t>/<clients>/<partition>/<uplink>": run + "rounds_to_within_1pt"};
+- "engines" {"<engine>/task<t>/<clients>/<partition>/<uplink>/<rounds>": run};
+- "secagg" {"task<t>/<clients>/<partition>/<uplink>/<rounds>/<secagg|plain>": run}."""
+
+
+def read_scale(path: Path) -> dict:
+    """A scale-study file, checked for format and version."""
+    data = read_result(path, SCALE_FORMAT)
+    if data.get("format_version") != SCALE_VERSION:
+        raise HybnnError(f"{path}: scale study version {data.get('format_version')}, "
+                         f"this hybnn reads version {SCALE_VERSION}")
+    return data
+
+
+def rounds_to_within(curve: list[float], reference: float, gap: float) -> int | None:
+    """The first round (1-based) whose accuracy is at least reference − gap, or None."""
+    return next((i + 1 for i, a in enumerate(curve) if a >= reference - gap), None)

@@ -35,12 +35,22 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     data = task_data(cfg.codes, cfg.task)
     x_test, y_test = data["test"]
     # the clients split the train set this way: refuse an impossible split before round 1
-    partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha, cfg.seed)
+    parts = partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha,
+                              cfg.seed)
+    largest = max(len(p) for p in parts)
+    del parts
     sha = data["attrs"]["encoder_sha256"]
     shape = model_shape(data["n_bits"], cfg)
     model = initial_model(shape, cfg.seed)
-    strategy = RobustFedAvg(UpdateSpec.for_model(model, cfg.uplink), expected_nodes=cfg.clients,
-                            min_valid=cfg.min_valid)
+    spec = UpdateSpec.for_model(model, cfg.uplink)
+    if cfg.secagg:
+        from hybnn_cli.fed.secagg import SecAggFedAvg
+
+        strategy = SecAggFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
+                                fraction=cfg.fraction, seed=cfg.seed, max_weight=largest)
+    else:
+        strategy = RobustFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
+                                fraction=cfg.fraction, seed=cfg.seed)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +70,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
             row.update(valid_updates=stats["valid"], kept_previous=stats["kept_previous"],
                        bytes_sent=sum(c["sent_bytes"] for c in clients),
                        bytes_recv=sum(c["recv_bytes"] for c in clients), clients=clients)
+            strategy.rounds.pop(server_round)  # kept in `history` from now on
         history.append(row)
         if out_dir:
             with open(out_dir / "rounds.jsonl", "a") as f:

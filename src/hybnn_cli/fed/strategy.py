@@ -3,8 +3,11 @@
 Flower 1.42's stock `FedAvg` averages a NaN update silently and fails on a wrong shape or a missing
 key. `RobustFedAvg` keeps FedAvg's round structure but:
 
-- samples every connected node (waiting up to `wait_nodes` seconds for `expected_nodes` in the
-  first round; later rounds go on with whoever is connected);
+- samples, each round, a `fraction` of the connected nodes (at least `min_valid`, at most all),
+  drawn by a generator seeded with (seed, round) so that a run is reproducible; in the first
+  round it waits up to `wait_nodes` seconds for `expected_nodes`, or until no new node has
+  joined for `settle` seconds (a simulation federation may hold fewer nodes than the run's
+  `clients`); later rounds go on with whoever is connected;
 - checks each reply (`check_reply`): an `arrays` ArrayRecord with exactly the expected keys, each
   a numpy array of the expected dtype and shape, all values finite, binary latent weights within
   [−1, 1], BatchNorm running variances ≥ 0, and a `metrics` record with a positive
@@ -13,8 +16,12 @@ key. `RobustFedAvg` keeps FedAvg's round structure but:
 - averages the valid updates weighted by `num-examples` (a bits uplink is decoded to ±1 first);
 - with fewer than `min_valid` valid updates returns no arrays, so `Strategy.start` keeps the
   previous global model;
-- records, per round and per node, the payload bytes received (downlink) and sent (uplink) and
-  the verdict, in `self.rounds`.
+- records, per round and per sampled node, the payload bytes received (downlink) and sent
+  (uplink) and the verdict, in `self.rounds`.
+
+Nothing is kept per client beyond the round's sampled nodes (the node → partition map learned
+from replies is cut to them every round), so the server's memory does not grow with the number
+of clients in the federation, only with the number sampled per round.
 """
 
 from __future__ import annotations
@@ -73,15 +80,30 @@ def check_reply(content: RecordDict, spec: UpdateSpec) -> tuple[str | None, floa
     return check_arrays(content.get("arrays"), spec), float(n)
 
 
+def sample_nodes(nodes: list[int], fraction: float, min_nodes: int, seed: int,
+                 server_round: int) -> list[int]:
+    """A round's nodes out of `nodes` (sorted ids): ceil(fraction · n), at least min_nodes, at
+    most n, drawn without replacement by a generator seeded with (seed, round); sorted."""
+    k = min(len(nodes), max(math.ceil(fraction * len(nodes) - 1e-9), min_nodes))
+    if k >= len(nodes):
+        return list(nodes)
+    rng = np.random.default_rng([seed, server_round])
+    return sorted(nodes[i] for i in rng.choice(len(nodes), size=k, replace=False))
+
+
 class RobustFedAvg(FedAvg):
     def __init__(self, spec: UpdateSpec, expected_nodes: int, min_valid: int = 1,
-                 wait_nodes: float = 120.0):
+                 fraction: float = 1.0, seed: int = 0, wait_nodes: float = 120.0,
+                 settle: float = 10.0):
         super().__init__(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
         self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0  # the server evaluates
         self.spec = spec
         self.expected_nodes = expected_nodes
         self.min_valid = min_valid
+        self.fraction = fraction
+        self.seed = seed
         self.wait_nodes = wait_nodes
+        self.settle = settle
         self.rounds: dict[int, dict] = {}
         self.partition_of: dict[int, int] = {}  # node id → partition id (from its metrics)
         self._sent: list[Message] = []
@@ -95,15 +117,33 @@ class RobustFedAvg(FedAvg):
         p = self.partition_of.get(node_id)
         return f"node {node_id}" + (f" (partition {p})" if p is not None else "")
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        deadline = time.monotonic() + (self.wait_nodes if server_round == 1 else 0.0)
+    def wait_for_nodes(self, grid: Grid, server_round: int) -> list[int]:
+        """The connected node ids, sorted; in round 1 after waiting for the expected ones."""
+        now = time.monotonic()
+        deadline = now + (self.wait_nodes if server_round == 1 else 0.0)
+        last_change, seen = now, -1
         while True:
             nodes = sorted(grid.get_node_ids())
-            if len(nodes) >= self.expected_nodes or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if len(nodes) != seen:
+                last_change, seen = now, len(nodes)
+            if (len(nodes) >= self.expected_nodes or now >= deadline
+                    or (nodes and now - last_change >= self.settle)):
                 break
             log(INFO, "Waiting for nodes: %d of %d connected", len(nodes), self.expected_nodes)
             time.sleep(1.0)
+        if server_round == 1 and len(nodes) != self.expected_nodes:
+            log(WARNING, "%d node(s) connected where the run expects %d; going on with them",
+                len(nodes), self.expected_nodes)
+        return nodes
+
+    def sample(self, server_round: int, nodes: list[int]) -> list[int]:
+        return sample_nodes(nodes, self.fraction, self.min_valid, self.seed, server_round)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        nodes = self.sample(server_round, self.wait_for_nodes(grid, server_round))
+        self.partition_of = {n: p for n, p in self.partition_of.items() if n in set(nodes)}
         stats = self.rounds.setdefault(server_round, {"clients": {}, "valid": 0,
                                                       "kept_previous": False})
         if len(nodes) < self.min_valid:

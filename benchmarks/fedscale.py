@@ -1,0 +1,217 @@
+"""FedHyBNN at scale: many clients, a fraction sampled per round, against centralized training.
+
+On one codes file (real MNIST codes), for each task, number of clients N, partition and uplink,
+it runs `hybnn fed --clients N --fraction F --json` through the CLI (so every number comes from a
+command anyone can rerun) and records the global test accuracy after every round, the rounds
+needed to come within 1 point of centralized `train-bnn` on the same codes (same learning rate,
+`rounds × local-epochs` epochs), the bytes per round and in total, and the wall seconds per round.
+The learning rate per task is the one the reproduction study chose on validation
+(`benchmarks/results/reproduction.json`); no setting is chosen here.
+
+Then, on one configuration (`--engine-config`), the seconds per round of each engine
+(`--engines`), and with and without SecAgg+ (`--secagg-config`: accuracy, bytes and seconds per
+round; float and bits uplink).
+
+Writes `benchmarks/results/fedscale.json` (format `fed.results.SCALE_FORMAT`) after every run; a
+rerun skips the runs already there, so an interrupted study resumes; and the figure
+`benchmarks/results/fedscale.png` (accuracy per round, one panel per task and partition).
+
+Usage: python benchmarks/fedscale.py --codes runs/codes.h5 [--tasks 3,5] [--clients 10,100,1000]
+       [--partitions iid,dirichlet] [--uplinks float,bits] [--fraction 0.1] [--rounds 100]
+       [--engines inprocess,simulation] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hybnn_cli.fed.results import SCALE_FORMAT, SCALE_VERSION, read_scale, rounds_to_within
+from hybnn_cli.results import read_result, write_result
+
+
+def hybnn(cmd: list[str], env: dict) -> tuple[dict, float]:
+    """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "hybnn"), *cmd], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - t0
+
+
+def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: str,
+            rounds: int, engine: str = "inprocess", secagg: bool = False) -> list[str]:
+    return ["fed", "--codes", str(args.codes), "--task", task, "--clients", str(clients),
+            "--fraction", repr(args.fraction), "--rounds", str(rounds),
+            "--local-epochs", str(args.local_epochs), "--lr", repr(lr),
+            "--partition", partition, "--alpha", repr(args.alpha), "--uplink", uplink,
+            "--engine", engine, *(["--secagg"] if secagg else []), "--seed", str(args.seed),
+            "--threads", str(args.threads), "--out", str(args.models / "last.pt"), "--json"]
+
+
+def summarize(res: dict, seconds: float) -> dict:
+    rounds = res["rounds"]
+    per_round = [r["seconds"] - p["seconds"] for p, r in zip([{"seconds": 0.0}] + rounds[:-1],
+                                                            rounds, strict=True)]
+    sampled = [len(r.get("clients", [])) for r in rounds]
+    return {"test_acc": res["final_test_acc"], "best_test_acc": res["best_test_acc"],
+            "initial_test_acc": res["initial_test_acc"], "accuracy_curve": res["accuracy_curve"],
+            "uplink_per_round": res["bytes"]["uplink_per_round"],
+            "downlink_per_round": res["bytes"]["downlink_per_round"],
+            "uplink_total": res["bytes"]["uplink_total"],
+            "downlink_total": res["bytes"]["downlink_total"],
+            "sampled_per_round": sampled[-1] if sampled else 0,
+            "valid_updates": [r.get("valid_updates", 0) for r in rounds],
+            "seconds_per_round": sum(per_round) / max(len(per_round), 1),
+            "wall_seconds": round(seconds, 1), "mode": res["mode"],
+            "encoder_sha256": res["encoder_sha256"], "config": res["config"]}
+
+
+def plot(data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(k.split("/")[0], k.split("/")[2]) for k in data["runs"]})
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (task, partition) in zip(axes[0], panels, strict=True):
+        central = data["centralized"][task]["test_acc"]
+        ax.axhline(100 * central, color="k", lw=0.8, label="centralized")
+        ax.axhline(100 * (central - 0.01), color="k", lw=0.8, ls=":", label="centralized − 1")
+        for key, run in sorted(data["runs"].items()):
+            t, n, part, uplink = key.split("/")
+            if (t, part) != (task, partition):
+                continue
+            curve = [100 * a for a in run["accuracy_curve"]]
+            ax.plot(range(1, len(curve) + 1), curve, lw=1,
+                    ls="-" if uplink == "float" else "--", label=f"{n} {uplink}")
+        ax.set_title(f"{task}, {partition}, {data['fraction']:.0%} sampled")
+        ax.set_xlabel("round")
+        ax.set_ylim(max(50, 100 * central - 15), 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("global test accuracy (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--codes", type=Path, required=True)
+    p.add_argument("--study", type=Path, default=Path("benchmarks/results/reproduction.json"))
+    p.add_argument("--tasks", default="3,5")
+    p.add_argument("--clients", default="10,100,1000")
+    p.add_argument("--partitions", default="iid,dirichlet")
+    p.add_argument("--uplinks", default="float,bits")
+    p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--rounds", type=int, default=100)
+    p.add_argument("--local-epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--engines", default="inprocess,simulation")
+    p.add_argument("--engine-config", default="3/100/iid/float/5",
+                   help="task/clients/partition/uplink/rounds timed on every engine")
+    p.add_argument("--secagg-config", default="3/100/iid/20",
+                   help="task/clients/partition/rounds run with and without SecAgg+ "
+                        "(both uplinks)")
+    p.add_argument("--skip-grid", action="store_true", help="only the engine and SecAgg+ runs")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedscale.json"))
+    p.add_argument("--figure", type=Path, default=Path("benchmarks/results/fedscale.png"))
+    p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
+    args = p.parse_args(argv)
+    args.models.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "OMP_NUM_THREADS": str(args.threads)}
+    study = read_result(args.study, "hybnn-reproduction")
+    lrs = {row["task"].removeprefix("task"): row["hybnn"]["chosen"]["lr"]
+           for row in study["tasks"]}
+    old = read_scale(args.out) if args.out.is_file() else {}
+    body = {"codes": str(args.codes), "fraction": args.fraction, "alpha": args.alpha,
+            "rounds": args.rounds, "local_epochs": args.local_epochs, "seed": args.seed,
+            "threads": args.threads, "lr_per_task": lrs, "study_commit": study["commit"],
+            "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
+            "engines": old.get("engines", {}), "secagg": old.get("secagg", {})}
+    argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
+
+    def save() -> None:
+        write_result(args.out, SCALE_FORMAT, SCALE_VERSION, body, argv=argv_rec)
+        plot(body, args.figure)
+
+    tasks = args.tasks.split(",")
+    for task in tasks:  # the centralized reference on the same codes
+        if f"task{task}" in body["centralized"]:
+            continue
+        epochs = args.rounds * args.local_epochs
+        cmd = ["train-bnn", "--codes", str(args.codes), "--task", task, "--epochs", str(epochs),
+               "--lr", repr(lrs[task]), "--seed", str(args.seed), "--threads", str(args.threads),
+               "--out", str(args.models / f"central-task{task}.pt"), "--json"]
+        res, secs = hybnn(cmd, env)
+        body["centralized"][f"task{task}"] = {"test_acc": res["test_acc"], "epochs": epochs,
+                                              "command": "hybnn " + shlex.join(cmd),
+                                              "wall_seconds": round(secs, 1)}
+        save()
+        print(f"centralized task{task}: {100 * res['test_acc']:.2f}% ({secs:.0f} s)", flush=True)
+
+    grid = [] if args.skip_grid else [
+        (t, int(n), part, up) for t in tasks for part in args.partitions.split(",")
+        for up in args.uplinks.split(",") for n in args.clients.split(",")]
+    for task, n, part, uplink in grid:
+        key = f"task{task}/{n}/{part}/{uplink}"
+        if key in body["runs"]:
+            continue
+        cmd = fed_cmd(args, task, lrs[task], n, part, uplink, args.rounds)
+        res, secs = hybnn(cmd, env)
+        run = summarize(res, secs)
+        run["command"] = "hybnn " + shlex.join(cmd)
+        run["rounds_to_within_1pt"] = rounds_to_within(
+            run["accuracy_curve"], body["centralized"][f"task{task}"]["test_acc"], 0.01)
+        body["runs"][key] = run
+        save()
+        print(f"{key}: {100 * run['test_acc']:.2f}%, within 1 point from round "
+              f"{run['rounds_to_within_1pt']}, {run['seconds_per_round']:.2f} s/round "
+              f"({secs:.0f} s)", flush=True)
+
+    task, n, part, uplink, rounds = args.engine_config.split("/")
+    for engine in args.engines.split(","):
+        key = f"{engine}/task{task}/{n}/{part}/{uplink}/{rounds}"
+        if key in body["engines"]:
+            continue
+        cmd = fed_cmd(args, task, lrs[task], int(n), part, uplink, int(rounds), engine=engine)
+        res, secs = hybnn(cmd, env)
+        body["engines"][key] = {**summarize(res, secs), "command": "hybnn " + shlex.join(cmd)}
+        save()
+        print(f"{key}: {body['engines'][key]['seconds_per_round']:.2f} s/round, "
+              f"{secs:.0f} s in all", flush=True)
+
+    task, n, part, rounds = args.secagg_config.split("/")
+    for uplink in args.uplinks.split(","):
+        for secagg in (False, True):
+            key = f"task{task}/{n}/{part}/{uplink}/{rounds}/" + ("secagg" if secagg else "plain")
+            if key in body["secagg"]:
+                continue
+            cmd = fed_cmd(args, task, lrs[task], int(n), part, uplink, int(rounds),
+                          secagg=secagg)
+            res, secs = hybnn(cmd, env)
+            body["secagg"][key] = {**summarize(res, secs), "command": "hybnn " + shlex.join(cmd)}
+            save()
+            print(f"{key}: {100 * res['final_test_acc']:.2f}%, "
+                  f"{body['secagg'][key]['uplink_per_round'] / 1e3:,.1f} kB up/round, "
+                  f"{body['secagg'][key]['seconds_per_round']:.2f} s/round", flush=True)
+    save()
+
+
+if __name__ == "__main__":
+    main()
