@@ -48,13 +48,35 @@ def train_record(cfg_dict: dict, images: np.ndarray, test: np.ndarray, group) ->
     return {"steps": steps, "state": state_sha256(model.state_dict()), "history": history}
 
 
-def ddp_worker(rank: int, world: int, port: int, folder: str, cfg_dict: dict) -> None:
+def ddp_worker(rank: int, world: int, port: int, folder: str, plan: dict) -> None:
+    """One process of the 2-process job: train_vae step by step (`train_record`), then the
+    pretrain-vae stage and its resume (every checkpoint write logged), then sharded extraction
+    with rank 0 merging; the record goes to <folder>/rank<r>.json."""
+    from hybnn_cli import checkpoint as ck
+    from hybnn_cli import data, stages
     from hybnn_cli.distributed import process_group
+    from hybnn_cli.shards import extract_parallel
+    from hybnn_cli.train_vae import VAEConfig
 
     set_torchrun_env(rank, world, port)
     folder = Path(folder)
+    data.DATASETS["fake"] = data.DatasetSpec(name="fake", folder="fake", files=data.MNIST.files,
+                                             md5=plan["fake_md5"], mirrors=(),
+                                             class_names=data.MNIST.class_names)
     images, test = np.load(folder / "train.npy"), np.load(folder / "test.npy")
+    writes: list[str] = []
+    save = ck.save_checkpoint
+    ck.save_checkpoint = lambda path, *a, **k: (writes.append(str(path)), save(path, *a, **k))
     with process_group("cpu") as group:
-        record = train_record(cfg_dict, images, test, group)
+        record = train_record(plan["cfg"], images, test, group)
         record["group"] = [group.rank, group.world_size, group.backend]
-    (folder / f"rank{rank}.json").write_text(json.dumps(record))
+        out = folder / "vae.pt"
+        cfg = VAEConfig(**{**plan["cfg"], "dataset": "fake", "train_limit": 256})
+        record["pretrain"] = stages.pretrain_vae(cfg, out, plan["root"], group=group)["history"]
+        cfg.epochs = 2
+        record["resumed"] = stages.pretrain_vae(cfg, out, plan["root"], resume=out,
+                                                group=group)["history"]
+        record["extract"] = extract_parallel(group, Path(plan["vae"]), folder / "codes.h5",
+                                             "fake", plan["root"], batch_size=100)
+    record["writes"] = writes
+    (folder / f"rank{rank}.json").write_text(json.dumps(record, default=str))

@@ -16,7 +16,7 @@ from hybnn_cli import checkpoint as ck
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.codes import codes_writer, read_codes
 from hybnn_cli.data import load_split
-from hybnn_cli.distributed import SINGLE, Group
+from hybnn_cli.distributed import SINGLE, Group, barrier
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.extract import encode_batches
 from hybnn_cli.images import save_recon_grid
@@ -77,6 +77,7 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
             recon, _ = model(x.to(cfg.device))
         save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(),
                         torch.sigmoid(recon)[:, 0].cpu().numpy())
+    barrier(group)  # every process returns once rank 0's files are written
     return {"history": history, **history[-1]}
 
 
