@@ -346,3 +346,61 @@ def bench_table(results_dir: Path) -> str:
             + table(["case", "XNOR", "× numpy float32", "× torch float32",
                      "× float 200→128 matmul alone", "check"], rows)
             + "\n\n" + source(BENCH, r))
+
+
+# ── pretraining at server scale ───────────────────────────────────────────────────────────────
+SCALING = "ddp-scaling.json"
+
+
+@renderer("ddp-scaling")
+def ddp_scaling(results_dir: Path) -> str:
+    r = _load(results_dir, SCALING, "hybnn-ddp-scaling")
+    rows = [[x["label"], " / ".join(f"{s:.1f}" for s in x["epoch_seconds"]),
+             f"{x['train_loss'][-1]:.2f}", f"{x['test_recon']:.2f}",
+             f"{x['load_average'][0]:.1f} → {x['load_average'][1]:.1f}"] for x in r["runs"]]
+    ar = r["allreduce_loopback_2proc_seconds"]
+    m = r["model"]
+    by_n: dict[int, dict] = {}
+    for row in m["rows"]:
+        by_n.setdefault(row["machines"], {})[row["gbit_per_s"]] = row
+    gbits = sorted({row["gbit_per_s"] for row in m["rows"]})
+    model_rows = [[n, *(f"{v[g]['epoch_seconds']:.1f} s ({v[g]['speedup']:.1f}×)"
+                        for g in gbits)] for n, v in sorted(by_n.items())]
+    return (f"VAE pretraining on full MNIST ({r['epochs']} epochs, global batch "
+            f"{r['batch_size']}, seed 0) on this machine: {r['machine']['cores']} cores "
+            f"shared with other users' jobs (the load average at the start and end of each run "
+            f"is listed), so the times are noisy and two processes can gain little: they split "
+            f"the same two cores that one process with two threads already uses, and add an "
+            f"all-reduce per step.\n\n"
+            + table(["run", "seconds per epoch", "final training loss", "test recon (nats)",
+                     "load average"], rows)
+            + f"\n\nEach step all-reduces the encoder + decoder gradient: {r['parameters']:,} "
+              f"float32 values, {r['gradient_bytes_per_step'] / 1e6:.2f} MB, "
+              f"{r['steps_per_epoch']} times an epoch; between 2 gloo processes on loopback that "
+              f"took {1e3 * ar['median']:.2f} ms (median of {ar['reps']}).\n\n"
+              f"A model, not a measurement, for N machines of this kind: `{m['formula']}`, with "
+              f"the measured compute of {1e3 * m['compute_seconds_per_step']:.1f} ms per step "
+              f"({m['from']}) and a ring all-reduce; it ignores latency, the overlap DDP makes "
+              f"between backward and all-reduce, and the smaller per-process batches' lower "
+              f"efficiency.\n\n"
+            + table(["machines", *(f"epoch at {g} Gbit/s (speed-up)" for g in gbits)],
+                    model_rows)
+            + "\n\n" + source(SCALING, r))
+
+
+UNION = "union-encoder.json"
+
+
+@renderer("union-encoder")
+def union_encoder(results_dir: Path) -> str:
+    r = _load(results_dir, UNION, "hybnn-union-encoder")
+    encs = r["encoders"]
+    tasks = list(encs[0]["tasks"])
+    rows = [[t, *(f"{pct(e['tasks'][t]['val_acc'])} / {pct(e['tasks'][t]['test_acc'])}"
+                  for e in encs)] for t in tasks]
+    head = [f"encoder pretrained on {e['pretrain_dataset']} ({e['n_pretrain_images']:,} "
+            f"images): val / test %" for e in encs]
+    return (f"Task BNNs on MNIST codes from two encoders, each pretrained {r['vae_epochs']} "
+            f"epochs (seed {r['seed']}), BNNs {r['bnn_epochs']} epochs; one seed, so "
+            f"differences of a few tenths are within noise.\n\n"
+            + table(["task", *head], rows) + "\n\n" + source(UNION, r))
