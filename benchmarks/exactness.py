@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from hybnn_cli.checkpoint import load_bnn
-from hybnn_cli.codes import read_codes
+from hybnn_cli.codes import check_encoder, read_codes
 from hybnn_cli.export import torch_predict, write_deploy
-from hybnn_cli.predict import check_encoder, load_model, model_task
+from hybnn_cli.predict import load_model, model_task
 from hybnn_cli.results import read_result, write_result
 
 FORMAT = "hybnn-exactness"
@@ -36,7 +36,7 @@ def compare(ckpt_path: Path, codes_path: Path, tmp: Path) -> dict:
     deploy = tmp / (ckpt_path.stem + ".h5")
     write_deploy(deploy, model, ckpt)
     rt = load_model(deploy)
-    check_encoder(rt, c.attrs["encoder_sha256"], deploy, codes_path)
+    check_encoder(rt.meta.get("encoder_sha256"), c.attrs["encoder_sha256"], deploy, codes_path)
     t0 = time.perf_counter()
     want_scores, want = torch_predict(model, c.codes)
     t_torch = time.perf_counter() - t0

@@ -28,10 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from hybnn_cli.fed.results import FORMAT, VERSION, read_federated
 from hybnn_cli.results import read_result, write_result
 
-FORMAT = "hybnn-federated-benchmark"
-VERSION = 2
 VARIANTS = {
     "iid": [],
     "dirichlet": ["--partition", "dirichlet", "--alpha", "0.5"],
@@ -86,7 +85,7 @@ def main(argv=None) -> None:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": "1"}
     hybnn = str(Path(sys.executable).parent / "hybnn")
-    old = read_result(args.out, FORMAT) if args.out.is_file() else {}
+    old = read_federated(args.out) if args.out.is_file() else {}
     runs = old.get("runs", {})
     settings = {"clients": args.clients, "rounds": args.rounds, "study": str(args.study),
                 "study_commit": study["commit"], "seeds": study["config"]["seeds"],

@@ -19,7 +19,8 @@ import argparse
 import time
 from pathlib import Path
 
-from hybnn_cli.reproduce import Reporter, StageBusy, Study, StudyConfig
+from hybnn_cli.reproduce import Study, StudyConfig
+from hybnn_cli.stagecache import Reporter, StageBusy
 from hybnn_cli.tasks import parse_task
 
 

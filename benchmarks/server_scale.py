@@ -126,34 +126,39 @@ def scaling(args) -> dict:
 
 
 def union(args) -> dict:
+    from hybnn_cli.threads import using
+
+    with using(2):
+        encoders = [_union_one(args, d) for d in ("mnist", "mnist+fashion-mnist")]
+    return {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
+            "codes_dataset": "mnist", "threads": 2, "encoders": encoders}
+
+
+def _union_one(args, dataset: str) -> dict:
+    """Pretrain on `dataset`, encode MNIST, train BNNs for tasks 1–5 (seed 0)."""
     from hybnn_cli import stages
     from hybnn_cli.pretrain_data import load_pretrain_images
     from hybnn_cli.tasks import parse_task
     from hybnn_cli.train_bnn import BNNConfig
     from hybnn_cli.train_vae import VAEConfig
 
-    encoders = []
-    for dataset in ("mnist", "mnist+fashion-mnist"):
-        folder = args.work / dataset
-        t0 = time.perf_counter()
-        vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=0,
-                                            threads=2), folder / "vae.pt")
-        vae_s = time.perf_counter() - t0
-        stages.extract_codes(folder / "vae.pt", folder / "codes.h5", "mnist")
-        tasks = {}
-        for t in ("1", "2", "3", "4", "5"):
-            task = parse_task(t, None)
-            m = stages.train_task_bnn(folder / "codes.h5", task,
-                                      BNNConfig(task=task.name, epochs=args.bnn_epochs, seed=0,
-                                                threads=2), folder / f"bnn-{t}.pt")
-            tasks[task.name] = {"val_acc": m["val_acc"], "test_acc": m["test_acc"]}
-            print(dataset, task.name, tasks[task.name], flush=True)
-        encoders.append({"pretrain_dataset": dataset,
-                         "n_pretrain_images": len(load_pretrain_images(dataset, "train")),
-                         "vae_seconds": vae_s,
-                         "vae_train_loss": vae["train_loss"], "tasks": tasks})
-    return {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
-            "codes_dataset": "mnist", "encoders": encoders}
+    folder = args.work / dataset
+    t0 = time.perf_counter()
+    vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=0,
+                                        threads=2), folder / "vae.pt")
+    vae_s = time.perf_counter() - t0
+    stages.extract_codes(folder / "vae.pt", folder / "codes.h5", "mnist")
+    tasks = {}
+    for t in ("1", "2", "3", "4", "5"):
+        task = parse_task(t, None)
+        m = stages.train_task_bnn(folder / "codes.h5", task,
+                                  BNNConfig(task=task.name, epochs=args.bnn_epochs, seed=0,
+                                            threads=2), folder / f"bnn-{t}.pt")
+        tasks[task.name] = {"val_acc": m["val_acc"], "test_acc": m["test_acc"]}
+        print(dataset, task.name, tasks[task.name], flush=True)
+    return {"pretrain_dataset": dataset,
+            "n_pretrain_images": len(load_pretrain_images(dataset, "train")),
+            "vae_seconds": vae_s, "vae_train_loss": vae["train_loss"], "tasks": tasks}
 
 
 def main(argv=None) -> None:

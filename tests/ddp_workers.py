@@ -39,6 +39,7 @@ def train_record(cfg_dict: dict, images: np.ndarray, test: np.ndarray, group) ->
     from hybnn_cli.vae import BinaryVAE
 
     cfg = VAEConfig(**cfg_dict)
+    torch.set_num_threads(cfg.threads)  # the CLI does this through `threads.using`
     torch.manual_seed(cfg.seed)
     model = BinaryVAE(cfg.latent_bits)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

@@ -2,7 +2,15 @@
 
 import numpy as np
 import pytest
-from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
+from hybnn_kernels.bits import (
+    n_words,
+    pack_bits,
+    pack_signs,
+    padding_set,
+    unpack_bits,
+    unpack_signs,
+    used_bits_in_last_word,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +44,23 @@ def test_padding_bits_are_zero():
     assert int(words[0, 1]) == 1 and int(words[0, 0]) == 2**64 - 1
 
 
+@pytest.mark.parametrize("n_bits,used", [(1, 1), (63, 63), (64, 64), (65, 1), (200, 8),
+                                         (1000, 40)])
+def test_padding_rule_flags_exactly_the_bits_past_n_bits(n_bits, used):
+    """The one home of the padding rule: bits at or past n_bits (in the last word) must be 0."""
+    assert used_bits_in_last_word(n_bits) == used
+    x = pack_bits(np.ones((3, n_bits)))
+    assert not padding_set(x, n_bits)  # every real bit set, no padding bit
+    if used < 64:
+        y = x.copy()
+        y[2, -1] |= np.uint64(1) << np.uint64(used)  # the first padding bit of the last row
+        assert padding_set(y, n_bits)
+        z = x.copy()
+        z[0, -1] |= np.uint64(1) << np.uint64(63)  # the last padding bit of the first row
+        assert padding_set(z, n_bits)
+    assert not padding_set(np.zeros((0, x.shape[1]), np.uint64), n_bits)
+
+
 def test_unpack_rejects_bad_input():
     with pytest.raises(TypeError, match="uint64"):
         unpack_bits(np.zeros((1, 1), dtype=np.int64), 10)
@@ -53,3 +78,15 @@ def test_every_dtype_packs_like_the_reference(dtype):
     flat = x.reshape(-1, 130)
     np.testing.assert_array_equal(pack_bits(x).reshape(-1, 3), pack_ref(flat > 0))
     np.testing.assert_array_equal(pack_signs(x).reshape(-1, 3), pack_ref(~(flat < 0)))
+
+
+def test_hdf5_attributes_read_back_as_written(tmp_path):
+    import h5py
+    from hybnn_kernels.h5attrs import read_attrs, write_attrs
+
+    meta = {"format": "x", "n": 200, "ratio": 0.5, "config": {"a": [1, 2], "b": None},
+            "classes": [4, 5], "text": "{not json", "flag": True}
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        write_attrs(f.attrs, meta)
+    with h5py.File(tmp_path / "a.h5", "r") as f:
+        assert read_attrs(f.attrs) == meta

@@ -160,10 +160,10 @@ def test_mismatched_encoder_is_refused(tiny_pipeline, tmp_path):
                "--epochs", 1, "--seed", 9, "--train-limit", 64, "--out", vae2).exit_code == 0
     assert run("extract", "--vae", vae2, "--dataset", "fake", "--data-dir",
                tiny_pipeline["root"], "--out", codes2).exit_code == 0
-    one_line_error(run("evaluate", bnn, "--codes", codes2), "was trained on codes from encoder")
+    one_line_error(run("evaluate", bnn, "--codes", codes2), "expects codes from encoder")
     one_line_error(run("train-bnn", "--codes", codes2, "--task", "1", "--epochs", 2,
                        "--resume", bnn, "--out", tmp_path / "c.pt"),
-                   "was trained on codes from encoder")
+                   "expects codes from encoder")
 
 
 def test_bad_inputs_give_one_line_errors(tiny_pipeline, tmp_path, no_network):
@@ -255,3 +255,32 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
         one_line_error(run(*[a.format(tmp=tmp_path) for a in command], path), message)
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
+
+
+def test_the_headline_sequence_chains_in_an_empty_folder(tmp_path, monkeypatch, fake_root):
+    """`hybnn pretrain-vae`, `hybnn extract --out codes.h5`, `hybnn train-bnn --task 3` as typed
+    (plus options that only make it small): each stage finds what the one before wrote."""
+    monkeypatch.chdir(tmp_path)
+    small = ("--dataset", "fake", "--data-dir", fake_root)
+    r = run("pretrain-vae", *small, "--epochs", 1, "--train-limit", 128)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "runs/vae.pt").is_file()
+    r = run("extract", "--out", "codes.h5", *small)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "codes.h5").is_file()
+    r = run("train-bnn", "--task", 3, "--epochs", 1)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().endswith("→ runs/bnn-task3.pt")
+    _, ckpt = ck.load_bnn(tmp_path / "runs/bnn-task3.pt")
+    assert ckpt["codes"] == "codes.h5"
+    r = run("evaluate", "runs/bnn-task3.pt")
+    assert r.exit_code == 0 and r.stdout.startswith("task3 test: accuracy"), r.output
+
+
+def test_a_missing_default_says_which_command_makes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(run("train-bnn", "--task", 3), "no codes file here: runs/codes.h5 does not "
+                   "exist and hybnn extract has not written one in this folder; run hybnn "
+                   "extract first or give --codes")
+    one_line_error(run("extract"), "no vae file here: runs/vae.pt does not exist")
+    assert not (tmp_path / "runs/codes.h5").exists()

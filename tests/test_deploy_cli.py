@@ -179,6 +179,18 @@ def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypat
                                     "ratio": 4 * 128 * 202 / (128 * 4 * 8 + 2 * 2 * 8)}
     assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4,
                                                "ratio": 32.0}
+    # the roofline: both peaks measured in the run, each contender over its own peak
+    roof = res["roofline"]
+    for peak in ("fma_f32", "xnor"):
+        assert roof[peak]["ops_per_second"] == max(
+            roof["measured"][when][peak]["ops_per_second"] for when in ("start", "end"))
+    assert roof["ratio_bound"] == pytest.approx(
+        roof["xnor"]["ops_per_second"] / roof["fma_f32"]["ops_per_second"])
+    gemm = res["cases"][4]
+    assert gemm["fraction_of_peak"]["xnor"] == pytest.approx(
+        gemm["xnor"]["ops_per_second"] / roof["xnor"]["ops_per_second"])
+    assert gemm["fraction_of_peak"]["numpy_f32"] == pytest.approx(
+        gemm["numpy_f32"]["ops_per_second"] / roof["fma_f32"]["ops_per_second"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

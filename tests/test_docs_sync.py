@@ -58,3 +58,16 @@ def test_a_changed_number_is_caught(tmp_path):
     """The check can fail: a block whose text no longer matches its file is rewritten."""
     text = "<!-- generated: accuracy-table -->\nmade up 99.99%\n<!-- /generated -->\n"
     assert docgen.render_text(text) != text
+
+
+def test_the_readme_layout_table_names_every_module():
+    """Every module of the two packages appears in the README's layout table (as `name` or
+    `name.py`), and every module the table names exists."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Development")]
+    named = set(re.findall(r"`(?:[\w/]+/)?([a-z0-9_]+)(?:\.py)?/?`", layout))
+    modules = {p.stem for d in ("src/hybnn_cli", "src/hybnn_cli/fed", "kernels/hybnn_kernels")
+               for p in (ROOT / d).glob("*.py") if not p.stem.startswith("__")}
+    assert modules - named == set(), "modules missing from the README's layout table"
+    assert {n for n in named if n not in modules} <= {"hybnn_kernels", "fed", "tests",
+                                                      "benchmarks"}

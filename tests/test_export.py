@@ -80,6 +80,15 @@ def test_runtime_equals_torch_bit_for_bit(shape, seed):
 
 
 
+@pytest.mark.parametrize("n", [1, 5000])  # batch 1 takes the serial path, 5000 the parallel one
+def test_runtime_refuses_codes_with_padding_bits_set(n):
+    runtime = runtime_from_model(trained_looking_bnn(BNNShape(200, 128, 2), 11))
+    codes = random_codes(200, n, 11)
+    codes[-1, -1] |= np.uint64(1) << np.uint64(200 - 3 * 64)  # bit 200: the first padding bit
+    with pytest.raises(ValueError, match="^codes has nonzero padding bits past bit 200$"):
+        runtime.run(codes, threads=2)
+
+
 def test_runtime_writes_into_given_outputs():
     model = trained_looking_bnn(BNNShape(200, 128, 2), 10)
     runtime = runtime_from_model(model)

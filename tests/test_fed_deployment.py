@@ -21,8 +21,9 @@ from flwr.clientapp import ClientApp
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed import client_app
+from hybnn_cli.fed.certs import make_node_key
 from hybnn_cli.fed.config import FedConfig
-from hybnn_cli.fed.deployment import Federation, make_node_key
+from hybnn_cli.fed.deployment import Federation
 from hybnn_cli.fed.inprocess import run_inprocess
 from hybnn_cli.fed.processes import Processes, SignalGuard
 from tests.fed_codes import make_codes
@@ -204,6 +205,7 @@ def program(ident: str) -> str:
 
 
 def test_signal_guard_holds_a_signal_until_the_hold_ends():
+    before = signal.getsignal(signal.SIGINT)  # default, or ignored in a background job
     guard = SignalGuard()
     guard.install()
     try:
@@ -219,7 +221,7 @@ def test_signal_guard_holds_a_signal_until_the_hold_ends():
         time.sleep(0.05)
     finally:
         guard.uninstall()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 def test_stop_reaches_processes_that_left_the_group(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
+from hybnn_cli.errors import HybnnError
 
 runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -19,12 +20,12 @@ def _error(result) -> str:
 
 @pytest.mark.parametrize("args, message", [
     (["baseline", "--binarize", "median"],
-     "unknown --binarize 'median': use sign, threshold, none"),
+     "unknown input binarization 'median': use sign, threshold, none"),
     (["baseline", "--task", "9"], "unknown task '9': use 1..5"),
     (["reproduce", "--tasks", "1,7"], "unknown task '7': use 1..5"),
     (["reproduce", "--tasks", "all"], "--tasks takes digit-pair tasks 1..5"),
     (["reproduce", "--binarize", "sign,round"],
-     "unknown --binarize 'round': use sign, threshold, none"),
+     "unknown input binarization 'round': use sign, threshold, none"),
     (["train-bnn", "--codes", "no/such/codes.h5", "--task", "1"],
      "no/such/codes.h5: no such codes file"),
     (["report", "--results", "no/such/reproduction.json"],
@@ -132,9 +133,11 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_d
     # report redraws from the JSON alone, and adds Figure 7 once federated results exist
     for p in out.glob("*.png"):
         p.unlink()
-    (out / "federated.json").write_text(json.dumps(
-        {"runs": [{"label": "4 clients", "rounds": [{"round": 1, "test_acc": 0.6},
-                                                    {"round": 2, "test_acc": 0.8}]}]}))
+    from hybnn_cli.fed.results import FORMAT, VERSION
+    from hybnn_cli.results import write_result
+
+    write_result(out / "federated.json", FORMAT, VERSION,
+                 {"runs": {"iid/task1/seed0": {"accuracy_curve": [0.6, 0.8]}}})
     rep = runner.invoke(app, ["report", "--results", str(out / "reproduction.json"), "--json"])
     assert rep.exit_code == 0, rep.output
     written = json.loads(rep.stdout)
@@ -146,7 +149,7 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     import subprocess
     import sys
 
-    from hybnn_cli.reproduce import Reporter, StageBusy, StageCache
+    from hybnn_cli.stagecache import Reporter, StageBusy, StageCache
 
     cache = StageCache(tmp_path, Reporter())
     key = {"stage": "demo", "seed": 0}
@@ -174,10 +177,21 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     assert len(calls) == 1 and not lock.exists()
 
 
-def test_federated_curves_read_the_benchmark_files_accuracy_curve():
-    from hybnn_cli.report import federated_curves
+def test_federated_curves_come_from_the_one_federated_format(tmp_path):
+    from hybnn_cli.fed.results import FORMAT, VERSION
+    from hybnn_cli.report import find_federated
+    from hybnn_cli.results import write_result
 
-    curves = federated_curves({"variant": "iid", "runs": {"task1": {"accuracy_curve": [0.5, 0.75],
-                                                                    "test_acc": 0.75}}},
-                              "federated-iid")
-    assert curves == [{"label": "federated-iid runs task1", "rounds": [1, 2], "acc": [0.5, 0.75]}]
+    run = {"accuracy_curve": [0.5, 0.75], "test_acc": 0.75}
+    write_result(tmp_path / "federated.json", FORMAT, VERSION,
+                 {"runs": {"iid/task1/seed0": run, "iid/task1/seed1": run,
+                           "bits/task2/seed0": run}})
+    (tmp_path / "federated-notes.json").write_text('{"format": "something else"}')
+    assert find_federated(tmp_path) == [
+        ("federated: bits", [{"label": "task2 seed0", "rounds": [1, 2], "acc": [0.5, 0.75]}]),
+        ("federated: iid", [{"label": "task1 seed0", "rounds": [1, 2], "acc": [0.5, 0.75]},
+                            {"label": "task1 seed1", "rounds": [1, 2], "acc": [0.5, 0.75]}])]
+    write_result(tmp_path / "federated.json", FORMAT, VERSION + 1, {"runs": {}})
+    with pytest.raises(HybnnError, match=f"federated benchmark version {VERSION + 1}, this "
+                       f"hybnn reads version {VERSION}$"):
+        find_federated(tmp_path)

@@ -47,7 +47,8 @@ def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message
             "--vae", str(tiny_pipeline["vae"]), "--dataset", "fake",
             "--data-dir", str(tiny_pipeline["root"]), "--batch-size", "4", "--out", str(out),
             "--json"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_a_foreground_job)
     try:
         deadline = time.monotonic() + 60
         while not list(out_dir.glob(".codes.h5.*.tmp")):
@@ -66,6 +67,12 @@ def test_extract_cleans_up_on_signal(tiny_pipeline, tmp_path, sig, code, message
     assert stdout == ""
     assert list(out_dir.iterdir()) == []  # no .codes.h5.*.tmp and no codes.h5
 
+
+
+def as_a_foreground_job() -> None:
+    """Start a child with SIGINT at its default, as a shell's foreground job has it (a suite run in
+    the background, `pytest &`, would otherwise hand it down ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 def test_a_signal_swallowed_in_a_c_callback_is_delivered_again():
     """Python only prints a KeyboardInterrupt raised inside a ctypes callback ("Exception
@@ -86,7 +93,7 @@ def test_a_signal_swallowed_in_a_c_callback_is_delivered_again():
         "except KeyboardInterrupt:\n"
         "    print('delivered')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, preexec_fn=as_a_foreground_job)
     assert out.stdout.strip() == "delivered", out.stdout + out.stderr
 
 

@@ -37,7 +37,7 @@ def test_task_codes_hold_out_the_split_of_the_whole_training_set(tmp_path):
     """A task's validation codes are the task's samples among the indices the split holds out
     of the whole training split (so code i and image i land on the same side)."""
     from hybnn_cli.codes import read_codes
-    from hybnn_cli.stages import load_task_codes
+    from hybnn_cli.taskdata import load_task_codes
     from hybnn_cli.tasks import parse_task
     from hybnn_cli.train_bnn import codes_to_tensor
     from tests.fed_codes import make_codes

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from hybnn_kernels import xnor
+from hybnn_kernels import parallel, tile
 from hybnn_kernels.bits import n_words, pack_bits
 from hybnn_kernels.dense import binary_dense, make_dense
 from hybnn_kernels.xnor import prepack, xnor_gemm
@@ -41,7 +41,7 @@ def test_xnor_gemm_matches_reference(m, n, n_bits, threads, seed):
 def test_parallel_path_matches_serial_on_a_large_problem():
     rng = np.random.default_rng(0)
     a, w = random_words(rng, 301, 1000), random_words(rng, 77, 1000)
-    assert xnor.threads_for(2.0 * 301 * 77 * 1000, 2) == 2
+    assert parallel.threads_for(2.0 * 301 * 77 * 1000, 2) == 2
     expected = xnor_gemm_ref(a[:7], w, 1000)
     par = xnor_gemm(a, w, 1000, threads=2)
     np.testing.assert_array_equal(par[:7], expected)
@@ -144,7 +144,8 @@ import numpy as np
 from hybnn_kernels import xnor
 from hybnn_kernels.bits import pack_bits
 from hybnn_kernels.dense import binary_dense, make_dense
-assert xnor.VARIANT == "{variant}", xnor.VARIANT
+from hybnn_kernels import tile
+assert tile.VARIANT == "{variant}", tile.VARIANT
 rng = np.random.default_rng(3)
 for m, n, k in [(1, 1, 1), (5, 33, 65), (9, 70, 200), (6, 40, 1000), (300, 130, 1000)]:
     ba, bw = rng.integers(0, 2, size=(m, k)), rng.integers(0, 2, size=(n, k))
@@ -158,7 +159,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("variant", [v for v in ("qword", "byte") if v != xnor.VARIANT])
+@pytest.mark.parametrize("variant", [v for v in ("qword", "byte") if v != tile.VARIANT])
 def test_the_other_kernel_variant_is_correct_on_this_cpu(variant):
     """The rest of the suite tests the variant this CPU picks; this one forces the other."""
     env = dict(os.environ, HYBNN_KERNEL_VARIANT=variant)
@@ -178,7 +179,8 @@ pw = xnor.prepack(np.zeros((32, 4), np.uint64), 256)
 out = np.zeros((4, 32), np.int32)
 sig = (numba.typeof(a), numba.typeof(pw.panels), numba.int64, numba.int64, numba.typeof(out))
 xnor._xnor_gemm_serial.compile(sig)
-print(json.dumps({"variant": xnor.VARIANT, "mr": xnor.MR, "nv": xnor.NV,
+from hybnn_kernels import tile
+print(json.dumps({"variant": tile.VARIANT, "mr": tile.MR, "nv": tile.NV,
                   "asm": list(xnor._xnor_gemm_serial.inspect_asm().values())[0]}))
 """
 

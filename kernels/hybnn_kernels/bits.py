@@ -28,6 +28,29 @@ def n_words(n_bits: int) -> int:
     return (n_bits + WORD_BITS - 1) // WORD_BITS
 
 
+def used_bits_in_last_word(n_bits: int) -> int:
+    """How many bits of a code's last word are real (1..64); the rest are padding and must be 0."""
+    return n_bits - (n_words(n_bits) - 1) * WORD_BITS
+
+
+@njit(cache=True)
+def bits_set_past(x, used_bits):
+    """Compiled core of `padding_set` (callable from other kernels): whether any row of x has a bit
+    set at or past position `used_bits` of its last word."""
+    last = x.shape[1] - 1
+    acc = np.uint64(0)
+    for i in range(x.shape[0]):
+        acc |= x[i, last]
+    return (acc >> np.uint64(used_bits)) != 0
+
+
+def padding_set(x: np.ndarray, n_bits: int) -> bool:
+    """Whether any row of packed vectors x (rows, n_words(n_bits)) uint64 has a padding bit set,
+    i.e. a bit at or past position n_bits (the convention above says they are all 0)."""
+    used = used_bits_in_last_word(n_bits)
+    return used < WORD_BITS and x.shape[0] > 0 and bool(bits_set_past(x, used))
+
+
 def pack_bits(x: np.ndarray) -> np.ndarray:
     """Pack the last axis of x into uint64 words.
 

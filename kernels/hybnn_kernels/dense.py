@@ -17,21 +17,10 @@ import numpy as np
 from numba import njit, prange
 
 from hybnn_kernels.bits import WORD_BITS, n_words
-from hybnn_kernels.xnor import (
-    _CACHE,
-    MR,
-    NR,
-    PackedWeights,
-    _check_n_bits,
-    _check_out,
-    _check_threads,
-    _check_words,
-    _tile_full_threshold,
-    _tile_row_threshold,
-    call_parallel,
-    prepack,
-    threads_for,
-)
+from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
+from hybnn_kernels.parallel import call_parallel, threads_for
+from hybnn_kernels.tile import CACHE, MR, NR, tile_full_threshold, tile_row_threshold
+from hybnn_kernels.xnor import PackedWeights, prepack
 
 assert WORD_BITS % NR == 0, "a weight panel must not straddle an output word"
 
@@ -55,7 +44,7 @@ class BinaryDense:
 
 def make_dense(w: np.ndarray, thresholds: np.ndarray, n_bits: int) -> BinaryDense:
     """A layer from packed weights (N, words) uint64 and integer thresholds (N,) on the dot."""
-    n_bits = _check_n_bits(n_bits)
+    n_bits = check_n_bits(n_bits)
     pw = prepack(w, n_bits)
     t = np.asarray(thresholds)
     if t.shape != (pw.n,):
@@ -68,7 +57,7 @@ def make_dense(w: np.ndarray, thresholds: np.ndarray, n_bits: int) -> BinaryDens
     return BinaryDense(pw, t, cthr)
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(cache=CACHE, inline="always")
 def threshold_pack_rows(a, i0, rows, panels, cthr, masks, out, o0):
     """The fused layer on `rows` rows of a from i0 (rows is MR or 1): XNOR-popcount against every
     weight panel, compare with the thresholds, write the bits to out[o0 .. o0 + rows − 1]."""
@@ -77,16 +66,16 @@ def threshold_pack_rows(a, i0, rows, panels, cthr, masks, out, o0):
             out[o0 + r, q] = 0
     for p in range(panels.shape[0]):
         if rows == MR:
-            _tile_full_threshold(a, i0, panels, p, cthr, masks)
+            tile_full_threshold(a, i0, panels, p, cthr, masks)
         else:
-            _tile_row_threshold(a, i0, panels, p, cthr, masks)
+            tile_row_threshold(a, i0, panels, p, cthr, masks)
         q = (p * NR) // 64
         shift = np.uint64((p * NR) % 64)
         for r in range(rows):
             out[o0 + r, q] |= masks[r] << shift
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(cache=CACHE, inline="always")
 def _dense_range(a, panels, cthr, out, rt0, rt1, masks):
     m = a.shape[0]
     n_rt = m // MR
@@ -100,19 +89,19 @@ def _dense_range(a, panels, cthr, out, rt0, rt1, masks):
         threshold_pack_rows(a, i0, rows, panels, cthr, masks, out, i0)
 
 
-@njit(cache=_CACHE)
+@njit(cache=CACHE)
 def _n_row_tiles(m):
     n_rt = m // MR
     return n_rt + (m - n_rt * MR)
 
 
-@njit(cache=_CACHE)
+@njit(cache=CACHE)
 def _dense_serial(a, panels, cthr, out):
     masks = np.empty(MR, dtype=np.uint64)
     _dense_range(a, panels, cthr, out, 0, _n_row_tiles(a.shape[0]), masks)
 
 
-@njit(cache=_CACHE, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def _dense_parallel(a, panels, cthr, out, n_chunks):
     total = _n_row_tiles(a.shape[0])
     n_chunks = min(total, n_chunks)
@@ -131,10 +120,10 @@ def binary_dense(a: np.ndarray, layer: BinaryDense, out: np.ndarray | None = Non
     """
     if not isinstance(layer, BinaryDense):
         raise TypeError(f"layer must be a BinaryDense (see make_dense), got {type(layer).__name__}")
-    a = _check_words("a", a, layer.n_in)
+    a = check_words("a", a, layer.n_in)
     m = a.shape[0]
-    out = _check_out(out, (m, n_words(layer.n_out)), dtype=np.uint64)
-    threads = _check_threads(threads)
+    out = check_out(out, (m, n_words(layer.n_out)), dtype=np.uint64)
+    threads = check_threads(threads)
     if m == 0:
         return out
     panels = layer.weights.panels

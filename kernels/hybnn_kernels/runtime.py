@@ -20,29 +20,24 @@ take the first class, as `torch.argmax` does. h5py is imported inside `load_depl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit, prange
 
-from hybnn_kernels.bits import WORD_BITS, n_words
-from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
-from hybnn_kernels.xnor import (
-    _CACHE,
-    MR,
-    NR,
-    PackedWeights,
-    _check_out,
-    _check_threads,
-    _check_words,
-    _padding_set,
-    _tile_full,
-    _tile_row,
-    call_parallel,
-    prepack,
-    threads_for,
+from hybnn_kernels.bits import (
+    WORD_BITS,
+    bits_set_past,
+    n_words,
+    padding_set,
+    used_bits_in_last_word,
 )
+from hybnn_kernels.checks import check_out, check_threads, check_words
+from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
+from hybnn_kernels.h5attrs import read_attrs
+from hybnn_kernels.parallel import call_parallel, threads_for
+from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
+from hybnn_kernels.xnor import PackedWeights, prepack
 
 _U64 = np.dtype(np.uint64)
 DEPLOY_FORMAT = "hybnn-deploy"
@@ -53,15 +48,15 @@ class DeployFileError(ValueError):
     """A deploy file that is not one, or not one this runtime can run."""
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(cache=CACHE, inline="always")
 def _head_rows(codes, i0, rows, p1, cthr1, p2, n_classes, hidden, table, h, masks, cnt,
                scores, labels):
     threshold_pack_rows(codes, i0, rows, p1, cthr1, masks, h, 0)
     for p in range(p2.shape[0]):
         if rows == MR:
-            _tile_full(h, 0, p2, p, cnt)
+            tile_full(h, 0, p2, p, cnt)
         else:
-            _tile_row(h, 0, p2, p, cnt)
+            tile_row(h, 0, p2, p, cnt)
         for r in range(rows):
             for jj in range(min(NR, n_classes - p * NR)):
                 scores[i0 + r, p * NR + jj] = table[p * NR + jj, hidden - cnt[r * NR + jj]]
@@ -73,7 +68,7 @@ def _head_rows(codes, i0, rows, p1, cthr1, p2, n_classes, hidden, table, h, mask
         labels[i0 + r] = best
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(cache=CACHE, inline="always")
 def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, rt0, rt1):
     h = np.empty((MR, (hidden + 63) // 64), dtype=np.uint64)
     masks = np.empty(MR, dtype=np.uint64)
@@ -94,11 +89,11 @@ def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 
 # bits in the last word of a code (64: no padding); n_classes and hidden come from the table.
 
 
-@njit(cache=_CACHE)
+@njit(cache=CACHE)
 def _head_serial(codes, p1, p2, params, table, scores, labels):
     """Runs the head unless a code has padding bits set (returns True then, nothing computed)."""
     pad_from = params[0]
-    if pad_from < 64 and _padding_set(codes, pad_from):
+    if pad_from < WORD_BITS and bits_set_past(codes, pad_from):
         return True
     m = codes.shape[0]
     total = m // MR + m % MR
@@ -107,7 +102,7 @@ def _head_serial(codes, p1, p2, params, table, scores, labels):
     return False
 
 
-@njit(cache=_CACHE, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def _head_parallel(codes, p1, p2, params, table, scores, labels, n_chunks):
     m = codes.shape[0]
     total = m // MR + m % MR
@@ -159,7 +154,7 @@ class BNNRuntime:
 
     def __post_init__(self):
         self._words = self.fc1.weights.words
-        self._pad_from = self.n_bits - (self._words - 1) * WORD_BITS  # used bits of the last word
+        self._pad_from = used_bits_in_last_word(self.n_bits)
         params = np.concatenate([[self._pad_from], self.fc1.count_thresholds]).astype(np.int64)
         self._static = (self.fc1.weights.panels, self.fc2.panels, params, self.score_table)
         self._n_classes = self.fc2.n
@@ -175,25 +170,25 @@ class BNNRuntime:
         if not (type(codes) is np.ndarray and (codes.dtype is _U64 or codes.dtype == _U64)
                 and codes.ndim == 2 and codes.shape[1] == self._words
                 and codes.flags.c_contiguous):
-            codes = _check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
+            codes = check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
         if threads is not None:
-            threads = _check_threads(threads)
+            threads = check_threads(threads)
         m = codes.shape[0]
         if out is None:
             scores = np.empty((m, self._n_classes), dtype=np.float32)
             labels = np.empty(m, dtype=np.int64)
         else:
-            scores = _check_out(out[0], (m, self._n_classes), np.float32)
-            labels = _check_out(out[1], (m,), np.int64)
+            scores = check_out(out[0], (m, self._n_classes), np.float32)
+            labels = check_out(out[1], (m,), np.int64)
         if m == 0:
             return scores, labels
         t = threads_for(m * self._ops_per_row, threads)
         if t > 1:
-            if self._pad_from < WORD_BITS and _padding_set(codes, self._pad_from):
-                _check_words("codes", codes, self.n_bits)  # raises the padding error
+            if padding_set(codes, self.n_bits):
+                check_words("codes", codes, self.n_bits)  # raises the padding error
             call_parallel(_head_parallel, t, codes, *self._static, scores, labels)
         elif _head_serial(codes, *self._static, scores, labels):
-            _check_words("codes", codes, self.n_bits)  # raises the padding error
+            check_words("codes", codes, self.n_bits)  # raises the padding error
         return scores, labels
 
     def predict(self, codes: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -221,7 +216,7 @@ def load_deploy(path) -> BNNRuntime:
             n_bits, hidden = int(f.attrs["n_bits"]), int(f.attrs["hidden"])
             w1, t1 = f["fc1/weights"][()], f["fc1/thresholds"][()]
             w2, table = f["fc2/weights"][()], f["fc2/score_table"][()]
-            meta = {k: _attr(v) for k, v in f.attrs.items()}
+            meta = read_attrs(f.attrs)
         except KeyError as e:
             raise DeployFileError(f"{path}: incomplete deploy file, missing {e}") from None
     if w1.shape != (hidden, n_words(n_bits)) or w2.shape[1:] != (n_words(hidden),):
@@ -231,19 +226,6 @@ def load_deploy(path) -> BNNRuntime:
         return BNNRuntime.from_arrays(w1, t1, w2, table, n_bits, meta)
     except (TypeError, ValueError) as e:
         raise DeployFileError(f"{path}: {e}") from None
-
-
-def _attr(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, str) and v[:1] in "{[":
-        try:
-            return json.loads(v)
-        except ValueError:
-            return v
-    return v
 
 
 assert WORD_BITS % NR == 0

@@ -33,8 +33,8 @@ BINARIZE = ("sign", "threshold", "none")
 
 @dataclass
 class BaselineConfig:
-    """Training settings; `train_bnn.train_bnn` reads epochs, batch_size, lr, schedule, seed and
-    threads from it exactly as from a `BNNConfig`."""
+    """Training settings; `train_bnn.train_bnn` reads epochs, batch_size, lr, schedule and seed
+    from it exactly as from a `BNNConfig`."""
 
     task: str = "3"
     binarize: str = "sign"
@@ -44,7 +44,7 @@ class BaselineConfig:
     lr: float = 1e-3
     schedule: str = "cosine"
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N images of each split (quick runs)
     val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
     device: str = "cpu"  # the device that trained it (`device.resolve_device`)
@@ -55,7 +55,7 @@ class BaselineConfig:
 
 def check_binarize(mode: str) -> str:
     if mode not in BINARIZE:
-        raise HybnnError(f"unknown --binarize '{mode}': use {', '.join(BINARIZE)}")
+        raise HybnnError(f"unknown input binarization '{mode}': use {', '.join(BINARIZE)}")
     return mode
 
 

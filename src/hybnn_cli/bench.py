@@ -153,7 +153,7 @@ def bench_setup(threads: int) -> dict:
     import llvmlite.binding as llb
     import numba
     import torch
-    from hybnn_kernels import xnor
+    from hybnn_kernels import tile
     from threadpoolctl import threadpool_info
 
     blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
@@ -165,8 +165,8 @@ def bench_setup(threads: int) -> dict:
         "llvm_cpu_name": llb.get_host_cpu_name(), "numpy_blas": blas,
         "openblas_env_in_parent": json.loads(os.environ.get("HYBNN_BENCH_PARENT_ENV", "{}")),
         "openblas_env_in_bench": {k: os.environ.get(k) for k in OPENBLAS_VARS},
-        "kernel": {"variant": xnor.VARIANT, "tile_rows": xnor.MR, "panel_rows": xnor.NR,
-                   "vector_u64_lanes": xnor.VW},
+        "kernel": {"variant": tile.VARIANT, "tile_rows": tile.MR, "panel_rows": tile.NR,
+                   "vector_u64_lanes": tile.VW},
     }
 
 
@@ -206,6 +206,35 @@ def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float
     res[f"speedup_vs_{key}"] = min(res[f]["seconds"] for f in floats) / x["seconds"]
     res[f"speedup_vs_{key}_from_minima"] = (min(res[f]["min_seconds"] for f in floats)
                                            / x["min_seconds"])
+
+
+# ── the machine's own bounds ─────────────────────────────────────────────────────────────────
+def measure_roofline(threads: int) -> dict:
+    """The float32 FMA peak and the XNOR tile's arithmetic peak (`hybnn_kernels.roofline`) on
+    `threads` threads, and their ratio: the most the XNOR kernel can gain over float32 here."""
+    from hybnn_kernels import roofline
+
+    fma, xnor = roofline.fma_peak(threads), roofline.xnor_peak(threads)
+    return {"fma_f32": fma, "xnor": xnor,
+            "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
+
+
+def combine_rooflines(start: dict, end: dict) -> dict:
+    """Peaks measured before and after the cases: the higher of each is the machine's bound (a
+    loaded moment only lowers a measured peak), both kept for the record."""
+    out = {k: max(start[k], end[k], key=lambda r: r["ops_per_second"])
+           for k in ("fma_f32", "xnor")}
+    out["ratio_bound"] = out["xnor"]["ops_per_second"] / out["fma_f32"]["ops_per_second"]
+    out["measured"] = {"start": start, "end": end}
+    return out
+
+
+def fractions_of_peak(case: dict, roof: dict) -> dict:
+    """Each contender's rate over its own peak: the XNOR kernel over the XNOR peak, the float32
+    contenders over the FMA peak (ops counted alike, 2·M·N·K)."""
+    peaks = {"xnor": roof["xnor"]["ops_per_second"], "float": roof["fma_f32"]["ops_per_second"]}
+    return {name: case[name]["ops_per_second"] / peaks["xnor" if name == "xnor" else "float"]
+            for name in ("xnor", "numpy_f32", "torch_f32") if name in case}
 
 
 # ── cases ────────────────────────────────────────────────────────────────────────────────────
@@ -494,18 +523,17 @@ METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every co
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     """Run every case; returns the body of the result file (`hybnn bench` adds the provenance
     header). Raises HybnnError when a check fails."""
-    import numba
-    import torch
+    import torch  # noqa: F401  (imported first, so `using_threads` sets its threads too)
     from threadpoolctl import threadpool_limits
 
     from hybnn_cli import __version__
+    from hybnn_cli.threads import using as using_threads
 
-    numba.set_num_threads(threads)
-    torch.set_num_threads(threads)
     sizes = [256, 512] if quick else [256, 512, 1024, 2048, 4096]
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
+        roof_start = measure_roofline(threads)
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
         todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
         todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]
@@ -513,11 +541,14 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
             t0 = time.time()
             cases.append(case(arg, threads, quick))
             print(f"bench: {what}: checked, {time.time() - t0:.1f} s", file=log, flush=True)
+        roofline = combine_rooflines(roof_start, measure_roofline(threads))
         setup = bench_setup(threads)
+    for c in cases:
+        c["fraction_of_peak"] = fractions_of_peak(c, roofline)
     return {"hybnn_version": __version__, "quick": quick, "setup": setup,
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()]},
-            "seconds": time.time() - t_start, "method": METHOD,
+            "seconds": time.time() - t_start, "method": METHOD, "roofline": roofline,
             "checks_passed": all(c["check"]["passed"] for c in cases), "cases": cases}
 
 

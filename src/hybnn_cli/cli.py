@@ -12,18 +12,21 @@ import functools
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from hybnn_cli import __version__, stages
+from hybnn_cli import __version__, latest, stages
 from hybnn_cli.data import get_spec
 from hybnn_cli.device import DEVICE_HELP, resolve_device
 from hybnn_cli.errors import HybnnError, Terminated
+from hybnn_cli.options import parse_list, parse_seeds
 from hybnn_cli.progress import make_progress
-from hybnn_cli.tasks import parse_task
+from hybnn_cli.tasks import parse_pair_tasks, parse_task
+from hybnn_cli.threads import HELP as THREADS_HELP
+from hybnn_cli.threads import resolve as resolve_threads
+from hybnn_cli.threads import using as using_threads
 from hybnn_cli.train_bnn import BNNConfig
 from hybnn_cli.train_vae import VAEConfig
 
@@ -80,7 +83,7 @@ def handle_errors(fn):
 DataDir = typer.Option(None, "--data-dir", help="Folder holding the IDX files (else $HYBNN_DATA, "
                        "then the user cache folder).")
 Seed = typer.Option(0, "--seed", help="Random seed (saved with the artifact).")
-Threads = typer.Option(2, "--threads", min=1, help="Torch threads.")
+Threads = typer.Option(None, "--threads", min=1, help=THREADS_HELP)
 JsonOut = typer.Option(False, "--json", help="Print only JSON on stdout.")
 Device = typer.Option("auto", "--device", help=DEVICE_HELP)
 ValFraction = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9,
@@ -148,10 +151,10 @@ def pretrain_vae_cmd(
     """Pretrain the binary-latent VAE and save its checkpoint.
 
     Data-parallel on N processes (one machine or several): start it with torchrun, e.g.
-    torchrun --nproc-per-node 2 -m hybnn_cli pretrain-vae --threads 1. Each process trains on
-    batch-size / N images of every step (gloo on the CPU, nccl on CUDA) and keeps its own batch
-    norm statistics (torch's SyncBatchNorm does not run on the CPU); rank 0 alone writes the
-    checkpoint and PNG and shows progress.
+    torchrun --standalone --nproc-per-node 2 -m hybnn_cli pretrain-vae --threads 1. Each process
+    trains on batch-size / N images of every step (gloo on the CPU, nccl on CUDA) and keeps its
+    own batch norm statistics (torch's SyncBatchNorm does not run on the CPU); rank 0 alone
+    writes the checkpoint and PNG and shows progress.
 
     Example: hybnn pretrain-vae --epochs 20 --out runs/vae.pt
     """
@@ -160,13 +163,14 @@ def pretrain_vae_cmd(
 
     _check_out(out)
     check_pretrain_dataset(dataset, data_dir)
-    with process_group(device) as group:
+    with process_group(device) as group, using_threads(threads) as n:
         cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
-                        latent_bits=latent_bits, kl_weight=kl_weight, seed=seed,
-                        threads=threads, train_limit=train_limit, device=str(group.device))
+                        latent_bits=latent_bits, kl_weight=kl_weight, seed=seed, threads=n,
+                        train_limit=train_limit, device=str(group.device))
         result = _pretrain(cfg, out, data_dir, resume, group, json_out or not group.is_main)
     if not group.is_main:
         return
+    latest.remember("vae", out)
     if json_out:
         _print_json({"out": str(out), **result})
     else:
@@ -196,8 +200,9 @@ def _pretrain(cfg: VAEConfig, out: Path, data_dir, resume, group, quiet: bool) -
 @app.command("extract")
 @handle_errors
 def extract_cmd(
-    out: Path = typer.Option(..., "--out", help="Codes file to write (HDF5)."),
-    vae: Path = typer.Option(Path("runs/vae.pt"), "--vae", help="VAE checkpoint."),
+    out: Path = typer.Option(latest.DEFAULTS["codes"], "--out", help="Codes file to write "
+                             "(HDF5); later commands find it without --codes."),
+    vae: Path = typer.Option(None, "--vae", help=latest.HELP["vae"]),
     dataset: str = typer.Option("mnist", "--dataset", help="Dataset to encode (mnist or "
                                 "fashion-mnist); may differ from the pretraining set."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1),
@@ -207,6 +212,7 @@ def extract_cmd(
                               "contiguous slices of each split; join them with merge-codes. "
                               "Under torchrun each process takes its own shard and rank 0 "
                               "merges them into --out."),
+    threads: int = Threads,
     device: str = Device,
     data_dir: Path = DataDir,
     json_out: bool = JsonOut,
@@ -217,7 +223,7 @@ def extract_cmd(
 
     Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
     (in slices: hybnn extract --shard 0/2 --out s0.h5, … then hybnn merge-codes s0.h5 s1.h5
-    --out runs/codes.h5; or torchrun --nproc-per-node 2 -m hybnn_cli extract --out runs/codes.h5)
+    --out runs/codes.h5; or torchrun --standalone --nproc-per-node 2 -m hybnn_cli extract)
     """
     from hybnn_cli.distributed import process_group
     from hybnn_cli.shards import extract_parallel, parse_shard
@@ -225,21 +231,23 @@ def extract_cmd(
     _check_out(out)
     get_spec(dataset)
     part = parse_shard(shard) if shard else None
-    with process_group(device) as group:
+    vae = latest.resolve("vae", vae)
+    with process_group(device) as group, using_threads(threads), \
+            make_progress(disable=json_out or not group.is_main) as progress:
         if group.parallel and part:
             raise HybnnError("--shard: under torchrun each process takes its own shard; "
                              "leave --shard out")
-        with make_progress(disable=json_out or not group.is_main) as progress:
-            bar = progress.add_task("extract", total=None, status="")
-            step = lambda n: progress.advance(bar, n)  # noqa: E731
-            if group.parallel:
-                result = extract_parallel(group, vae, out, dataset, data_dir, batch_size, limit,
-                                          step)
-            else:
-                result = stages.extract_codes(vae, out, dataset, data_dir, batch_size, limit,
-                                              step, str(group.device), part)
+        bar = progress.add_task("extract", total=None, status="")
+        step = lambda n: progress.advance(bar, n)  # noqa: E731
+        if group.parallel:
+            result = extract_parallel(group, vae, out, dataset, data_dir, batch_size, limit, step)
+        else:
+            result = stages.extract_codes(vae, out, dataset, data_dir, batch_size, limit, step,
+                                          str(group.device), part)
     if not group.is_main:
         return
+    if part is None:  # a shard is not a codes file for the later stages
+        latest.remember("codes", out)
     if json_out:
         _print_json(result)
     else:
@@ -280,7 +288,7 @@ def merge_codes_cmd(
 @app.command("train-bnn")
 @handle_errors
 def train_bnn_cmd(
-    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file."),
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
     task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
                              "(10 classes). Default 3."),
     digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
@@ -313,10 +321,12 @@ def train_bnn_cmd(
     t = parse_task(task, digits)
     out = out or Path(f"runs/bnn-{t.name}.pt")
     _check_out(out)
-    cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
-                    schedule=schedule, hidden=hidden, seed=seed, threads=threads,
-                    val_fraction=val_fraction, device=str(resolve_device(device)))
-    with _epoch_bar(f"train-bnn {t.name}", epochs, json_out) as on_epoch:
+    codes = latest.resolve("codes", codes)
+    with using_threads(threads) as n, _epoch_bar(f"train-bnn {t.name}", epochs,
+                                                  json_out) as on_epoch:
+        cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
+                        schedule=schedule, hidden=hidden, seed=seed, threads=n,
+                        val_fraction=val_fraction, device=str(resolve_device(device)))
         result = stages.train_task_bnn(codes, t, cfg, out, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
@@ -330,9 +340,10 @@ def train_bnn_cmd(
 @handle_errors
 def evaluate_cmd(
     model: Path = typer.Argument(..., help="BNN checkpoint (.pt)."),
-    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file."),
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
     split: str = typer.Option("test", "--split", help="test, or val / train: the validation "
                               "slice of the training split and the rest of it."),
+    threads: int = Threads,
     json_out: bool = JsonOut,
 ):
     """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
@@ -341,7 +352,9 @@ def evaluate_cmd(
 
     Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
     """
-    result = stages.evaluate_task_bnn(model, codes, split)
+    codes = latest.resolve("codes", codes)
+    with using_threads(threads):
+        result = stages.evaluate_task_bnn(model, codes, split)
     if json_out:
         _print_json(result)
     else:
@@ -349,7 +362,7 @@ def evaluate_cmd(
                    f"on {result['n']} codes")
 
 
-# ── deployment: export, predict, bench (issue 3) ──────────────────────────────────────────────
+# ── deployment: export, predict, bench ────────────────────────────────────────────────────────
 @app.command("export")
 @handle_errors
 def export_cmd(
@@ -358,6 +371,7 @@ def export_cmd(
     check: Path = typer.Option(None, "--check", help="Codes file: after writing, compare the "
                                "deploy file's predictions with the torch model's on its test "
                                "split (every code) and fail on any mismatch."),
+    threads: int = Threads,
     json_out: bool = JsonOut,
 ):
     """Export a trained BNN to a deploy file that runs without torch (XNOR-popcount kernels).
@@ -370,28 +384,20 @@ def export_cmd(
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
     """
     from hybnn_cli.checkpoint import load_bnn
-    from hybnn_cli.export import verify_export, write_deploy
-    from hybnn_cli.predict import check_encoder, load_model
+    from hybnn_cli.codes import read_attrs
+    from hybnn_cli.export import check_deploy, write_deploy
 
     _check_out(out)
-    if check is not None and not check.is_file():
-        raise HybnnError(f"{check}: no such codes file")
-    torch_model, ckpt = load_bnn(model)
-    result = write_deploy(out, torch_model, ckpt)
     if check is not None:
-        from hybnn_cli.codes import read_codes
-
-        c = read_codes(check, "test")
-        rt = load_model(out)
-        check_encoder(rt, c.attrs["encoder_sha256"], out, check)
-        with make_progress(transient=True, disable=json_out) as progress:
-            progress.add_task(f"checking {len(c.codes)} codes", total=None, status="")
-            mismatches = verify_export(torch_model, rt, c.codes)
-        result["check"] = {"codes": str(check), "split": "test", "n": int(len(c.codes)),
-                           "mismatches": mismatches}
-        if mismatches:
-            raise HybnnError(f"{out}: {mismatches} of {len(c.codes)} predictions differ from the "
-                             f"torch model's on {check}")
+        read_attrs(check)  # a missing or foreign codes file is refused before anything is written
+    torch_model, ckpt = load_bnn(model)
+    with using_threads(threads):
+        result = write_deploy(out, torch_model, ckpt)
+        if check is not None:
+            with make_progress(transient=True, disable=json_out) as progress:
+                progress.add_task(f"checking {out} against torch on {check}", total=None,
+                                  status="")
+                result["check"] = check_deploy(out, torch_model, check)
     if json_out:
         _print_json(result)
     else:
@@ -413,7 +419,7 @@ def predict_cmd(
     codes: Path = typer.Option(None, "--codes", help="Codes file: predict a whole split."),
     encoder: Path = typer.Option(None, "--encoder", help="VAE checkpoint to encode IMAGES with."),
     split: str = typer.Option("test", "--split", help="train or test (with --codes)."),
-    threads: int = typer.Option(None, "--threads", min=1, help="Kernel threads (default: all)."),
+    threads: int = Threads,
     json_out: bool = JsonOut,
 ):
     """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN).
@@ -426,12 +432,6 @@ def predict_cmd(
     """
     from hybnn_cli import predict as pr
 
-    if threads is not None:
-        import numba
-
-        if threads > numba.config.NUMBA_NUM_THREADS:
-            raise HybnnError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} "
-                             f"here (NUMBA_NUM_THREADS)")
     if (codes is None) == (encoder is None):
         raise HybnnError("give either --codes CODES.h5, or --encoder VAE.pt with image files")
     if codes is not None:
@@ -439,7 +439,8 @@ def predict_cmd(
             raise HybnnError("image files go with --encoder, not with --codes")
         if split not in ("train", "test"):
             raise HybnnError(f"unknown --split '{split}': use train or test")
-        result = pr.predict_codes(model, codes, split, threads)
+        with using_threads(threads):
+            result = pr.predict_codes(model, codes, split)
         if json_out:
             _print_json(result)
             return
@@ -451,7 +452,8 @@ def predict_cmd(
         return
     if not images:
         raise HybnnError("--encoder needs image files (IDX, PNG or NPY)")
-    result = pr.predict_images(model, encoder, images, threads)
+    with using_threads(threads):
+        result = pr.predict_images(model, encoder, images)
     if json_out:
         _print_json(result)
     else:
@@ -464,7 +466,7 @@ def predict_cmd(
 def bench_cmd(
     quick: bool = typer.Option(False, "--quick", help="Short run: GEMMs up to 512, fewer "
                                "repeats."),
-    threads: int = typer.Option(2, "--threads", min=1, help="Threads for every contender."),
+    threads: int = Threads,
     out: Path = typer.Option(None, "--out", help="Write the full results as JSON here."),
     plot_path: Path = typer.Option(None, "--plot", help="Write a PNG of speedup against GEMM "
                                    "size here."),
@@ -482,13 +484,9 @@ def bench_cmd(
 
     Example: hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
     """
-    import numba
-
     from hybnn_cli import bench, results
 
-    if threads > numba.config.NUMBA_NUM_THREADS:
-        raise HybnnError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} here "
-                         f"(NUMBA_NUM_THREADS)")
+    threads = resolve_threads(threads)
     for p in (out, plot_path):
         if p is not None:
             _check_out(p)
@@ -516,7 +514,8 @@ def _print_bench_table(result: dict) -> None:
                   f"{s['kernel']['variant']}; numpy BLAS {blas}; torch {m['packages']['torch']}; "
                   f"every output checked")
     for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch",
-                "×float 200→128 matmul alone", "weights (less)"):
+                "×float 200→128 matmul alone", "XNOR of its peak", "best f32 of FMA peak",
+                "weights (less)"):
         table.add_column(col, justify="left" if col == "case" else "right")
 
     def rate(e):
@@ -527,17 +526,26 @@ def _print_bench_table(result: dict) -> None:
     for c in result["cases"]:
         wb = c["weight_bytes"]
         alone = c.get("speedup_vs_best_hidden_matmul")
+        frac = c["fraction_of_peak"]
         table.add_row(c["name"], rate(c["xnor"]), rate(c["numpy_f32"]), rate(c["torch_f32"]),
                       f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
-                      "" if alone is None else f"{alone:.1f}",
+                      "" if alone is None else f"{alone:.1f}", f"{frac['xnor']:.0%}",
+                      f"{max(frac['numpy_f32'], frac['torch_f32']):.0%}",
                       f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
-    (Console() if sys.stdout.isatty() else Console(width=150)).print(table)
+    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console.print(table)
+    roof = result["roofline"]
+    console.print(f"Roofline, measured in this run: float32 FMA peak "
+                  f"{roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, XNOR tile peak "
+                  f"{roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s: the XNOR kernel can be at "
+                  f"most {roof['ratio_bound']:.1f}× a float32 GEMM at its peak here.",
+                  highlight=False)
 # ── federated training (Flower) ───────────────────────────────────────────────────────────────
 @app.command("fed")
 @handle_errors
 def fed_cmd(
-    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file (the clients "
-                               "split its train set; the server tests on its test set)."),
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"] + " The clients "
+                               "split its train set; the server tests on its test set."),
     task: str = typer.Option("3", "--task", help="1..5 (digit pairs 0/1 … 8/9) or all."),
     clients: int = typer.Option(3, "--clients", min=1, help="Number of clients (partitions)."),
     rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
@@ -565,6 +573,9 @@ def fed_cmd(
     run_dir: Path = typer.Option(None, "--run-dir", help="With --deployment: folder for "
                                  "certificates, keys, logs and outputs (default: a new folder "
                                  "under runs/)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " With "
+                                "--deployment they are shared out among the clients' "
+                                "processes (at least 1 each)."),
     json_out: bool = JsonOut,
 ):
     """Train the task BNN by federated averaging on Flower and report the global test accuracy
@@ -575,19 +586,21 @@ def fed_cmd(
     import logging
 
     from hybnn_cli.fed.config import FedConfig
-    from hybnn_cli.fed.deployment import run_deployment
-    from hybnn_cli.fed.inprocess import run_inprocess
+    from hybnn_cli.fed.run import process_threads, run_federation
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
     t = parse_task(task)
     out = out or Path(f"runs/fed-{t.name}.pt")
     _check_out(out)
+    codes = latest.resolve("codes", codes)
     if not codes.is_file():
         raise HybnnError(f"{codes}: no such codes file")
+    engine = "deployment" if deployment else "inprocess"
     cfg = FedConfig(codes=str(codes), task=task, clients=clients, rounds=rounds,
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
-                    min_valid=min_valid, round_timeout=round_timeout, out=str(out))
+                    min_valid=min_valid, round_timeout=round_timeout, out=str(out),
+                    threads=process_threads(resolve_threads(threads), engine, clients))
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
 
@@ -605,15 +618,7 @@ def fed_cmd(
                     + ("  (kept previous model)" if row.get("kept_previous") else ""),
                     highlight=False)
 
-        if deployment:
-            run_dir = run_dir or Path("runs") / time.strftime("fed-%Y%m%d-%H%M%S")
-            result = run_deployment(cfg, run_dir, on_round)
-        else:
-            result = run_inprocess(cfg, on_round)
-    result["mode"] = "deployment" if deployment else "in-process"
-    if not any(r.get("valid_updates") for r in result["rounds"]):
-        raise HybnnError("no client update was accepted in any round; the saved model is the "
-                         "initial one (see the warnings above)")
+        result = run_federation(cfg, engine, run_dir, on_round)
     if json_out:
         _print_json(result)
     else:
@@ -664,11 +669,12 @@ def baseline_cmd(
     t = parse_task(task, digits)
     out = out or Path(f"runs/cnn-{t.name}-{binarize}.pt")
     _check_out(out)
-    cfg = BaselineConfig(task=t.name, binarize=binarize, dataset=dataset, epochs=epochs,
-                         batch_size=batch_size, lr=lr, schedule=schedule, seed=seed,
-                         threads=threads, train_limit=train_limit, val_fraction=val_fraction,
-                         device=str(resolve_device(device)))
-    with _epoch_bar(f"baseline {t.name} ({binarize})", epochs, json_out) as on_epoch:
+    with using_threads(threads) as n, _epoch_bar(f"baseline {t.name} ({binarize})", epochs,
+                                                  json_out) as on_epoch:
+        cfg = BaselineConfig(task=t.name, binarize=binarize, dataset=dataset, epochs=epochs,
+                             batch_size=batch_size, lr=lr, schedule=schedule, seed=seed,
+                             threads=n, train_limit=train_limit, val_fraction=val_fraction,
+                             device=str(resolve_device(device)))
         result = stages.train_baseline(t, cfg, out, data_dir, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
@@ -680,20 +686,6 @@ def baseline_cmd(
         typer.echo(f"{t.name} ({binarize} input): {_val_text(result)}test accuracy "
                    f"{result['test_acc']:.2%}; "
                    f"predicted per class: {pred}  → {out}")
-
-
-def _seed_list(value: str) -> list[int]:
-    try:
-        return [int(v) for v in _split_list(value, "--seeds")]
-    except ValueError:
-        raise HybnnError(f"--seeds takes integers separated by commas, got '{value}'") from None
-
-
-def _split_list(value: str, what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise HybnnError(f"{what} is empty")
-    return items
 
 
 @app.command("reproduce")
@@ -744,33 +736,27 @@ def reproduce_cmd(
     Example: hybnn reproduce --quick
     """
     from hybnn_cli import reproduce
+    from hybnn_cli.baseline import check_binarize
     from hybnn_cli.report import write_report
 
-    task_list = []
-    for t in _split_list(tasks, "--tasks"):
-        if parse_task(t).name == "all":
-            raise HybnnError("--tasks takes digit-pair tasks 1..5; the 10-class run is "
-                             "--ten-class")
-        task_list.append(int(t))
-    bins = _split_list(binarize, "--binarize")
-    from hybnn_cli.baseline import check_binarize
-
+    task_list = parse_pair_tasks(tasks)
+    bins = parse_list(binarize, "--binarize")
     for b in bins:
         check_binarize(b)
     overrides = {k: v for k, v in {"vae_epochs": vae_epochs,
                                    "fashion_vae_epochs": fashion_vae_epochs,
                                    "bnn_epochs": bnn_epochs,
                                    "baseline_epochs": baseline_epochs, "limit": limit,
-                                   "seeds": _seed_list(seeds) if seeds else None}.items()
+                                   "seeds": parse_seeds(seeds) if seeds else None}.items()
                  if v is not None}
     make = reproduce.StudyConfig.quick if quick else reproduce.StudyConfig
     cfg = make(**overrides, tasks=task_list, binarizations=bins, ten_class=ten_class,
-               fashion=fashion, threads=threads)
+               fashion=fashion, threads=resolve_threads(threads))
     work = work or Path("runs/reproduce-quick" if quick else "runs/reproduce")
     results_dir = results_dir or (work / "results" if quick else Path("benchmarks/results"))
     argv = sys.argv[1:] if Path(sys.argv[0]).name == "hybnn" else ["reproduce"]
     command = " ".join(["hybnn", *argv])
-    with make_progress(disable=json_out) as progress:
+    with using_threads(cfg.threads), make_progress(disable=json_out) as progress:
         reporter = _StudyProgress(progress, json_out)
         results = reproduce.run_study(cfg, work, data_dir, reporter, command=command,
                                       cached_only=cached_only)

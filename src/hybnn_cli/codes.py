@@ -14,14 +14,15 @@ returning anything, labels included.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
-from hybnn_kernels import n_words
+from hybnn_kernels.bits import n_words, padding_set
+from hybnn_kernels.h5attrs import read_attrs as decode_attrs
+from hybnn_kernels.h5attrs import write_attrs
 
 from hybnn_cli.data import DATASETS, get_spec
 from hybnn_cli.errors import HybnnError
@@ -41,8 +42,7 @@ def codes_writer(path, n_bits: int, sizes: dict[str, int], dataset: str, encoder
         meta = provenance(CODES_FORMAT, CODES_VERSION, config, seed)
         meta.update(n_bits=n_bits, bit_order=BIT_ORDER, dataset=dataset,
                     n_classes=len(get_spec(dataset).class_names), encoder_sha256=encoder_sha256)
-        for k, v in meta.items():
-            f.attrs[k] = json.dumps(v) if isinstance(v, dict) else v
+        write_attrs(f.attrs, meta)
         for split, n in sizes.items():
             g = f.create_group(split)
             g.create_dataset("codes", shape=(n, words), dtype=np.uint64,
@@ -71,7 +71,7 @@ def read_attrs(path: str | os.PathLike) -> dict:
         raise HybnnError(f"{path}: no such codes file")
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            attrs = decode_attrs(f.attrs)
     except OSError as e:
         raise HybnnError(f"{path}: not an HDF5 codes file ({e})") from None
     if attrs.get("format") != CODES_FORMAT:
@@ -105,11 +105,8 @@ def read_codes(path: str | os.PathLike, split: str) -> Codes:
             raise HybnnError(f"{path}: /{split}/labels has shape {dl.shape} and type {dl.dtype}, "
                              f"expected ({dc.shape[0]},) integers")
         codes, labels = dc[()], dl[()]
-    pad = words * 64 - n_bits
-    if pad and len(codes):
-        mask = np.uint64(((1 << pad) - 1) << (64 - pad))
-        if np.any(codes[:, -1] & mask):
-            raise HybnnError(f"{path}: /{split}/codes has bits set past bit {n_bits}: the codes "
+    if padding_set(codes, n_bits):
+        raise HybnnError(f"{path}: /{split}/codes has bits set past bit {n_bits}: the codes "
                              f"disagree with the n_bits attribute")
     n_classes = _n_classes(path, attrs)
     bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
@@ -120,6 +117,17 @@ def read_codes(path: str | os.PathLike, split: str) -> Codes:
     return Codes(codes, labels.astype(np.uint8, copy=False), n_bits, attrs)
 
 
+def check_encoder(model_sha: str | None, codes_sha: str | None, model_path, codes_path) -> None:
+    """Refuse to pair a BNN (checkpoint or deploy file) with codes made by another encoder: such
+    codes mean nothing to it. `model_sha` is the encoder SHA-256 the BNN was trained on, `codes_sha`
+    that of the codes file or VAE checkpoint."""
+    want, got = str(model_sha or ""), str(codes_sha or "")
+    if want != got:
+        raise HybnnError(f"{model_path} expects codes from encoder {want[:12]}… but {codes_path} "
+                         f"comes from encoder {got[:12]}…; use codes made by the same VAE "
+                         f"(re-extract them) or train a new BNN on these")
+
+
 def _n_classes(path, attrs: dict) -> int:
     """The recorded number of classes, or for older files that of the recorded dataset."""
     if "n_classes" in attrs:
@@ -128,16 +136,3 @@ def _n_classes(path, attrs: dict) -> int:
         return len(DATASETS[attrs["dataset"]].class_names)
     raise HybnnError(f"{path}: records neither n_classes nor a known dataset (dataset "
                      f"{attrs.get('dataset')!r}), so its labels cannot be checked")
-
-
-def _attr(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, str) and v.startswith("{"):
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            return v
-    return v

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.fed.results import read_federated
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.results import read_result
 
@@ -236,12 +237,12 @@ def fashion_table(results_dir: Path) -> str:
 
 
 # ── federated ─────────────────────────────────────────────────────────────────────────────────
-FED = "federated.json"
+FED = "federated.json"  # the format of `fed.results`
 
 
 @renderer("federated-table")
 def federated_table(results_dir: Path) -> str:
-    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    r = read_federated(Path(results_dir) / FED)
     runs, seeds = r["runs"], r["seeds"]
     tasks = sorted({k.split("/")[1].removeprefix("task") for k in runs})
     variants = [v for v in ("iid", "dirichlet", "bits") if any(k.startswith(v + "/") for k in runs)]
@@ -275,7 +276,7 @@ def federated_table(results_dir: Path) -> str:
 @renderer("federated-band")
 def federated_band(results_dir: Path) -> str:
     """How close the IID curves stay to centralized, round by round."""
-    r = _load(results_dir, FED, "hybnn-federated-benchmark")
+    r = read_federated(Path(results_dir) / FED)
     rows = []
     for key, run in sorted(r["runs"].items()):
         variant, task, seed = key.split("/")
@@ -333,6 +334,7 @@ def bench_table(results_dir: Path) -> str:
                      f"{c['speedup_vs_numpy']:.1f}×", f"{c['speedup_vs_torch']:.1f}×",
                      f"{c['speedup_vs_best_hidden_matmul']:.2f}×"
                      if "speedup_vs_best_hidden_matmul" in c else "",
+                     *_peak_cells(c),
                      "passed" if c["check"]["passed"] else "FAILED"])
     load = r["load_average"]
     blas = " ".join(str(b.get(k)) for b in setup["numpy_blas"][:1]
@@ -343,9 +345,30 @@ def bench_table(results_dir: Path) -> str:
             f"load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end; "
             f"every case's outputs checked against the float contenders before timing"
             f" ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
+            + _roofline_text(r)
             + table(["case", "XNOR", "× numpy float32", "× torch float32",
-                     "× float 200→128 matmul alone", "check"], rows)
+                     "× float 200→128 matmul alone", "XNOR of its peak",
+                     "best float32 of FMA peak", "check"], rows)
             + "\n\n" + source(BENCH, r))
+
+
+def _peak_cells(case: dict) -> list[str]:
+    """The XNOR kernel's rate over the XNOR peak and the best float32 contender's over the FMA
+    peak ("–" for a run made before the benchmark measured its roofline)."""
+    f = case.get("fraction_of_peak")
+    if not f:
+        return ["–", "–"]
+    return [f"{100 * f['xnor']:.0f}%", f"{100 * max(f['numpy_f32'], f['torch_f32']):.0f}%"]
+
+
+def _roofline_text(r: dict) -> str:
+    roof = r.get("roofline")
+    if not roof:
+        return ("This run predates the benchmark's roofline: no peaks were measured with it.\n\n")
+    return (f"Peaks measured in the same run (`hybnn_kernels.roofline`): float32 FMA "
+            f"{roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, the XNOR tile's arithmetic "
+            f"{roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s; so the XNOR kernel can be at "
+            f"most {roof['ratio_bound']:.1f}× a float32 GEMM running at its peak here.\n\n")
 
 
 # ── pretraining at server scale ───────────────────────────────────────────────────────────────

@@ -18,12 +18,12 @@ Exactness comes from letting torch evaluate its own batch norms on every value t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from hybnn_kernels import pack_bits
+from hybnn_kernels.h5attrs import write_attrs
 from hybnn_kernels.runtime import DEPLOY_FORMAT, DEPLOY_VERSION, BNNRuntime
 
 from hybnn_cli.bnn import TaskBNN
@@ -97,8 +97,7 @@ def write_deploy(path, model: TaskBNN, ckpt: dict) -> dict:
                                    "format_version": ckpt.get("format_version"),
                                    "hybnn_version": ckpt.get("hybnn_version")})
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for k, v in meta.items():
-            f.attrs[k] = json.dumps(v) if isinstance(v, dict | list) else v
+        write_attrs(f.attrs, meta)
         for name, arr in arrays.items():
             f.create_dataset(name, data=arr)
     n_flipped = int(arrays["fc1/flipped"].sum())
@@ -133,9 +132,19 @@ def verify_export(model: TaskBNN, runtime: BNNRuntime, codes: np.ndarray) -> int
     return int(np.count_nonzero(runtime.predict(codes) != want))
 
 
-def export_checkpoint(bnn_path: Path, out: Path) -> dict:
-    """Load a BNN checkpoint and write its deploy file."""
-    from hybnn_cli.checkpoint import load_bnn
+def check_deploy(deploy_path: Path, model: TaskBNN, codes_path: Path) -> dict:
+    """Compare a written deploy file's predictions with the torch model's on every code of the
+    test split of `codes_path` (same encoder required); a single mismatch is an error."""
+    from hybnn_cli.codes import check_encoder, read_codes
+    from hybnn_cli.predict import load_model
 
-    model, ckpt = load_bnn(bnn_path)
-    return write_deploy(out, model, ckpt)
+    c = read_codes(codes_path, "test")
+    rt = load_model(deploy_path)
+    check_encoder(rt.meta.get("encoder_sha256"), c.attrs["encoder_sha256"], deploy_path,
+                  codes_path)
+    mismatches = verify_export(model, rt, c.codes)
+    if mismatches:
+        raise HybnnError(f"{deploy_path}: {mismatches} of {len(c.codes)} predictions differ from "
+                         f"the torch model's on {codes_path}")
+    return {"codes": str(codes_path), "split": "test", "n": int(len(c.codes)),
+            "mismatches": mismatches}

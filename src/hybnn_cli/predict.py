@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from hybnn_kernels.runtime import BNNRuntime, DeployFileError, load_deploy
 
+from hybnn_cli.codes import check_encoder, read_codes
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.tasks import Task
 
@@ -35,21 +36,13 @@ def model_task(rt: BNNRuntime) -> Task:
     return Task(str(t.get("name", "unknown")), classes)
 
 
-def check_encoder(rt: BNNRuntime, sha: str, model_path, other_path) -> None:
-    want = str(rt.meta.get("encoder_sha256", ""))
-    if want != str(sha):
-        raise HybnnError(f"{model_path} expects codes from encoder {want[:12]}… but {other_path} "
-                         f"comes from encoder {str(sha)[:12]}…; use codes made by the same VAE")
-
-
 def predict_codes(model_path: Path, codes_path: Path, split: str = "test",
                   threads: int | None = None) -> dict:
     """Predict a whole split of a codes file; accuracy on the task's samples when labels exist."""
-    from hybnn_cli.codes import read_codes
-
     rt = load_model(model_path)
     c = read_codes(codes_path, split)
-    check_encoder(rt, c.attrs["encoder_sha256"], model_path, codes_path)
+    check_encoder(rt.meta.get("encoder_sha256"), c.attrs["encoder_sha256"], model_path,
+                  codes_path)
     if c.n_bits != rt.n_bits:
         raise HybnnError(f"{codes_path}: codes of {c.n_bits} bits, the model takes {rt.n_bits}")
     task = model_task(rt)
@@ -117,7 +110,8 @@ def predict_images(model_path: Path, encoder_path: Path, images: list[Path],
 
     rt = load_model(model_path)
     vae, ckpt = load_vae(encoder_path)
-    check_encoder(rt, ckpt["encoder_sha256"], model_path, encoder_path)
+    check_encoder(rt.meta.get("encoder_sha256"), ckpt["encoder_sha256"], model_path,
+                  encoder_path)
     x = read_images(images)
     if len(x) == 0:
         raise HybnnError("no images given")

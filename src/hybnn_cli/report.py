@@ -1,5 +1,6 @@
 """The reproduction report: the markdown tables and PNG figures drawn from `reproduction.json`
-(and, for the federated curves, from `federated*.json` beside it), without retraining anything.
+(and, for the federated curves, from the federated benchmark files `federated*.json` beside it,
+format `fed.results`), without retraining anything.
 
 One figure per claim:
 - `reproduction-fig4-accuracy.png`: accuracy per epoch, per task, HyBNN and the binary CNNs
@@ -42,53 +43,20 @@ def load_results(path) -> dict:
     return results
 
 
-def federated_curves(obj, label: str = "federated") -> list[dict]:
-    """Every accuracy-per-round curve inside a federated results file: a list of dicts holding
-    "round" and an accuracy ("test_acc", "acc" or "accuracy"), or an "accuracy_curve" list (one
-    accuracy per round, as `benchmarks/federated.py` writes), wherever it sits. Each curve is
-    labelled by the "label"/"name" of the dict around it, else by the keys leading to it."""
-    curves = []
-    if isinstance(obj, dict) and isinstance(obj.get("accuracy_curve"), list):
-        acc = [a for a in obj["accuracy_curve"] if isinstance(a, int | float)]
-        return [{"label": label, "rounds": list(range(1, len(acc) + 1)), "acc": acc}]
-    if isinstance(obj, dict):
-        name = obj.get("label") or obj.get("name") or label
-        for k, v in obj.items():
-            curves += federated_curves(v, str(name) if name != label else f"{label} {k}".strip())
-    elif isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
-        acc_key = next((k for k in ("test_acc", "acc", "accuracy") if k in obj[0]), None)
-        if "round" in obj[0] and acc_key:
-            rows = [r for r in obj if "round" in r and acc_key in r]
-            curves.append({"label": label, "rounds": [r["round"] for r in rows],
-                           "acc": [r[acc_key] for r in rows]})
-        else:
-            for i, r in enumerate(obj):
-                curves += federated_curves(r, f"{label} {i}")
-    return curves
-
-
 def find_federated(results_dir: Path) -> list[tuple[str, list[dict]]]:
-    """(panel title, curves) for each readable federated*.json in the folder that holds curves;
-    `benchmarks/federated.py`'s file gives one panel per variant, one curve per task and seed."""
+    """(panel title, curves) for each federated benchmark file (`federated*.json`, the format of
+    `fed.results`) in the folder: one panel per variant, one curve per task and seed."""
+    from hybnn_cli.fed.results import FORMAT, curves_by_variant, read_federated
+
     found = []
     for p in sorted(Path(results_dir).glob("federated*.json")):
         try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            if json.loads(p.read_text()).get("format") != FORMAT:
+                continue
+        except (ValueError, UnicodeDecodeError, OSError, AttributeError):
             continue
-        if isinstance(data, dict) and data.get("format") == "hybnn-federated-benchmark":
-            panels: dict[str, list[dict]] = {}
-            for key, run in sorted(data["runs"].items()):
-                variant, task, seed = key.split("/")
-                curve = run["accuracy_curve"]
-                panels.setdefault(variant, []).append(
-                    {"label": f"{task} {seed}", "rounds": list(range(1, len(curve) + 1)),
-                     "acc": curve})
-            found += [(f"{p.stem}: {v}", c) for v, c in panels.items()]
-            continue
-        curves = federated_curves(data, p.stem)
-        if curves:
-            found.append((p.name, curves))
+        panels = curves_by_variant(read_federated(p))
+        found += [(f"{p.stem}: {v}", c) for v, c in panels.items()]
     return found
 
 

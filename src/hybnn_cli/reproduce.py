@@ -2,14 +2,11 @@
 five MNIST digit pairs), the 10-class result on codes, and the encoder-transfer study on
 Fashion-MNIST, run stage by stage into a work folder.
 
-Each stage's artifact is named by the SHA-256 of its key (the stage's config and seed, minus the
-thread count, and the identity of its inputs: a codes file is keyed by its encoder's weights),
-and a small JSON record beside it holds the key and the stage's measured result. A stage whose
-record is present and whose key matches is skipped; an interrupted VAE resumes from its
-last saved epoch, and a VAE checkpoint put at the stage's path (`Study.vae_path`, e.g. by
-`hybnn pretrain-vae --out`) is used once its config is checked. So a rerun reuses everything
-already done and can be stopped at any time. A lock file per stage keeps two processes sharing
-the work folder from making the same artifact.
+Stages are cached in the work folder (`stagecache`: a codes file is keyed by its encoder's
+weights); a stage whose record is present and whose key matches is skipped; an interrupted VAE
+resumes from its last saved epoch, and a VAE checkpoint put at the stage's path
+(`Study.vae_path`, e.g. by `hybnn pretrain-vae --out`) is used once its config is checked. So a
+rerun reuses everything already done and can be stopped at any time.
 
 `run_study` returns the results as one dict (written to `reproduction.json` by the caller);
 `report` turns that dict into the table and figures.
@@ -17,11 +14,8 @@ the work folder from making the same artifact.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -35,18 +29,19 @@ from hybnn_cli.baseline import BINARIZE, BaselineConfig, BinaryCNN, distinct_inp
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.data import DATASETS
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.fileio import atomic_path, provenance
+from hybnn_cli.fileio import atomic_path
 from hybnn_cli.report import RESULTS_FORMAT
 from hybnn_cli.results import result_header
 from hybnn_cli.splits import VAL_FRACTION
+from hybnn_cli.stagecache import Reporter, StageCache, config_key
 from hybnn_cli.summary import model_summary
+from hybnn_cli.taskdata import load_task_images
 from hybnn_cli.tasks import Task, parse_task
 from hybnn_cli.train_bnn import BNNConfig
 from hybnn_cli.train_vae import VAEConfig
 from hybnn_cli.vae import Encoder
 
 RESULTS_VERSION = 2
-STAGE_FORMAT = "hybnn-stage"
 
 # Fashion-MNIST pairs of the transfer study: two easy pairs whose shapes differ (T-shirt/top vs
 # Trouser, Bag vs Ankle boot), one footwear pair (Sandal vs Sneaker), and two pairs of garments
@@ -75,7 +70,7 @@ class StudyConfig:
     baseline_lrs: list = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])  # binary CNN candidates
     ten_class_hidden: list = field(default_factory=lambda: [128, 512])  # 10-class candidates
     val_fraction: float = VAL_FRACTION
-    threads: int = 2
+    threads: int | None = None  # threads every stage runs with (None: every core)
 
     @classmethod
     def quick(cls, **kw) -> StudyConfig:
@@ -87,108 +82,6 @@ class StudyConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class Reporter:
-    """Progress callbacks of the study; the default does nothing (the CLI draws bars)."""
-
-    def stage(self, description: str, total: int | None) -> None: ...
-
-    def step(self, completed: int, status: str = "") -> None: ...
-
-    def done(self, description: str, result: str, cached: bool) -> None: ...
-
-
-def key_digest(key: dict) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _config_key(cfg) -> dict:
-    """A config as a cache key: everything but the thread count."""
-    return {k: v for k, v in cfg.to_dict().items() if k != "threads"}
-
-
-class StageCache:
-    """Artifacts `<work>/<name>-<digest><suffix>` with their records `<artifact>.json`."""
-
-    def __init__(self, work: Path, reporter: Reporter, cached_only: bool = False):
-        self.work = Path(work)
-        self.reporter = reporter
-        self.cached_only = cached_only
-        self.missing: list[str] = []  # stages not done yet (cached_only)
-
-    def path(self, name: str, key: dict, suffix: str) -> Path:
-        return self.work / f"{name}-{key_digest(json.loads(json.dumps(key)))}{suffix}"
-
-    def run(self, name: str, key: dict, suffix: str, description: str,
-            fn: Callable[[Path], dict], summary: Callable[[dict], str]) -> dict | None:
-        """The stage's result: from its record, else by running it (None when cached_only)."""
-        key = json.loads(json.dumps(key))  # tuples → lists, as read back
-        art = self.path(name, key, suffix)
-        record = art.with_name(art.name + ".json")
-        if record.is_file() and art.exists():
-            try:
-                old = json.loads(record.read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("key") == key:
-                self.reporter.done(description, summary(old["result"]), cached=True)
-                return old["result"]
-        if self.cached_only:
-            self.missing.append(description)
-            return None
-        with stage_lock(art):
-            result = fn(art)
-            payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
-            payload.update(key=key, artifact=art.name, result=result)
-            with atomic_path(record) as tmp:
-                tmp.write_text(json.dumps(payload, indent=1, default=str))
-        self.reporter.done(description, summary(result), cached=False)
-        return result
-
-
-class StageBusy(HybnnError):
-    """Another live process is making this stage's artifact."""
-
-
-@contextlib.contextmanager
-def stage_lock(art: Path):
-    """Hold `<artifact>.lock` (holding the owner's pid) while the stage runs, so two processes
-    sharing a work folder never make the same artifact; a lock whose process is gone is taken
-    over."""
-    lock = art.with_name(art.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise StageBusy(f"{art.name} is being made by process {pid}; wait for it to "
-                                f"finish or stop it") from None
-            lock.unlink(missing_ok=True)
-    else:
-        raise StageBusy(f"cannot take the lock {lock}")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def time_to_fraction(history: list[dict], fraction: float = 0.99) -> dict:
@@ -236,7 +129,7 @@ class Study:
             epochs = self.cfg.fashion_vae_epochs
         cfg = VAEConfig(dataset=dataset, epochs=epochs, seed=seed,
                         threads=self.cfg.threads, train_limit=self.cfg.limit)
-        return cfg, {"stage": "vae", **_config_key(cfg)}
+        return cfg, {"stage": "vae", **config_key(cfg)}
 
     def vae_path(self, dataset: str, seed: int) -> Path:
         """Where the study keeps (and looks for) the VAE pretrained on `dataset` with `seed`."""
@@ -305,7 +198,7 @@ class Study:
         cfg = BNNConfig(task=task.name, epochs=self.cfg.bnn_epochs, hidden=hidden, lr=lr,
                         seed=seed, threads=self.cfg.threads, val_fraction=self.cfg.val_fraction)
         key = {"stage": "bnn", "encoder_sha256": codes["encoder_sha256"], "dataset": dataset,
-               "limit": self.cfg.limit, "classes": list(task.classes), **_config_key(cfg)}
+               "limit": self.cfg.limit, "classes": list(task.classes), **config_key(cfg)}
         desc = f"BNN {task.name} on {dataset} codes (lr {lr:g}, hidden {hidden}, seed {seed})"
 
         def fn(art: Path) -> dict:
@@ -324,7 +217,7 @@ class Study:
                              epochs=self.cfg.baseline_epochs, seed=seed,
                              threads=self.cfg.threads, train_limit=self.cfg.limit,
                              val_fraction=self.cfg.val_fraction)
-        key = {"stage": "baseline", "classes": list(task.classes), **_config_key(cfg)}
+        key = {"stage": "baseline", "classes": list(task.classes), **config_key(cfg)}
         desc = f"binary CNN {task.name} on {dataset} images ({binarize}, lr {lr:g}, seed {seed})"
 
         def fn(art: Path) -> dict:
@@ -459,7 +352,7 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
         rows.append({"task": task.name, "classes": list(task.classes),
                      "n_test": (hyb or done[0])["n_test"] if (hyb or done) else None,
                      "test_class_counts": counts,
-                     "distinct_test_inputs": test_inputs(task, cfg, data_dir),
+                     "distinct_test_inputs": distinct_test_inputs(task, cfg, data_dir),
                      "test_class_shares": _shares(counts) if counts else None,
                      "hybnn": hyb, "baselines": bases})
     ten = None
@@ -497,9 +390,9 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
     return results
 
 
-def test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
+def distinct_test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
     """For each binarization, how many different inputs the task's test images become."""
-    x, _ = stages.load_task_images("mnist", task, data_dir, cfg.limit, splits=("test",))["test"]
+    x, _ = load_task_images("mnist", task, data_dir, cfg.limit, splits=("test",))["test"]
     return {"images": len(x), **{b: distinct_inputs(x, b) for b in BINARIZE}}
 
 

@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.codes import codes_writer, read_codes
+from hybnn_cli.codes import check_encoder, codes_writer, read_codes
 from hybnn_cli.data import load_split
 from hybnn_cli.distributed import SINGLE, Group, barrier
 from hybnn_cli.errors import HybnnError
@@ -22,7 +21,7 @@ from hybnn_cli.extract import encode_batches
 from hybnn_cli.images import save_recon_grid
 from hybnn_cli.pretrain_data import load_pretrain_images
 from hybnn_cli.shards import shard_range
-from hybnn_cli.splits import VAL_FRACTION, train_val_indices
+from hybnn_cli.taskdata import class_counts, load_task_codes, load_task_images, split_parts
 from hybnn_cli.tasks import Task
 from hybnn_cli.train_bnn import BNNConfig, codes_to_tensor, evaluate, train_bnn
 from hybnn_cli.train_vae import VAEConfig, images_to_tensor, train_vae
@@ -55,7 +54,7 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         history = list(old["metrics"]["history"])
         if len(history) >= cfg.epochs:
             raise HybnnError(f"{resume}: already trained for {len(history)} epochs; "
-                             f"ask for more with --epochs")
+                             f"ask for more epochs")
 
     def save(epoch: int, metrics: dict) -> None:
         history.append(metrics)
@@ -102,7 +101,6 @@ def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
     if shard:
         config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
-    torch.set_num_threads(int(vae_ckpt["config"].get("threads", 2)))
     with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
                       config, int(vae_ckpt["seed"])) as write:
         for split, (images, labels) in splits.items():
@@ -112,31 +110,6 @@ def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
                     on_batch(len(codes))
     return {"out": str(out), "n_bits": n_bits, "encoder_sha256": sha,
             **{f"n_{s}": len(v[0]) for s, v in splits.items()}}
-
-
-def load_task_codes(codes_path: Path, task: Task, val_fraction: float = VAL_FRACTION) -> dict:
-    """The task's samples as ±1 tensors: "train" and "val" (a stratified slice of the training
-    split, see `splits`) and "test", with the codes' attributes."""
-    out = {}
-    for split in ("train", "test"):
-        c = read_codes(codes_path, split)
-        parts = _split_parts(c.labels, split, val_fraction)
-        for name, keep in parts.items():
-            idx, y = task.select(c.labels[keep])
-            if len(idx) == 0 and name != "val":
-                raise HybnnError(f"{codes_path}: task {task.name} (classes "
-                                 f"{','.join(map(str, task.classes))}) has no samples in /{split}")
-            out[name] = (codes_to_tensor(c.codes[keep][idx], c.n_bits), torch.from_numpy(y))
-        out["n_bits"], out["attrs"] = c.n_bits, c.attrs
-    return out
-
-
-def _split_parts(labels, split: str, val_fraction: float) -> dict:
-    """{"test": all} for the test split; {"train": ..., "val": ...} index arrays for train."""
-    if split == "test":
-        return {"test": np.arange(len(labels))}
-    train_idx, val_idx = train_val_indices(labels, val_fraction)
-    return {"train": train_idx, "val": val_idx}
 
 
 def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | None,
@@ -154,7 +127,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     history: list[dict] = []
     if resume is not None:
         model, old = ck.load_bnn(resume)
-        check_encoder(old, sha, resume, codes_path)
+        check_encoder(old.get("encoder_sha256"), sha, resume, codes_path)
         require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed",
                                             "val_fraction"), resume)
         if old["shape"] != shape.to_dict():
@@ -188,7 +161,7 @@ def _fit(model, cfg, data: dict, optimizer, history: list[dict],
     """Train from epoch len(history) to cfg.epochs on data["train"], validating on data["val"];
     returns the whole history and the seconds this call trained."""
     if len(history) >= cfg.epochs:
-        raise HybnnError(f"already trained for {len(history)} epochs; ask for more with --epochs")
+        raise HybnnError(f"already trained for {len(history)} epochs; ask for more epochs")
     x_tr, y_tr = data["train"]
     x_va, y_va = data["val"]
     t0 = time.perf_counter()
@@ -218,16 +191,6 @@ def require_same_config(old_ckpt: dict, cfg, keys, path) -> None:
                              f"{getattr(cfg, key)!r}")
 
 
-def check_encoder(bnn_ckpt: dict, codes_sha: str, bnn_path, codes_path) -> None:
-    """Refuse a BNN paired with codes made by a different encoder."""
-    if bnn_ckpt.get("encoder_sha256") != codes_sha:
-        raise HybnnError(
-            f"{bnn_path} was trained on codes from encoder "
-            f"{str(bnn_ckpt.get('encoder_sha256'))[:12]}… but {codes_path} was made by encoder "
-            f"{codes_sha[:12]}…; re-extract the codes with "
-            f"the right VAE or train a new BNN")
-
-
 def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> dict:
     """Accuracy of a saved BNN on one split of a codes file (same encoder required): "test",
     or "train" / "val", the parts of the training split the BNN was trained / validated on."""
@@ -236,9 +199,9 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     model, ckpt = ck.load_bnn(bnn_path)
     stored = "test" if split == "test" else "train"  # val is a slice of the stored train split
     c = read_codes(codes_path, stored)
-    check_encoder(ckpt, c.attrs["encoder_sha256"], bnn_path, codes_path)
+    check_encoder(ckpt.get("encoder_sha256"), c.attrs["encoder_sha256"], bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
-    keep = _split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
+    keep = split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
     idx, y = task.select(c.labels[keep])
     if len(idx) == 0:
         raise HybnnError(f"{codes_path}: task {task.name} has no samples in /{split}")
@@ -248,30 +211,6 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
 
 
 # ── the binary CNN baseline on images ─────────────────────────────────────────────────────────
-def load_task_images(dataset: str, task: Task, data_dir=None, limit: int | None = None,
-                     val_fraction: float = VAL_FRACTION,
-                     splits: tuple[str, ...] = ("train", "test")) -> dict:
-    """The task's images as [0, 1] tensors (N, 1, 28, 28) with remapped labels: "train", "val"
-    (the same slice as `load_task_codes` takes) and "test"; `splits` says which IDX splits to
-    read. `limit` keeps the first N images of each split before selecting the task's classes."""
-    out = {}
-    for split in splits:
-        images, labels = load_split(dataset, split, data_dir)
-        if limit:
-            images, labels = images[:limit], labels[:limit]
-        for name, keep in _split_parts(labels, split, val_fraction).items():
-            idx, y = task.select(labels[keep])
-            if len(idx) == 0 and name != "val":
-                raise HybnnError(f"{dataset}: task {task.name} (classes "
-                                 f"{','.join(map(str, task.classes))}) has no samples in {split}")
-            out[name] = (images_to_tensor(images[keep][idx]), torch.from_numpy(y))
-    return out
-
-
-def class_counts(y: torch.Tensor, n_classes: int) -> list[int]:
-    return torch.bincount(y, minlength=n_classes).tolist()
-
-
 def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Path | None = None,
                    on_epoch: EpochFn | None = None, test: bool = True) -> dict:
     """Train the binary CNN baseline (`baseline.BaselineConfig`) on images with the task BNN's

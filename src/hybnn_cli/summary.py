@@ -5,7 +5,7 @@ and what they take in bits and bytes.
 Counted per leaf module: a `BinaryLinear`/`BinaryConv2d` weight is binary; every other parameter
 (full-precision weights and biases, BatchNorm scale and shift) is a trainable float; BatchNorm's
 running mean and variance are non-trainable floats, counted apart (larq counts them too).
-Render the dict with `report.summary_table`.
+The README's size table renders it (`docgen`).
 """
 
 from __future__ import annotations

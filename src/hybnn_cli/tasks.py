@@ -57,3 +57,17 @@ def parse_task(task: str | None = None, digits: str | None = None) -> Task:
         t = int(task)
         return Task(f"task{t}", (2 * t - 2, 2 * t - 1))
     raise HybnnError(f"unknown task '{task}': use 1..5 (digit pairs 0/1 … 8/9) or all")
+
+
+def parse_pair_tasks(value: str) -> list[int]:
+    """The digit-pair tasks (1..5) of a comma-separated option value such as "1,2,3" (`--tasks`);
+    the 10-class problem is not one of them."""
+    from hybnn_cli.options import parse_list
+
+    out = []
+    for item in parse_list(value, "--tasks"):
+        if parse_task(item).name == "all":
+            raise HybnnError("--tasks takes digit-pair tasks 1..5; the 10-class run is "
+                             "--ten-class")
+        out.append(int(item))
+    return out

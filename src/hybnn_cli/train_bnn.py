@@ -30,7 +30,7 @@ class BNNConfig:
     schedule: str = "cosine"  # learning rate over epochs: cosine (to 0) or constant
     hidden: int = 128
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
     device: str = "cpu"  # the device that trained it (`device.resolve_device`)
 
@@ -100,7 +100,6 @@ def train_bnn(model: TaskBNN, cfg: BNNConfig, x_train: torch.Tensor, y_train: to
 
     The order of epoch e depends only on (seed, e), so a resumed run repeats an unbroken one.
     """
-    torch.set_num_threads(cfg.threads)
     history = []
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:

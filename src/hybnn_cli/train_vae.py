@@ -23,7 +23,7 @@ class VAEConfig:
     latent_bits: int = 200
     kl_weight: float = 1.0
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N training images (tests, quick runs)
     device: str = "cpu"  # the device that trained it (`device.resolve_device`)
 
@@ -73,7 +73,6 @@ def train_vae(
     Under torchrun (`group`), each process trains on its share of every global batch of
     cfg.batch_size images; the metrics are means over all processes (see `distributed`).
     """
-    torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, group)

@@ -32,6 +32,7 @@ class FedConfig:
     seed: int = 0
     min_valid: int = 1  # fewer valid updates in a round → keep the previous global model
     round_timeout: float = 600.0  # seconds the server waits for a round's replies
+    threads: int = 0  # CPU threads of each process (torch and kernels); 0: every core
     out: str = ""  # checkpoint of the final global BNN ("" = none)
     out_dir: str = ""  # where the server writes rounds.jsonl and result.json ("" = none)
 
@@ -43,7 +44,7 @@ class FedConfig:
         if self.clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise HybnnError("clients, rounds and local epochs must be at least 1")
         if self.partition == "dirichlet" and not self.alpha > 0:
-            raise HybnnError(f"--alpha must be > 0, got {self.alpha}")
+            raise HybnnError(f"the Dirichlet alpha must be > 0, got {self.alpha}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -3,8 +3,10 @@
 What `hybnn fed --deployment` does, step by step (docs/federated.md shows the same by hand for
 real machines):
 
-1. TLS: a self-signed CA and a SuperLink certificate for 127.0.0.1 / localhost (`make_tls`).
-2. SuperNode authentication: one ECDSA P-384 key pair per client, OpenSSH format (`make_node_key`).
+1. TLS: a self-signed CA and a SuperLink certificate for 127.0.0.1 / localhost
+   (`certs.make_tls`).
+2. SuperNode authentication: one ECDSA P-384 key pair per client, OpenSSH format
+   (`certs.make_node_key`).
 3. A SuperLink with TLS, `--enable-supernode-auth` and no runtime dependency installation.
 4. Each client's public key registered with `flwr supernode register`.
 5. One SuperNode per client, each with its private key and `partition-id`/`num-partitions`.
@@ -20,142 +22,28 @@ live in one run folder; temporary files of the server's outputs are removed at t
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.fed.certs import make_node_key, make_tls
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.flower_setup import (
+    CONNECTION,
+    flower_bin,
+    free_port,
+    json_out,
+    toml_value,
+    wait_port,
+    write_app,
+    write_flwr_home,
+)
 from hybnn_cli.fed.processes import Processes
-
-CONNECTION = "hybnn-local"
-
-
-# ── certificates and keys ────────────────────────────────────────────────────────────────────
-def _write_key(path: Path, key, fmt=serialization.PrivateFormat.PKCS8) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-
-
-def make_tls(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict:
-    """A CA (ca.crt) and a server certificate/key (server.pem, server.key) valid for `hosts`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hybnn fed CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA384()))
-    key = ec.generate_private_key(ec.SECP384R1())
-    names = []
-    for h in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            names.append(x509.DNSName(h))
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA384()))
-    paths = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
-    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths["key"], key)
-    return paths
-
-
-def make_node_key(folder: Path, name: str) -> tuple[Path, Path]:
-    """An ECDSA P-384 key pair in OpenSSH format: (private key, public key .pub)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP384R1())
-    priv, pub = folder / name, folder / f"{name}.pub"
-    _write_key(priv, key, serialization.PrivateFormat.OpenSSH)
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                   serialization.PublicFormat.OpenSSH)
-                    + f" {name}\n".encode())
-    return priv, pub
-
-
-# ── processes ────────────────────────────────────────────────────────────────────────────────
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise HybnnError(f"{proc.args[0]} exited with code {proc.returncode} at start-up")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise HybnnError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
-
-
-def _bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
-
-
-# ── the Flower app folder and FLWR_HOME ──────────────────────────────────────────────────────
-def write_app(folder: Path) -> Path:
-    """A minimal Flower app folder: pyproject.toml naming hybnn's server and client apps, with
-    FedConfig's defaults as `[tool.flwr.app.config]` (the code comes from the installed hybnn)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ['[project]', 'name = "hybnn-fed"', 'version = "1.0.0"',
-             'description = "hybnn federated task BNN"', 'license = "MIT"', '',
-             '[tool.flwr.app]', 'publisher = "hybnn"', '',
-             '[tool.flwr.app.components]', 'serverapp = "hybnn_cli.fed.server_app:app"',
-             'clientapp = "hybnn_cli.fed.client_app:app"', '', '[tool.flwr.app.config]']
-    lines += [f"{k} = {_toml(v)}" for k, v in FedConfig().to_run_config().items()]
-    (folder / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-def write_flwr_home(home: Path, port: int, ca: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\nroot-certificates = "{ca}"\n')
-
-
-def _toml(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    return repr(v)
-
-
-def _json_out(res: subprocess.CompletedProcess) -> dict:
-    try:
-        return json.loads(res.stdout)
-    except json.JSONDecodeError:
-        return {}
 
 
 # ── a whole run ──────────────────────────────────────────────────────────────────────────────
@@ -197,7 +85,7 @@ class Federation:
                     tmp.unlink(missing_ok=True)
 
     def flwr(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-        return self.procs.run([_bin("flwr"), *args], timeout=timeout)
+        return self.procs.run([flower_bin("flwr"), *args], timeout=timeout)
 
     def run_status(self, run_id: int) -> dict:
         """The run's row from `flwr ls --run-id N --format json` ({} if it cannot be read)."""
@@ -210,7 +98,7 @@ class Federation:
 
     def start_superlink(self) -> None:
         proc = self.procs.start("superlink", [
-            _bin("flower-superlink"), "--ssl-ca-certfile", str(self.tls["ca"]),
+            flower_bin("flower-superlink"), "--ssl-ca-certfile", str(self.tls["ca"]),
             "--ssl-certfile", str(self.tls["cert"]), "--ssl-keyfile", str(self.tls["key"]),
             "--enable-supernode-auth", "--disable-runtime-dependency-installation",
             "--host", "127.0.0.1", "--port", str(self.port)])
@@ -224,7 +112,7 @@ class Federation:
 
     def start_supernode(self, i: int, private_key: Path, node_config: str) -> subprocess.Popen:
         proc = self.procs.start(f"supernode-{i}", [
-            _bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}",
+            flower_bin("flower-supernode"), "--superlink", f"127.0.0.1:{self.port}",
             "--root-certificates", str(self.tls["ca"]),
             "--auth-supernode-private-key", str(private_key),
             "--port", str(free_port()), "--node-config", node_config])
@@ -240,7 +128,7 @@ class Federation:
 
     def supernodes_online(self) -> list[dict]:
         """The SuperLink's registered SuperNodes that are online (`flwr supernode list`)."""
-        nodes = _json_out(self.flwr("supernode", "list", CONNECTION, "--format", "json"))
+        nodes = json_out(self.flwr("supernode", "list", CONNECTION, "--format", "json"))
         return [n for n in nodes.get("nodes", []) if n.get("status") == "online"]
 
     def run(self, cfg: FedConfig, on_round: Callable[[dict], None] | None = None,
@@ -251,13 +139,13 @@ class Federation:
                            "codes": str(Path(cfg.codes).resolve()),
                            "out": str(Path(cfg.out).resolve()) if cfg.out else ""})
         app = write_app(self.run_dir / "hybnn-fed")
-        overrides = " ".join(f"{k}={_toml(v)}" for k, v in cfg.to_run_config().items())
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in cfg.to_run_config().items())
         self.temp_files.append((out_dir, ".result.json.*.tmp"))
         if cfg.out:
             self.temp_files.append((Path(cfg.out).parent, f".{Path(cfg.out).name}.*.tmp"))
         res = self.flwr("run", str(app), CONNECTION, "--run-config", overrides,
                         "--format", "json")
-        run_id = _json_out(res).get("run-id")
+        run_id = json_out(res).get("run-id")
         if res.returncode != 0 or run_id is None:
             raise HybnnError(f"flwr run failed: {_last_line(res.stdout + res.stderr)}")
         run_id = int(run_id)

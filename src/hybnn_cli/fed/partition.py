@@ -44,7 +44,7 @@ def dirichlet_partition(labels: np.ndarray, n_parts: int, alpha: float, seed: in
         if min(len(p) for p in out) >= min_size:
             return out
     raise HybnnError(f"could not draw a Dirichlet(alpha={alpha}) split giving every one of "
-                     f"{n_parts} clients {min_size} samples; raise --alpha or lower --clients")
+                     f"{n_parts} clients {min_size} samples; raise alpha or use fewer clients")
 
 
 def partition_indices(labels: np.ndarray, scheme: str, n_parts: int, alpha: float,

@@ -50,7 +50,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays_to_state(arrays))
-        res = evaluate_model(model, x_test, y_test)
+        res = evaluate_model(model, x_test, y_test, cfg.threads)
         row = {"round": server_round, "test_acc": res["acc"], "test_loss": res["loss"],
                "seconds": time.perf_counter() - t0}
         stats = strategy.rounds.get(server_round)

@@ -1,7 +1,7 @@
 """A FedAvg that checks every client update before averaging it, and counts bytes.
 
 Flower 1.42's stock `FedAvg` averages a NaN update silently and fails on a wrong shape or a missing
-key (see shared/FLOWER.md). `RobustFedAvg` keeps FedAvg's round structure but:
+key. `RobustFedAvg` keeps FedAvg's round structure but:
 
 - samples every connected node (waiting up to `wait_nodes` seconds for `expected_nodes` in the
   first round; later rounds go on with whoever is connected);

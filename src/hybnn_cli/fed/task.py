@@ -17,8 +17,9 @@ import torch
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.partition import partition_indices
-from hybnn_cli.stages import load_task_codes
+from hybnn_cli.taskdata import load_task_codes
 from hybnn_cli.tasks import parse_task
+from hybnn_cli.threads import using as using_threads
 from hybnn_cli.train_bnn import BNNConfig, evaluate, lr_at, train_epoch
 
 
@@ -26,7 +27,7 @@ def bnn_config(cfg: FedConfig) -> BNNConfig:
     """The centralized config whose schedule a federated run follows (epochs = rounds × E)."""
     return BNNConfig(task=cfg.task, epochs=cfg.rounds * cfg.local_epochs,
                      batch_size=cfg.batch_size, lr=cfg.lr, schedule="cosine", hidden=cfg.hidden,
-                     seed=cfg.seed, threads=1)
+                     seed=cfg.seed, threads=cfg.threads)
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,20 +63,21 @@ def initial_model(shape: BNNShape, seed: int) -> TaskBNN:
 def local_train(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, cfg: FedConfig,
                 server_round: int, partition_id: int) -> dict:
     """`local_epochs` passes of `train_epoch` on this client's data; metrics of the last pass."""
-    torch.set_num_threads(1)
     schedule = bnn_config(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     metrics = {"loss": float("nan"), "acc": float("nan")}
-    for e in range(cfg.local_epochs):
-        epoch = (server_round - 1) * cfg.local_epochs + e
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(schedule, min(epoch, schedule.epochs - 1))
-        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + partition_id) * 100_003
-                                            + epoch)
-        metrics = train_epoch(model, optimizer, x, y, cfg.batch_size, gen)
+    with using_threads(cfg.threads):
+        for e in range(cfg.local_epochs):
+            epoch = (server_round - 1) * cfg.local_epochs + e
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(schedule, min(epoch, schedule.epochs - 1))
+            gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + partition_id) * 100_003
+                                                + epoch)
+            metrics = train_epoch(model, optimizer, x, y, cfg.batch_size, gen)
     return metrics
 
 
-def evaluate_model(model: TaskBNN, x: torch.Tensor, y: torch.Tensor) -> dict:
-    torch.set_num_threads(1)
-    return evaluate(model, x, y)
+def evaluate_model(model: TaskBNN, x: torch.Tensor, y: torch.Tensor,
+                   threads: int = 0) -> dict:
+    with using_threads(threads):
+        return evaluate(model, x, y)

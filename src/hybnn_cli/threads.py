@@ -1,0 +1,59 @@
+"""One meaning for `--threads`: how many CPU threads a command computes with — torch's intra-op
+threads and the XNOR kernels' (Numba's) threads alike. The default is every core this process may
+use. `using` sets both for the length of a command and restores them afterwards; every command
+goes through it, so the rule lives here only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+
+from hybnn_cli.errors import HybnnError
+
+HELP = ("CPU threads to compute with, for torch and the XNOR kernels alike (default: every core "
+        "this process may use).")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve(threads: int | None) -> int:
+    """The thread count a command runs with: `threads`, or every available core when None/0;
+    at most Numba's NUMBA_NUM_THREADS (fixed when the process starts)."""
+    import numba
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not threads:
+        return min(available_cores(), limit)
+    if threads < 1:
+        raise HybnnError(f"--threads must be at least 1, got {threads}")
+    if threads > limit:
+        raise HybnnError(f"--threads {threads}: at most {limit} here (NUMBA_NUM_THREADS)")
+    return threads
+
+
+@contextlib.contextmanager
+def using(threads: int | None) -> Iterator[int]:
+    """Run the block with `resolve(threads)` threads in Numba and in torch (when torch is
+    imported: the torch-free runtime never imports it), restoring both settings afterwards."""
+    import numba
+
+    n = resolve(threads)
+    torch = sys.modules.get("torch")
+    before = (numba.get_num_threads(), torch.get_num_threads() if torch else None)
+    numba.set_num_threads(n)
+    if torch:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        numba.set_num_threads(before[0])
+        if torch:
+            torch.set_num_threads(before[1])
