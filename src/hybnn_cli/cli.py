@@ -231,12 +231,12 @@ def extract_cmd(
     _check_out(out)
     get_spec(dataset)
     part = parse_shard(shard) if shard else None
-    vae = latest.resolve("vae", vae)
     with process_group(device) as group, using_threads(threads), \
             make_progress(disable=json_out or not group.is_main) as progress:
         if group.parallel and part:
             raise HybnnError("--shard: under torchrun each process takes its own shard; "
                              "leave --shard out")
+        vae = latest.resolve("vae", vae)
         bar = progress.add_task("extract", total=None, status="")
         step = lambda n: progress.advance(bar, n)  # noqa: E731
         if group.parallel:
@@ -318,6 +318,7 @@ def train_bnn_cmd(
     """
     if schedule not in ("cosine", "constant"):
         raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
+    dev = resolve_device(device)
     t = parse_task(task, digits)
     out = out or Path(f"runs/bnn-{t.name}.pt")
     _check_out(out)
@@ -326,7 +327,7 @@ def train_bnn_cmd(
                                                   json_out) as on_epoch:
         cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
                         schedule=schedule, hidden=hidden, seed=seed, threads=n,
-                        val_fraction=val_fraction, device=str(resolve_device(device)))
+                        val_fraction=val_fraction, device=str(dev))
         result = stages.train_task_bnn(codes, t, cfg, out, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
@@ -663,6 +664,7 @@ def baseline_cmd(
     from hybnn_cli.baseline import BaselineConfig, check_binarize
 
     check_binarize(binarize)
+    dev = resolve_device(device)
     if schedule not in ("cosine", "constant"):
         raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
     get_spec(dataset)
@@ -674,7 +676,7 @@ def baseline_cmd(
         cfg = BaselineConfig(task=t.name, binarize=binarize, dataset=dataset, epochs=epochs,
                              batch_size=batch_size, lr=lr, schedule=schedule, seed=seed,
                              threads=n, train_limit=train_limit, val_fraction=val_fraction,
-                             device=str(resolve_device(device)))
+                             device=str(dev))
         result = stages.train_baseline(t, cfg, out, data_dir, resume, on_epoch)
     if json_out:
         _print_json({"out": str(out), **result})
