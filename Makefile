@@ -39,6 +39,8 @@ results: setup
 	$(BIN)/python benchmarks/federated.py --work $(STUDY)
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
+	$(BIN)/python benchmarks/server_scale.py scaling
+	$(BIN)/python benchmarks/server_scale.py union
 	$(BIN)/hybnn report --docs
 
 test: setup

@@ -5,8 +5,8 @@ processes under torchrun (gloo, 1 thread each): seconds per epoch and the final 
 each run's own JSON. Then the sizes that decide scaling to N machines: the encoder+decoder
 gradient all-reduced at every step (bytes), its all-reduce time between 2 gloo processes on
 loopback (median), and a plain model of the epoch time on N machines built from the measured
-per-step compute and those bytes at a stated network bandwidth. Writes
-`benchmarks/results/ddp-scaling.json`.
+per-step compute and those bytes at a stated network bandwidth (computed where it is shown,
+`docgen.ddp_scaling`). Writes `benchmarks/results/ddp-scaling.json`.
 
 `union`: an encoder pretrained on mnist+fashion-mnist (120,000 images) against one pretrained on
 MNIST alone, same settings and seed: the validation and test accuracy of task BNNs 1–5 trained on
@@ -29,8 +29,6 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCALING_FORMAT, UNION_FORMAT = "hybnn-ddp-scaling", "hybnn-union-encoder"
-BANDWIDTHS_GBIT = (1, 10)
-MACHINES = (1, 2, 4, 8, 16)
 
 
 def _pretrain_run(label: str, launcher: list[str], threads: int, epochs: int, out: Path) -> dict:
@@ -103,26 +101,11 @@ def scaling(args) -> dict:
     grad_bytes = 4 * numel
     ar = allreduce_seconds(numel)
     steps = -(-60_000 // 128)
-    base = runs[0]
-    compute_step = statistics.median(base["epoch_seconds"]) / steps
-    model_rows = []
-    for gbit in BANDWIDTHS_GBIT:
-        bw = gbit * 1e9 / 8
-        for n in MACHINES:
-            comm = 2 * (n - 1) / n * grad_bytes / bw
-            epoch = steps * (compute_step / n + comm)
-            model_rows.append({"machines": n, "gbit_per_s": gbit, "comm_seconds_per_step": comm,
-                               "epoch_seconds": epoch,
-                               "speedup": steps * compute_step / epoch})
     return {"epochs": args.epochs, "dataset": "mnist", "batch_size": 128, "runs": runs,
             "parameters": numel, "gradient_bytes_per_step": grad_bytes,
             "steps_per_epoch": steps,
             "allreduce_loopback_2proc_seconds": {"median": statistics.median(ar),
-                                                 "min": min(ar), "reps": len(ar)},
-            "model": {"compute_seconds_per_step": compute_step, "from": base["label"],
-                      "formula": "epoch(N) = steps * (compute_per_step / N + "
-                                 "2 (N-1)/N * gradient_bytes / bandwidth)",
-                      "rows": model_rows}}
+                                                 "min": min(ar), "reps": len(ar)}}
 
 
 def union(args) -> dict:

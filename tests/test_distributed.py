@@ -340,3 +340,30 @@ def test_union_of_a_known_set_and_an_idx_folder(fake_root, tmp_path):
     assert np.array_equal(union[512:],
                           read_idx(tmp_path / "extra" / "train-images-idx3-ubyte.gz"))
     assert load_pretrain_images("fake+extra", "test", tmp_path).shape[0] == 128 + 8
+
+
+# ── the generated README blocks ───────────────────────────────────────────────────────────────
+def test_server_scale_blocks_render_from_their_result_files(tmp_path):
+    from hybnn_cli import docgen
+    from hybnn_cli.results import write_result
+
+    run0 = {"label": "1 process × 2 threads", "processes": 1, "epoch_seconds": [23.45],
+            "train_loss": [159.0], "test_recon": 90.6, "load_average": [1.0, 2.0]}
+    write_result(tmp_path / "ddp-scaling.json", "hybnn-ddp-scaling", 1, {
+        "epochs": 1, "batch_size": 128, "runs": [run0], "parameters": 1000,
+        "gradient_bytes_per_step": 4000, "steps_per_epoch": 469,
+        "allreduce_loopback_2proc_seconds": {"median": 0.002, "min": 0.001, "reps": 30}})
+    write_result(tmp_path / "union-encoder.json", "hybnn-union-encoder", 1, {
+        "vae_epochs": 3, "bnn_epochs": 30, "seed": 0, "encoders": [
+            {"pretrain_dataset": d, "n_pretrain_images": n,
+             "tasks": {"task1": {"val_acc": 0.991, "test_acc": acc}}}
+            for d, n, acc in (("mnist", 60000, 0.9975), ("mnist+fashion-mnist", 120000, 0.9968))]})
+    text = docgen.render_text("<!-- generated: ddp-scaling -->\n<!-- /generated -->\n"
+                              "<!-- generated: union-encoder -->\n<!-- /generated -->\n", tmp_path)
+    assert "| 1 process × 2 threads | 23.4 | 159.00 | 90.60 | 1.0 → 2.0 |" in text
+    assert "1,000 float32 values, 0.00 MB, 469 times an epoch" in text
+    assert "compute of 50 ms per step" in text  # 23.45 s / 469 steps
+    # 2 machines at 1 Gbit/s: 469 · (0.025 + 2·½·4000 B / 125 MB/s) = 11.74 s, 23.45 / 11.74 = 2.0
+    assert "| 2 | 11.7 s (2.0×) | 11.7 s (2.0×) |" in text
+    assert "| task1 | 99.10 / 99.75 | 99.10 / 99.68 |" in text
+    assert "mnist+fashion-mnist (120,000 images)" in text
