@@ -13,7 +13,7 @@ MNIST alone, same settings and seed: the validation and test accuracy of task BN
 each encoder's MNIST codes. Writes `benchmarks/results/union-encoder.json`.
 
 Usage: python benchmarks/server_scale.py scaling [--epochs 2] [--work runs/server-scale]
-       python benchmarks/server_scale.py union [--vae-epochs 3] [--bnn-epochs 30]
+       python benchmarks/server_scale.py union [--vae-epochs 3] [--bnn-epochs 30] [--threads 2]
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def scaling(args) -> dict:
 def union(args) -> dict:
     from hybnn_cli.threads import using
 
-    with using(2):
+    with using(args.threads):
         encoders = [_union_one(args, d) for d in ("mnist", "mnist+fashion-mnist")]
     return {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
-            "codes_dataset": "mnist", "threads": 2, "encoders": encoders}
+            "codes_dataset": "mnist", "threads": args.threads, "encoders": encoders}
 
 
 def _union_one(args, dataset: str) -> dict:
@@ -128,7 +128,7 @@ def _union_one(args, dataset: str) -> dict:
     folder = args.work / dataset
     t0 = time.perf_counter()
     vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=0,
-                                        threads=2), folder / "vae.pt")
+                                        threads=args.threads), folder / "vae.pt")
     vae_s = time.perf_counter() - t0
     stages.extract_codes(folder / "vae.pt", folder / "codes.h5", "mnist")
     tasks = {}
@@ -136,7 +136,7 @@ def _union_one(args, dataset: str) -> dict:
         task = parse_task(t, None)
         m = stages.train_task_bnn(folder / "codes.h5", task,
                                   BNNConfig(task=task.name, epochs=args.bnn_epochs, seed=0,
-                                            threads=2), folder / f"bnn-{t}.pt")
+                                            threads=args.threads), folder / f"bnn-{t}.pt")
         tasks[task.name] = {"val_acc": m["val_acc"], "test_acc": m["test_acc"]}
         print(dataset, task.name, tasks[task.name], flush=True)
     return {"pretrain_dataset": dataset,
@@ -152,6 +152,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--vae-epochs", type=int, default=3)
     p.add_argument("--bnn-epochs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2, help="union: torch threads")
     p.add_argument("--work", type=Path, default=Path("runs/server-scale"))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
