@@ -442,7 +442,8 @@ def union_encoder(results_dir: Path) -> str:
                   for e in encs)] for t in tasks]
     head = [f"encoder pretrained on {e['pretrain_dataset']} ({e['n_pretrain_images']:,} "
             f"images): val / test %" for e in encs]
-    return (f"Task BNNs on MNIST codes from two encoders, each pretrained {r['vae_epochs']} "
-            f"epochs (seed {r['seed']}), BNNs {r['bnn_epochs']} epochs; one seed, so "
-            f"differences of a few tenths are within noise.\n\n"
+    return (f"Task BNNs on MNIST codes from two encoders, each pretrained for "
+            f"{r['vae_epochs']} epoch(s) over its own set (so the union's encoder took twice the "
+            f"steps), seed {r['seed']}, BNNs {r['bnn_epochs']} epochs; one seed, so differences "
+            f"of a few tenths are within noise.\n\n"
             + table(["task", *head], rows) + "\n\n" + source(UNION, r))
