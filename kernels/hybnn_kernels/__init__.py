@@ -7,14 +7,17 @@ file, imported when one is read).
 - `dense`: `binary_dense`, the fused layer (XNOR-popcount, integer thresholds, packed output bits);
 - `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes;
 - `checks` (argument checks shared by the entry points), `parallel` (serial or threaded launch),
-  `h5attrs` (how hybnn's HDF5 files store their attributes).
+  `h5attrs` (how hybnn's HDF5 files store their attributes);
+- `pipeline`: `load_bundle` / `Pipeline`, a deploy bundle run end to end on uint8 images (the
+  encoder in ONNX Runtime, imported when a bundle is loaded; the heads on the kernels).
 """
 
 from hybnn_kernels.bits import n_words, pack_bits, pack_signs, unpack_bits, unpack_signs
 from hybnn_kernels.dense import BinaryDense, binary_dense, make_dense
+from hybnn_kernels.pipeline import Pipeline, load_bundle
 from hybnn_kernels.runtime import BNNRuntime, load_deploy
 from hybnn_kernels.xnor import PackedWeights, prepack, xnor_gemm
 
 __all__ = ["n_words", "pack_bits", "pack_signs", "unpack_bits", "unpack_signs", "xnor_gemm",
            "prepack", "PackedWeights", "binary_dense", "make_dense", "BinaryDense", "BNNRuntime",
-           "load_deploy"]
+           "load_deploy", "Pipeline", "load_bundle"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hybnn_cli import __version__, latest, stages
+from hybnn_cli import __version__, latest
 from hybnn_cli.data import get_spec
 from hybnn_cli.device import DEVICE_HELP, resolve_device
 from hybnn_cli.errors import HybnnError, Terminated
@@ -27,8 +27,9 @@ from hybnn_cli.tasks import parse_pair_tasks, parse_task
 from hybnn_cli.threads import HELP as THREADS_HELP
 from hybnn_cli.threads import resolve as resolve_threads
 from hybnn_cli.threads import using as using_threads
-from hybnn_cli.train_bnn import BNNConfig
-from hybnn_cli.train_vae import VAEConfig
+
+# Commands that need torch import it (and `stages`, the training configs) inside the command, so
+# that `hybnn predict --model BUNDLE` runs where torch is not installed (tests/test_bundle.py).
 
 app = typer.Typer(
     name="hybnn",
@@ -57,6 +58,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """
 
 
+# Packages of the `train` extra (pyproject.toml): a command that needs one where only the runtime
+# is installed ends with one line saying how to install it.
+TRAIN_EXTRA = ("torch", "flwr", "matplotlib", "threadpoolctl", "onnx")
+
+
 def handle_errors(fn):
     """Print HybnnError as one line, exit 1; SIGTERM (Terminated) and Ctrl-C as one line, exit 143
     and 130, after the command's `finally` blocks have run."""
@@ -67,6 +73,13 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except HybnnError as e:
             err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+                raise
+            err_console.print(f"[bold red]Error:[/] this command needs {e.name}, which the "
+                              f"runtime-only install leaves out: pip install 'hybnn\\[train]' "
+                              f"torch==2.13.0", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Terminated:
             err_console.print("[bold red]Terminated[/] (SIGTERM).")
@@ -162,6 +175,8 @@ def pretrain_vae_cmd(
     from hybnn_cli.pretrain_data import check_pretrain_dataset
 
     _check_out(out)
+    from hybnn_cli.train_vae import VAEConfig
+
     check_pretrain_dataset(dataset, data_dir)
     with process_group(device) as group, using_threads(threads) as n:
         cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -177,8 +192,10 @@ def pretrain_vae_cmd(
         typer.echo(f"Saved {out} and {out.with_suffix('.png')}")
 
 
-def _pretrain(cfg: VAEConfig, out: Path, data_dir, resume, group, quiet: bool) -> dict:
+def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
     """stages.pretrain_vae with a progress bar and one line per epoch (unless quiet)."""
+    from hybnn_cli import stages
+
     epochs = cfg.epochs
     with make_progress(disable=quiet) as progress:
         bar = progress.add_task("pretrain-vae", total=None, status="")
@@ -225,6 +242,7 @@ def extract_cmd(
     (in slices: hybnn extract --shard 0/2 --out s0.h5, … then hybnn merge-codes s0.h5 s1.h5
     --out runs/codes.h5; or torchrun --standalone --nproc-per-node 2 -m hybnn_cli extract)
     """
+    from hybnn_cli import stages
     from hybnn_cli.distributed import process_group
     from hybnn_cli.shards import extract_parallel, parse_shard
 
@@ -322,6 +340,9 @@ def train_bnn_cmd(
     t = parse_task(task, digits)
     out = out or Path(f"runs/bnn-{t.name}.pt")
     _check_out(out)
+    from hybnn_cli import stages
+    from hybnn_cli.train_bnn import BNNConfig
+
     codes = latest.resolve("codes", codes)
     with using_threads(threads) as n, _epoch_bar(f"train-bnn {t.name}", epochs,
                                                   json_out) as on_epoch:
@@ -353,6 +374,8 @@ def evaluate_cmd(
 
     Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
     """
+    from hybnn_cli import stages
+
     codes = latest.resolve("codes", codes)
     with using_threads(threads):
         result = stages.evaluate_task_bnn(model, codes, split)
@@ -367,23 +390,48 @@ def evaluate_cmd(
 @app.command("export")
 @handle_errors
 def export_cmd(
-    model: Path = typer.Argument(..., help="BNN checkpoint (.pt) from train-bnn."),
-    out: Path = typer.Option(..., "--out", help="Deploy file to write (HDF5)."),
+    models: list[Path] = typer.Argument(..., help="BNN checkpoint(s) (.pt) from train-bnn; "
+                                        "several (one per task) with --vae."),
+    out: Path = typer.Option(..., "--out", help="Deploy file to write (HDF5), or with --vae the "
+                             "deploy bundle (a folder)."),
+    vae: Path = typer.Option(None, "--vae", help="VAE checkpoint: write a deploy bundle (encoder "
+                             "as ONNX + the heads) that classifies images without torch."),
+    int8: bool = typer.Option(False, "--int8", help="With --vae: add an int8 encoder (ONNX "
+                              "Runtime static quantization, QDQ, per-channel)."),
+    calibration: int = typer.Option(2000, "--calibration", min=1, help="With --vae: training "
+                                    "images to check the ONNX encoder on (and calibrate --int8)."),
+    seed: int = typer.Option(0, "--seed", help="With --vae: picks the calibration images "
+                             "(saved in the bundle)."),
+    data_dir: Path = DataDir,
     check: Path = typer.Option(None, "--check", help="Codes file: after writing, compare the "
                                "deploy file's predictions with the torch model's on its test "
                                "split (every code) and fail on any mismatch."),
     threads: int = Threads,
     json_out: bool = JsonOut,
 ):
-    """Export a trained BNN to a deploy file that runs without torch (XNOR-popcount kernels).
+    """Export a trained BNN to a deploy file that runs without torch (XNOR-popcount kernels),
+    or, with --vae, a deploy bundle: encoder (ONNX) + task heads, image in, class out.
 
     Batch norm + sign become one integer threshold per hidden neuron; the output layer's scores
-    are tabulated by torch itself, so predictions equal the torch model's bit for bit.
+    are tabulated by torch itself, so predictions equal the torch model's bit for bit. In a
+    bundle the encoder's batch norms are folded into its convolutions; the export reports how
+    many code bits differ from the torch encoder's on the calibration images.
 
-    No --seed: export is deterministic; the deploy file records the BNN's seed.
+    --seed only picks the calibration images of a bundle; a deploy file records the BNN's seed.
 
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
+
+    Bundle: hybnn export runs/bnn-task1.pt runs/bnn-task3.pt --vae runs/vae.pt --out runs/bundle
     """
+    if vae is not None:
+        return _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check,
+                              threads, json_out)
+    if int8:
+        raise HybnnError("--int8 quantizes a bundle's encoder: give --vae VAE.pt")
+    if len(models) != 1:
+        raise HybnnError(f"{len(models)} checkpoints: a deploy file holds one BNN; give --vae "
+                         f"VAE.pt to write a bundle with several heads")
+    model = models[0]
     from hybnn_cli.checkpoint import load_bnn
     from hybnn_cli.codes import read_attrs
     from hybnn_cli.export import check_deploy, write_deploy
@@ -411,26 +459,71 @@ def export_cmd(
                        f"0 mismatches")
 
 
+def _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check, threads,
+                   json_out):
+    from hybnn_cli.bundle_export import write_bundle
+
+    if check is not None:
+        raise HybnnError("--check compares a deploy file with codes; a bundle is checked "
+                         "against the torch encoder at export")
+    if out.exists() and not out.is_dir():
+        raise HybnnError(f"{out} is a file; a bundle is a folder: give a new name for --out")
+    with using_threads(threads) as n, make_progress(transient=True, disable=json_out) as progress:
+        progress.add_task(f"exporting {len(models)} head(s) + encoder", total=None, status="")
+        m = write_bundle(out, vae, models, int8, calibration, seed, data_dir, n)
+    if json_out:
+        _print_json({"out": str(out), **m})
+        return
+    c = m["encoder"]["check"]
+    typer.echo(f"Wrote {out}: encoder.onnx (opset {m['encoder']['opset']}) + heads "
+               f"{', '.join(m['heads'])}; on {c['images']} training images the ONNX codes "
+               f"differ from torch's in {c['flipped_bits']} of {c['bits']} bits")
+    if int8:
+        q = m["encoder_int8"]["check"]
+        typer.echo(f"int8 encoder: {q['flipped_bits']} of {q['bits']} bits differ from the "
+                   f"float torch encoder's")
+
+
 @app.command("predict")
 @handle_errors
 def predict_cmd(
     images: list[Path] = typer.Argument(None, help="Image files (IDX, PNG or NPY) to classify "
-                                        "with --encoder."),
-    model: Path = typer.Option(..., "--model", help="Deploy file from hybnn export."),
+                                        "with a bundle, or with --encoder."),
+    model: Path = typer.Option(..., "--model", help="Deploy file, or deploy bundle (folder), "
+                               "from hybnn export."),
     codes: Path = typer.Option(None, "--codes", help="Codes file: predict a whole split."),
     encoder: Path = typer.Option(None, "--encoder", help="VAE checkpoint to encode IMAGES with."),
     split: str = typer.Option("test", "--split", help="train or test (with --codes)."),
     threads: int = Threads,
+    head: list[str] = typer.Option(None, "--head", help="With a bundle: the task head(s) to run "
+                                   "(default: every head in the bundle)."),
+    int8: bool = typer.Option(False, "--int8", help="With a bundle: run its int8 encoder."),
+    labels: Path = typer.Option(None, "--labels", help="With a bundle: IDX labels of the images, "
+                                "to report each head's accuracy on its classes."),
+    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="With a bundle: images per "
+                                   "batch (memory stays flat in the number of images)."),
     json_out: bool = JsonOut,
 ):
-    """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN).
+    """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN), or images
+    with a deploy bundle: encoder in ONNX Runtime, heads on the kernels, no torch imported.
 
     No --seed: prediction is deterministic.
 
-    Example: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
+    Example: hybnn predict --model runs/bundle t10k-images-idx3-ubyte.gz --json
 
-    Images: hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
+    Codes: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
+
+    Images through torch: hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
     """
+    if model.is_dir():
+        if codes is not None or encoder is not None:
+            raise HybnnError("a bundle holds its encoder: give image files, not --codes or "
+                             "--encoder")
+        return _predict_bundle(model, images or [], threads, head, int8, labels, batch_size,
+                               json_out)
+    if head or int8 or labels is not None:
+        raise HybnnError("--head, --int8 and --labels go with a deploy bundle (a folder) as "
+                         "--model")
     from hybnn_cli import predict as pr
 
     if (codes is None) == (encoder is None):
@@ -460,6 +553,30 @@ def predict_cmd(
     else:
         for i, label in enumerate(result["labels"]):
             typer.echo(f"{i}\t{label}")
+
+
+def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, json_out):
+    from hybnn_cli.predict_bundle import predict_bundle
+
+    if not images:
+        raise HybnnError("no images given: name IDX, PNG or NPY files to classify")
+    with using_threads(threads) as n, make_progress(disable=json_out) as progress:
+        bar = progress.add_task("classify", total=None, status="")
+        result = predict_bundle(bundle, images, n, int8, heads, batch_size, labels,
+                                on_start=lambda n: progress.update(bar, total=n),
+                                on_batch=lambda n: progress.advance(bar, n))
+    if json_out:
+        _print_json(result)
+        return
+    names = list(result["heads"])
+    for name in names:
+        r = result["heads"][name]
+        if "accuracy" in r and r["accuracy"] is not None:
+            typer.echo(f"# {name}: accuracy {r['accuracy']:.2%} on the {r['n_task']} images of "
+                       f"classes {', '.join(map(str, r['classes']))}")
+    typer.echo("#\t" + "\t".join(names))
+    for i in range(result["n"]):
+        typer.echo(f"{i}\t" + "\t".join(str(result["heads"][h]["labels"][i]) for h in names))
 
 
 @app.command("bench")
@@ -661,6 +778,7 @@ def baseline_cmd(
 
     Example: hybnn baseline --task 3 --binarize sign --epochs 15
     """
+    from hybnn_cli import stages
     from hybnn_cli.baseline import BaselineConfig, check_binarize
 
     check_binarize(binarize)

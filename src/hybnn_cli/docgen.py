@@ -371,6 +371,69 @@ def _roofline_text(r: dict) -> str:
             f"most {roof['ratio_bound']:.1f}× a float32 GEMM running at its peak here.\n\n")
 
 
+E2E = "e2e.json"
+
+
+@renderer("e2e")
+def e2e(results_dir: Path) -> str:
+    """The deploy bundle against the torch pipeline: agreement, speed, start-up, size."""
+    r = _load(results_dir, E2E, "hybnn-e2e")
+    ag, sp = r["agreement"], r["speed"]
+    rows = []
+    for name, f in ag["float"]["heads"].items():
+        q = ag["int8"]["heads"][name]
+        rows.append([name, f["n_task"], f"{f['labels_differing']} / "
+                     f"{f['labels_differing_on_task_images']}", pct(f["accuracy_torch"]),
+                     pct(f["accuracy_bundle"]), f"{q['labels_differing']} / "
+                     f"{q['labels_differing_on_task_images']}", pct(q["accuracy_bundle"]),
+                     f"{q['accuracy_diff_points']:+.2f}"])
+    agree = table(["head", "task images", "float: labels ≠ torch's (all / task images)",
+                   "torch accuracy %", "float accuracy %",
+                   "int8: labels ≠ torch's (all / task images)", "int8 accuracy %",
+                   "int8 − torch (points)"], rows)
+    b, one = sp["batch_4096"], sp["batch_1"]
+
+    def split(c):
+        s = c["time_share"]
+        return " / ".join(f"{100 * v:.0f}%" for v in s.values())
+
+    def iqr(c, n):
+        return "–".join(f"{1e6 * t / n:.0f}" for t in c["iqr_seconds"])
+
+    perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
+                  "batch 1: µs, median (quartiles)",
+                  "time split at 4096 (encoder / threshold+pack / head)"],
+                 [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
+                   f"{b[k]['images_per_second']:,.0f}",
+                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k])]
+                  for k in ("torch", "bundle_float", "bundle_int8")])
+    text = (f"On the {ag['float']['heads']['all']['n']:,} MNIST test images the float bundle's "
+            f"codes differ from the torch encoder's in {ag['float']['flipped_bits']} of "
+            f"{ag['float']['bits']:,} bits, the int8 encoder's in {ag['int8']['flipped_bits']:,} "
+            f"({ag['int8']['flipped_fraction']:.2%}). Each head's labels are compared with the "
+            f"torch pipeline's on all images and on the images of its classes, where its "
+            f"accuracy is measured:\n\n{agree}\n\n"
+            f"Speed, head `{r['head_timed']}`, {r['threads']} threads, one process, same images "
+            f"(load average {r['load_average_before'][0]:.1f} before, "
+            f"{r['load_average_after'][0]:.1f} after, on a shared machine): the float bundle is "
+            f"{b['speedup_float_vs_torch']:.1f}× torch at batch 4096 and "
+            f"{one['speedup_float_vs_torch']:.1f}× at batch 1; int8 is "
+            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096.\n\n{perf}")
+    pr = r.get("processes")
+    if pr:
+        c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
+        text += (f"\n\nCold start (new process: import, load, classify one image; median of 3): "
+                 f"bundle {c['bundle']['seconds']:.2f} s, torch {c['torch']['seconds']:.2f} s "
+                 f"(import alone: onnxruntime {pr['import_seconds']['onnxruntime']:.2f} s, "
+                 f"hybnn_kernels {pr['import_seconds']['hybnn_kernels']:.2f} s, torch "
+                 f"{pr['import_seconds']['torch']:.2f} s). Installed (site-packages): "
+                 f"{m['runtime_only']:,.0f} MB for the runtime alone, {m['with_torch']:,.0f} MB "
+                 f"with torch. Peak memory of `hybnn predict --model BUNDLE`: "
+                 f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
+                 f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
+    return text + "\n\n" + source(E2E, r)
+
+
 # ── pretraining at server scale ───────────────────────────────────────────────────────────────
 SCALING = "ddp-scaling.json"
 

@@ -2,6 +2,7 @@
 
 - `atomic_path`: write to a temporary name in the same folder, rename at the end; an interrupted or
   failed write never leaves a half file under the real name.
+- `atomic_dir`: the same for a folder (a deploy bundle): built beside its name, renamed at the end.
 - `provenance`: the metadata every artifact carries (format, version, config, seed, package).
 - `state_sha256`: a stable SHA-256 of a torch state dict (the encoder's identity).
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hybnn_cli import __version__
+from hybnn_cli.errors import HybnnError
 
 
 @contextlib.contextmanager
@@ -35,6 +37,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; it becomes `path` only if the block succeeds.
+
+    An existing `path` is replaced only if it holds `marker` (a folder this project wrote);
+    between the two renames a reader may briefly find no folder, never a half-written one."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not (path / marker).is_file():
+        raise HybnnError(f"{path} exists and is not a folder this command wrote (no {marker}); "
+                         f"give a new name or remove it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def provenance(fmt: str, format_version: int, config: dict, seed: int) -> dict:

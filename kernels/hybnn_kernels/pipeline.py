@@ -1,0 +1,227 @@
+"""The torch-free end-to-end runtime: a deploy bundle classifies uint8 images.
+
+A deploy bundle (a folder, written by `hybnn export --vae`) holds:
+
+- ``bundle.json``: the manifest: ``format`` = "hybnn-bundle", ``format_version``, the hybnn
+  version, and
+  - ``encoder``: ``file`` (the ONNX model), ``sha256`` (of that file), ``weights_sha256`` (the
+    encoder's weights, as recorded in codes files and BNN checkpoints), ``latent_bits``, ``opset``,
+    ``input`` (name, image size, channels and the normalisation x = (pixel − offset) / scale),
+    ``output``, the VAE checkpoint's path and SHA-256;
+  - ``encoder_int8`` (optional, `--int8`): the statically quantized encoder (QDQ, per-channel),
+    its ``file``, ``sha256`` and calibration;
+  - ``heads``: task name → ``file`` (a deploy file, see `runtime`), ``sha256``, ``classes``,
+    ``encoder_sha256`` and the BNN checkpoint's path and SHA-256. Several heads share the encoder.
+- ``encoder.onnx`` (``encoder-int8.onnx``) and ``heads/<task>.h5``.
+
+Loading checks every file's SHA-256 before reading it and that every head was trained on codes
+of this encoder. Running: ONNX Runtime (CPU execution provider, threads set explicitly) gives the
+latent logits; they are thresholded (logit >= 0 → bit 1, the project's sign) and packed straight
+into uint64 codes; each head runs on the codes with the XNOR kernels. onnxruntime and h5py are
+imported when a bundle is loaded, not at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hybnn_kernels.bits import pack_signs
+from hybnn_kernels.runtime import BNNRuntime, DeployFileError, load_deploy
+
+BUNDLE_FORMAT = "hybnn-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "bundle.json"
+
+
+class BundleError(ValueError):
+    """A bundle that is not one, is damaged, or does not fit the images given."""
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Head:
+    name: str
+    runtime: BNNRuntime
+    classes: np.ndarray  # int64 (n_classes,): the dataset label of each class index
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each part of the pipeline (accumulated over calls)."""
+
+    encoder: float = 0.0
+    pack: float = 0.0
+    head: float = 0.0
+    images: int = 0
+
+    def to_dict(self) -> dict:
+        return {"encoder": self.encoder, "threshold_pack": self.pack, "head": self.head,
+                "images": self.images}
+
+
+@dataclass
+class Pipeline:
+    """A loaded bundle: `classify(images)` → {head name: dataset labels}."""
+
+    session: object  # onnxruntime.InferenceSession
+    heads: dict[str, Head]
+    manifest: dict
+    path: Path
+    threads: int
+    int8: bool = False
+    timings: Timings = field(default_factory=Timings)
+
+    def __post_init__(self):
+        inp = self.manifest["encoder"]["input"]
+        self.input_name = str(inp["name"])
+        self.height, self.width = int(inp["height"]), int(inp["width"])
+        self.offset, self.scale = np.float32(inp["offset"]), np.float32(inp["scale"])
+        self.n_bits = int(self.manifest["encoder"]["latent_bits"])
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise BundleError(f"images must be uint8 pixels, got {images.dtype}")
+        if images.ndim != 3 or images.shape[1:] != (self.height, self.width):
+            raise BundleError(f"expected {self.height}×{self.width} single-channel images "
+                              f"(N, {self.height}, {self.width}), got shape {images.shape}")
+        return images
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Packed codes (N, words(latent_bits)) uint64 for uint8 images (N, H, W)."""
+        images = self.check_images(images)
+        t0 = time.perf_counter()
+        x = np.empty((len(images), 1, self.height, self.width), dtype=np.float32)
+        # the same arithmetic as training's images_to_tensor: float32 (pixel − offset) / scale
+        np.subtract(images[:, None], self.offset, out=x, dtype=np.float32)
+        np.divide(x, self.scale, out=x)
+        logits = self.session.run(None, {self.input_name: x})[0]
+        t1 = time.perf_counter()
+        codes = pack_signs(logits)  # logit >= 0 → bit 1, straight from the float32 logits
+        t2 = time.perf_counter()
+        self.timings.encoder += t1 - t0
+        self.timings.pack += t2 - t1
+        self.timings.images += len(images)
+        return codes
+
+    def classify_codes(self, codes: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        t0 = time.perf_counter()
+        out = {}
+        for name in names or self.heads:
+            head = self.heads[name]
+            out[name] = head.classes[head.runtime.run(codes, self.threads)[1]]
+        self.timings.head += time.perf_counter() - t0
+        return out
+
+    def classify(self, images: np.ndarray, names=None) -> dict[str, np.ndarray]:
+        """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W)."""
+        return self.classify_codes(self.encode(images), names)
+
+
+def _check_file(bundle: Path, entry: dict, what: str) -> Path:
+    try:
+        p = bundle / str(entry["file"])
+        want = str(entry["sha256"])
+    except (KeyError, TypeError):
+        raise BundleError(f"{bundle}: the manifest's {what} entry lacks file or sha256") from None
+    if bundle.resolve() not in p.resolve().parents:
+        raise BundleError(f"{bundle}: {what} file {entry['file']} lies outside the bundle")
+    if not p.is_file():
+        raise BundleError(f"{bundle}: {what} file {entry['file']} is missing")
+    got = file_sha256(p)
+    if got != want:
+        raise BundleError(f"{p}: SHA-256 {got[:12]}… does not match the manifest's {want[:12]}…; "
+                          f"the file is damaged or was changed after export")
+    return p
+
+
+def read_manifest(path) -> dict:
+    bundle = Path(path)
+    mf = bundle / MANIFEST
+    if not mf.is_file():
+        raise BundleError(f"{bundle}: not a deploy bundle (no {MANIFEST})")
+    try:
+        m = json.loads(mf.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{mf}: not valid JSON ({e})") from None
+    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{bundle}: not a hybnn deploy bundle (format "
+                          f"{m.get('format') if isinstance(m, dict) else None!r})")
+    if m.get("format_version") != BUNDLE_VERSION:
+        raise BundleError(f"{bundle}: bundle format version {m.get('format_version')}, this "
+                          f"runtime reads {BUNDLE_VERSION}")
+    if not m.get("heads"):
+        raise BundleError(f"{bundle}: the bundle has no task heads")
+    return m
+
+
+def make_session(onnx_path: Path, threads: int):
+    """An ONNX Runtime session on the CPU execution provider with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(onnx_path), sess_options=so,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own types for a malformed model
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BundleError(f"{onnx_path}: ONNX Runtime cannot load it ({first[:200]})") from None
+
+
+def load_bundle(path, threads: int = 2, int8: bool = False, heads=None) -> Pipeline:
+    """Load a deploy bundle: check the files' SHA-256 and the heads' encoder, open the session.
+
+    `heads`: names of the task heads to load (default: all). `int8`: run the quantized encoder."""
+    bundle = Path(path)
+    if threads < 1:
+        raise BundleError(f"threads must be >= 1, got {threads}")
+    m = read_manifest(bundle)
+    enc = m.get("encoder") or {}
+    key = "encoder_int8" if int8 else "encoder"
+    if key not in m:
+        raise BundleError(f"{bundle}: the bundle has no int8 encoder (export it with --int8)")
+    onnx_path = _check_file(bundle, m[key], key)
+    weights = str(enc.get("weights_sha256", ""))
+    names = list(heads) if heads else list(m["heads"])
+    loaded = {}
+    for name in names:
+        if name not in m["heads"]:
+            raise BundleError(f"{bundle}: no head '{name}' (it has {', '.join(m['heads'])})")
+        entry = m["heads"][name]
+        hp = _check_file(bundle, entry, f"head {name}")
+        try:
+            rt = load_deploy(hp)
+        except DeployFileError as e:
+            raise BundleError(str(e)) from None
+        got = str(rt.meta.get("encoder_sha256", ""))
+        if got != weights or str(entry.get("encoder_sha256", "")) != weights:
+            raise BundleError(f"{bundle}: head {name} was trained on codes of encoder "
+                              f"{got[:12]}… but the bundle's encoder is {weights[:12]}…")
+        if rt.n_bits != int(enc.get("latent_bits", -1)):
+            raise BundleError(f"{bundle}: head {name} takes {rt.n_bits} bits, the encoder gives "
+                              f"{enc.get('latent_bits')}")
+        classes = np.asarray(entry.get("classes") or range(rt.n_classes), dtype=np.int64)
+        if len(classes) != rt.n_classes:
+            raise BundleError(f"{bundle}: head {name} lists {len(classes)} classes for a "
+                              f"{rt.n_classes}-class BNN")
+        loaded[name] = Head(name, rt, classes)
+    session = make_session(onnx_path, threads)
+    return Pipeline(session, loaded, m, bundle, int(threads), int8)

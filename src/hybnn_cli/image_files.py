@@ -1,0 +1,170 @@
+"""Image files to classify: IDX (optionally gzipped), PNG and NPY, read in batches.
+
+`open_images` checks every file up front (readable, 28×28, one channel, uint8 or float in
+[0, 1]) from its header, without reading the pixels; `ImageSource.batches` then yields uint8
+(b, 28, 28) arrays, so a 60,000-image file is classified with memory flat in N: a raw IDX or NPY
+file is memory-mapped, a gzipped IDX is decompressed as a stream, a PNG is one image. Torch-free.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hybnn_cli.errors import HybnnError
+
+SIZE = (28, 28)
+_PNG_MODES = ("L", "1")  # 8-bit grayscale, and 1-bit black and white
+
+
+@dataclass
+class ImageSource:
+    path: Path
+    kind: str  # idx, idx.gz, npy, png
+    n: int
+    offset: int = 0  # IDX: bytes of header
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        if self.kind == "png":
+            yield _read_png(self.path)
+        elif self.kind == "idx":
+            data = np.memmap(self.path, np.uint8, "r", offset=self.offset,
+                             shape=(self.n, *SIZE)) if self.n else np.zeros((0, *SIZE), np.uint8)
+            for s in range(0, self.n, batch_size):
+                yield np.array(data[s:s + batch_size])
+        elif self.kind == "idx.gz":
+            with gzip.open(self.path, "rb") as f:
+                f.read(self.offset)
+                for s in range(0, self.n, batch_size):
+                    b = min(batch_size, self.n - s)
+                    raw = f.read(b * SIZE[0] * SIZE[1])
+                    if len(raw) != b * SIZE[0] * SIZE[1]:
+                        raise HybnnError(f"{self.path}: truncated after {s} images")
+                    yield np.frombuffer(raw, np.uint8).reshape(b, *SIZE)
+        else:
+            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            arr = arr.reshape(self.n, *SIZE)
+            for s in range(0, self.n, batch_size):
+                yield _npy_to_uint8(self.path, np.asarray(arr[s:s + batch_size]))
+
+
+def _read_png(p: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(p) as img:
+            img.load()
+            return np.asarray(img.convert("L"))[None]
+    except (UnidentifiedImageError, OSError) as e:
+        raise HybnnError(f"{p}: not a readable PNG ({e})") from None
+
+
+def _npy_to_uint8(p: Path, arr: np.ndarray) -> np.ndarray:
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise HybnnError(f"{p}: float images must lie in [0, 1]")
+        return np.round(arr * 255).astype(np.uint8)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _check_shape(p: Path, shape: tuple, what: str) -> int:
+    """Number of images in an array of `shape`: (28, 28), (N, 28, 28) or (N, 1, 28, 28)."""
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) == 4 and shape[-1] in (1, 2, 3, 4) and shape[1:3] == SIZE:
+        if shape[-1] != 1:
+            raise HybnnError(f"{p}: {what} has {shape[-1]} channels; expected 1 (grayscale)")
+        shape = (shape[0], *shape[1:3])
+    elif len(shape) == 4 and shape[2:] == SIZE:
+        if shape[1] != 1:
+            raise HybnnError(f"{p}: {what} has {shape[1]} channels; expected 1 (grayscale)")
+        shape = (shape[0], *shape[2:])
+    if len(shape) != 3 or shape[1:] != SIZE:
+        raise HybnnError(f"{p}: expected 28×28 images, got shape {shape}")
+    return int(shape[0])
+
+
+def _open_one(p: Path) -> ImageSource:
+    if not p.is_file():
+        raise HybnnError(f"{p}: no such image file")
+    name = p.name.lower()
+    if name.endswith(".png"):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(p) as img:
+                size, mode, bands = img.size, img.mode, len(img.getbands())
+        except (UnidentifiedImageError, OSError) as e:
+            raise HybnnError(f"{p}: not a readable PNG ({e})") from None
+        if mode not in _PNG_MODES:
+            raise HybnnError(f"{p}: a {mode} image ({bands} channel{'s' * (bands > 1)}); "
+                             f"expected one 8-bit grayscale channel (mode L)")
+        if size != SIZE:
+            raise HybnnError(f"{p}: expected 28×28 images, got {size[0]}×{size[1]}")
+        return ImageSource(p, "png", 1)
+    if name.endswith(".npy"):
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise HybnnError(f"{p}: not a readable NPY file ({e})") from None
+        if not (arr.dtype == np.uint8 or np.issubdtype(arr.dtype, np.floating)):
+            raise HybnnError(f"{p}: images must be uint8 or float in [0, 1], got {arr.dtype}")
+        return ImageSource(p, "npy", _check_shape(p, arr.shape, "the array"))
+    return _open_idx(p)
+
+
+def _open_idx(p: Path) -> ImageSource:
+    try:
+        with open(p, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        opener = gzip.open if gz else open
+        with opener(p, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise HybnnError(f"{p}: wrong magic number {head.hex() or '(empty file)'}, "
+                                 f"not an unsigned-byte IDX file")
+            dims = head[3]
+            raw = f.read(4 * dims)
+            if len(raw) < 4 * dims:
+                raise HybnnError(f"{p}: truncated header")
+            shape = tuple(int.from_bytes(raw[4 * i:4 * i + 4], "big") for i in range(dims))
+            n = _check_shape(p, shape, "the IDX array")
+            if not gz:
+                size = p.stat().st_size - 4 - 4 * dims
+                if size != n * SIZE[0] * SIZE[1]:
+                    what = "truncated" if size < n * SIZE[0] * SIZE[1] else "has trailing bytes"
+                    raise HybnnError(f"{p}: {what}: header says {shape}, file has {size} bytes "
+                                     f"of data")
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise HybnnError(f"{p}: cannot read ({e})") from None
+    return ImageSource(p, "idx.gz" if gz else "idx", n, 4 + 4 * dims)
+
+
+def open_images(paths: list[Path]) -> list[ImageSource]:
+    """Check every file's header; refuse an input with no images."""
+    sources = [_open_one(Path(p)) for p in paths]
+    if sum(s.n for s in sources) == 0:
+        raise HybnnError("no images given" if not paths else
+                         f"no images in {', '.join(str(p) for p in paths)}")
+    return sources
+
+
+def iter_batches(sources: list[ImageSource], batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 (b, 28, 28) batches of at most batch_size images over all sources, in order."""
+    buf, have = [], 0
+    for src in sources:
+        for arr in src.batches(batch_size):
+            while len(arr):
+                take = arr[:batch_size - have]
+                arr = arr[len(take):]
+                buf.append(take)
+                have += len(take)
+                if have == batch_size:
+                    yield np.concatenate(buf) if len(buf) > 1 else buf[0]
+                    buf, have = [], 0
+    if have:
+        yield np.concatenate(buf) if len(buf) > 1 else buf[0]

@@ -1,0 +1,307 @@
+"""Deploy bundles: `hybnn export --vae` writes one, `hybnn predict --model BUNDLE` classifies
+images with it through ONNX Runtime and the XNOR kernels, without importing torch; bad bundles
+and bad images give one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from hybnn_cli.cli import app
+
+runner = CliRunner()
+
+
+def _train_bnn(tiny, out: Path, task: str, seed: int = 0) -> Path:
+    from hybnn_cli import stages
+    from hybnn_cli.tasks import parse_task
+    from hybnn_cli.train_bnn import BNNConfig
+
+    cfg = BNNConfig(task=parse_task(task).name, epochs=2, batch_size=32, threads=1, seed=seed)
+    path = out / f"bnn-{task}.pt"
+    stages.train_task_bnn(tiny["codes"], parse_task(task), cfg, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_pipeline, tmp_path_factory):
+    """Task 3 and the 10-class BNN of the tiny pipeline in one bundle, int8 encoder included."""
+    out = tmp_path_factory.mktemp("bundle")
+    bnns = [_train_bnn(tiny_pipeline, out, "3"), _train_bnn(tiny_pipeline, out, "all")]
+    r = runner.invoke(app, ["export", *map(str, bnns), "--vae", str(tiny_pipeline["vae"]),
+                            "--out", str(out / "bundle"), "--int8", "--calibration", "200",
+                            "--data-dir", str(tiny_pipeline["root"]), "--json"])
+    assert r.exit_code == 0, r.output
+    from hybnn_cli.data import load_split
+
+    images, labels = load_split("fake", "test", tiny_pipeline["root"])
+    np.save(out / "test.npy", images)
+    return {**tiny_pipeline, "bundle": out / "bundle", "bnns": bnns, "out": out,
+            "manifest": json.loads(r.stdout), "images": images, "labels": labels}
+
+
+def _predict(*args) -> dict:
+    r = runner.invoke(app, ["predict", *map(str, args), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_manifest_records_files_hashes_and_provenance(bundle):
+    from hybnn_kernels.pipeline import file_sha256
+
+    from hybnn_cli import __version__
+    from hybnn_cli.checkpoint import load_vae
+
+    m = json.loads((bundle["bundle"] / "bundle.json").read_text())
+    assert m == {k: v for k, v in bundle["manifest"].items() if k != "out"}
+    _, vck = load_vae(bundle["vae"])
+    enc = m["encoder"]
+    assert enc["weights_sha256"] == vck["encoder_sha256"] and m["hybnn_version"] == __version__
+    assert enc["sha256"] == file_sha256(bundle["bundle"] / "encoder.onnx")
+    assert enc["checkpoint"]["sha256"] == file_sha256(bundle["vae"])
+    assert enc["opset"] >= 17 and enc["input"]["scale"] == 255.0
+    assert sorted(m["heads"]) == ["all", "task3"]
+    assert m["heads"]["task3"]["classes"] == [4, 5] and m["heads"]["all"]["classes"] == list(
+        range(10))
+    for h, p in zip(("task3", "all"), bundle["bnns"], strict=True):
+        assert m["heads"][h]["checkpoint"]["sha256"] == file_sha256(p)
+        assert m["heads"][h]["sha256"] == file_sha256(bundle["bundle"] / m["heads"][h]["file"])
+    assert m["encoder_int8"]["quantization"]["images"] == 200
+    assert not [p for p in bundle["out"].iterdir() if p.name.startswith(".bundle")]
+
+
+def test_onnx_graph_has_batch_norm_folded_and_a_dynamic_batch(bundle):
+    import onnx
+
+    model = onnx.load(str(bundle["bundle"] / "encoder.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops == ["Conv", "LeakyRelu"] * 3 + ["Flatten", "Gemm"]
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param == "batch" and not dim.HasField("dim_value")
+
+
+def test_bundle_codes_and_labels_match_the_torch_pipeline(bundle):
+    """Codes from ONNX Runtime equal the torch encoder's except where a torch logit lies within
+    float rounding of 0; labels then equal the torch BNN's on the torch codes."""
+    import torch
+    from hybnn_kernels import load_bundle, pack_signs, unpack_bits
+
+    from hybnn_cli.bundle_export import torch_logits
+    from hybnn_cli.checkpoint import load_bnn, load_vae
+    from hybnn_cli.export import torch_predict
+
+    vae, _ = load_vae(bundle["vae"])
+    want_logits = torch_logits(vae.encoder, bundle["images"])
+    pipe = load_bundle(bundle["bundle"], threads=1)
+    codes = pipe.encode(bundle["images"])
+    differ = unpack_bits(codes ^ pack_signs(want_logits), 200).astype(bool)
+    assert np.all(np.abs(want_logits[differ]) < 1e-4)
+    for name, bnn in zip(("task3", "all"), bundle["bnns"], strict=True):
+        model, _ = load_bnn(bnn)
+        _, want = torch_predict(model, pack_signs(want_logits))
+        got = pipe.classify(bundle["images"], [name])[name]
+        classes = np.asarray(pipe.heads[name].classes)
+        assert np.array_equal(got, classes[want])
+    assert torch.get_num_threads() >= 1
+
+
+def test_predict_bundle_on_idx_png_npy_streams_in_batches(bundle, tmp_path):
+    from tests.conftest import idx_bytes
+
+    x = bundle["images"]
+    idx = tmp_path / "images-idx3-ubyte"
+    idx.write_bytes(idx_bytes(x[:50]))
+    png = tmp_path / "d.png"
+    Image.fromarray(x[50]).save(png)
+    npy = tmp_path / "d.npy"
+    np.save(npy, x[51:60, None].astype(np.float32) / 255)  # (N, 1, 28, 28) floats in [0, 1]
+    one = _predict("--model", bundle["bundle"], idx, png, npy, "--batch-size", 4096)
+    small = _predict("--model", bundle["bundle"], idx, png, npy, "--batch-size", 7,
+                     "--head", "all")
+    ref = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy")
+    assert one["n"] == small["n"] == 60
+    assert list(small["heads"]) == ["all"] and sorted(one["heads"]) == ["all", "task3"]
+    assert small["heads"]["all"]["labels"] == one["heads"]["all"]["labels"]
+    assert one["heads"]["all"]["labels"] == ref["heads"]["all"]["labels"][:60]
+    assert one["time_split_seconds"]["images"] == 60
+
+
+def test_predict_bundle_reports_accuracy_with_labels_and_int8(bundle, tmp_path):
+    from tests.conftest import idx_bytes
+
+    lab = tmp_path / "labels-idx1-ubyte"
+    lab.write_bytes(idx_bytes(bundle["labels"]))
+    res = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab)
+    q = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab,
+                 "--int8")
+    y = bundle["labels"].astype(np.int64)
+    for r in (res, q):
+        pred = np.asarray(r["heads"]["all"]["labels"])
+        assert r["heads"]["all"]["accuracy"] == pytest.approx(np.mean(pred == y))
+        task = np.isin(y, [4, 5])
+        pred3 = np.asarray(r["heads"]["task3"]["labels"])
+        assert r["heads"]["task3"]["n_task"] == task.sum()
+        assert r["heads"]["task3"]["accuracy"] == pytest.approx(np.mean(pred3[task] == y[task]))
+    assert q["encoder"] == "int8" and res["encoder"] == "float"
+    plain = runner.invoke(app, ["predict", "--model", str(bundle["bundle"]),
+                                str(bundle["out"] / "test.npy"), "--labels", str(lab)])
+    assert plain.exit_code == 0
+    assert plain.stdout.splitlines()[2] == "#\ttask3\tall"
+    assert len(plain.stdout.splitlines()) == 3 + len(y)
+
+
+BLOCK_TORCH = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'flwr', 'matplotlib', 'onnx'):
+            raise ImportError(f'{name} is blocked in this test')
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_predict_from_a_bundle_never_imports_torch(bundle, tmp_path):
+    """A fresh process where importing torch (or flwr, matplotlib, onnx) fails classifies the
+    images exactly as the in-process run does."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True,
+                           text=True)
+    assert check.returncode == 1 and "blocked in this test" in check.stderr
+    r = subprocess.run([sys.executable, "-m", "hybnn_cli", "predict", "--model",
+                        str(bundle["bundle"]), str(bundle["out"] / "test.npy"), "--threads", "1",
+                        "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    want = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy")
+    assert res["heads"]["all"]["labels"] == want["heads"]["all"]["labels"]
+
+
+def _copy_bundle(bundle, tmp_path) -> Path:
+    import shutil
+
+    dst = tmp_path / "b"
+    shutil.copytree(bundle["bundle"], dst)
+    return dst
+
+
+def _one_line_error(args, msg):
+    r = runner.invoke(app, list(map(str, args)))
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0], r.stderr
+    return lines[0]
+
+
+def test_tampered_or_truncated_onnx_is_refused_before_loading(bundle, tmp_path):
+    b = _copy_bundle(bundle, tmp_path)
+    onnx_file = b / "encoder.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:1000])
+    _one_line_error(["predict", "--model", b, bundle["out"] / "test.npy"],
+                    "does not match the manifest's")
+    b2 = _copy_bundle(bundle, tmp_path / "2")
+    raw = bytearray((b2 / "heads" / "task3.h5").read_bytes())
+    raw[-10] ^= 0xFF
+    (b2 / "heads" / "task3.h5").write_bytes(bytes(raw))
+    _one_line_error(["predict", "--model", b2, bundle["out"] / "test.npy"], "task3.h5: SHA-256")
+
+
+def test_head_from_another_encoder_is_refused(bundle, tmp_path):
+    b = _copy_bundle(bundle, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["encoder"]["weights_sha256"] = "0" * 64
+    (b / "bundle.json").write_text(json.dumps(m))
+    _one_line_error(["predict", "--model", b, bundle["out"] / "test.npy"],
+                    "head task3 was trained on codes of encoder")
+
+
+def test_export_refuses_heads_of_another_encoder_and_keeps_no_half_bundle(bundle, tmp_path):
+    import torch
+
+    ck = torch.load(bundle["bnns"][0], weights_only=True)
+    ck["encoder_sha256"] = "f" * 64
+    other = tmp_path / "other.pt"
+    torch.save(ck, other)
+    _one_line_error(["export", other, "--vae", bundle["vae"], "--out", tmp_path / "b",
+                     "--data-dir", bundle["root"]], "a bundle's heads share its encoder")
+    _one_line_error(["export", bundle["bnns"][0], bundle["bnns"][0], "--vae", bundle["vae"],
+                     "--out", tmp_path / "b", "--data-dir", bundle["root"]],
+                    "two checkpoints for task task3")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("x")
+    _one_line_error(["export", bundle["bnns"][0], "--vae", bundle["vae"], "--out",
+                     tmp_path / "taken", "--data-dir", bundle["root"]], "is not a folder this")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.pt", "taken"]
+
+
+@pytest.mark.parametrize("make, msg", [
+    (lambda p: np.save(p / "x.npy", np.zeros((3, 30, 28), np.uint8)), "expected 28×28 images"),
+    (lambda p: np.save(p / "x.npy", np.zeros((3, 28, 28, 3), np.uint8)), "has 3 channels"),
+    (lambda p: np.save(p / "x.npy", np.zeros((0, 28, 28), np.uint8)), "no images in"),
+    (lambda p: Image.new("RGB", (28, 28)).save(p / "x.png"), "a RGB image (3 channels)"),
+    (lambda p: Image.new("L", (32, 28)).save(p / "x.png"), "expected 28×28 images, got 32×28"),
+    (lambda p: (p / "x.idx").write_bytes(b""), "(empty file)"),
+])
+def test_bad_images_give_one_line_errors(bundle, tmp_path, make, msg):
+    make(tmp_path)
+    (f,) = [p for p in tmp_path.iterdir() if p.name.startswith("x.")]
+    _one_line_error(["predict", "--model", bundle["bundle"], f], msg)
+
+
+def test_bad_invocations_with_a_bundle(bundle, tmp_path):
+    npy = bundle["out"] / "test.npy"
+    _one_line_error(["predict", "--model", bundle["bundle"]], "no images given")
+    _one_line_error(["predict", "--model", bundle["bundle"], npy, "--head", "task9"],
+                    "no head 'task9'")
+    _one_line_error(["predict", "--model", bundle["bundle"], npy, "--codes", bundle["codes"]],
+                    "a bundle holds its encoder")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(["predict", "--model", tmp_path / "empty", npy], "not a deploy bundle")
+    _one_line_error(["export", bundle["bnns"][0], "--out", tmp_path / "x.h5", "--int8"],
+                    "give --vae")
+
+
+def test_a_training_command_without_torch_says_how_to_install_it(bundle, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH.replace(
+        "raise ImportError(f'{name} is blocked in this test')",
+        "raise ModuleNotFoundError(f'No module named {name!r}', name=name)"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "hybnn_cli", "export", str(bundle["bnns"][0]),
+                        "--out", str(tmp_path / "x.h5")], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "Error: this command needs torch, which the runtime-only install leaves out: pip "
+        "install 'hybnn[train]' torch==2.13.0"]
+
+
+def test_image_batches_never_exceed_the_batch_size_and_keep_the_order(tmp_path):
+    """IDX (raw and gzipped), NPY and PNG sources are read in order, in batches of at most
+    batch_size images that run across file boundaries."""
+    import gzip
+
+    from hybnn_cli.image_files import iter_batches, open_images
+    from tests.conftest import idx_bytes
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8)
+    (tmp_path / "a-idx3-ubyte").write_bytes(idx_bytes(x[:9]))
+    (tmp_path / "b-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(x[9:17])))
+    np.save(tmp_path / "c.npy", x[17:22])
+    Image.fromarray(x[22]).save(tmp_path / "d.png")
+    sources = open_images([tmp_path / n for n in ("a-idx3-ubyte", "b-idx3-ubyte.gz", "c.npy",
+                                                  "d.png")])
+    assert [s.n for s in sources] == [9, 8, 5, 1]
+    for b in (1, 4, 7, 100):
+        batches = list(iter_batches(sources, b))
+        assert all(len(y) <= b for y in batches) and len(batches) == -(-23 // b)
+        assert np.array_equal(np.concatenate(batches), x)
