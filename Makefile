@@ -45,6 +45,8 @@ results: setup
 	$(BIN)/hybnn extract --vae runs/vae-fashion.pt --dataset mnist --out runs/codes-fashion-on-mnist.h5
 	$(BIN)/python benchmarks/continual.py --codes mnist=$(STUDY)/codes-mnist-1d59759d9ea3f475.h5 --codes fashion=runs/codes-fashion-on-mnist.h5
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
+	$(BIN)/python benchmarks/server_scale.py scaling
+	$(BIN)/python benchmarks/server_scale.py union
 	$(BIN)/hybnn report --docs
 
 test: setup

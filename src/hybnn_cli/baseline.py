@@ -47,6 +47,7 @@ class BaselineConfig:
     threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N images of each split (quick runs)
     val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
+    device: str = "cpu"  # the device that trained it (`device.resolve_device`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,4 +113,6 @@ def distinct_inputs(x: torch.Tensor, mode: str) -> int:
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """Predicted class indices (eval mode)."""
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1).cpu()
+                      for i in range(0, len(x), batch_size)])

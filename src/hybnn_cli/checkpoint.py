@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from hybnn_cli.bnn import BNNShape, TaskBNN
+from hybnn_cli.device import to_cpu
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance, state_sha256
 from hybnn_cli.vae import BinaryVAE
@@ -34,7 +35,7 @@ def save_checkpoint(path, fmt: str, model: torch.nn.Module, config: dict, seed: 
     payload = provenance(fmt, FORMAT_VERSION, config, seed)
     payload["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in
                              model.state_dict().items()}
-    payload.update(extra)
+    payload.update(to_cpu(extra))  # optimizer state too: a GPU run writes the CPU run's format
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

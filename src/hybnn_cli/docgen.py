@@ -618,3 +618,81 @@ def continual_tuning(results_dir: Path) -> str:
             f"{r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
             + table(["strategy", "candidate", "options", "validation (%)", ""], rows)
             + "\n\n" + source(CONTINUAL, r))
+
+
+# ── pretraining at server scale ───────────────────────────────────────────────────────────────
+SCALING = "ddp-scaling.json"
+
+
+BANDWIDTHS_GBIT = (1, 10)
+MACHINES = (1, 2, 4, 8, 16)
+
+
+def scaling_model(r: dict) -> tuple[float, str, list[list]]:
+    """Epoch time on N machines: steps · (compute per step / N + ring all-reduce of the gradient
+    at a bandwidth), with the compute per step of the fastest one-process run measured."""
+    ones = [x for x in r["runs"] if x["processes"] == 1]
+    best = min(ones, key=lambda x: min(x["epoch_seconds"]))
+    compute = min(best["epoch_seconds"]) / r["steps_per_epoch"]
+    rows = []
+    for n in MACHINES:
+        cells = []
+        for gbit in BANDWIDTHS_GBIT:
+            comm = 2 * (n - 1) / n * r["gradient_bytes_per_step"] / (gbit * 1e9 / 8)
+            epoch = r["steps_per_epoch"] * (compute / n + comm)
+            cells.append(f"{epoch:.1f} s ({r['steps_per_epoch'] * compute / epoch:.1f}×)")
+        rows.append([n, *cells])
+    return compute, best["label"], rows
+
+
+@renderer("ddp-scaling")
+def ddp_scaling(results_dir: Path) -> str:
+    r = _load(results_dir, SCALING, "hybnn-ddp-scaling")
+    rows = [[x["label"], " / ".join(f"{s:.1f}" for s in x["epoch_seconds"]),
+             f"{x['train_loss'][-1]:.2f}", f"{x['test_recon']:.2f}",
+             f"{x['load_average'][0]:.1f} → {x['load_average'][1]:.1f}"] for x in r["runs"]]
+    ar = r["allreduce_loopback_2proc_seconds"]
+    compute, base, model_rows = scaling_model(r)
+    return (f"VAE pretraining on full MNIST ({r['epochs']} epoch(s), global batch "
+            f"{r['batch_size']}, seed 0) on this machine: {r['machine']['cores']} cores shared "
+            f"with other users' jobs. The load average at the start and end of each run is "
+            f"listed: where it exceeds the cores, the times measure the contention more than the "
+            f"code (a process with more threads than it gets cores waits for them), and they "
+            f"say nothing of a dedicated server. On an idle machine of two cores, two 1-thread "
+            f"processes do the arithmetic of one 2-thread process plus an all-reduce per step, "
+            f"so little gain is to be expected from them; the model below, built on these "
+            f"inflated step times, makes the all-reduce look cheaper than on an idle machine."
+            f"\n\n"
+            + table(["run", "seconds per epoch", "final training loss", "test recon (nats)",
+                     "load average"], rows)
+            + f"\n\nEach step all-reduces the encoder + decoder gradient: {r['parameters']:,} "
+              f"float32 values, {r['gradient_bytes_per_step'] / 1e6:.2f} MB, "
+              f"{r['steps_per_epoch']} times an epoch; between 2 gloo processes on loopback that "
+              f"took {1e3 * ar['median']:.2f} ms (median of {ar['reps']}).\n\n"
+              f"A model, not a measurement, for N machines: epoch(N) = steps · (compute per step "
+              f"/ N + 2 (N − 1) / N · gradient bytes / bandwidth), with the compute of "
+              f"{1e3 * compute:.0f} ms per step of the fastest one-process run above ({base}); "
+              f"it ignores latency, the overlap DDP makes between backward and all-reduce, and "
+              f"the lower efficiency of smaller per-process batches.\n\n"
+            + table(["machines", *(f"epoch at {g} Gbit/s (speed-up)" for g in BANDWIDTHS_GBIT)],
+                    model_rows)
+            + "\n\n" + source(SCALING, r))
+
+
+UNION = "union-encoder.json"
+
+
+@renderer("union-encoder")
+def union_encoder(results_dir: Path) -> str:
+    r = _load(results_dir, UNION, "hybnn-union-encoder")
+    encs = r["encoders"]
+    tasks = list(encs[0]["tasks"])
+    rows = [[t, *(f"{pct(e['tasks'][t]['val_acc'])} / {pct(e['tasks'][t]['test_acc'])}"
+                  for e in encs)] for t in tasks]
+    head = [f"encoder pretrained on {e['pretrain_dataset']} ({e['n_pretrain_images']:,} "
+            f"images): val / test %" for e in encs]
+    return (f"Task BNNs on MNIST codes from two encoders, each pretrained for "
+            f"{r['vae_epochs']} epoch(s) over its own set (so the union's encoder took twice the "
+            f"steps), seed {r['seed']}, BNNs {r['bnn_epochs']} epochs; one seed, so differences "
+            f"of a few tenths are within noise.\n\n"
+            + table(["task", *head], rows) + "\n\n" + source(UNION, r))

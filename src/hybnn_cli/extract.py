@@ -14,10 +14,12 @@ from hybnn_cli.vae import Encoder
 
 @torch.no_grad()
 def encode_images(encoder: Encoder, images: np.ndarray) -> np.ndarray:
-    """uint8 images (B, 28, 28) → packed codes (B, words) uint64 (logit >= 0 → bit 1)."""
+    """uint8 images (B, 28, 28) → packed codes (B, words) uint64 (logit >= 0 → bit 1), computed
+    on the encoder's device."""
     encoder.eval()
-    logits = encoder(images_to_tensor(images))
-    return pack_bits((logits >= 0).numpy())
+    device = next(encoder.parameters()).device
+    logits = encoder(images_to_tensor(images).to(device))
+    return pack_bits((logits >= 0).cpu().numpy())
 
 
 def encode_batches(encoder: Encoder, images: np.ndarray,

@@ -15,9 +15,12 @@ from hybnn_cli import checkpoint as ck
 from hybnn_cli.bnn import BNNShape, TaskBNN
 from hybnn_cli.codes import check_encoder, codes_writer, read_codes
 from hybnn_cli.data import load_split
+from hybnn_cli.distributed import SINGLE, Group, barrier
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.extract import encode_batches
 from hybnn_cli.images import save_recon_grid
+from hybnn_cli.pretrain_data import load_pretrain_images
+from hybnn_cli.shards import shard_range
 from hybnn_cli.taskdata import class_counts, load_task_codes, load_task_images, split_parts
 from hybnn_cli.tasks import Task
 from hybnn_cli.train_bnn import BNNConfig, codes_to_tensor, evaluate, train_bnn
@@ -29,14 +32,17 @@ EpochFn = Callable[[int, dict], None]
 
 
 def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None = None,
-                 on_step: StepFn | None = None, on_epoch: EpochFn | None = None) -> dict:
-    """Train (or resume) the VAE; save a checkpoint after every epoch and a PNG grid at the end."""
-    train_x, _ = load_split(cfg.dataset, "train", data_dir)
-    test_x, _ = load_split(cfg.dataset, "test", data_dir)
+                 on_step: StepFn | None = None, on_epoch: EpochFn | None = None,
+                 group: Group = SINGLE) -> dict:
+    """Train (or resume) the VAE on cfg.device; save a checkpoint after every epoch and a PNG
+    grid at the end. Under torchrun (`group`) every process trains, rank 0 alone writes and
+    reports (see `distributed`)."""
+    train_x = load_pretrain_images(cfg.dataset, "train", data_dir)
+    test_x = load_pretrain_images(cfg.dataset, "test", data_dir)
     if cfg.train_limit:
         train_x = train_x[:cfg.train_limit]
     torch.manual_seed(cfg.seed)
-    model = BinaryVAE(cfg.latent_bits)
+    model = BinaryVAE(cfg.latent_bits).to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     if resume is not None:
@@ -52,6 +58,8 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
 
     def save(epoch: int, metrics: dict) -> None:
         history.append(metrics)
+        if not group.is_main:
+            return
         ck.save_checkpoint(out, ck.VAE_FORMAT, model, cfg.to_dict(), cfg.seed,
                            encoder_sha256=ck.encoder_sha256(model),
                            optimizer=optimizer.state_dict(),
@@ -60,27 +68,38 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
             on_epoch(epoch, metrics)
 
     train_vae(model, cfg, train_x, test_x, optimizer, start_epoch=len(history),
-              on_step=on_step, on_epoch=save)
-    model.eval()
-    with torch.no_grad():
-        x = images_to_tensor(test_x[:32])
-        recon, _ = model(x)
-    save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(), torch.sigmoid(recon)[:, 0].numpy())
+              on_step=on_step if group.is_main else None, on_epoch=save, group=group)
+    if group.is_main:
+        model.eval()
+        with torch.no_grad():
+            x = images_to_tensor(test_x[:32])
+            recon, _ = model(x.to(cfg.device))
+        save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(),
+                        torch.sigmoid(recon)[:, 0].cpu().numpy())
+    barrier(group)  # every process returns once rank 0's files are written
     return {"history": history, **history[-1]}
 
 
 def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
                   batch_size: int = 1000, limit: int | None = None,
-                  on_batch: Callable[[int], None] | None = None) -> dict:
-    """Encode the train and test splits of `dataset` into a codes file; returns a summary."""
+                  on_batch: Callable[[int], None] | None = None, device: str = "cpu",
+                  shard: tuple[int, int] | None = None) -> dict:
+    """Encode the train and test splits of `dataset` into a codes file on `device`; returns a
+    summary. `shard` (k, n): only the k-th of n slices of each split (see `shards`)."""
     model, vae_ckpt = ck.load_vae(vae_path)
-    splits = {}
+    model.to(device)
+    splits, ranges = {}, {}
     for split in ("train", "test"):
         images, labels = load_split(dataset, split, data_dir)
-        splits[split] = (images[:limit], labels[:limit]) if limit else (images, labels)
+        images, labels = (images[:limit], labels[:limit]) if limit else (images, labels)
+        start, stop = shard_range(len(images), *shard) if shard else (0, len(images))
+        splits[split] = (images[start:stop], labels[start:stop])
+        ranges[split] = [start, stop, len(images)]
     n_bits = model.encoder.latent_bits
     config = {"vae": str(vae_path), "dataset": dataset, "batch_size": batch_size, "limit": limit,
               "vae_config": vae_ckpt["config"]}
+    if shard:
+        config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
     with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
                       config, int(vae_ckpt["seed"])) as write:
@@ -103,7 +122,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     sha = data["attrs"]["encoder_sha256"]
     shape = BNNShape(n_bits=data["n_bits"], hidden=cfg.hidden, n_classes=task.n_classes)
     torch.manual_seed(cfg.seed)
-    model = TaskBNN(shape)
+    model = TaskBNN(shape).to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     if resume is not None:
@@ -131,6 +150,7 @@ def _resumed_optimizer(model: torch.nn.Module, cfg, old_ckpt: dict):
     """A fresh Adam on the resumed model with the checkpoint's optimizer state, and the history."""
     if "optimizer" not in old_ckpt:
         raise HybnnError("cannot resume: the checkpoint holds no optimizer state")
+    model.to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     optimizer.load_state_dict(old_ckpt["optimizer"])
     return optimizer, list(old_ckpt["metrics"]["history"])
@@ -200,7 +220,7 @@ def train_baseline(task: Task, cfg, out: Path | None, data_dir=None, resume: Pat
 
     data = load_task_images(cfg.dataset, task, data_dir, cfg.train_limit, cfg.val_fraction)
     torch.manual_seed(cfg.seed)
-    model = BinaryCNN(task.n_classes, cfg.binarize)
+    model = BinaryCNN(task.n_classes, cfg.binarize).to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     if resume is not None:

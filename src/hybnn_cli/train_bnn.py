@@ -32,6 +32,7 @@ class BNNConfig:
     seed: int = 0
     threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     val_fraction: float = 0.1  # share of the training split held out for validation (`splits`)
+    device: str = "cpu"  # the device that trained it (`device.resolve_device`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,8 +51,10 @@ def lr_at(cfg: BNNConfig, epoch: int) -> float:
 
 def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                 y: torch.Tensor, batch_size: int, generator: torch.Generator) -> dict:
-    """One pass over (x, y) in a random order; returns mean loss and accuracy (training mode)."""
+    """One pass over (x, y) in a random order; returns mean loss and accuracy (training mode).
+    Batches move to the model's device."""
     model.train()
+    dev = next(model.parameters()).device
     n = len(x)
     perm = torch.randperm(n, generator=generator)
     loss_sum = 0.0
@@ -60,7 +63,7 @@ def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tenso
         idx = perm[i:i + batch_size]
         if len(idx) < 2:  # BatchNorm needs two samples in training mode
             continue
-        xb, yb = x[idx], y[idx]
+        xb, yb = x[idx].to(dev), y[idx].to(dev)
         scores = model(xb)
         loss = F.cross_entropy(scores, yb)
         optimizer.zero_grad(set_to_none=True)
@@ -76,11 +79,12 @@ def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tenso
 def evaluate(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192) -> dict:
     """Loss and accuracy in eval mode (running BatchNorm statistics)."""
     model.eval()
+    dev = next(model.parameters()).device
     loss_sum = 0.0
     correct = 0
     for i in range(0, len(x), batch_size):
-        scores = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+        scores = model(x[i:i + batch_size].to(dev))
+        yb = y[i:i + batch_size].to(dev)
         loss_sum += F.cross_entropy(scores, yb, reduction="sum").item()
         correct += (scores.argmax(1) == yb).sum().item()
     return {"loss": loss_sum / max(len(x), 1), "acc": correct / max(len(x), 1)}
