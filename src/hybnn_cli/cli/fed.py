@@ -1,0 +1,131 @@
+"""Federated training of the task BNN on Flower."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hybnn_cli import latest
+from hybnn_cli.cli.common import (
+    JsonOut,
+    Seed,
+    app,
+    check_out,
+    handle_errors,
+    print_json,
+)
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.progress import make_progress
+from hybnn_cli.tasks import parse_task
+from hybnn_cli.threads import HELP as THREADS_HELP
+from hybnn_cli.threads import resolve as resolve_threads
+
+
+@app.command("fed")
+@handle_errors
+def fed_cmd(
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"] + " The clients "
+                               "split its train set; the server tests on its test set."),
+    task: str = typer.Option("3", "--task", help="1..5 (digit pairs 0/1 … 8/9) or all."),
+    clients: int = typer.Option(3, "--clients", min=1, help="Number of clients (partitions; "
+                                "up to the train set's size: a client may hold one sample)."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Share of the clients sampled each "
+                                   "round (seeded by --seed and the round), in (0, 1]."),
+    rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
+    local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate, as train-bnn's (cosine "
+                             "over all rounds × local epochs)."),
+    hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons."),
+    partition: str = typer.Option("iid", "--partition", help="iid or dirichlet (label skew)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration (smaller = more "
+                                "skew)."),
+    uplink: str = typer.Option("float", "--uplink", help="float (latent weights) or bits (packed "
+                               "sign bits; batch-norm stays float)."),
+    min_valid: int = typer.Option(1, "--min-valid", min=1, help="Fewer valid updates in a round "
+                                  "keep the previous global model."),
+    round_timeout: float = typer.Option(600.0, "--round-timeout", min=1.0, help="Seconds the "
+                                        "server waits for a round's replies (a client that "
+                                        "vanished is left out after it)."),
+    seed: int = Seed,
+    out: Path = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
+                             "runs/fed-<task>.pt)."),
+    secagg: bool = typer.Option(False, "--secagg", help="Flower's SecAgg+ secure aggregation: "
+                                "the server learns only the sum of the clients' updates "
+                                "(in-process and simulation engines)."),
+    engine: str = typer.Option("inprocess", "--engine", help="inprocess (one process, no "
+                               "SuperLink), simulation (Flower's Simulation Engine on Ray, as "
+                               "`flwr run .`) or deployment (a SuperLink and one SuperNode per "
+                               "client on loopback, with TLS and SuperNode authentication)."),
+    deployment: bool = typer.Option(False, "--deployment", help="Alias of --engine deployment."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="With the simulation or deployment "
+                                 "engine: folder for logs and outputs, and the deployment's "
+                                 "certificates and keys (default: a new folder under runs/)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " On the "
+                                "simulation engine, Ray runs one client per thread at a time; "
+                                "on the deployment engine they are shared out among the "
+                                "clients' processes (at least 1 each)."),
+    json_out: bool = JsonOut,
+):
+    """Train the task BNN by federated averaging on Flower and report the global test accuracy
+    after every round.
+
+    Example: hybnn fed --codes runs/codes.h5 --task 3 --clients 3 --rounds 20
+
+    Example: hybnn fed --engine simulation --clients 1000 --fraction 0.1 --rounds 100
+    """
+    import logging
+
+    from hybnn_cli.fed.config import FedConfig
+    from hybnn_cli.fed.run import ENGINES, process_threads, run_federation
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
+    t = parse_task(task)
+    out = out or Path(f"runs/fed-{t.name}.pt")
+    check_out(out)
+    codes = latest.resolve("codes", codes)
+    if not codes.is_file():
+        raise HybnnError(f"{codes}: no such codes file")
+    if deployment and engine not in ("inprocess", "deployment"):
+        raise HybnnError(f"--deployment is --engine deployment; it contradicts --engine {engine}")
+    engine = "deployment" if deployment else engine
+    if engine not in ENGINES:
+        raise HybnnError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
+    if secagg and engine == "deployment":
+        raise HybnnError("--secagg runs on the inprocess and simulation engines")
+    total_threads = resolve_threads(threads)
+    cfg = FedConfig(codes=str(codes), task=task, clients=clients, fraction=fraction,
+                    rounds=rounds,
+                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                    partition=partition, alpha=alpha, uplink=uplink, seed=seed,
+                    min_valid=min_valid, round_timeout=round_timeout, out=str(out),
+                    secagg=secagg, threads=process_threads(total_threads, engine, clients))
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
+
+        def on_round(row: dict) -> None:
+            if row["round"] == 0:
+                return
+            status = (f"test {row['test_acc']:.2%}  valid {row.get('valid_updates', 0)}/"
+                      f"{len(row.get('clients', []))}")
+            progress.update(bar, completed=row["round"], status=status)
+            if not json_out:
+                progress.console.print(
+                    f"round {row['round']:3d}  test {row['test_acc']:.2%}  "
+                    f"up {row.get('bytes_sent', 0) / 1e3:,.1f} kB  "
+                    f"down {row.get('bytes_recv', 0) / 1e3:,.1f} kB  {status.split('  ')[1]}"
+                    + ("  (kept previous model)" if row.get("kept_previous") else ""),
+                    highlight=False)
+
+        result = run_federation(cfg, engine, run_dir, on_round, cpus=total_threads)
+    if json_out:
+        print_json(result)
+    else:
+        b = result["bytes"]
+        typer.echo(f"{t.name} federated ({clients} clients, {partition}, uplink {uplink}): "
+                   f"test accuracy {result['final_test_acc']:.2%} after {rounds} rounds  "
+                   f"→ {out}")
+        typer.echo(f"bytes per round: up {b['uplink_per_round'] / 1e3:,.1f} kB, down "
+                   f"{b['downlink_per_round'] / 1e3:,.1f} kB (all clients); run total "
+                   f"{(b['uplink_total'] + b['downlink_total']) / 1e6:,.2f} MB")
