@@ -19,13 +19,17 @@ FORMAT = "hybnn-federated-benchmark"
 VERSION = 2
 
 
+def _read_versioned(path: Path, fmt: str, version: int, what: str) -> dict:
+    data = read_result(path, fmt)
+    if data.get("format_version") != version:
+        raise HybnnError(f"{path}: {what} version {data.get('format_version')}, this hybnn reads "
+                         f"version {version}")
+    return data
+
+
 def read_federated(path: Path) -> dict:
     """A federated benchmark file, checked for format and version."""
-    data = read_result(path, FORMAT)
-    if data.get("format_version") != VERSION:
-        raise HybnnError(f"{path}: federated benchmark version {data.get('format_version')}, "
-                         f"this hybnn reads version {VERSION}")
-    return data
+    return _read_versioned(path, FORMAT, VERSION, "federated benchmark")
 
 
 def curves_by_variant(data: dict) -> dict[str, list[dict]]:
@@ -55,11 +59,7 @@ sampled clients), "sampled_per_round", "seconds_per_round", "wall_seconds", "mod
 
 def read_scale(path: Path) -> dict:
     """A scale-study file, checked for format and version."""
-    data = read_result(path, SCALE_FORMAT)
-    if data.get("format_version") != SCALE_VERSION:
-        raise HybnnError(f"{path}: scale study version {data.get('format_version')}, "
-                         f"this hybnn reads version {SCALE_VERSION}")
-    return data
+    return _read_versioned(path, SCALE_FORMAT, SCALE_VERSION, "scale study")
 
 
 def rounds_to_within(curve: list[float], reference: float, gap: float) -> int | None:
