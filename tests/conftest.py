@@ -109,3 +109,21 @@ def tiny_pipeline(tmp_path_factory, fake_root) -> dict:
     stages.pretrain_vae(cfg, out / "vae.pt", fake_root)
     stages.extract_codes(out / "vae.pt", out / "codes.h5", "fake", fake_root, batch_size=100)
     return {"root": fake_root, "vae": out / "vae.pt", "codes": out / "codes.h5", "dir": out}
+
+
+# ── federated tests ──────────────────────────────────────────────────────────────────────────
+@pytest.fixture
+def flower_env(monkeypatch, tmp_path_factory):
+    """Flower without telemetry or update checks, with its own FLWR_HOME (federated tests use it
+    through `pytestmark`)."""
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
+
+
+@pytest.fixture(scope="module")
+def codes(tmp_path_factory) -> Path:
+    """A generated codes file the BNN can learn (`tests.fed_codes.make_codes`)."""
+    from tests.fed_codes import make_codes
+
+    return make_codes(tmp_path_factory.mktemp("codes") / "codes.h5")

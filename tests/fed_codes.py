@@ -12,6 +12,7 @@ import numpy as np
 from hybnn_kernels import pack_bits
 
 from hybnn_cli.codes import codes_writer
+from hybnn_cli.fed.config import FedConfig
 
 N_BITS = 200
 FAKE_SHA = "ab" * 32
@@ -32,3 +33,11 @@ def make_codes(path: Path, n_train: int = 6000, n_test: int = 1000, flip: float 
         for split, (codes, labels) in splits.items():
             write(split, 0, codes, labels)
     return path
+
+
+
+def small(codes: Path, **kw) -> FedConfig:
+    """A 3-client, 3-round, 1-local-epoch run of task 3 on `codes`."""
+    base = dict(codes=str(codes), task="3", clients=3, rounds=3, local_epochs=1, batch_size=64,
+                lr=0.03)
+    return FedConfig(**{**base, **kw})

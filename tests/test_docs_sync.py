@@ -61,8 +61,8 @@ def test_a_changed_number_is_caught(tmp_path):
 
 
 def test_the_readme_layout_table_names_every_module():
-    """Every module of the two packages and their subpackages appears in the README's layout table (as `name` or
-    `name.py`), and every module the table names exists."""
+    """Every module of the two packages and their subpackages appears in the README's layout
+    table (as `name` or `name.py`), and every module the table names exists."""
     text = (ROOT / "README.md").read_text()
     layout = text[text.index("## Layout"):text.index("## Development")]
     named = set(re.findall(r"`(?:[\w/]+/)?([a-z0-9_]+)(?:\.py)?/?`", layout))

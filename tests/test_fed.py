@@ -26,27 +26,11 @@ from hybnn_cli.fed.partition import dirichlet_partition, iid_partition
 from hybnn_cli.fed.payload import UpdateSpec, decode_update, encode_update
 from hybnn_cli.fed.strategy import check_arrays
 from hybnn_cli.fed.task import initial_model, model_shape
-from tests.fed_codes import FAKE_SHA, make_codes
+from tests.fed_codes import FAKE_SHA, small
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _flower_env(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
-
-
-@pytest.fixture(scope="module")
-def codes(tmp_path_factory) -> Path:
-    return make_codes(tmp_path_factory.mktemp("codes") / "codes.h5")
-
-
-def small(codes: Path, **kw) -> FedConfig:
-    base = dict(codes=str(codes), task="3", clients=3, rounds=3, local_epochs=1, batch_size=64,
-                lr=0.03)
-    return FedConfig(**{**base, **kw})
+pytestmark = pytest.mark.usefixtures("flower_env")
 
 
 # ── training in-process ──────────────────────────────────────────────────────────────────────

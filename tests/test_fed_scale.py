@@ -4,7 +4,6 @@ of clients (a client may hold one sample), SecAgg+ on and off, the engine switch
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,25 +19,9 @@ from hybnn_cli.fed.inprocess import InProcessGrid, run_inprocess
 from hybnn_cli.fed.partition import dirichlet_partition, iid_partition, partition_indices
 from hybnn_cli.fed.secagg import SecAggFedAvg, secagg_shares, stat_scales
 from hybnn_cli.fed.strategy import sample_nodes
-from tests.fed_codes import make_codes
+from tests.fed_codes import small
 
-
-@pytest.fixture(autouse=True)
-def _flower_env(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "1")
-    monkeypatch.setenv("FLWR_HOME", str(tmp_path_factory.mktemp("flwr-home")))
-
-
-@pytest.fixture(scope="module")
-def codes(tmp_path_factory) -> Path:
-    return make_codes(tmp_path_factory.mktemp("codes") / "codes.h5")
-
-
-def small(codes: Path, **kw) -> FedConfig:
-    base = dict(codes=str(codes), task="3", clients=3, rounds=3, local_epochs=1, batch_size=64,
-                lr=0.03)
-    return FedConfig(**{**base, **kw})
+pytestmark = pytest.mark.usefixtures("flower_env")
 
 
 # ── sampling ─────────────────────────────────────────────────────────────────────────────────

@@ -34,13 +34,13 @@ from hybnn_kernels.tile import (
     MR,
     NV,
     VW,
-    _cpu_features,
     broadcast,
     byte_lane_sums,
+    cpu_features,
     ctpop,
 )
 
-FMA_LANES = 16 if "avx512f" in _cpu_features() else 8
+FMA_LANES = 16 if "avx512f" in cpu_features() else 8
 FMA_CHAINS = 12  # independent accumulators: more than FMA latency × FMA pipes on known CPUs
 A_WORDS = 64  # the broadcast buffer: 512 bytes, always in L1
 

@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 # Variant selection
 
 
-def _cpu_features() -> set[str]:
+def cpu_features() -> set[str]:
     """The features Numba compiles for (NUMBA_CPU_FEATURES if set, else the host's)."""
     forced = numba.config.CPU_FEATURES
     if forced:
@@ -60,12 +60,12 @@ def _pick_variant() -> str:
     name = (numba.config.CPU_NAME or "").lower()
     if name.startswith(("znver4", "znver5", "icelake", "sapphirerapids", "tigerlake")):
         return "qword"
-    return "qword" if "avx512vpopcntdq" in _cpu_features() else "byte"
+    return "qword" if "avx512vpopcntdq" in cpu_features() else "byte"
 
 
 VARIANT = _pick_variant()
 # x86 AVX2 sums the bytes of each u64 lane in one instruction (vpsadbw)
-PSADBW = "avx2" in _cpu_features() and platform.machine().lower() in ("x86_64", "amd64")
+PSADBW = "avx2" in cpu_features() and platform.machine().lower() in ("x86_64", "amd64")
 # Compiled code bakes in the tile constants: an overridden variant must not share the disk cache.
 CACHE = "HYBNN_KERNEL_VARIANT" not in os.environ
 if VARIANT == "qword":
