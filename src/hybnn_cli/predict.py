@@ -36,8 +36,7 @@ def model_task(rt: BNNRuntime) -> Task:
     return Task(str(t.get("name", "unknown")), classes)
 
 
-def predict_codes(model_path: Path, codes_path: Path, split: str = "test",
-                  threads: int | None = None) -> dict:
+def predict_codes(model_path: Path, codes_path: Path, split: str = "test") -> dict:
     """Predict a whole split of a codes file; accuracy on the task's samples when labels exist."""
     rt = load_model(model_path)
     c = read_codes(codes_path, split)
@@ -47,7 +46,7 @@ def predict_codes(model_path: Path, codes_path: Path, split: str = "test",
         raise HybnnError(f"{codes_path}: codes of {c.n_bits} bits, the model takes {rt.n_bits}")
     task = model_task(rt)
     t0 = time.perf_counter()
-    _, pred = rt.run(c.codes, threads)
+    _, pred = rt.run(c.codes)
     seconds = time.perf_counter() - t0
     labels = np.asarray(task.classes)[pred]
     result = {"model": str(model_path), "codes": str(codes_path), "split": split,
@@ -62,61 +61,19 @@ def predict_codes(model_path: Path, codes_path: Path, split: str = "test",
     return result
 
 
-def read_images(paths: list[Path]) -> np.ndarray:
-    """uint8 images (N, 28, 28) from IDX (optionally .gz), PNG or NPY files."""
-    from hybnn_cli.data import read_idx
-
-    out = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise HybnnError(f"{p}: no such image file")
-        name = p.name.lower()
-        if name.endswith(".png"):
-            from PIL import Image, UnidentifiedImageError
-            try:
-                img = np.asarray(Image.open(p).convert("L"))
-            except (UnidentifiedImageError, OSError) as e:
-                raise HybnnError(f"{p}: not a readable PNG ({e})") from None
-            arr = img[None]
-        elif name.endswith(".npy"):
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except (ValueError, OSError) as e:
-                raise HybnnError(f"{p}: not a readable NPY file ({e})") from None
-            if arr.ndim == 2:
-                arr = arr[None]
-            if np.issubdtype(arr.dtype, np.floating):
-                if arr.size and (arr.min() < 0 or arr.max() > 1):
-                    raise HybnnError(f"{p}: float images must lie in [0, 1]")
-                arr = np.round(arr * 255).astype(np.uint8)
-            elif arr.dtype != np.uint8:
-                raise HybnnError(f"{p}: images must be uint8 or float in [0, 1], got {arr.dtype}")
-        else:
-            arr = read_idx(p)
-            if arr.ndim == 2:
-                arr = arr[None]
-        if arr.ndim != 3 or arr.shape[1:] != (28, 28):
-            raise HybnnError(f"{p}: expected 28×28 images, got shape {arr.shape}")
-        out.append(arr)
-    return np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)
-
-
-def predict_images(model_path: Path, encoder_path: Path, images: list[Path],
-                   threads: int | None = None) -> dict:
+def predict_images(model_path: Path, encoder_path: Path, images: list[Path]) -> dict:
     """Encode image files with the VAE's encoder, then classify the codes with the kernel BNN."""
     from hybnn_cli.checkpoint import load_vae
     from hybnn_cli.extract import encode_batches
+    from hybnn_cli.image_files import iter_batches, open_images
 
     rt = load_model(model_path)
     vae, ckpt = load_vae(encoder_path)
     check_encoder(rt.meta.get("encoder_sha256"), ckpt["encoder_sha256"], model_path,
                   encoder_path)
-    x = read_images(images)
-    if len(x) == 0:
-        raise HybnnError("no images given")
+    x = np.concatenate(list(iter_batches(open_images(images), 4096)))
     codes = np.concatenate([c for _, c in encode_batches(vae.encoder, x)])
-    scores, pred = rt.run(codes, threads)
+    scores, pred = rt.run(codes)
     task = model_task(rt)
     return {"model": str(model_path), "task": task.name, "n": int(len(pred)),
             "labels": [int(task.classes[i]) for i in pred], "scores": scores.tolist()}
