@@ -20,7 +20,8 @@ are correct on every CPU, only the speed differs; an overridden variant is not c
 
 The IR helpers `broadcast`, `ctpop` and `byte_lane_sums` also build `roofline`'s peak loop.
 
-Exports: `tile_full` / `tile_row` (counts of MR rows / one row against a panel) and
+Exports: `tile_full` / `tile_row` (counts of MR rows / one row against a panel), `tile_full_dots` /
+`tile_row_dots` (the same as int32 dot products stored into the output rows) and
 `tile_full_threshold` / `tile_row_threshold` (the fused layer's compare-and-movemask epilogue).
 """
 
@@ -114,13 +115,16 @@ def byte_lane_sums(builder, acc, lanes):
     return builder.and_(x, splat(0xFFFF))
 
 
-def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
+def _make_tile(mr: int, nv: int, vw: int, flush: int, mode: str):
     """An intrinsic over the tile of rows a[row0 : row0 + mr] against weight panel p.
 
     Counts mode, tile(a, row0, panels, p, cnt): cnt[r*NR + j] = popcount(a[row0 + r] ^ panel row j).
+    Dots mode, tile(a, row0, panels, p, n_bits, out): out[row0 + r, p*NR + j] = n_bits − 2·count,
+    as int32 vectors stored straight into the rows of `out` (a full panel: p*NR + NR <= N).
     Threshold mode, tile(a, row0, panels, p, cthr, masks): bit j of masks[r] is set when that count
     is <= cthr[p*NR + j] (the fused layer's epilogue, vectorized: compare, then a movemask).
-    `a` (M, kw), `panels` (P, kw, NR), `cnt`, `cthr` and `masks` are C-contiguous (callers check).
+    `a` (M, kw), `panels` (P, kw, NR), `cnt`, `out`, `cthr` and `masks` are C-contiguous (callers
+    check).
     """
     nr = nv * vw
 
@@ -182,7 +186,7 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
         p_v = context.cast(builder, args[3], signature.args[3], types.intp)
         return a_arr, p_arr, row0_v, p_v
 
-    if not threshold:
+    if mode == "counts":
         @intrinsic
         def tile(typingctx, a, row0, panels, p, cnt):
             sig = types.void(a, row0, panels, p, cnt)
@@ -202,6 +206,37 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
             return sig, codegen
 
         return tile
+
+    if mode == "dots":
+        @intrinsic
+        def tile_dots(typingctx, a, row0, panels, p, n_bits, out):
+            sig = types.void(a, row0, panels, p, n_bits, out)
+
+            def codegen(context, builder, signature, args):
+                a_arr, p_arr, row0_v, p_v = prologue(context, builder, signature, args)
+                o_arr = context.make_array(signature.args[5])(context, builder, args[5])
+                nb = context.cast(builder, args[4], signature.args[4], types.int64)
+                counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
+                i64, i32 = ir.IntType(64), ir.IntType(32)
+                vty = ir.VectorType(i32, vw)
+                nbv = broadcast(builder, nb, vw)
+                ld = builder.extract_value(o_arr.shape, 1)
+                col = builder.mul(p_v, ir.Constant(i64, nr))
+                for r in range(mr):
+                    row = builder.add(row0_v, ir.Constant(i64, r))
+                    base = builder.gep(o_arr.data, [builder.add(builder.mul(row, ld), col)])
+                    for v in range(nv):
+                        dot = builder.sub(nbv, builder.shl(counts[r][v],
+                                                           ir.Constant(counts[r][v].type,
+                                                                       [1] * vw)))
+                        dst = builder.gep(base, [ir.Constant(i64, v * vw)])
+                        builder.store(builder.trunc(dot, vty),
+                                      builder.bitcast(dst, vty.as_pointer()), align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return tile_dots
 
     @intrinsic
     def tile_threshold(typingctx, a, row0, panels, p, cthr, masks):
@@ -232,7 +267,9 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
     return tile_threshold
 
 
-tile_full = _make_tile(MR, NV, VW, FLUSH)
-tile_row = _make_tile(1, NV, VW, FLUSH)
-tile_full_threshold = _make_tile(MR, NV, VW, FLUSH, threshold=True)
-tile_row_threshold = _make_tile(1, NV, VW, FLUSH, threshold=True)
+tile_full = _make_tile(MR, NV, VW, FLUSH, "counts")
+tile_row = _make_tile(1, NV, VW, FLUSH, "counts")
+tile_full_dots = _make_tile(MR, NV, VW, FLUSH, "dots")
+tile_row_dots = _make_tile(1, NV, VW, FLUSH, "dots")
+tile_full_threshold = _make_tile(MR, NV, VW, FLUSH, "threshold")
+tile_row_threshold = _make_tile(1, NV, VW, FLUSH, "threshold")

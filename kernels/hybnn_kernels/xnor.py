@@ -17,34 +17,41 @@ from numba import njit, prange
 
 from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
 from hybnn_kernels.parallel import call_parallel, threads_for
-from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
+from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_row, tile_row_dots
 
 # --------------------------------------------------------------------------------------------------
-# Drivers (compiled): tiles t in [t0, t1) in panel-major order, so a panel stays in L1.
+# Drivers (compiled): tiles t in [t0, t1) in row-major order: a tile's rows of `a` stay in L1 while
+# the panels stream past, and the output is written row after row, a full panel's NR dots at once.
 
 
 @njit(cache=CACHE, inline="always")
 def _tile_range(a, panels, n, n_bits, out, t0, t1, cnt):
     m = a.shape[0]
+    n_panels = panels.shape[0]
     n_rt = m // MR
-    rem = m - n_rt * MR
-    per_panel = n_rt + rem  # full row tiles, then single remainder rows
+    full = n // NR  # panels whose NR rows are all real weight rows
     for t in range(t0, t1):
-        p = t // per_panel
-        rt = t - p * per_panel
-        j0 = p * NR
-        jn = min(NR, n - j0)
+        rt = t // n_panels
+        p = t - rt * n_panels
         if rt < n_rt:
             i0 = rt * MR
-            tile_full(a, i0, panels, p, cnt)
-            for r in range(MR):
-                for jj in range(jn):
-                    out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
+            if p < full:
+                tile_full_dots(a, i0, panels, p, n_bits, out)
+            else:
+                tile_full(a, i0, panels, p, cnt)
+                j0 = p * NR
+                for r in range(MR):
+                    for jj in range(n - j0):
+                        out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
         else:
-            i = n_rt * MR + (rt - n_rt)
-            tile_row(a, i, panels, p, cnt)
-            for jj in range(jn):
-                out[i, j0 + jj] = n_bits - 2 * cnt[jj]
+            i = n_rt * MR + (rt - n_rt)  # the rows after the last full row tile, one by one
+            if p < full:
+                tile_row_dots(a, i, panels, p, n_bits, out)
+            else:
+                tile_row(a, i, panels, p, cnt)
+                j0 = p * NR
+                for jj in range(n - j0):
+                    out[i, j0 + jj] = n_bits - 2 * cnt[jj]
 
 
 @njit(cache=CACHE)
