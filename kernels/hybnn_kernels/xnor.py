@@ -30,9 +30,9 @@ def _tile_range(a, panels, n, n_bits, out, t0, t1, cnt):
     n_panels = panels.shape[0]
     n_rt = m // MR
     full = n // NR  # panels whose NR rows are all real weight rows
-    for t in range(t0, t1):
-        rt = t // n_panels
-        p = t - rt * n_panels
+    rt = t0 // n_panels  # the tile's row tile and panel, advanced without a division per tile
+    p = t0 - rt * n_panels
+    for _ in range(t0, t1):
         if rt < n_rt:
             i0 = rt * MR
             if p < full:
@@ -52,6 +52,10 @@ def _tile_range(a, panels, n, n_bits, out, t0, t1, cnt):
                 j0 = p * NR
                 for jj in range(n - j0):
                     out[i, j0 + jj] = n_bits - 2 * cnt[jj]
+        p += 1
+        if p == n_panels:
+            p = 0
+            rt += 1
 
 
 @njit(cache=CACHE)
