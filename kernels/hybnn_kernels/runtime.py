@@ -115,13 +115,13 @@ def _unpack(blob):
     return p1, cthr1, p2, table, n_classes, hidden
 
 
-_CODES = (types.Array(types.uint64, 2, "C"), types.Array(types.uint64, 2, "C", readonly=True))
-_SERIAL_SIGNATURES = [types.int64(c, types.Array(types.uint64, 1, "C", readonly=True),
-                                  types.Array(types.float32, 2, "C"), types.Array(types.int64, 1, "C"))
-                      for c in _CODES]
+# one signature (read-only arrays take writable ones too): one compiled version to load at import
+_SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True),
+                                types.Array(types.uint64, 1, "C", readonly=True),
+                                types.Array(types.float32, 2, "C"), types.Array(types.int64, 1, "C"))
 
 
-@njit(_SERIAL_SIGNATURES, cache=CACHE)
+@njit([_SERIAL_SIGNATURE], cache=CACHE)
 def _head_serial(codes, blob, scores, labels):
     """Runs the head on one thread and returns 0, or returns without computing anything: 1 when an
     array's shape does not fit the head, 2 when a code has padding bits set. Compiled for its
