@@ -125,7 +125,7 @@ _SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True)
 def _head_serial(codes, blob, scores, labels):
     """Runs the head on one thread and returns 0, or returns without computing anything: 1 when an
     array's shape does not fit the head, 2 when a code has padding bits set. Compiled for its
-    signatures only (other types raise TypeError at the call: the caller's checked path takes
+    one signature only (other types raise TypeError at the call: the caller's checked path takes
     them)."""
     m = codes.shape[0]
     h = blob[:HEADER].view(np.int64)
