@@ -361,6 +361,23 @@ def fedscale_secagg(results_dir: Path) -> str:
             + "\n\n" + source(SCALE, r))
 
 
+@renderer("fedscale-memory")
+def fedscale_memory(results_dir: Path) -> str:
+    """Peak memory of one in-process run against the number of clients, the sampled count fixed."""
+    r = read_scale(Path(results_dir) / SCALE)
+    runs = r.get("memory", {})
+    if not runs:
+        return "No memory run in the file yet.\n\n" + source(SCALE, r)
+    rows = []
+    for key, run in sorted(runs.items(), key=lambda kv: int(kv[0].split("/")[1])):
+        task, n, _, _, sampled, rounds = key.split("/")
+        rows.append([task.removeprefix("task"), f"{int(n):,}", sampled, rounds,
+                     f"{run['peak_rss'] / 2**20:,.0f}", f"{run['wall_seconds']:.0f}"])
+    return (table(["task", "clients", "sampled per round", "rounds",
+                   "peak memory of the process (MiB)", "wall s"], rows)
+            + "\n\n" + source(SCALE, r))
+
+
 @renderer("fedscale-million")
 def fedscale_million(results_dir: Path, clients: int = 1_000_000) -> str:
     """Bytes per round and server memory at a million clients, from the measured bytes per
