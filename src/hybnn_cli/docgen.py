@@ -512,11 +512,18 @@ def e2e(results_dir: Path) -> str:
 
     perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
                   "batch 1: µs, median (quartiles)",
-                  "time split at 4096 (encoder / threshold+pack / head)"],
+                  "time split at 4096 (encoder / threshold+pack / head)", "time split at 1"],
                  [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
                    f"{b[k]['images_per_second']:,.0f}",
-                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k])]
+                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k]),
+                   split(one[k])]
                   for k in ("torch", "bundle_float", "bundle_int8")])
+    flags = set(r["machine"].get("cpu_flags", []))
+    if not flags & {"avx512_vnni", "avx_vnni"}:
+        perf += ("\n\nThis CPU has neither AVX-512 VNNI nor AVX-VNNI (the machine record's "
+                 "`cpu_flags`), the int8 dot-product instructions ONNX Runtime's quantized "
+                 "convolutions are built for; without them its int8 kernels run on AVX2 "
+                 "multiply-adds, and the int8 speed-up above is what remains.")
     text = (f"On the {ag['float']['heads']['all']['n']:,} MNIST test images the float bundle's "
             f"codes differ from the torch encoder's in {ag['float']['flipped_bits']} of "
             f"{ag['float']['bits']:,} bits, the int8 encoder's in {ag['int8']['flipped_bits']:,} "
