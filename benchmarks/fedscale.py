@@ -241,7 +241,8 @@ def main(argv=None) -> None:
                       fraction=args.memory_sampled / n)
         peak = {}
         res, secs = hybnn(cmd, env, peak)
-        body["memory"][key] = {**summarize(res, secs), **peak, "command": "hybnn " + shlex.join(cmd)}
+        body["memory"][key] = {**summarize(res, secs), **peak,
+                               "command": "hybnn " + shlex.join(cmd)}
         save()
         print(f"memory {key}: peak RSS {peak['peak_rss'] / 2**20:,.0f} MiB ({secs:.0f} s)",
               flush=True)

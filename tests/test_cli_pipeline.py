@@ -31,6 +31,12 @@ def one_line_error(result, fragment: str):
     assert "Traceback" not in result.output
 
 
+def test_an_error_quoting_brackets_prints_them(codes):
+    # the message is printed as text, not as rich markup ("[red]" would vanish)
+    one_line_error(run("train-bnn", "--codes", str(codes), "--task", "[red]x[/]"),
+                   "unknown task '[red]x[/]'")
+
+
 SEED_OPTS = {"--seed", "--seeds"}
 
 

@@ -114,16 +114,17 @@ def test_runtime_checks_every_argument_on_every_path(n):
     for given in (readonly, strided):  # computed all the same (the strided ones copied)
         np.testing.assert_array_equal(runtime.predict(given), want)
     bad = [
-        (dict(codes=codes[:, :3].copy()), ValueError, "^codes has 3 words per row, but 200 bits need 4$"),
+        (dict(codes=codes[:, :3].copy()), ValueError,
+         "^codes has 3 words per row, but 200 bits need 4$"),
         (dict(codes=codes.view(np.int64)), TypeError, "^codes must have dtype uint64"),
         (dict(codes=codes[0]), ValueError, "^codes must be 2-D"),
         (dict(codes=codes.tolist()), TypeError, "^codes must be a numpy array"),
         (dict(threads=0), ValueError, "^threads must be an integer in 1"),
         (dict(threads=True), ValueError, "^threads must be an integer in 1"),
         (dict(out=(np.empty((n + 1, 2), np.float32), np.empty(n, np.int64))), ValueError,
-         r"^out must be a float32 array of shape \(%d, 2\)" % n),
+         rf"^out must be a float32 array of shape \({n}, 2\)"),
         (dict(out=(np.empty((n, 2), np.float32), np.empty(n + 1, np.int64))), ValueError,
-         r"^out must be a int64 array of shape \(%d,\)" % n),
+         rf"^out must be a int64 array of shape \({n},\)"),
         (dict(out=(np.empty((n, 4), np.float32)[:, ::2], np.empty(n, np.int64))), ValueError,
          "^out must be C-contiguous and writeable$"),
     ]

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import numba
+import numpy as np
 from numba import njit, prange, types
 
 from hybnn_kernels.bits import WORD_BITS, bits_set_past, n_words, used_bits_in_last_word
@@ -118,7 +118,8 @@ def _unpack(blob):
 # one signature (read-only arrays take writable ones too): one compiled version to load at import
 _SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True),
                                 types.Array(types.uint64, 1, "C", readonly=True),
-                                types.Array(types.float32, 2, "C"), types.Array(types.int64, 1, "C"))
+                                types.Array(types.float32, 2, "C"),
+                                types.Array(types.int64, 1, "C"))
 
 
 @njit([_SERIAL_SIGNATURE], cache=CACHE)

@@ -120,7 +120,8 @@ def _low_halves(builder, vec):
     n = vec.type.count
     i32 = ir.IntType(32)
     x = builder.bitcast(vec, ir.VectorType(i32, 2 * n))
-    return builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(0, 2 * n, 2))))
+    even = ir.Constant(ir.VectorType(i32, n), list(range(0, 2 * n, 2)))
+    return builder.shuffle_vector(x, x, even)
 
 
 def _concat(builder, vecs):
