@@ -1,7 +1,8 @@
 """One meaning for `--threads`: how many CPU threads a command computes with — torch's intra-op
 threads and the XNOR kernels' (Numba's) threads alike. The default is every core this process may
-use, shared out among the processes `torchrun` starts on this machine (LOCAL_WORLD_SIZE). `using` sets both for the length of a command and restores them afterwards; every command
-goes through it, so the rule lives here only."""
+use, shared out among the processes `torchrun` starts on this machine (LOCAL_WORLD_SIZE).
+`using` sets both for the length of a command and restores them afterwards; every command goes
+through it, so the rule lives here only."""
 
 from __future__ import annotations
 
