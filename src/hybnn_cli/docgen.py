@@ -551,6 +551,31 @@ def e2e(results_dir: Path) -> str:
     return text + "\n\n" + source(E2E, r)
 
 
+INT8 = "int8.json"
+
+
+@renderer("int8")
+def int8_variants(results_dir: Path) -> str:
+    """The float encoder against the int8 quantizations ONNX Runtime offers, on this CPU."""
+    r = _load(results_dir, INT8, "hybnn-int8")
+    def kept(v):
+        return ", ".join(v) if isinstance(v, list) else v
+
+    rows = [[name, v["format"], v["activations"], kept(v["float_nodes"]),
+             f"{v['us_per_image_4096']:.1f}", f"{v['speedup_4096']:.2f}×",
+             f"{v['us_batch_1']:.1f}", f"{v['speedup_1']:.2f}×",
+             f"{v['flipped_bit_fraction']:.2%}"]
+            for name, v in r["variants"].items()]
+    flags = ", ".join(r["machine"].get("cpu_flags", [])) or "none recorded"
+    return (f"Encoder alone on ONNX Runtime, {r['threads']} threads, {r['test_images']:,} MNIST "
+            f"test images (CPU flags: {flags}; load average "
+            f"{r['machine']['load_average'][0]:.1f}):\n\n"
+            + table(["encoder", "format", "activations", "kept in float32",
+                     "µs/image at 4096", "× float32", "µs at batch 1", "× float32",
+                     "code bits ≠ float32's"], rows)
+            + "\n\n" + source(INT8, r))
+
+
 # ── continual learning ───────────────────────────────────────────────────────────────────────
 CONTINUAL = "continual.json"
 _STRATEGY_TEXT = {"none": "none (fine-tuning)", "replay": "replay, 2,000 codes",
