@@ -5,8 +5,9 @@ it runs `hybnn fed --clients N --fraction F --json` through the CLI (so every nu
 command anyone can rerun) and records the global test accuracy after every round, the rounds
 needed to come within 1 point of centralized `train-bnn` on the same codes (same learning rate,
 `rounds × local-epochs` epochs), the bytes per round and in total, and the wall seconds per round.
-The learning rate per task is the one the reproduction study chose on validation
-(`benchmarks/results/reproduction.json`); no setting is chosen here.
+The learning rate per task (and, for the 10-class problem `all`, the hidden width) is the one the
+reproduction study chose on validation (`benchmarks/results/reproduction.json`); no setting is
+chosen here.
 
 Then, on one configuration (`--engine-config`), the seconds per round of each engine
 (`--engines`), and with and without SecAgg+ (`--secagg-config`: accuracy, bytes and seconds per
@@ -65,7 +66,8 @@ def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: st
             rounds: int, engine: str = "inprocess", secagg: bool = False,
             fraction: float | None = None) -> list[str]:
     fraction = args.fraction if fraction is None else fraction
-    return ["fed", "--codes", str(args.codes), "--task", task, "--clients", str(clients),
+    return ["fed", "--codes", str(args.codes), "--task", task, "--hidden", str(args.hidden[task]),
+            "--clients", str(clients),
             "--fraction", repr(fraction), "--rounds", str(rounds),
             "--local-epochs", str(args.local_epochs), "--lr", repr(lr),
             "--partition", partition, "--alpha", repr(args.alpha), "--uplink", uplink,
@@ -156,12 +158,15 @@ def main(argv=None) -> None:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": str(args.threads)}
     study = read_result(args.study, "hybnn-reproduction")
-    lrs = {row["task"].removeprefix("task"): row["hybnn"]["chosen"]["lr"]
-           for row in study["tasks"]}
+    chosen = {row["task"].removeprefix("task"): row["hybnn"]["chosen"] for row in study["tasks"]}
+    chosen["all"] = study["ten_class"]["chosen"]  # the 10-class problem (its hidden width too)
+    lrs = {task: c["lr"] for task, c in chosen.items()}
+    args.hidden = {task: int(c.get("hidden", 128)) for task, c in chosen.items()}
     old = read_scale(args.out) if args.out.is_file() else {}
     body = {"codes": str(args.codes), "fraction": args.fraction, "alpha": args.alpha,
             "rounds": args.rounds, "local_epochs": args.local_epochs, "seed": args.seed,
-            "threads": args.threads, "lr_per_task": lrs, "study_commit": study["commit"],
+            "threads": args.threads, "lr_per_task": lrs, "hidden_per_task": args.hidden,
+            "study_commit": study["commit"],
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
             "memory": old.get("memory", {})}
@@ -176,7 +181,8 @@ def main(argv=None) -> None:
         if f"task{task}" in body["centralized"]:
             continue
         epochs = args.rounds * args.local_epochs
-        cmd = ["train-bnn", "--codes", str(args.codes), "--task", task, "--epochs", str(epochs),
+        cmd = ["train-bnn", "--codes", str(args.codes), "--task", task,
+               "--hidden", str(args.hidden[task]), "--epochs", str(epochs),
                "--lr", repr(lrs[task]), "--seed", str(args.seed), "--threads", str(args.threads),
                "--out", str(args.models / f"central-task{task}.pt"), "--json"]
         res, secs = hybnn(cmd, env)

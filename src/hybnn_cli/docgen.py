@@ -315,13 +315,14 @@ def fedscale_table(results_dir: Path) -> str:
         task, n, part, uplink = key.split("/")
         central = r["centralized"][task]["test_acc"]
         within = run["rounds_to_within_1pt"]
-        rows.append([task.removeprefix("task"), n, run["sampled_per_round"], part, uplink,
-                     pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
+        t = task.removeprefix("task")
+        rows.append([t, r.get("hidden_per_task", {}).get(t, 128), n, run["sampled_per_round"],
+                     part, uplink, pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
                      within if within else f"not in {len(run['accuracy_curve'])}",
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
                      f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
                      f"{run['seconds_per_round']:.2f}"])
-    header = ["task", "clients", "sampled per round", "partition", "uplink",
+    header = ["task", "hidden", "clients", "sampled per round", "partition", "uplink",
               "centralized (%)", "final (%)", "best round (%)",
               "rounds to within 1 point of centralized", "up kB/round", "down kB/round",
               "MB in all", "s/round (in-process)"]

@@ -47,7 +47,8 @@ def curves_by_variant(data: dict) -> dict[str, list[dict]]:
 SCALE_FORMAT = "hybnn-fedscale"
 SCALE_VERSION = 1
 """Body: "codes", "fraction", "alpha", "rounds", "local_epochs", "seed", "threads",
-"lr_per_task" {task: lr}, "study_commit", "centralized" {"task<t>": {"test_acc", "epochs",
+"lr_per_task" {task: lr}, "hidden_per_task" {task: width} (absent from older files: 128),
+"study_commit", "centralized" {"task<t>": {"test_acc", "epochs",
 "command"}}, and maps of runs, each run holding "accuracy_curve", "test_acc",
 "uplink_per_round"/"downlink_per_round"/"uplink_total"/"downlink_total" (payload bytes, all
 sampled clients), "sampled_per_round", "seconds_per_round", "wall_seconds", "mode", "config" and
