@@ -68,8 +68,10 @@ def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tenso
             for m in model.modules():
                 if isinstance(m, torch.nn.BatchNorm1d):
                     m.eval()
-        scores = model(xb)
-        model.train()
+            scores = model(xb)
+            model.train()
+        else:
+            scores = model(xb)
         loss = F.cross_entropy(scores, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
