@@ -5,8 +5,9 @@ with `--resume` so an interrupted study continues where it stopped, two runs at 
 thread each (a 2-core machine).
 
 1. Tuning, on the validation split only (seed 0, MNIST-encoder codes, class scenario): a few
-   settings of `replay` and of `generative` against the pull toward the newest classes (loss,
-   balanced fine-tuning, replay ratio); the best validation accuracy on all ten digits wins.
+   settings of `replay` and of `generative` against the pull toward the newest classes (logit
+   adjustment, balanced fine-tuning of the whole network or of the output layer alone, replay
+   ratio or balanced batches); the best validation accuracy on all ten digits wins.
    The test split plays no part in the choice.
 2. The study: for each encoder (`--codes name=path`), none / replay / generative / joint in the
    class and task scenarios, seeds 0, 1, 2, with the chosen settings.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -40,18 +42,16 @@ COMMON = ["--memory", "2000", "--components", "48", "--threads", "1"]
 # candidate settings against the bias toward the newest classes (chosen on validation)
 CANDIDATES = {
     "replay": {
-        "plain": ["--loss", "plain"],
-        "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
-        "distill": ["--loss", "plain", "--distill", "1"],
-        "flip": ["--loss", "plain", "--flip", "0.05"],
         "flip0.1": ["--loss", "plain", "--flip", "0.1"],
-        "flip+distill": ["--loss", "plain", "--flip", "0.05", "--distill", "1"],
-        "flip+ratio2+ft": ["--loss", "plain", "--flip", "0.05", "--replay-ratio", "2",
-                           "--finetune-epochs", "10"],
+        "flip0.1+la": ["--loss", "la", "--flip", "0.1"],
+        "flip0.1+la+ft5": ["--loss", "la", "--flip", "0.1", "--finetune-epochs", "5"],
+        "flip0.1+la+head": ["--loss", "la", "--flip", "0.1", "--finetune-epochs", "10",
+                            "--finetune-head", "--finetune-lr", "0.01"],
     },
     "generative": {
-        "plain": ["--loss", "plain"],
         "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
+        "balanced+la": ["--loss", "la", "--balanced-batches"],
+        "balanced+la+ft": ["--loss", "la", "--balanced-batches", "--finetune-epochs", "10"],
     },
 }
 # quoted from van de Ven & Tolias 2019, "Three scenarios for continual learning" (arXiv:1904.07734),
@@ -68,6 +68,12 @@ ANCHORS = {
 }
 ANCHOR_SOURCE = ("van de Ven & Tolias 2019, arXiv:1904.07734, results table (split MNIST, MLP on "
                  "pixels; quoted, not measured here)")
+
+
+def child_cpu_seconds() -> float:
+    """User + system CPU seconds of the finished `hybnn` runs this script started."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def hybnn(args: list[str], env: dict) -> tuple[dict, float]:
@@ -175,7 +181,7 @@ def main(argv=None) -> None:
 
     # 2. the study, per encoder
     for enc, codes in encoders.items():
-        t0 = time.perf_counter()
+        t0, cpu0, load0 = time.perf_counter(), child_cpu_seconds(), os.getloadavg()
         jobs = []
         for scenario in SCENARIOS:
             for strategy in STRATEGIES:
@@ -194,8 +200,13 @@ def main(argv=None) -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda j: launch(j[0], j[1], body["runs"]), jobs))
         if any(k.startswith(enc + "/") for k in ran):
-            body["encoders"][enc]["study_wall_seconds"] = round(time.perf_counter() - t0, 1)
-            body["encoders"][enc]["jobs"] = args.jobs
+            body["encoders"][enc].update({
+                "study_wall_seconds": round(time.perf_counter() - t0, 1),
+                # CPU time of the runs themselves: what the study needs of idle cores
+                "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
+                "load_average_start": [round(x, 2) for x in load0],
+                "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                "jobs": args.jobs})
             save()
     # saved once more at the end (a rerun with nothing left to do writes only here, so its
     # header sees the committed file and records a clean tree)

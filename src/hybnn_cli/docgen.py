@@ -544,6 +544,16 @@ def _kb(n: int) -> str:
     return f"{n / 1e3:,.1f} kB"
 
 
+def _study_time(name: str, enc: dict) -> str:
+    text = (f"{name}: {enc['study_wall_seconds'] / 60:.1f} min with {enc.get('jobs', 2)} runs "
+            f"at a time")
+    if "study_cpu_seconds" in enc:
+        text += (f" (load average {enc['load_average_start'][0]:.1f} at the start, "
+                 f"{enc['load_average_end'][0]:.1f} at the end; the runs' CPU time "
+                 f"{enc['study_cpu_seconds'] / 60:.1f} min)")
+    return text
+
+
 @renderer("continual-table")
 def continual_table(results_dir: Path) -> str:
     r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
@@ -570,9 +580,8 @@ def continual_table(results_dir: Path) -> str:
     chosen = r.get("chosen", {})
     picks = "; ".join(f"{s}: `{' '.join(c['options']) or 'defaults'}`"
                       for s, c in chosen.items() if s != "rule")
-    wall = "; ".join(f"{e}: {r['encoders'][e]['study_wall_seconds'] / 60:.1f} min with "
-                     f"{r['encoders'][e].get('jobs', 2)} runs at a time"
-                     for e in encs if "study_wall_seconds" in r["encoders"][e])
+    wall = "; ".join(_study_time(e, r["encoders"][e]) for e in encs
+                     if "study_wall_seconds" in r["encoders"][e])
     notes = "".join(f" The `{e}` encoder: {r['encoders'][e]['note']}."
                     for e in encs if r["encoders"][e].get("note"))
     return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds {seeds}, "
