@@ -45,8 +45,6 @@ CANDIDATES = {
         "flip0.1": ["--loss", "plain", "--flip", "0.1"],
         "flip0.1+la": ["--loss", "la", "--flip", "0.1"],
         "flip0.1+la+ft5": ["--loss", "la", "--flip", "0.1", "--finetune-epochs", "5"],
-        "flip0.1+la+head": ["--loss", "la", "--flip", "0.1", "--finetune-epochs", "10",
-                            "--finetune-head", "--finetune-lr", "0.01"],
     },
     "generative": {
         "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
