@@ -624,6 +624,8 @@ def continual_table(results_dir: Path) -> str:
                         + [_cont_cell(runs.get(f"{e}/{scenario}/{strategy}"), metric)
                            for e in encs])
         for name, a in r["anchors"][scenario].items():
+            if not isinstance(a, dict):  # format 1 recorded the figure alone, unchecked
+                a = {"accuracy": a, "checked": False}
             mem = "1.5 MB (= 62,720 codes)" if "iCaRL" in name else "–"
             rows.append([scenario, name, "quoted" if a["checked"] else "quoted, unverified",
                          mem, f"{a['accuracy']:.2f} (pixels)"] + [""] * (len(encs) - 1))
