@@ -18,7 +18,13 @@ from hybnn_cli.cli import app
 from hybnn_cli.codes import codes_writer
 from hybnn_cli.continual.generative import CodeGenerator
 from hybnn_cli.continual.memory import ReplayMemory
-from hybnn_cli.continual.run import ContinualConfig, load_data, run_sequence
+from hybnn_cli.continual.run import (
+    ContinualConfig,
+    load_data,
+    logit_shift,
+    replayed_per_batch,
+    run_sequence,
+)
 from hybnn_cli.errors import HybnnError
 
 N_BITS = 200
@@ -202,3 +208,29 @@ def test_flip_augments_only_the_replayed_codes_at_its_rate(codes_file):
         assert y.tolist() == seq.memory.labels[pick].tolist()
         seqs[flip] = float(np.mean(x.numpy() != clean))
     assert seqs[0.0] == 0.0 and 0.18 < seqs[0.2] < 0.22
+
+
+def test_balanced_batches_replay_as_many_codes_per_old_class_as_new_per_new_class():
+    cfg = small(batch_size=32, replay_ratio=0.5)
+    assert replayed_per_batch(cfg, n_old=6, n_new=2) == 16  # the ratio
+    balanced = replace(cfg, balanced_batches=True)
+    # 32 new codes over 2 classes: 16 per class, so 16 for each of the old classes
+    assert [replayed_per_batch(balanced, 2 * t, 2) for t in range(1, 5)] == [32, 64, 96, 128]
+
+
+def test_logit_shift_is_the_log_of_each_seen_class_share_of_a_batch():
+    shift = logit_shift(10, cur=[4, 5], old=[0, 1, 2, 3], n_new=32, n_rep=32)
+    # 16 codes of each new class and 8 of each old one in a batch of 64
+    expected = [np.log(8 / 64)] * 4 + [np.log(16 / 64)] * 2 + [0.0] * 4
+    assert shift.tolist() == pytest.approx(expected)
+
+
+def test_head_fine_tuning_changes_only_the_output_scale_and_offset(codes_file):
+    data = load_data(codes_file)
+    cfg = small(strategy="replay", finetune_epochs=2, finetune_head=True, finetune_lr=0.05)
+    seq = run_sequence(cfg, data, stop_after=2)
+    before = {k: v.clone() for k, v in seq.model.state_dict().items()}
+    seq._finetune(1, [0, 1, 2, 3])
+    after = seq.model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed == ["bn2.bias", "bn2.weight"]

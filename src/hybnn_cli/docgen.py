@@ -594,6 +594,16 @@ def _kb(n: int) -> str:
     return f"{n / 1e3:,.1f} kB"
 
 
+def _study_time(name: str, enc: dict) -> str:
+    text = (f"{name}: {enc['study_wall_seconds'] / 60:.1f} min with {enc.get('jobs', 2)} runs "
+            f"at a time")
+    if "study_cpu_seconds" in enc:
+        text += (f" (load average {enc['load_average_start'][0]:.1f} at the start, "
+                 f"{enc['load_average_end'][0]:.1f} at the end; the runs' CPU time "
+                 f"{enc['study_cpu_seconds'] / 60:.1f} min)")
+    return text
+
+
 @renderer("continual-table")
 def continual_table(results_dir: Path) -> str:
     r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
@@ -613,21 +623,23 @@ def continual_table(results_dir: Path) -> str:
             rows.append([scenario, _STRATEGY_TEXT[strategy], "measured", mem]
                         + [_cont_cell(runs.get(f"{e}/{scenario}/{strategy}"), metric)
                            for e in encs])
-        for name, acc in r["anchors"][scenario].items():
+        for name, a in r["anchors"][scenario].items():
+            if not isinstance(a, dict):  # format 1 recorded the figure alone, unchecked
+                a = {"accuracy": a, "checked": False}
             mem = "1.5 MB (= 62,720 codes)" if "iCaRL" in name else "–"
-            rows.append([scenario, name, "quoted", mem, f"{acc:.2f} (pixels)"]
-                        + [""] * (len(encs) - 1))
+            rows.append([scenario, name, "quoted" if a["checked"] else "quoted, unverified",
+                         mem, f"{a['accuracy']:.2f} (pixels)"] + [""] * (len(encs) - 1))
     chosen = r.get("chosen", {})
     picks = "; ".join(f"{s}: `{' '.join(c['options']) or 'defaults'}`"
                       for s, c in chosen.items() if s != "rule")
-    wall = "; ".join(f"{e}: {r['encoders'][e]['study_wall_seconds'] / 60:.1f} min with "
-                     f"{r['encoders'][e].get('jobs', 2)} runs at a time"
-                     for e in encs if "study_wall_seconds" in r["encoders"][e])
+    wall = "; ".join(_study_time(e, r["encoders"][e]) for e in encs
+                     if "study_wall_seconds" in r["encoders"][e])
     notes = "".join(f" The `{e}` encoder: {r['encoders'][e]['note']}."
                     for e in encs if r["encoders"][e].get("note"))
     return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds {seeds}, "
             f"{r['epochs_per_task']} epochs per task: class scenario on all ten digits, task "
-            f"scenario averaged over the five tasks. Quoted rows: {r['anchor_source']}. "
+            f"scenario averaged over the five tasks. Quoted rows: {r['anchor_source']}; "
+            f"\"unverified\" marks a quoted figure not checked against the paper's table here. "
             f"Settings chosen on validation ({picks}).{notes} Study time per encoder "
             f"(4 strategies × 2 scenarios × {len(r['seeds'])} seeds, one thread per run): "
             f"{wall or 'not recorded'}.\n\n"

@@ -41,11 +41,18 @@ def continual_cmd(
     batch_size: int = typer.Option(128, "--batch-size", min=2, help="New codes per batch."),
     replay_ratio: float = typer.Option(1.0, "--replay-ratio", min=0.0,
                                        help="Replayed codes per new code in each batch."),
+    balanced_batches: bool = typer.Option(False, "--balanced-batches", help="Replay as many "
+                                          "codes per old class as new codes per new class in "
+                                          "each batch (replay ratio = old / new classes)."),
     loss: str = typer.Option("plain", "--loss", help="ace (new codes compete only within their "
-                             "task, replayed codes across all seen classes) or plain."),
+                             "task, replayed codes across all seen classes), la (logit "
+                             "adjustment by each class's share of the batches) or plain."),
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", min=0, help="Balanced "
                                         "fine-tuning on the memory at the end of each task."),
     finetune_lr: float = typer.Option(1e-3, "--finetune-lr"),
+    finetune_head: bool = typer.Option(False, "--finetune-head", help="Fine-tune only the "
+                                       "output layer's per-class scale and offset (a bias "
+                                       "correction of the scores)."),
     flip: float = typer.Option(0.0, "--flip", min=0.0, max=0.5, help="Probability of "
                                "flipping each bit of a replayed code (augmentation)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, help="Weight of distillation "
@@ -74,8 +81,8 @@ def continual_cmd(
     cfg = crun.ContinualConfig(
         scenario=scenario, strategy=strategy, memory=memory, memory_policy=memory_policy,
         components=components, epochs_per_task=epochs_per_task, batch_size=batch_size,
-        replay_ratio=replay_ratio, loss=loss, finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr, flip=flip, distill=distill, lr=lr, hidden=hidden,
+        replay_ratio=replay_ratio, balanced_batches=balanced_batches, loss=loss, finetune_epochs=finetune_epochs,
+        finetune_lr=finetune_lr, finetune_head=finetune_head, flip=flip, distill=distill, lr=lr, hidden=hidden,
         threads=resolve_threads(threads),
         val_fraction=val_fraction)
     cfg.check()

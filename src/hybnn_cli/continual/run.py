@@ -16,12 +16,17 @@ newest classes in the class scenario (Wu et al. 2019, "Large scale incremental l
 et al. 2018, "End-to-end incremental learning"; Caccia et al. 2022, "New insights on reducing
 abrupt representation change"; Li and Hoiem 2016, "Learning without forgetting") these settings,
 chosen on the validation split:
-- `replay_ratio`: replayed codes per new code in each batch;
+- `replay_ratio`: replayed codes per new code in each batch; `balanced_batches` sets it to
+  (old classes / new classes) instead, so every seen class has the same share of each batch;
 - `loss="ace"`: the new codes' cross-entropy counts only the current task's outputs, the replayed
   codes' all seen outputs (asymmetric cross-entropy), so learning a new pair does not push the old
-  classes' scores down;
+  classes' scores down; `loss="la"`: logit adjustment (Menon et al. 2021, "Long-tail learning
+  via logit adjustment"): the scores are shifted by the log of each class's share of the batches
+  during training only, so the pull of the more frequent new classes is taken out of the loss;
 - `finetune_epochs`: balanced fine-tuning at the end of each task on the class-balanced memory
-  (or balanced pseudo-codes), at a small learning rate;
+  (or balanced pseudo-codes), at a small learning rate; with `finetune_head` only the output
+  layer's per-class scale and offset (its BatchNorm's affine, all running statistics frozen) are
+  fitted, a bias correction of the scores in the manner of BiC (Wu et al. 2019);
 - `flip`: each bit of a replayed code flips with this probability (augmentation of the memory);
 - `distill`: the old classes' scores of every code in the batch are pulled toward those of the
   model as it was after the previous task (KL divergence at temperature 2, as in LwF and iCaRL).
@@ -60,7 +65,7 @@ from hybnn_cli.splits import train_val_indices
 
 SCENARIOS = ("class", "task")
 STRATEGIES = ("none", "replay", "generative", "joint")
-LOSSES = ("ace", "plain")
+LOSSES = ("ace", "la", "plain")
 CKPT_FORMAT = "hybnn-continual-checkpoint"
 CKPT_VERSION = 1
 DISTILL_T = 2.0  # distillation temperature
@@ -76,9 +81,11 @@ class ContinualConfig:
     epochs_per_task: int = 20
     batch_size: int = 128  # new codes per batch
     replay_ratio: float = 1.0  # replayed (or generated) codes per new code in each batch
-    loss: str = "plain"  # plain or ace (class scenario, replay and generative only)
+    balanced_batches: bool = False  # replay ratio = old classes / new classes instead
+    loss: str = "plain"  # plain, ace or la (class scenario, replay and generative only)
     finetune_epochs: int = 0  # balanced fine-tuning at the end of each task (0: none)
     finetune_lr: float = 1e-3
+    finetune_head: bool = False  # fine-tune only the output layer's per-class scale and offset
     finetune_per_class: int = 1000  # pseudo-codes per class per fine-tuning epoch (`generative`)
     distill: float = 0.0  # weight of the distillation loss on the old classes' scores
     flip: float = 0.0  # probability of flipping each bit of a replayed code (augmentation)
@@ -175,6 +182,31 @@ def _masked(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~allowed, -1e9)
 
 
+def replayed_per_batch(cfg: ContinualConfig, n_old: int, n_new: int) -> int:
+    """Replayed (or generated) codes beside each batch of batch_size new codes: replay_ratio
+    times as many, or with balanced_batches as many per old class as new codes per new class."""
+    ratio = n_old / n_new if cfg.balanced_batches else cfg.replay_ratio
+    return int(round(cfg.batch_size * ratio))
+
+
+def logit_shift(n_classes: int, cur: list[int], old: list[int], n_new: int,
+                n_rep: int) -> torch.Tensor:
+    """Logit adjustment: the log of each seen class's expected share of a batch of n_new new
+    codes (spread over the classes `cur`) and n_rep replayed ones (over `old`); 0 elsewhere."""
+    share = torch.zeros(n_classes)
+    share[cur] = n_new / len(cur)
+    share[old] = n_rep / len(old)
+    shift = torch.zeros(n_classes)
+    seen = cur + old
+    shift[seen] = torch.log(share[seen] / share.sum())
+    return shift
+
+
+def _adam(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam with its fused CPU kernel (one call per step for all parameters; the same update)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+
+
 def _lr(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
@@ -209,13 +241,15 @@ class Sequence:
         idx = np.flatnonzero(np.isin(d.train.labels, pool))
         x, y = d.train.x[idx], torch.from_numpy(d.train.labels[idx])
         replaying = cfg.strategy in ("replay", "generative") and t > 0 and cfg.replay_ratio > 0
-        n_rep = int(round(cfg.batch_size * cfg.replay_ratio)) if replaying else 0
+        n_rep = replayed_per_batch(cfg, len(old), len(cur)) if replaying else 0
         # joint: a batch holds batch_size codes per task so far, so every task takes as many
         # steps as with one task's codes (the cost of each task stays the same)
         batch = cfg.batch_size * (t + 1 if cfg.strategy == "joint" else 1)
         # the new codes' competing outputs: ACE keeps them to the current task when replaying
         new_classes = cur if (replaying and cfg.loss == "ace") else seen
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        shift = (logit_shift(d.n_classes, cur, old, batch, n_rep)
+                 if cfg.loss == "la" and n_rep and cfg.scenario == "class" else None)
+        opt = _adam(self.model, cfg.lr)
         teacher = copy.deepcopy(self.model).eval() if cfg.distill > 0 and old else None
         for epoch in range(cfg.epochs_per_task):
             for g in opt.param_groups:
@@ -241,7 +275,8 @@ class Sequence:
                     allowed = torch.cat([allowed, _allowed(yr, seen, d.n_classes, cfg.scenario,
                                                            self.task_of, d.tasks)])
                 scores = self.model(xb)
-                loss = F.cross_entropy(_masked(scores, allowed), yb)
+                loss = F.cross_entropy(_masked(scores if shift is None else scores + shift,
+                                               allowed), yb)
                 if teacher is not None:
                     with torch.no_grad():
                         target = F.softmax(teacher(xb)[:, old] / DISTILL_T, dim=1)
@@ -286,7 +321,9 @@ class Sequence:
 
     def _finetune(self, t: int, seen: list[int]) -> None:
         cfg, d = self.cfg, self.data
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.finetune_lr)
+        head = self.model.bn2
+        opt = (torch.optim.Adam(head.parameters(), lr=cfg.finetune_lr, fused=True)
+               if cfg.finetune_head else _adam(self.model, cfg.finetune_lr))
         for epoch in range(cfg.finetune_epochs):
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg.finetune_lr, epoch, cfg.finetune_epochs)
@@ -299,7 +336,7 @@ class Sequence:
             y = torch.from_numpy(labels.astype(np.int64))
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             perm = torch.randperm(len(x), generator=gen)
-            self.model.train()
+            self.model.train(not cfg.finetune_head)  # the head alone: running statistics frozen
             for i in range(0, len(x), cfg.batch_size):
                 bi = perm[i:i + cfg.batch_size]
                 if len(bi) < 2:
