@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.dp import ClientSideDP, dp_scales
 from hybnn_cli.fed.partition import partition_indices
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
 from hybnn_cli.fed.strategy import RobustFedAvg, sample_size
@@ -53,10 +54,9 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
         strategy = base = RobustFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
                                        fraction=cfg.fraction, seed=cfg.seed,
                                        aggregate=cfg.aggregate, byzantine=cfg.byzantine,
-                                       max_update_norm=cfg.dp_clip if cfg.dp else None)
+                                       max_update_norm=cfg.dp_clip if cfg.dp else None,
+                                       norm_scales=dp_scales(spec.shapes) if cfg.dp else None)
     if cfg.dp:
-        from hybnn_cli.fed.dp import ClientSideDP
-
         strategy = ClientSideDP(base, cfg.dp_noise, cfg.dp_clip,
                                 sample_size(cfg.clients, cfg.fraction, cfg.min_valid), spec,
                                 cfg.seed)

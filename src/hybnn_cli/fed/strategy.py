@@ -14,7 +14,8 @@ key. `RobustFedAvg` keeps FedAvg's round structure but:
   `num-examples`. A bad reply, an error reply and a missing reply are left out and logged with
   the node id, the client's partition id when known, and the reason;
 - with DP on (`max_update_norm` = the clipping norm), also rejects an update whose L2 distance
-  from the global state it was sent exceeds that norm (the client's `fixedclipping_mod` clips it);
+  from the global state it was sent, in DP coordinates (`norm_scales`), exceeds that norm (the
+  client's `fixedclipping_mod` clips it);
 - combines the valid updates by the run's rule (`robust.combine`: FedAvg's mean weighted by
   `num-examples`, or Flower's Krum, FedMedian or FedTrimmedAvg; a bits uplink is decoded to ±1
   first);
@@ -85,9 +86,13 @@ def check_reply(content: RecordDict, spec: UpdateSpec) -> tuple[str | None, floa
     return check_arrays(content.get("arrays"), spec), float(n)
 
 
-def update_norm(update: dict[str, np.ndarray], global_: dict[str, np.ndarray]) -> float:
-    """L2 norm of update − global over every array (as Flower's DP clipping computes it)."""
-    return float(np.sqrt(sum(float(np.square(update[k] - global_[k]).sum()) for k in update)))
+def update_norm(update: dict[str, np.ndarray], global_: dict[str, np.ndarray],
+                scales: dict[str, float] | None = None) -> float:
+    """L2 norm of update − global over every array, each divided by its scale (default 1), as
+    Flower's DP clipping computes it (`dp.dp_scales`)."""
+    scales = scales or {}
+    return float(np.sqrt(sum(float(np.square((update[k] - global_[k]) / scales.get(k, 1.0)).sum())
+                             for k in update)))
 
 
 def sample_size(n: int, fraction: float, min_nodes: int) -> int:
@@ -110,7 +115,8 @@ class RobustFedAvg(FedAvg):
     def __init__(self, spec: UpdateSpec, expected_nodes: int, min_valid: int = 1,
                  fraction: float = 1.0, seed: int = 0, wait_nodes: float = 120.0,
                  settle: float = 10.0, aggregate: str = "fedavg", byzantine: float = 0.0,
-                 max_update_norm: float | None = None):
+                 max_update_norm: float | None = None,
+                 norm_scales: dict[str, float] | None = None):
         super().__init__(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
         self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0  # the server evaluates
         self.spec = spec
@@ -123,6 +129,7 @@ class RobustFedAvg(FedAvg):
         self.aggregate = aggregate
         self.byzantine = byzantine
         self.max_update_norm = max_update_norm
+        self.norm_scales = norm_scales
         self._global: dict[str, np.ndarray] = {}
         self.rounds: dict[int, dict] = {}
         self.partition_of: dict[int, int] = {}  # node id → partition id (from its metrics)
@@ -211,7 +218,7 @@ class RobustFedAvg(FedAvg):
             if reason is None:
                 update = decode_update(msg.content["arrays"], self.spec)
                 if self.max_update_norm is not None:
-                    norm = update_norm(update, self._global)
+                    norm = update_norm(update, self._global, self.norm_scales)
                     if norm > self.max_update_norm * (1 + 1e-4) + 1e-6:
                         reason = (f"update norm {norm:.4g} above the DP clipping norm "
                                   f"{self.max_update_norm:g}")
