@@ -72,7 +72,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", choices=("dp", "byzantine"), required=True)
     p.add_argument("--codes", type=Path, required=True)
-    p.add_argument("--study", type=Path, default=Path("benchmarks/results/reproduction.json"))
+    p.add_argument("--reproduction", type=Path,
+                   default=Path("benchmarks/results/reproduction.json"))
     p.add_argument("--task", default="3")
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--fraction", type=float, default=0.1)
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
     args.models.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": str(args.threads)}
-    study = read_result(args.study, "hybnn-reproduction")
+    study = read_result(args.reproduction, "hybnn-reproduction")
     lr = next(row["hybnn"]["chosen"]["lr"] for row in study["tasks"]
               if row["task"] == f"task{args.task}")
     settings = {"study": args.study, "codes": str(args.codes), "task": args.task,
