@@ -60,7 +60,8 @@ def fed_cmd(
                                    "m sampled updates. Needs --dp-clip."),
     dp_clip: float = typer.Option(None, "--dp-clip", help="DP clipping norm C > 0: each client "
                                   "scales its update (new state − received state, BatchNorm "
-                                  "statistics included) to L2 norm <= C with Flower's "
+                                  "statistics included, these in DP coordinates: "
+                                  "docs/federated.md) to L2 norm <= C with Flower's "
                                   "fixedclipping_mod; the server rejects a longer one. Float "
                                   "uplink only (bits send signs, not a clippable update); not "
                                   "with --secagg (refused) nor a robust --aggregate."),
