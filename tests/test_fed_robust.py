@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("flower_env")
 # ── differential privacy ─────────────────────────────────────────────────────────────────────
 def test_dp_run_end_to_end_is_recorded_and_reproducible(codes, tmp_path):
     out = tmp_path / "dp.pt"
-    cfg = small(codes, rounds=2, dp_noise=0.5, dp_clip=20.0, out=str(out))
+    cfg = small(codes, rounds=1, dp_noise=0.5, dp_clip=20.0, out=str(out))
     res = run_inprocess(cfg)
     again = run_inprocess(cfg)
     assert res["accuracy_curve"] == again["accuracy_curve"]  # noise seeded by (seed, round)
@@ -38,8 +38,8 @@ def test_dp_run_end_to_end_is_recorded_and_reproducible(codes, tmp_path):
     assert res["config"]["dp_noise"] == 0.5 and res["config"]["dp_clip"] == 20.0
     _, ckpt = ck.load_bnn(out)
     assert ckpt["config"]["dp_noise"] == 0.5 and ckpt["config"]["dp_clip"] == 20.0
-    plain = run_inprocess(small(codes, rounds=2))
-    assert res["accuracy_curve"] != plain["accuracy_curve"]  # the noise changed the model
+    quiet = run_inprocess(small(codes, rounds=1, dp_noise=0.0, dp_clip=20.0))
+    assert res["rounds"][0]["test_loss"] != quiet["rounds"][0]["test_loss"]  # noise was added
 
 
 def test_dp_without_noise_and_a_large_clip_is_the_plain_run(codes):
@@ -149,7 +149,7 @@ def test_cli_dp_run_json(codes, tmp_path):
 # ── Byzantine robustness ─────────────────────────────────────────────────────────────────────
 @pytest.mark.parametrize("rule", ["krum", "median", "trimmed-mean"])
 def test_each_robust_rule_runs_and_learns(codes, rule):
-    res = run_inprocess(small(codes, rounds=2, aggregate=rule))
+    res = run_inprocess(small(codes, rounds=1, aggregate=rule))
     assert all(r["valid_updates"] == 3 for r in res["rounds"])
     assert res["final_test_acc"] >= 0.9
     assert res["config"]["aggregate"] == rule
