@@ -5,12 +5,18 @@ it runs `hybnn fed --clients N --fraction F --json` through the CLI (so every nu
 command anyone can rerun) and records the global test accuracy after every round, the rounds
 needed to come within 1 point of centralized `train-bnn` on the same codes (same learning rate,
 `rounds × local-epochs` epochs), the bytes per round and in total, and the wall seconds per round.
-The learning rate per task is the one the reproduction study chose on validation
-(`benchmarks/results/reproduction.json`); no setting is chosen here.
+The learning rate per task (and, for the 10-class problem `all`, the hidden width) is the one the
+reproduction study chose on validation (`benchmarks/results/reproduction.json`); no setting is
+chosen here.
 
 Then, on one configuration (`--engine-config`), the seconds per round of each engine
 (`--engines`), and with and without SecAgg+ (`--secagg-config`: accuracy, bytes and seconds per
 round; float and bits uplink).
+
+Then the memory of one in-process run (server and the sampled clients in one process) for
+`--memory-clients` N with the same number of clients sampled per round (`--memory-sampled`):
+the peak resident set size of the `hybnn fed` process, which stays flat in N when nothing is kept
+per client beyond a round.
 
 Writes `benchmarks/results/fedscale.json` (format `fed.results.SCALE_FORMAT`) after every run; a
 rerun skips the runs already there, so an interrupted study resumes; and the figure
@@ -29,6 +35,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,20 +43,32 @@ from hybnn_cli.fed.results import SCALE_FORMAT, SCALE_VERSION, read_scale, round
 from hybnn_cli.results import read_result, write_result
 
 
-def hybnn(cmd: list[str], env: dict) -> tuple[dict, float]:
-    """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds."""
+def hybnn(cmd: list[str], env: dict, peak: dict | None = None) -> tuple[dict, float]:
+    """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds. `peak`, if given,
+    receives the process's peak resident set size in bytes (`peak_rss`)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "hybnn"), *cmd], capture_output=True,
-                          text=True, env=env)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "hybnn"), *cmd], stdout=out,
+                                stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout), time.perf_counter() - t0
+        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(cmd)}\n{stderr[-2000:]}")
+    if peak is not None:
+        peak["peak_rss"] = usage.ru_maxrss * 1024  # Linux reports kilobytes
+    return json.loads(stdout), time.perf_counter() - t0
 
 
 def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: str,
-            rounds: int, engine: str = "inprocess", secagg: bool = False) -> list[str]:
-    return ["fed", "--codes", str(args.codes), "--task", task, "--clients", str(clients),
-            "--fraction", repr(args.fraction), "--rounds", str(rounds),
+            rounds: int, engine: str = "inprocess", secagg: bool = False,
+            fraction: float | None = None) -> list[str]:
+    fraction = args.fraction if fraction is None else fraction
+    return ["fed", "--codes", str(args.codes), "--task", task, "--hidden", str(args.hidden[task]),
+            "--clients", str(clients),
+            "--fraction", repr(fraction), "--rounds", str(rounds),
             "--local-epochs", str(args.local_epochs), "--lr", repr(lr),
             "--partition", partition, "--alpha", repr(args.alpha), "--uplink", uplink,
             "--engine", engine, *(["--secagg"] if secagg else []), "--seed", str(args.seed),
@@ -127,6 +146,9 @@ def main(argv=None) -> None:
     p.add_argument("--secagg-config", default="3/100/iid/20",
                    help="task/clients/partition/rounds run with and without SecAgg+ "
                         "(both uplinks)")
+    p.add_argument("--memory-clients", default="100,1000,10000")
+    p.add_argument("--memory-sampled", type=int, default=10)
+    p.add_argument("--memory-rounds", type=int, default=2)
     p.add_argument("--skip-grid", action="store_true", help="only the engine and SecAgg+ runs")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedscale.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/fedscale.png"))
@@ -136,14 +158,18 @@ def main(argv=None) -> None:
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
            "OMP_NUM_THREADS": str(args.threads)}
     study = read_result(args.study, "hybnn-reproduction")
-    lrs = {row["task"].removeprefix("task"): row["hybnn"]["chosen"]["lr"]
-           for row in study["tasks"]}
+    chosen = {row["task"].removeprefix("task"): row["hybnn"]["chosen"] for row in study["tasks"]}
+    chosen["all"] = study["ten_class"]["chosen"]  # the 10-class problem (its hidden width too)
+    lrs = {task: c["lr"] for task, c in chosen.items()}
+    args.hidden = {task: int(c.get("hidden", 128)) for task, c in chosen.items()}
     old = read_scale(args.out) if args.out.is_file() else {}
     body = {"codes": str(args.codes), "fraction": args.fraction, "alpha": args.alpha,
             "rounds": args.rounds, "local_epochs": args.local_epochs, "seed": args.seed,
-            "threads": args.threads, "lr_per_task": lrs, "study_commit": study["commit"],
+            "threads": args.threads, "lr_per_task": lrs, "hidden_per_task": args.hidden,
+            "study_commit": study["commit"],
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
-            "engines": old.get("engines", {}), "secagg": old.get("secagg", {})}
+            "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
+            "memory": old.get("memory", {})}
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
@@ -155,7 +181,8 @@ def main(argv=None) -> None:
         if f"task{task}" in body["centralized"]:
             continue
         epochs = args.rounds * args.local_epochs
-        cmd = ["train-bnn", "--codes", str(args.codes), "--task", task, "--epochs", str(epochs),
+        cmd = ["train-bnn", "--codes", str(args.codes), "--task", task,
+               "--hidden", str(args.hidden[task]), "--epochs", str(epochs),
                "--lr", repr(lrs[task]), "--seed", str(args.seed), "--threads", str(args.threads),
                "--out", str(args.models / f"central-task{task}.pt"), "--json"]
         res, secs = hybnn(cmd, env)
@@ -210,6 +237,21 @@ def main(argv=None) -> None:
             print(f"{key}: {100 * res['final_test_acc']:.2f}%, "
                   f"{body['secagg'][key]['uplink_per_round'] / 1e3:,.1f} kB up/round, "
                   f"{body['secagg'][key]['seconds_per_round']:.2f} s/round", flush=True)
+
+    task = tasks[0]
+    for n in (int(c) for c in args.memory_clients.split(",") if c):
+        key = f"task{task}/{n}/iid/float/{args.memory_sampled}/{args.memory_rounds}"
+        if key in body["memory"]:
+            continue
+        cmd = fed_cmd(args, task, lrs[task], n, "iid", "float", args.memory_rounds,
+                      fraction=args.memory_sampled / n)
+        peak = {}
+        res, secs = hybnn(cmd, env, peak)
+        body["memory"][key] = {**summarize(res, secs), **peak,
+                               "command": "hybnn " + shlex.join(cmd)}
+        save()
+        print(f"memory {key}: peak RSS {peak['peak_rss'] / 2**20:,.0f} MiB ({secs:.0f} s)",
+              flush=True)
     save()
 
 

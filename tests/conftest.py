@@ -61,6 +61,15 @@ def fake_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def latest_in_tmp(monkeypatch, tmp_path_factory):
+    """Commands record their last outputs in runs/latest.json of the working folder; a test run
+    in-process from the project root must not write (or read) the user's own record."""
+    from hybnn_cli import latest
+
+    monkeypatch.setattr(latest, "LATEST", tmp_path_factory.mktemp("latest") / "latest.json")
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Make downloads fail at once."""

@@ -31,6 +31,12 @@ def one_line_error(result, fragment: str):
     assert "Traceback" not in result.output
 
 
+def test_an_error_quoting_brackets_prints_them(codes):
+    # the message is printed as text, not as rich markup ("[red]" would vanish)
+    one_line_error(run("train-bnn", "--codes", str(codes), "--task", "[red]x[/]"),
+                   "unknown task '[red]x[/]'")
+
+
 SEED_OPTS = {"--seed", "--seeds"}
 
 
@@ -233,11 +239,11 @@ class _RunsCode:
 
 @pytest.mark.parametrize("fmt, load, command", [
     (ck.VAE_FORMAT, ck.load_vae, ["extract", "--out", "{tmp}/codes.h5", "--vae"]),
-    (ck.BNN_FORMAT, ck.load_bnn, ["evaluate"]),
+    (ck.BNN_FORMAT, ck.load_bnn, ["evaluate", "--codes", "{codes}"]),
     (ck.BASELINE_FORMAT, ck.load_baseline, None),
 ])
-def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path, fmt, load,
-                                                                          command):
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path, codes, fmt,
+                                                                          load, command):
     path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
     torch.save({"format": fmt, "format_version": ck.FORMAT_VERSION, "state_dict": {},
                 "config": _RunsCode(marker)}, path)
@@ -253,7 +259,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
         load(path)
     assert str(e.value) == message
     if command is not None:
-        one_line_error(run(*[a.format(tmp=tmp_path) for a in command], path), message)
+        one_line_error(run(*[a.format(tmp=tmp_path, codes=codes) for a in command], path), message)
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
 

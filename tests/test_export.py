@@ -102,6 +102,38 @@ def test_runtime_writes_into_given_outputs():
     with pytest.raises(ValueError, match=r"out must be a int64 array of shape \(257,\)"):
         runtime.run(codes, out=(scores, labels.astype(np.int32)))
 
+@pytest.mark.parametrize("n", [1, 2, 5000])  # the small-batch fast path and the checked path
+def test_runtime_checks_every_argument_on_every_path(n):
+    model = trained_looking_bnn(BNNShape(200, 128, 2), 12)
+    runtime = runtime_from_model(model)
+    codes = random_codes(200, n, 12)
+    _, want = torch_predict(model, codes)
+    readonly = codes.copy()
+    readonly.flags.writeable = False
+    strided = np.repeat(codes, 2, axis=0)[::2]
+    for given in (readonly, strided):  # computed all the same (the strided ones copied)
+        np.testing.assert_array_equal(runtime.predict(given), want)
+    bad = [
+        (dict(codes=codes[:, :3].copy()), ValueError,
+         "^codes has 3 words per row, but 200 bits need 4$"),
+        (dict(codes=codes.view(np.int64)), TypeError, "^codes must have dtype uint64"),
+        (dict(codes=codes[0]), ValueError, "^codes must be 2-D"),
+        (dict(codes=codes.tolist()), TypeError, "^codes must be a numpy array"),
+        (dict(threads=0), ValueError, "^threads must be an integer in 1"),
+        (dict(threads=True), ValueError, "^threads must be an integer in 1"),
+        (dict(out=(np.empty((n + 1, 2), np.float32), np.empty(n, np.int64))), ValueError,
+         rf"^out must be a float32 array of shape \({n}, 2\)"),
+        (dict(out=(np.empty((n, 2), np.float32), np.empty(n + 1, np.int64))), ValueError,
+         rf"^out must be a int64 array of shape \({n},\)"),
+        (dict(out=(np.empty((n, 4), np.float32)[:, ::2], np.empty(n, np.int64))), ValueError,
+         "^out must be C-contiguous and writeable$"),
+    ]
+    for kwargs, error, message in bad:
+        args = {"codes": codes, **kwargs}
+        with pytest.raises(error, match=message):
+            runtime.run(args.pop("codes"), **args)
+
+
 def test_hidden_bits_match_torch_including_ties_and_flips():
     shape = BNNShape(200, 128, 2)
     model = trained_looking_bnn(shape, 5)

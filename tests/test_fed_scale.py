@@ -102,6 +102,36 @@ def test_thousands_of_tiny_clients_train(codes):
     assert all(0.0 <= a <= 1.0 for a in res["accuracy_curve"])
 
 
+def test_clients_holding_one_code_each_still_learn(codes):
+    # as many clients as training samples: each holds one code, which trains with batch norm on
+    # its running statistics (one sample has no batch statistics)
+    from hybnn_cli.fed.task import task_data
+
+    n = len(task_data(str(codes), "3")["train"][1])
+    res = run_inprocess(small(codes, clients=n, fraction=20 / n, rounds=2, partition="iid"))
+    assert all(r["valid_updates"] == 20 for r in res["rounds"])
+    assert res["accuracy_curve"][-1] != res["initial_test_acc"]
+
+
+def test_one_sample_batch_trains_weights_but_not_batch_norm_statistics():
+    import torch
+
+    from hybnn_cli.bnn import BNNShape, TaskBNN
+    from hybnn_cli.train_bnn import train_epoch
+
+    torch.manual_seed(0)
+    model = TaskBNN(BNNShape(16, 8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    x, y = torch.where(torch.rand(1, 16) < 0.5, -1.0, 1.0), torch.tensor([1])
+    train_epoch(model, opt, x, y, batch_size=4, generator=torch.Generator().manual_seed(0))
+    after = model.state_dict()
+    assert not torch.equal(before["fc1.weight"], after["fc1.weight"])
+    for name in ("bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"):
+        assert torch.equal(before[name], after[name]), name
+    assert model.training and model.bn1.training  # back in training mode
+
+
 # ── SecAgg+ ──────────────────────────────────────────────────────────────────────────────────
 def test_secagg_shares():
     assert secagg_shares(2) == (1.0, 1.0)

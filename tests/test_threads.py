@@ -34,6 +34,16 @@ def test_default_is_every_available_core_and_the_limit_is_numbas():
         threads.resolve(limit + 1)
 
 
+def test_the_default_shares_the_cores_among_torchrun_processes(monkeypatch):
+    cores = threads.available_cores()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.default_threads() == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))
+    assert threads.default_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert threads.default_threads() == cores
+
+
 def test_every_computing_command_takes_threads_with_the_same_meaning():
     commands = typer.main.get_command(app).commands
     have = {name for name, c in commands.items()

@@ -22,24 +22,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
-from hybnn_kernels.bits import (
-    WORD_BITS,
-    bits_set_past,
-    n_words,
-    padding_set,
-    used_bits_in_last_word,
-)
+from hybnn_kernels.bits import WORD_BITS, bits_set_past, n_words, used_bits_in_last_word
 from hybnn_kernels.checks import check_out, check_threads, check_words
 from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
 from hybnn_kernels.h5attrs import read_attrs
-from hybnn_kernels.parallel import call_parallel, threads_for
+from hybnn_kernels.parallel import SERIAL_OPS, call_parallel, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
 from hybnn_kernels.xnor import PackedWeights, prepack
 
-_U64 = np.dtype(np.uint64)
+_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 DEPLOY_FORMAT = "hybnn-deploy"
 DEPLOY_VERSION = 1
 
@@ -83,32 +78,77 @@ def _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 
                        h, masks, cnt, scores, labels)
 
 
-# The compiled entry points take few arguments (Numba's dispatch costs about 0.1–0.2 µs per
-# argument, a large share of a one-sample call): `params` packs the integers and the hidden layer's
-# count thresholds into one int64 array, [pad_from, cthr1...], where pad_from is the number of used
-# bits in the last word of a code (64: no padding); n_classes and hidden come from the table.
+# The compiled entry points take few arguments, because Numba's dispatch costs about 0.1 µs per
+# argument, a large share of a one-sample call: the head's constant data travel as one uint64 array,
+# the *blob* (`_make_blob`), unpacked into views inside the compiled code (`_unpack`):
+#   header (HEADER words): words, pad_from (used bits in a code's last word; 64: no padding),
+#                          P1, P2, kw2 (words of the hidden code), hidden, n_classes
+#   then the hidden layer's panels (P1·words·NR), its count thresholds (P1·NR, int64), the output
+#   layer's panels (P2·kw2·NR) and the score table (n_classes·(hidden + 1) float32, padded to
+#   whole words).
+HEADER = 8
 
 
-@njit(cache=CACHE)
-def _head_serial(codes, p1, p2, params, table, scores, labels):
-    """Runs the head unless a code has padding bits set (returns True then, nothing computed)."""
-    pad_from = params[0]
-    if pad_from < WORD_BITS and bits_set_past(codes, pad_from):
-        return True
+def _make_blob(p1, cthr1, p2, table, pad_from) -> np.ndarray:
+    t = np.zeros(table.size + table.size % 2, dtype=np.float32)
+    t[: table.size] = table.ravel()
+    header = np.zeros(HEADER, dtype=np.int64)
+    header[:7] = [p1.shape[1], pad_from, p1.shape[0], p2.shape[0], p2.shape[1], table.shape[1] - 1,
+                  table.shape[0]]
+    return np.concatenate([header.view(np.uint64), p1.ravel(), cthr1.view(np.uint64), p2.ravel(),
+                           t.view(np.uint64)])
+
+
+@njit(cache=CACHE, inline="always")
+def _unpack(blob):
+    h = blob[:HEADER].view(np.int64)
+    words, n_p1, n_p2, kw2, hidden, n_classes = h[0], h[2], h[3], h[4], h[5], h[6]
+    o = HEADER
+    p1 = blob[o: o + n_p1 * words * NR].reshape((n_p1, words, NR))
+    o += n_p1 * words * NR
+    cthr1 = blob[o: o + n_p1 * NR].view(np.int64)
+    o += n_p1 * NR
+    p2 = blob[o: o + n_p2 * kw2 * NR].reshape((n_p2, kw2, NR))
+    o += n_p2 * kw2 * NR
+    table = blob[o: o + (n_classes * (hidden + 1) + 1) // 2].view(np.float32)
+    table = table[: n_classes * (hidden + 1)].reshape((n_classes, hidden + 1))
+    return p1, cthr1, p2, table, n_classes, hidden
+
+
+# one signature (read-only arrays take writable ones too): one compiled version to load at import
+_SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True),
+                                types.Array(types.uint64, 1, "C", readonly=True),
+                                types.Array(types.float32, 2, "C"),
+                                types.Array(types.int64, 1, "C"))
+
+
+@njit([_SERIAL_SIGNATURE], cache=CACHE)
+def _head_serial(codes, blob, scores, labels):
+    """Runs the head on one thread and returns 0, or returns without computing anything: 1 when an
+    array's shape does not fit the head, 2 when a code has padding bits set. Compiled for its
+    one signature only (other types raise TypeError at the call: the caller's checked path takes
+    them)."""
     m = codes.shape[0]
-    total = m // MR + m % MR
-    _head_range(codes, p1, params[1:], p2, table.shape[0], table.shape[1] - 1, table, scores,
-                labels, 0, total)
-    return False
+    h = blob[:HEADER].view(np.int64)
+    n_classes = h[6]
+    if (codes.shape[1] != h[0] or scores.shape[0] != m or scores.shape[1] != n_classes
+            or labels.shape[0] != m):
+        return 1
+    pad_from = h[1]
+    if pad_from < WORD_BITS and bits_set_past(codes, pad_from):
+        return 2
+    p1, cthr1, p2, table, n_classes, hidden = _unpack(blob)
+    _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 0,
+                m // MR + m % MR)
+    return 0
 
 
 @njit(cache=CACHE, parallel=True)
-def _head_parallel(codes, p1, p2, params, table, scores, labels, n_chunks):
+def _head_parallel(codes, blob, scores, labels, n_chunks):
     m = codes.shape[0]
     total = m // MR + m % MR
     n_chunks = min(total, n_chunks)
-    cthr1 = params[1:]
-    n_classes, hidden = table.shape[0], table.shape[1] - 1
+    p1, cthr1, p2, table, n_classes, hidden = _unpack(blob)
     for c in prange(n_chunks):
         _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels,
                     c * total // n_chunks, (c + 1) * total // n_chunks)
@@ -154,9 +194,10 @@ class BNNRuntime:
 
     def __post_init__(self):
         self._words = self.fc1.weights.words
-        self._pad_from = used_bits_in_last_word(self.n_bits)
-        params = np.concatenate([[self._pad_from], self.fc1.count_thresholds]).astype(np.int64)
-        self._static = (self.fc1.weights.panels, self.fc2.panels, params, self.score_table)
+        self._blob = _make_blob(self.fc1.weights.panels, self.fc1.count_thresholds,
+                                self.fc2.panels, self.score_table,
+                                used_bits_in_last_word(self.n_bits))
+        self._blob.flags.writeable = False
         self._n_classes = self.fc2.n
         self._ops_per_row = 2.0 * self.fc1.n_out * self.fc1.n_in
 
@@ -166,13 +207,27 @@ class BNNRuntime:
 
         `out`: an optional (scores, labels) pair of C-contiguous arrays of those dtypes and shapes
         to write into (no allocation per call)."""
-        # the common case is checked in a few attribute reads (this path serves batch 1 too)
-        if not (type(codes) is np.ndarray and (codes.dtype is _U64 or codes.dtype == _U64)
-                and codes.ndim == 2 and codes.shape[1] == self._words
-                and codes.flags.c_contiguous):
-            codes = check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
-        if threads is not None:
-            threads = check_threads(threads)
+        # Fast path for small batches (batch 1 included): the compiled call's own signature checks
+        # the types and the compiled code the shapes and the padding; anything it refuses takes
+        # the checked path, which raises the precise error.
+        try:
+            m = codes.shape[0]
+            if m * self._ops_per_row < SERIAL_OPS and (
+                    threads is None or threads.__class__ is int and 0 < threads <= _MAX_THREADS):
+                if out is None:
+                    scores = np.empty((m, self._n_classes), dtype=np.float32)
+                    labels = np.empty(m, dtype=np.int64)
+                else:
+                    scores, labels = out
+                if _head_serial(codes, self._blob, scores, labels) == 0:
+                    return scores, labels
+        except (AttributeError, IndexError, TypeError, ValueError):
+            pass
+        return self._run_checked(codes, threads, out)
+
+    def _run_checked(self, codes, threads, out):
+        codes = check_words("codes", codes, self.n_bits)  # raises, or copies to contiguous
+        threads = check_threads(threads)
         m = codes.shape[0]
         if out is None:
             scores = np.empty((m, self._n_classes), dtype=np.float32)
@@ -184,11 +239,9 @@ class BNNRuntime:
             return scores, labels
         t = threads_for(m * self._ops_per_row, threads)
         if t > 1:
-            if padding_set(codes, self.n_bits):
-                check_words("codes", codes, self.n_bits)  # raises the padding error
-            call_parallel(_head_parallel, t, codes, *self._static, scores, labels)
-        elif _head_serial(codes, *self._static, scores, labels):
-            check_words("codes", codes, self.n_bits)  # raises the padding error
+            call_parallel(_head_parallel, t, codes, self._blob, scores, labels)
+        elif _head_serial(codes, self._blob, scores, labels) != 0:
+            raise AssertionError("the head refused checked arguments")  # a bug, not bad input
         return scores, labels
 
     def predict(self, codes: np.ndarray, threads: int | None = None) -> np.ndarray:

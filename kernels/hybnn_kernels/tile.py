@@ -20,7 +20,8 @@ are correct on every CPU, only the speed differs; an overridden variant is not c
 
 The IR helpers `broadcast`, `ctpop` and `byte_lane_sums` also build `roofline`'s peak loop.
 
-Exports: `tile_full` / `tile_row` (counts of MR rows / one row against a panel) and
+Exports: `tile_full` / `tile_row` (counts of MR rows / one row against a panel), `tile_full_dots` /
+`tile_row_dots` (the same as int32 dot products stored into the output rows) and
 `tile_full_threshold` / `tile_row_threshold` (the fused layer's compare-and-movemask epilogue).
 """
 
@@ -114,13 +115,34 @@ def byte_lane_sums(builder, acc, lanes):
     return builder.and_(x, splat(0xFFFF))
 
 
-def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
+def _low_halves(builder, vec):
+    """<n x i64> → <n x i32>: the low 32 bits of every lane."""
+    n = vec.type.count
+    i32 = ir.IntType(32)
+    x = builder.bitcast(vec, ir.VectorType(i32, 2 * n))
+    even = ir.Constant(ir.VectorType(i32, n), list(range(0, 2 * n, 2)))
+    return builder.shuffle_vector(x, x, even)
+
+
+def _concat(builder, vecs):
+    """Vectors of one type (a power-of-two count of them) joined end to end."""
+    while len(vecs) > 1:
+        n = vecs[0].type.count
+        idx = ir.Constant(ir.VectorType(ir.IntType(32), 2 * n), list(range(2 * n)))
+        vecs = [builder.shuffle_vector(vecs[i], vecs[i + 1], idx) for i in range(0, len(vecs), 2)]
+    return vecs[0]
+
+
+def _make_tile(mr: int, nv: int, vw: int, flush: int, mode: str):
     """An intrinsic over the tile of rows a[row0 : row0 + mr] against weight panel p.
 
     Counts mode, tile(a, row0, panels, p, cnt): cnt[r*NR + j] = popcount(a[row0 + r] ^ panel row j).
+    Dots mode, tile(a, row0, panels, p, n_bits, out): out[row0 + r, p*NR + j] = n_bits − 2·count,
+    as int32 vectors stored straight into the rows of `out` (a full panel: p*NR + NR <= N).
     Threshold mode, tile(a, row0, panels, p, cthr, masks): bit j of masks[r] is set when that count
     is <= cthr[p*NR + j] (the fused layer's epilogue, vectorized: compare, then a movemask).
-    `a` (M, kw), `panels` (P, kw, NR), `cnt`, `cthr` and `masks` are C-contiguous (callers check).
+    `a` (M, kw), `panels` (P, kw, NR), `cnt`, `out`, `cthr` and `masks` are C-contiguous (callers
+    check).
     """
     nr = nv * vw
 
@@ -158,21 +180,33 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
             bacc = [[cgutils.alloca_once_value(builder, bzero) for _ in range(nv)]
                     for _ in range(mr)]
             fl = ir.Constant(i64, flush)
-            n_blocks = builder.udiv(builder.add(kw, ir.Constant(i64, flush - 1)), fl)
-            with cgutils.for_range(builder, n_blocks) as outer:
-                k0 = builder.mul(outer.index, fl)
-                rem = builder.sub(kw, k0)
-                length = builder.select(builder.icmp_unsigned("<", rem, fl), rem, fl)
-                for r in range(mr):
-                    for v in range(nv):
-                        builder.store(bzero, bacc[r][v])
-                with cgutils.for_range(builder, length) as inner:
-                    step(builder.add(k0, inner.index), bacc, True)
+
+            def flush_into_acc():
                 for r in range(mr):
                     for v in range(nv):
                         b = builder.bitcast(builder.load(bacc[r][v]), vty)
                         s = byte_lane_sums(builder, b, vw)
                         builder.store(builder.add(builder.load(acc[r][v]), s), acc[r][v])
+
+            # rows of at most FLUSH words (200-bit codes: 4) in one block, without the outer loop
+            # and the u64 accumulators it keeps live (they spill: 16 registers hold the rest)
+            with builder.if_else(builder.icmp_unsigned("<=", kw, fl)) as (short, long):
+                with short:
+                    with cgutils.for_range(builder, kw) as inner:
+                        step(inner.index, bacc, True)
+                    flush_into_acc()
+                with long:
+                    n_blocks = builder.udiv(builder.add(kw, ir.Constant(i64, flush - 1)), fl)
+                    with cgutils.for_range(builder, n_blocks) as outer:
+                        k0 = builder.mul(outer.index, fl)
+                        rem = builder.sub(kw, k0)
+                        length = builder.select(builder.icmp_unsigned("<", rem, fl), rem, fl)
+                        for r in range(mr):
+                            for v in range(nv):
+                                builder.store(bzero, bacc[r][v])
+                        with cgutils.for_range(builder, length) as inner:
+                            step(builder.add(k0, inner.index), bacc, True)
+                        flush_into_acc()
         return [[builder.load(acc[r][v]) for v in range(nv)] for r in range(mr)]
 
     def prologue(context, builder, signature, args):
@@ -182,7 +216,7 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
         p_v = context.cast(builder, args[3], signature.args[3], types.intp)
         return a_arr, p_arr, row0_v, p_v
 
-    if not threshold:
+    if mode == "counts":
         @intrinsic
         def tile(typingctx, a, row0, panels, p, cnt):
             sig = types.void(a, row0, panels, p, cnt)
@@ -202,6 +236,36 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
             return sig, codegen
 
         return tile
+
+    if mode == "dots":
+        @intrinsic
+        def tile_dots(typingctx, a, row0, panels, p, n_bits, out):
+            sig = types.void(a, row0, panels, p, n_bits, out)
+
+            def codegen(context, builder, signature, args):
+                a_arr, p_arr, row0_v, p_v = prologue(context, builder, signature, args)
+                o_arr = context.make_array(signature.args[5])(context, builder, args[5])
+                nb = context.cast(builder, args[4], signature.args[4], types.int64)
+                counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
+                i64, i32 = ir.IntType(64), ir.IntType(32)
+                oty = ir.VectorType(i32, nr)  # a row's NR dots, stored at once
+                nbv = broadcast(builder, builder.trunc(nb, i32), nr)
+                ld = builder.extract_value(o_arr.shape, 1)
+                col = builder.mul(p_v, ir.Constant(i64, nr))
+                for r in range(mr):
+                    # the low 32 bits of every u64 count (counts are < 2^32), concatenated in
+                    # panel order: one vector of NR int32 lanes
+                    cnt32 = _concat(builder, [_low_halves(builder, counts[r][v])
+                                              for v in range(nv)])
+                    dots = builder.sub(nbv, builder.shl(cnt32, ir.Constant(oty, [1] * nr)))
+                    row = builder.add(row0_v, ir.Constant(i64, r))
+                    dst = builder.gep(o_arr.data, [builder.add(builder.mul(row, ld), col)])
+                    builder.store(dots, builder.bitcast(dst, oty.as_pointer()), align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return tile_dots
 
     @intrinsic
     def tile_threshold(typingctx, a, row0, panels, p, cthr, masks):
@@ -232,7 +296,9 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, threshold: bool = False):
     return tile_threshold
 
 
-tile_full = _make_tile(MR, NV, VW, FLUSH)
-tile_row = _make_tile(1, NV, VW, FLUSH)
-tile_full_threshold = _make_tile(MR, NV, VW, FLUSH, threshold=True)
-tile_row_threshold = _make_tile(1, NV, VW, FLUSH, threshold=True)
+tile_full = _make_tile(MR, NV, VW, FLUSH, "counts")
+tile_row = _make_tile(1, NV, VW, FLUSH, "counts")
+tile_full_dots = _make_tile(MR, NV, VW, FLUSH, "dots")
+tile_row_dots = _make_tile(1, NV, VW, FLUSH, "dots")
+tile_full_threshold = _make_tile(MR, NV, VW, FLUSH, "threshold")
+tile_row_threshold = _make_tile(1, NV, VW, FLUSH, "threshold")

@@ -17,34 +17,46 @@ from numba import njit, prange
 
 from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
 from hybnn_kernels.parallel import call_parallel, threads_for
-from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
+from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_row, tile_row_dots
 
 # --------------------------------------------------------------------------------------------------
-# Drivers (compiled): tiles t in [t0, t1) in panel-major order, so a panel stays in L1.
+# Drivers (compiled): tiles in row-major order: a tile's rows of `a` stay in L1 while the panels
+# stream past, and the output is written row after row, a full panel's NR dots at once.
+
+
+@njit(cache=CACHE, inline="always")
+def _row_tile(a, i0, rows, panels, n, n_bits, out, p0, p1, cnt):
+    """Rows a[i0 : i0 + rows] (rows is MR or 1) against panels p0 .. p1 − 1."""
+    full = n // NR  # panels whose NR rows are all real weight rows
+    for p in range(p0, min(p1, full)):
+        if rows == MR:
+            tile_full_dots(a, i0, panels, p, n_bits, out)
+        else:
+            tile_row_dots(a, i0, panels, p, n_bits, out)
+    if p1 > full >= p0:  # the last panel, part padding: through the counts
+        if rows == MR:
+            tile_full(a, i0, panels, full, cnt)
+        else:
+            tile_row(a, i0, panels, full, cnt)
+        j0 = full * NR
+        for r in range(rows):
+            for jj in range(n - j0):
+                out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
 
 
 @njit(cache=CACHE, inline="always")
 def _tile_range(a, panels, n, n_bits, out, t0, t1, cnt):
+    """Tiles t0 .. t1 − 1 in row-major order (tile t: row tile t // P against panel t % P)."""
     m = a.shape[0]
+    n_panels = panels.shape[0]
     n_rt = m // MR
-    rem = m - n_rt * MR
-    per_panel = n_rt + rem  # full row tiles, then single remainder rows
-    for t in range(t0, t1):
-        p = t // per_panel
-        rt = t - p * per_panel
-        j0 = p * NR
-        jn = min(NR, n - j0)
+    for rt in range(t0 // n_panels, (t1 + n_panels - 1) // n_panels):
+        p0 = max(t0 - rt * n_panels, 0)
+        p1 = min(t1 - rt * n_panels, n_panels)
         if rt < n_rt:
-            i0 = rt * MR
-            tile_full(a, i0, panels, p, cnt)
-            for r in range(MR):
-                for jj in range(jn):
-                    out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
-        else:
-            i = n_rt * MR + (rt - n_rt)
-            tile_row(a, i, panels, p, cnt)
-            for jj in range(jn):
-                out[i, j0 + jj] = n_bits - 2 * cnt[jj]
+            _row_tile(a, rt * MR, MR, panels, n, n_bits, out, p0, p1, cnt)
+        else:  # the rows after the last full row tile, one by one
+            _row_tile(a, n_rt * MR + (rt - n_rt), 1, panels, n, n_bits, out, p0, p1, cnt)
 
 
 @njit(cache=CACHE)

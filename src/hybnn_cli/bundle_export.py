@@ -126,9 +126,12 @@ def compare_codes(want_logits: np.ndarray, got_logits: np.ndarray) -> dict:
 FLOAT_NODES = ("conv0", "fc")
 
 
-def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray) -> None:
-    """Static int8 quantization (QDQ, per-channel weights, MinMax calibration on `images`) of
-    every node but FLOAT_NODES."""
+def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray, quant_format: str = "QDQ",
+                  activations: str = "int8", float_nodes=FLOAT_NODES) -> None:
+    """Static int8 quantization (per-channel int8 weights, MinMax calibration on `images`) of
+    every node but `float_nodes`: `quant_format` QDQ (quantize/dequantize pairs ONNX Runtime fuses)
+    or QOperator (quantized operators), `activations` int8 or uint8. `--int8` uses the defaults;
+    `benchmarks/int8.py` compares the others."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -149,10 +152,12 @@ def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray) -> None:
 
     logging.disable(logging.WARNING)  # its advice to pre-process: shapes are static here
     try:
-        quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QInt8,
+        quantize_static(str(float_path), str(out_path), Reader(),
+                        quant_format=getattr(QuantFormat, quant_format), per_channel=True,
+                        activation_type={"int8": QuantType.QInt8,
+                                         "uint8": QuantType.QUInt8}[activations],
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        nodes_to_exclude=list(FLOAT_NODES))
+                        nodes_to_exclude=list(float_nodes))
     finally:
         logging.disable(logging.NOTSET)
 

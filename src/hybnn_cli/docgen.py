@@ -315,13 +315,14 @@ def fedscale_table(results_dir: Path) -> str:
         task, n, part, uplink = key.split("/")
         central = r["centralized"][task]["test_acc"]
         within = run["rounds_to_within_1pt"]
-        rows.append([task.removeprefix("task"), n, run["sampled_per_round"], part, uplink,
-                     pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
+        t = task.removeprefix("task")
+        rows.append([t, r.get("hidden_per_task", {}).get(t, 128), n, run["sampled_per_round"],
+                     part, uplink, pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
                      within if within else f"not in {len(run['accuracy_curve'])}",
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
                      f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
                      f"{run['seconds_per_round']:.2f}"])
-    header = ["task", "clients", "sampled per round", "partition", "uplink",
+    header = ["task", "hidden", "clients", "sampled per round", "partition", "uplink",
               "centralized (%)", "final (%)", "best round (%)",
               "rounds to within 1 point of centralized", "up kB/round", "down kB/round",
               "MB in all", "s/round (in-process)"]
@@ -358,6 +359,23 @@ def fedscale_secagg(results_dir: Path) -> str:
                      f"{run['seconds_per_round']:.2f}"])
     return (table(["task", "clients", "sampled per round", "partition", "uplink", "rounds",
                    "aggregation", "final (%)", "up kB/round", "down kB/round", "s/round"], rows)
+            + "\n\n" + source(SCALE, r))
+
+
+@renderer("fedscale-memory")
+def fedscale_memory(results_dir: Path) -> str:
+    """Peak memory of one in-process run against the number of clients, the sampled count fixed."""
+    r = read_scale(Path(results_dir) / SCALE)
+    runs = r.get("memory", {})
+    if not runs:
+        return "No memory run in the file yet.\n\n" + source(SCALE, r)
+    rows = []
+    for key, run in sorted(runs.items(), key=lambda kv: int(kv[0].split("/")[1])):
+        task, n, _, _, sampled, rounds = key.split("/")
+        rows.append([task.removeprefix("task"), f"{int(n):,}", sampled, rounds,
+                     f"{run['peak_rss'] / 2**20:,.0f}", f"{run['wall_seconds']:.0f}"])
+    return (table(["task", "clients", "sampled per round", "rounds",
+                   "peak memory of the process (MiB)", "wall s"], rows)
             + "\n\n" + source(SCALE, r))
 
 
@@ -543,11 +561,18 @@ def e2e(results_dir: Path) -> str:
 
     perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
                   "batch 1: µs, median (quartiles)",
-                  "time split at 4096 (encoder / threshold+pack / head)"],
+                  "time split at 4096 (encoder / threshold+pack / head)", "time split at 1"],
                  [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
                    f"{b[k]['images_per_second']:,.0f}",
-                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k])]
+                   f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k]),
+                   split(one[k])]
                   for k in ("torch", "bundle_float", "bundle_int8")])
+    flags = set(r["machine"].get("cpu_flags", []))
+    if not flags & {"avx512_vnni", "avx_vnni"}:
+        perf += ("\n\nThis CPU has neither AVX-512 VNNI nor AVX-VNNI (the machine record's "
+                 "`cpu_flags`), the int8 dot-product instructions ONNX Runtime's quantized "
+                 "convolutions are built for; without them its int8 kernels run on AVX2 "
+                 "multiply-adds, and the int8 speed-up above is what remains.")
     text = (f"On the {ag['float']['heads']['all']['n']:,} MNIST test images the float bundle's "
             f"codes differ from the torch encoder's in {ag['float']['flipped_bits']} of "
             f"{ag['float']['bits']:,} bits, the int8 encoder's in {ag['int8']['flipped_bits']:,} "
@@ -573,6 +598,31 @@ def e2e(results_dir: Path) -> str:
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
     return text + "\n\n" + source(E2E, r)
+
+
+INT8 = "int8.json"
+
+
+@renderer("int8")
+def int8_variants(results_dir: Path) -> str:
+    """The float encoder against the int8 quantizations ONNX Runtime offers, on this CPU."""
+    r = _load(results_dir, INT8, "hybnn-int8")
+    def kept(v):
+        return ", ".join(v) if isinstance(v, list) else v
+
+    rows = [[name, v["format"], v["activations"], kept(v["float_nodes"]),
+             f"{v['us_per_image_4096']:.1f}", f"{v['speedup_4096']:.2f}×",
+             f"{v['us_batch_1']:.1f}", f"{v['speedup_1']:.2f}×",
+             f"{v['flipped_bit_fraction']:.2%}"]
+            for name, v in r["variants"].items()]
+    flags = ", ".join(r["machine"].get("cpu_flags", [])) or "none recorded"
+    return (f"Encoder alone on ONNX Runtime, {r['threads']} threads, {r['test_images']:,} MNIST "
+            f"test images (CPU flags: {flags}; load average "
+            f"{r['machine']['load_average'][0]:.1f}):\n\n"
+            + table(["encoder", "format", "activations", "kept in float32",
+                     "µs/image at 4096", "× float32", "µs at batch 1", "× float32",
+                     "code bits ≠ float32's"], rows)
+            + "\n\n" + source(INT8, r))
 
 
 # ── continual learning ───────────────────────────────────────────────────────────────────────

@@ -26,7 +26,7 @@ from hybnn_cli.fileio import atomic_path
 
 # CPU flags that decide which kernel variant runs and how fast float matmul can be.
 CPU_FLAGS = ("avx", "avx2", "fma", "popcnt", "avx512f", "avx512bw", "avx512vl",
-             "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "amx_tile")
+             "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "avx_vnni", "amx_tile")
 PACKAGES = ("hybnn", "numpy", "numba", "torch", "h5py", "flwr", "onnxruntime")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

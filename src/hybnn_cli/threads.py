@@ -1,7 +1,8 @@
 """One meaning for `--threads`: how many CPU threads a command computes with — torch's intra-op
 threads and the XNOR kernels' (Numba's) threads alike. The default is every core this process may
-use. `using` sets both for the length of a command and restores them afterwards; every command
-goes through it, so the rule lives here only."""
+use, shared out among the processes `torchrun` starts on this machine (LOCAL_WORLD_SIZE).
+`using` sets both for the length of a command and restores them afterwards; every command goes
+through it, so the rule lives here only."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from hybnn_cli.errors import HybnnError
 
 HELP = ("CPU threads to compute with, for torch and the XNOR kernels alike (default: every core "
-        "this process may use).")
+        "this process may use; under torchrun, shared among the machine's processes).")
 
 
 def available_cores() -> int:
@@ -24,14 +25,24 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """Every core this process may use, divided among the processes torchrun started on this
+    machine (its LOCAL_WORLD_SIZE), at least 1."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, available_cores() // local)
+
+
 def resolve(threads: int | None) -> int:
-    """The thread count a command runs with: `threads`, or every available core when None/0;
+    """The thread count a command runs with: `threads`, or `default_threads()` when None/0;
     at most Numba's NUMBA_NUM_THREADS (fixed when the process starts)."""
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS
     if not threads:
-        return min(available_cores(), limit)
+        return min(default_threads(), limit)
     if threads < 1:
         raise HybnnError(f"--threads must be at least 1, got {threads}")
     if threads > limit:

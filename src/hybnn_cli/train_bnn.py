@@ -52,7 +52,9 @@ def lr_at(cfg: BNNConfig, epoch: int) -> float:
 def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                 y: torch.Tensor, batch_size: int, generator: torch.Generator) -> dict:
     """One pass over (x, y) in a random order; returns mean loss and accuracy (training mode).
-    Batches move to the model's device."""
+    Batches move to the model's device. A batch of one sample (a federated client holding a single
+    code, or the tail of an epoch) trains with batch norm on its running statistics: batch
+    statistics of one sample do not exist."""
     model.train()
     dev = next(model.parameters()).device
     n = len(x)
@@ -61,10 +63,13 @@ def train_epoch(model: TaskBNN, optimizer: torch.optim.Optimizer, x: torch.Tenso
     correct = 0
     for i in range(0, n, batch_size):
         idx = perm[i:i + batch_size]
-        if len(idx) < 2:  # BatchNorm needs two samples in training mode
-            continue
         xb, yb = x[idx].to(dev), y[idx].to(dev)
+        if len(idx) == 1:
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.eval()
         scores = model(xb)
+        model.train()
         loss = F.cross_entropy(scores, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hybnn_cli import __version__
 from hybnn_cli.device import DEVICE_HELP
@@ -67,7 +68,8 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HybnnError as e:
-            err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False,
+                              soft_wrap=True)  # escaped: a message may quote "[...]" input
             raise typer.Exit(1) from None
         except ModuleNotFoundError as e:
             if (e.name or "").split(".")[0] not in TRAIN_EXTRA:

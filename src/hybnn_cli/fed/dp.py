@@ -15,8 +15,8 @@ What this module adds around Flower's parts, and why:
   mean divided by √fan-in and each running variance by the fan-in (a popcount of fan-in ±1
   products has about that spread and that variance), everything else as it is. In raw units the
   running variances (hundreds) make up nearly all of an update's norm (in a pilot run on task 3,
-  hundreds of times the part of the 25,600 latent weights), so any clip that bounds them leaves the weights
-  no room, and noise sized for them swamps the weights. A fixed rescaling of the clipped vector
+  hundreds of times the part of the 25,600 latent weights), so any clip that bounds them leaves
+  the weights no room, and noise sized for them swamps the weights. A fixed rescaling of the clipped vector
   keeps the guarantee: the mod clips, the server checks the norm and adds the noise in these
   coordinates, and scales back after (post-processing).
 - `dp_clip_if_asked` (client mod): runs `fixedclipping_mod` on DP train messages only, in DP

@@ -47,14 +47,17 @@ def curves_by_variant(data: dict) -> dict[str, list[dict]]:
 SCALE_FORMAT = "hybnn-fedscale"
 SCALE_VERSION = 1
 """Body: "codes", "fraction", "alpha", "rounds", "local_epochs", "seed", "threads",
-"lr_per_task" {task: lr}, "study_commit", "centralized" {"task<t>": {"test_acc", "epochs",
-"command"}}, and three maps of runs, each run holding "accuracy_curve", "test_acc",
+"lr_per_task" {task: lr}, "hidden_per_task" {task: width} (absent from older files: 128),
+"study_commit", "centralized" {"task<t>": {"test_acc", "epochs",
+"command"}}, and maps of runs, each run holding "accuracy_curve", "test_acc",
 "uplink_per_round"/"downlink_per_round"/"uplink_total"/"downlink_total" (payload bytes, all
 sampled clients), "sampled_per_round", "seconds_per_round", "wall_seconds", "mode", "config" and
-"command":
+"command" (and four maps; "memory" may be absent from older files):
 - "runs" {"task<t>/<clients>/<partition>/<uplink>": run + "rounds_to_within_1pt"};
 - "engines" {"<engine>/task<t>/<clients>/<partition>/<uplink>/<rounds>": run};
-- "secagg" {"task<t>/<clients>/<partition>/<uplink>/<rounds>/<secagg|plain>": run}."""
+- "secagg" {"task<t>/<clients>/<partition>/<uplink>/<rounds>/<secagg|plain>": run};
+- "memory" {"task<t>/<clients>/iid/float/<sampled per round>/<rounds>": run + "peak_rss" (bytes,
+  the in-process `hybnn fed` process)}."""
 
 
 def read_scale(path: Path) -> dict:
