@@ -16,9 +16,9 @@ What this module adds around Flower's parts, and why:
   products has about that spread and that variance), everything else as it is. In raw units the
   running variances (hundreds) make up nearly all of an update's norm (in a pilot run on task 3,
   hundreds of times the part of the 25,600 latent weights), so any clip that bounds them leaves
-  the weights no room, and noise sized for them swamps the weights. A fixed rescaling of the clipped vector
-  keeps the guarantee: the mod clips, the server checks the norm and adds the noise in these
-  coordinates, and scales back after (post-processing).
+  the weights no room, and noise sized for them swamps the weights. A fixed rescaling of the
+  clipped vector keeps the guarantee: the mod clips, the server checks the norm and adds the
+  noise in these coordinates, and scales back after (post-processing).
 - `dp_clip_if_asked` (client mod): runs `fixedclipping_mod` on DP train messages only, in DP
   coordinates. BatchNorm's integer counters (`num_batches_tracked`, read by nothing: the momentum
   is fixed) are held at their received value and travel as floats through the mod, whose
