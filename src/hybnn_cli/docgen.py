@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.fed.results import read_federated, read_scale
+from hybnn_cli.fed.results import read_federated, read_priv, read_scale
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.results import read_result
 
@@ -406,6 +406,54 @@ def fedscale_million(results_dir: Path, clients: int = 1_000_000) -> str:
                      "clients per round", "up GB per round", "down GB per round",
                      "server memory for one round's replies (GB)"], rows)
             + "\n\n" + source(SCALE, r))
+
+
+# ── differential privacy and Byzantine clients (`benchmarks/fedpriv.py`) ────────────────────
+def _priv_setting(r: dict) -> str:
+    sampled = max(1, round(r["fraction"] * r["clients"]))
+    return (f"task {r['task']}, {r['clients']} clients, {r['fraction']:.0%} sampled per round "
+            f"({sampled}), {r['rounds']} rounds × {r['local_epochs']} local epochs, learning "
+            f"rate {r['lr']:g} (chosen on validation by the reproduction study), seed "
+            f"{r['seed']}, {r['engine']} engine")
+
+
+def _priv_row(run: dict) -> list[str]:
+    return [pct(run["test_acc"]), pct(run["best_test_acc"]), f"{run['seconds_per_round']:.2f}"]
+
+
+@renderer("fedpriv-dp")
+def fedpriv_dp(results_dir: Path) -> str:
+    name = "feddp.json"
+    r = read_priv(Path(results_dir) / name)
+    sampled = max(1, round(r["fraction"] * r["clients"]))
+    rows = []
+    if "plain" in r["runs"]:
+        rows.append(["no DP", "–", "–", *_priv_row(r["runs"]["plain"])])
+    for key, run in sorted(((k, v) for k, v in r["runs"].items() if k.startswith("dp/")),
+                           key=lambda kv: float(kv[0].removeprefix("dp/"))):
+        sigma = float(key.removeprefix("dp/"))
+        rows.append([f"{sigma:g}", f"{r['dp_clip']:g}", f"{sigma * r['dp_clip'] / sampled:.3g}",
+                     *_priv_row(run)])
+    return (_priv_setting(r) + "; DP with client-side fixed clipping at norm "
+            f"{r['dp_clip']:g} (DP coordinates):\n\n"
+            + table(["noise multiplier σ", "clip C", "noise std σ·C/m", "final (%)",
+                     "best round (%)", "s/round"], rows) + "\n\n" + source(name, r))
+
+
+@renderer("fedpriv-byzantine")
+def fedpriv_byzantine(results_dir: Path) -> str:
+    name = "fedbyzantine.json"
+    r = read_priv(Path(results_dir) / name)
+    rows = []
+    if "plain" in r["runs"]:
+        rows.append(["fedavg, no attackers", *_priv_row(r["runs"]["plain"])])
+    for key, run in sorted((k, v) for k, v in r["runs"].items() if k.startswith("byzantine/")):
+        rows.append([f"{key.removeprefix('byzantine/')}, {r['byzantine_share']:.0%} attackers",
+                     *_priv_row(run)])
+    return (_priv_setting(r) + f"; {r['byzantine_share']:.0%} of the clients send "
+            "sign-flipped, amplified updates (global − 10·update):\n\n"
+            + table(["aggregation", "final (%)", "best round (%)", "s/round"], rows)
+            + "\n\n" + source(name, r))
 
 
 # ── the runtime ───────────────────────────────────────────────────────────────────────────────

@@ -54,6 +54,25 @@ def fed_cmd(
     secagg: bool = typer.Option(False, "--secagg", help="Flower's SecAgg+ secure aggregation: "
                                 "the server learns only the sum of the clients' updates "
                                 "(in-process and simulation engines)."),
+    dp_noise: float = typer.Option(0.0, "--dp-noise", help="Differential privacy (Flower's "
+                                   "client-side fixed clipping): noise multiplier σ >= 0; the "
+                                   "server adds Gaussian noise of std σ·C/m to the mean of the "
+                                   "m sampled updates. Needs --dp-clip."),
+    dp_clip: float = typer.Option(None, "--dp-clip", help="DP clipping norm C > 0: each client "
+                                  "scales its update (new state − received state, BatchNorm "
+                                  "statistics included, these in DP coordinates: "
+                                  "docs/federated.md) to L2 norm <= C with Flower's "
+                                  "fixedclipping_mod; the server rejects a longer one. Float "
+                                  "uplink only (bits send signs, not a clippable update); not "
+                                  "with --secagg (refused) nor a robust --aggregate."),
+    aggregate: str = typer.Option("fedavg", "--aggregate", help="fedavg (weighted mean), krum, "
+                                  "median or trimmed-mean (Flower's Krum, FedMedian, "
+                                  "FedTrimmedAvg with beta 0.2), applied to the updates that "
+                                  "passed validation. Not with --secagg."),
+    byzantine: float = typer.Option(0.0, "--byzantine", help="SIMULATION of attackers, for "
+                                    "studies: this share of the clients (seeded) send their "
+                                    "update sign-flipped and amplified (global − 10·update). "
+                                    "Krum assumes that share of each round is malicious."),
     engine: str = typer.Option("inprocess", "--engine", help="inprocess (one process, no "
                                "SuperLink), simulation (Flower's Simulation Engine on Ray, as "
                                "`flwr run .`) or deployment (a SuperLink and one SuperNode per "
@@ -74,6 +93,10 @@ def fed_cmd(
     Example: hybnn fed --codes runs/codes.h5 --task 3 --clients 3 --rounds 20
 
     Example: hybnn fed --engine simulation --clients 1000 --fraction 0.1 --rounds 100
+
+    Example: hybnn fed --clients 100 --fraction 0.1 --dp-noise 1.0 --dp-clip 10
+
+    Example: hybnn fed --clients 100 --aggregate median --byzantine 0.1
     """
     import logging
 
@@ -94,13 +117,17 @@ def fed_cmd(
         raise HybnnError(f"unknown engine '{engine}': use {', '.join(ENGINES)}")
     if secagg and engine == "deployment":
         raise HybnnError("--secagg runs on the inprocess and simulation engines")
+    if dp_clip is not None and not dp_clip > 0:
+        raise HybnnError(f"--dp-clip must be > 0, got {dp_clip}")
     total_threads = resolve_threads(threads)
     cfg = FedConfig(codes=str(codes), task=task, clients=clients, fraction=fraction,
                     rounds=rounds,
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
                     min_valid=min_valid, round_timeout=round_timeout, out=str(out),
-                    secagg=secagg, threads=process_threads(total_threads, engine, clients))
+                    secagg=secagg, dp_noise=dp_noise, dp_clip=dp_clip or 0.0,
+                    aggregate=aggregate, byzantine=byzantine,
+                    threads=process_threads(total_threads, engine, clients))
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"fed {t.name}", total=rounds, status="starting")
 

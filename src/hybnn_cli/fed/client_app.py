@@ -5,6 +5,10 @@ is a legacy FitIns and the reply a legacy FitRes, which Flower's `secaggplus_mod
 for the messages of a SecAgg+ round only) masks before it leaves the client; on a bits uplink
 the binary weights go out as their signs (±1), since masked sums need whole vectors.
 
+With DP on, Flower's `fixedclipping_mod` (through `dp.dp_clip_if_asked`) clips the update to the
+norm the server asks for. A client whose partition `robust.attacker_partitions` picks (run setting
+`byzantine` > 0, studies only) replies with its update sign-flipped (`robust.sign_flip`).
+
 Node config (per SuperNode, `--node-config`): `partition-id` and `num-partitions` pick this
 client's share of the codes file (default: all of it, for a machine that holds only its own
 data); `codes` overrides the run's codes path with a local file.
@@ -19,7 +23,9 @@ from flwr.clientapp import ClientApp
 
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.dp import dp_clip_if_asked
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, binary_weight_keys, encode_update
+from hybnn_cli.fed.robust import attacker_partitions, sign_flip
 from hybnn_cli.fed.secagg import (
     is_legacy_fit,
     legacy_fit_in,
@@ -29,7 +35,7 @@ from hybnn_cli.fed.secagg import (
 )
 from hybnn_cli.fed.task import client_data, initial_model, local_train, model_shape
 
-app = ClientApp(mods=[secagg_if_asked])
+app = ClientApp(mods=[secagg_if_asked, dp_clip_if_asked])
 
 
 @app.train()
@@ -53,7 +59,11 @@ def train(msg: Message, context: Context) -> Message:
                                zip(model.state_dict(), arrays, strict=True)})
     else:
         model.load_state_dict(arrays_to_state(arrays))
+    attacker = cfg.byzantine > 0 and pid in attacker_partitions(n_parts, cfg.byzantine, cfg.seed)
+    received = {k: v.clone() for k, v in model.state_dict().items()} if attacker else None
     m = local_train(model, data["x"], data["y"], cfg, int(config["server-round"]), pid)
+    if attacker:
+        model.load_state_dict(sign_flip(model.state_dict(), received, binary_weight_keys(model)))
     metrics = {"num-examples": len(data["y"]), "partition-id": pid,
                "train-loss": float(m["loss"]), "train-acc": float(m["acc"])}
     if legacy:

@@ -15,6 +15,7 @@ from hybnn_cli.train_bnn import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
 UPLINKS = ("float", "bits")
+AGGREGATES = ("fedavg", "krum", "median", "trimmed-mean")
 
 
 @dataclass
@@ -34,6 +35,10 @@ class FedConfig:
     seed: int = 0
     min_valid: int = 1  # fewer valid updates in a round → keep the previous global model
     secagg: bool = False  # Flower's SecAgg+: the server sees only the sum of the updates
+    dp_noise: float = 0.0  # DP noise multiplier (σ; with dp_clip > 0)
+    dp_clip: float = 0.0  # DP clipping norm of each client's update (0: no DP)
+    aggregate: str = "fedavg"  # fedavg, krum, median or trimmed-mean (Flower's robust rules)
+    byzantine: float = 0.0  # share of clients simulated as sign-flipping attackers
     round_timeout: float = 600.0  # seconds the server waits for a round's replies
     threads: int = 0  # CPU threads of each process (torch and kernels); 0: every core
     out: str = ""  # checkpoint of the final global BNN ("" = none)
@@ -54,6 +59,40 @@ class FedConfig:
             raise HybnnError("SecAgg+ needs at least 2 clients in every round")
         if self.partition == "dirichlet" and not self.alpha > 0:
             raise HybnnError(f"the Dirichlet alpha must be > 0, got {self.alpha}")
+        self._check_privacy_and_robustness()
+
+    @property
+    def dp(self) -> bool:
+        return self.dp_clip > 0
+
+    def _check_privacy_and_robustness(self) -> None:
+        """DP, robust aggregation and simulated attackers: ranges, and the combinations that
+        would run something other than what was asked (docs/federated.md explains each)."""
+        if not (math.isfinite(self.dp_noise) and self.dp_noise >= 0):
+            raise HybnnError(f"the DP noise multiplier must be >= 0, got {self.dp_noise}")
+        if not (math.isfinite(self.dp_clip) and self.dp_clip >= 0):
+            raise HybnnError(f"the DP clipping norm must be > 0, got {self.dp_clip}")
+        if self.dp_noise > 0 and not self.dp:
+            raise HybnnError("DP noise needs a clipping norm: give --dp-clip C > 0 too")
+        if self.aggregate not in AGGREGATES:
+            raise HybnnError(f"unknown aggregate '{self.aggregate}': use "
+                             f"{', '.join(AGGREGATES)}")
+        if not 0 <= self.byzantine < 1:
+            raise HybnnError(f"the share of Byzantine clients must be in [0, 1), got "
+                             f"{self.byzantine}")
+        if self.dp and self.uplink == "bits":
+            raise HybnnError("DP clips the float update; the bits uplink sends signs: use "
+                             "--uplink float with --dp-clip")
+        if self.dp and self.secagg:
+            raise HybnnError("DP and --secagg together are not supported (Flower's DP "
+                             "wrappers work on the Message API, SecAgg+ on the legacy one)")
+        if self.dp and self.aggregate != "fedavg":
+            raise HybnnError("DP noise is calibrated to the mean of the updates: use "
+                             "--aggregate fedavg with --dp-clip")
+        if self.secagg and (self.aggregate != "fedavg" or self.byzantine > 0):
+            raise HybnnError("--secagg shows the server only the sum of the updates: robust "
+                             "aggregation and simulated attackers need --aggregate fedavg and "
+                             "no --byzantine")
 
     def to_dict(self) -> dict:
         return asdict(self)

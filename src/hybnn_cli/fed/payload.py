@@ -78,6 +78,20 @@ class UpdateSpec:
         return cls(uplink, wire, shapes, binary)
 
 
+def bn_fan_in(shapes: dict) -> dict[str, float]:
+    """Per state key (key → shape), the fan-in of the binary layer whose output a BatchNorm
+    normalizes, for that BatchNorm's keys (`bnN` follows `fcN`); 1 for every other key. A
+    popcount sum of that many ±1 products has a mean within ±fan-in and a typical spread of
+    √fan-in: the scale of its running statistics."""
+    out = {}
+    for key in shapes:
+        layer = key.rpartition(".")[0]
+        weight = "fc" + layer.removeprefix("bn") + ".weight"
+        out[key] = (float(np.prod(shapes[weight][1:]))
+                    if layer.startswith("bn") and weight in shapes else 1.0)
+    return out
+
+
 def decode_update(arrays: ArrayRecord, spec: UpdateSpec) -> dict[str, np.ndarray]:
     """Wire arrays → float64 arrays of the model's shapes (bits become ±1). Assumes the arrays
     passed `strategy.check_arrays`."""

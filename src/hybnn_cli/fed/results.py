@@ -68,3 +68,21 @@ def read_scale(path: Path) -> dict:
 def rounds_to_within(curve: list[float], reference: float, gap: float) -> int | None:
     """The first round (1-based) whose accuracy is at least reference − gap, or None."""
     return next((i + 1 for i, a in enumerate(curve) if a >= reference - gap), None)
+
+
+# ── the privacy and robustness study (`benchmarks/fedpriv.py`) ────────────────────────────────
+PRIV_FORMAT = "hybnn-fedpriv"
+PRIV_VERSION = 1
+"""Body: "study" (dp or byzantine), "codes", "task", "clients", "fraction", "rounds",
+"local_epochs", "lr", "seed", "threads", "engine", "dp_clip", "byzantine_share",
+"study_commit", and "runs"
+{"plain" | "dp/<noise>" | "byzantine/<rule>": run}, each run holding what `benchmarks/fedscale.py`
+records of one (`summarize`: "accuracy_curve", "test_acc", bytes, "seconds_per_round",
+"wall_seconds", "config", ...) and "command". "plain": no DP, no attackers, FedAvg (the reference
+of both studies); "dp/<σ>": DP with noise multiplier σ and clip "dp_clip"; "byzantine/<rule>":
+a "byzantine_share" of sign-flipping clients, aggregated by <rule>."""
+
+
+def read_priv(path: Path) -> dict:
+    """A privacy and robustness study file, checked for format and version."""
+    return _read_versioned(path, PRIV_FORMAT, PRIV_VERSION, "privacy and robustness study")

@@ -57,7 +57,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from hybnn_cli.fed.payload import UpdateSpec, payload_bytes, state_to_arrays
+from hybnn_cli.fed.payload import UpdateSpec, bn_fan_in, payload_bytes, state_to_arrays
 from hybnn_cli.fed.strategy import sample_nodes
 
 CLIPPING_RANGE = 64.0  # latent weights are in [-1, 1]; batch-norm affine values stay well inside
@@ -71,15 +71,10 @@ def quantization_range(k: int) -> int:
 def stat_scales(spec: UpdateSpec) -> dict[str, float]:
     """Per key, what a value is divided by on the way into SecAgg+: the fan-in of the binary
     layer before a BatchNorm for its running mean (|mean| ≤ fan-in), its square for the running
-    variance; 1 for everything else. BatchNorm `bnN` follows the binary layer `fcN`."""
-    scales = {}
-    for key in spec.shapes:
-        layer, _, name = key.rpartition(".")
-        weight = "fc" + layer.removeprefix("bn") + ".weight"
-        fan_in = (float(np.prod(spec.shapes[weight][1:]))
-                  if layer.startswith("bn") and weight in spec.shapes else 1.0)
-        scales[key] = {"running_mean": fan_in, "running_var": fan_in ** 2}.get(name, 1.0)
-    return scales
+    variance; 1 for everything else (`payload.bn_fan_in`)."""
+    fan_in = bn_fan_in(spec.shapes)
+    return {key: {"running_mean": f, "running_var": f ** 2}.get(key.rpartition(".")[2], 1.0)
+            for key, f in fan_in.items()}
 
 
 def secagg_shares(k: int) -> tuple[int | float, int | float]:

@@ -19,9 +19,10 @@ from flwr.serverapp import Grid
 
 from hybnn_cli import checkpoint as ck
 from hybnn_cli.fed.config import FedConfig
+from hybnn_cli.fed.dp import ClientSideDP, dp_scales
 from hybnn_cli.fed.partition import partition_indices
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
-from hybnn_cli.fed.strategy import RobustFedAvg
+from hybnn_cli.fed.strategy import RobustFedAvg, sample_size
 from hybnn_cli.fed.task import evaluate_model, initial_model, model_shape, task_data
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.tasks import parse_task
@@ -46,11 +47,19 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     if cfg.secagg:
         from hybnn_cli.fed.secagg import SecAggFedAvg
 
-        strategy = SecAggFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
-                                fraction=cfg.fraction, seed=cfg.seed, max_weight=largest)
+        strategy = base = SecAggFedAvg(spec, expected_nodes=cfg.clients,
+                                       min_valid=cfg.min_valid, fraction=cfg.fraction,
+                                       seed=cfg.seed, max_weight=largest)
     else:
-        strategy = RobustFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
-                                fraction=cfg.fraction, seed=cfg.seed)
+        strategy = base = RobustFedAvg(spec, expected_nodes=cfg.clients, min_valid=cfg.min_valid,
+                                       fraction=cfg.fraction, seed=cfg.seed,
+                                       aggregate=cfg.aggregate, byzantine=cfg.byzantine,
+                                       max_update_norm=cfg.dp_clip if cfg.dp else None,
+                                       norm_scales=dp_scales(spec.shapes) if cfg.dp else None)
+    if cfg.dp:
+        strategy = ClientSideDP(base, cfg.dp_noise, cfg.dp_clip,
+                                sample_size(cfg.clients, cfg.fraction, cfg.min_valid), spec,
+                                cfg.seed)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,14 +72,16 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
         res = evaluate_model(model, x_test, y_test, cfg.threads)
         row = {"round": server_round, "test_acc": res["acc"], "test_loss": res["loss"],
                "seconds": time.perf_counter() - t0}
-        stats = strategy.rounds.get(server_round)
+        stats = base.rounds.get(server_round)
         if stats is not None:
             clients = sorted(stats["clients"].values(),
                              key=lambda c: (c.get("partition_id", 1 << 30), c["node_id"]))
-            row.update(valid_updates=stats["valid"], kept_previous=stats["kept_previous"],
+            # (Flower's DP wrapper skips a round with an error reply before our strategy sees it)
+            row.update(valid_updates=stats["valid"],
+                       kept_previous=stats["kept_previous"] or not stats["valid"],
                        bytes_sent=sum(c["sent_bytes"] for c in clients),
                        bytes_recv=sum(c["recv_bytes"] for c in clients), clients=clients)
-            strategy.rounds.pop(server_round)  # kept in `history` from now on
+            base.rounds.pop(server_round)  # kept in `history` from now on
         history.append(row)
         if out_dir:
             with open(out_dir / "rounds.jsonl", "a") as f:

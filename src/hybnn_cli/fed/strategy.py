@@ -13,7 +13,12 @@ key. `RobustFedAvg` keeps FedAvg's round structure but:
   [−1, 1], BatchNorm running variances ≥ 0, and a `metrics` record with a positive
   `num-examples`. A bad reply, an error reply and a missing reply are left out and logged with
   the node id, the client's partition id when known, and the reason;
-- averages the valid updates weighted by `num-examples` (a bits uplink is decoded to ±1 first);
+- with DP on (`max_update_norm` = the clipping norm), also rejects an update whose L2 distance
+  from the global state it was sent, in DP coordinates (`norm_scales`), exceeds that norm (the
+  client's `fixedclipping_mod` clips it);
+- combines the valid updates by the run's rule (`robust.combine`: FedAvg's mean weighted by
+  `num-examples`, or Flower's Krum, FedMedian or FedTrimmedAvg; a bits uplink is decoded to ±1
+  first);
 - with fewer than `min_valid` valid updates returns no arrays, so `Strategy.start` keeps the
   previous global model;
 - records, per round and per sampled node, the payload bytes received (downlink) and sent
@@ -38,6 +43,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 
 from hybnn_cli.fed.payload import UpdateSpec, decode_update, payload_bytes, state_to_arrays
+from hybnn_cli.fed.robust import combine
 
 
 def check_arrays(arrays, spec: UpdateSpec) -> str | None:
@@ -80,11 +86,25 @@ def check_reply(content: RecordDict, spec: UpdateSpec) -> tuple[str | None, floa
     return check_arrays(content.get("arrays"), spec), float(n)
 
 
+def update_norm(update: dict[str, np.ndarray], global_: dict[str, np.ndarray],
+                scales: dict[str, float] | None = None) -> float:
+    """L2 norm of update − global over every array, each divided by its scale (default 1), as
+    Flower's DP clipping computes it (`dp.dp_scales`)."""
+    scales = scales or {}
+    return float(np.sqrt(sum(float(np.square((update[k] - global_[k]) / scales.get(k, 1.0)).sum())
+                             for k in update)))
+
+
+def sample_size(n: int, fraction: float, min_nodes: int) -> int:
+    """How many of n nodes a round samples: ceil(fraction · n), at least min_nodes, at most n."""
+    return min(n, max(math.ceil(fraction * n - 1e-9), min_nodes))
+
+
 def sample_nodes(nodes: list[int], fraction: float, min_nodes: int, seed: int,
                  server_round: int) -> list[int]:
-    """A round's nodes out of `nodes` (sorted ids): ceil(fraction · n), at least min_nodes, at
-    most n, drawn without replacement by a generator seeded with (seed, round); sorted."""
-    k = min(len(nodes), max(math.ceil(fraction * len(nodes) - 1e-9), min_nodes))
+    """A round's nodes out of `nodes` (sorted ids): `sample_size` of them, drawn without
+    replacement by a generator seeded with (seed, round); sorted."""
+    k = sample_size(len(nodes), fraction, min_nodes)
     if k >= len(nodes):
         return list(nodes)
     rng = np.random.default_rng([seed, server_round])
@@ -94,7 +114,9 @@ def sample_nodes(nodes: list[int], fraction: float, min_nodes: int, seed: int,
 class RobustFedAvg(FedAvg):
     def __init__(self, spec: UpdateSpec, expected_nodes: int, min_valid: int = 1,
                  fraction: float = 1.0, seed: int = 0, wait_nodes: float = 120.0,
-                 settle: float = 10.0):
+                 settle: float = 10.0, aggregate: str = "fedavg", byzantine: float = 0.0,
+                 max_update_norm: float | None = None,
+                 norm_scales: dict[str, float] | None = None):
         super().__init__(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
         self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0  # the server evaluates
         self.spec = spec
@@ -104,13 +126,19 @@ class RobustFedAvg(FedAvg):
         self.seed = seed
         self.wait_nodes = wait_nodes
         self.settle = settle
+        self.aggregate = aggregate
+        self.byzantine = byzantine
+        self.max_update_norm = max_update_norm
+        self.norm_scales = norm_scales
+        self._global: dict[str, np.ndarray] = {}
         self.rounds: dict[int, dict] = {}
         self.partition_of: dict[int, int] = {}  # node id → partition id (from its metrics)
         self._sent: list[Message] = []
 
     def summary(self) -> None:
         log(INFO, "\t├──> RobustFedAvg: uplink %s, %d expected nodes, at least %d valid "
-            "updates per round", self.spec.uplink, self.expected_nodes, self.min_valid)
+            "updates per round, aggregation %s", self.spec.uplink, self.expected_nodes,
+            self.min_valid, self.aggregate)
         super().summary()
 
     def _who(self, node_id: int) -> str:
@@ -151,6 +179,8 @@ class RobustFedAvg(FedAvg):
                 server_round, len(nodes), self.min_valid)
             return []
         config["server-round"] = server_round
+        if self.max_update_norm is not None:
+            self._global = {k: a.numpy().astype(np.float64) for k, a in arrays.items()}
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         down = payload_bytes(record)
         for node in nodes:
@@ -184,6 +214,14 @@ class RobustFedAvg(FedAvg):
                                                                     int):
                     self.partition_of[node] = metrics["partition-id"]
                 reason, n = check_reply(msg.content, self.spec)
+            update = None
+            if reason is None:
+                update = decode_update(msg.content["arrays"], self.spec)
+                if self.max_update_norm is not None:
+                    norm = update_norm(update, self._global, self.norm_scales)
+                    if norm > self.max_update_norm * (1 + 1e-4) + 1e-6:
+                        reason = (f"update norm {norm:.4g} above the DP clipping norm "
+                                  f"{self.max_update_norm:g}")
             if node in self.partition_of:
                 entry["partition_id"] = self.partition_of[node]
             if reason is not None:
@@ -193,8 +231,7 @@ class RobustFedAvg(FedAvg):
                 continue
             entry["status"] = "accepted"
             order = (self.partition_of.get(node, 1 << 30), node)
-            valid.append((order, decode_update(msg.content["arrays"], self.spec), n,
-                          msg.content["metrics"]))
+            valid.append((order, update, n, msg.content["metrics"]))
         for node, entry in stats["clients"].items():
             if entry.get("status") == "no reply":
                 log(WARNING, "round %d: no reply from %s", server_round, self._who(node))
@@ -207,9 +244,11 @@ class RobustFedAvg(FedAvg):
         # replies arrive in any order; sum in partition order so a run is reproducible
         valid = [v[1:] for v in sorted(valid, key=lambda v: v[0])]
         total = sum(n for _, n, _ in valid)
+        combined = combine(self.aggregate, [(u, n) for u, n, _ in valid], self.byzantine,
+                           server_round)
         avg = {}
         for key, (dtype, _) in self.spec.wire.items():
-            mean = np.asarray(sum(update[key] * (n / total) for update, n, _ in valid))
+            mean = combined[key]
             if self.spec.uplink == "bits" and key in self.spec.binary_keys:
                 dtype = "float32"
             avg[key] = (np.rint(mean) if np.dtype(dtype).kind in "iu" else mean).astype(dtype)
