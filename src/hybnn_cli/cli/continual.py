@@ -81,8 +81,9 @@ def continual_cmd(
     cfg = crun.ContinualConfig(
         scenario=scenario, strategy=strategy, memory=memory, memory_policy=memory_policy,
         components=components, epochs_per_task=epochs_per_task, batch_size=batch_size,
-        replay_ratio=replay_ratio, balanced_batches=balanced_batches, loss=loss, finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr, finetune_head=finetune_head, flip=flip, distill=distill, lr=lr, hidden=hidden,
+        replay_ratio=replay_ratio, balanced_batches=balanced_batches, loss=loss,
+        finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_head=finetune_head,
+        flip=flip, distill=distill, lr=lr, hidden=hidden,
         threads=resolve_threads(threads),
         val_fraction=val_fraction)
     cfg.check()
