@@ -219,13 +219,13 @@ def measure_roofline(threads: int) -> dict:
             "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
 
 
-def combine_rooflines(start: dict, end: dict) -> dict:
-    """Peaks measured before and after the cases: the higher of each is the machine's bound (a
-    loaded moment only lowers a measured peak), both kept for the record."""
-    out = {k: max(start[k], end[k], key=lambda r: r["ops_per_second"])
+def combine_rooflines(measurements: list[dict]) -> dict:
+    """Peaks measured at several moments: the higher of each is the machine's bound (a loaded
+    moment only lowers a measured peak), every measurement kept for the record."""
+    out = {k: max((m[k] for m in measurements), key=lambda r: r["ops_per_second"])
            for k in ("fma_f32", "xnor")}
     out["ratio_bound"] = out["xnor"]["ops_per_second"] / out["fma_f32"]["ops_per_second"]
-    out["measured"] = {"start": start, "end": end}
+    out["measured"] = measurements
     return out
 
 
@@ -533,18 +533,22 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
     with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
-        roof_start = measure_roofline(threads)
+        # the peaks before and after every case: the speed of a shared (or virtual) machine
+        # drifts within a run, so each case is set against the bound measured next to it
+        peaks = [measure_roofline(threads)]
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
         todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
         todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]
         for what, case, arg in todo:
             t0 = time.time()
             cases.append(case(arg, threads, quick))
+            peaks.append(measure_roofline(threads))
             print(f"bench: {what}: checked, {time.time() - t0:.1f} s", file=log, flush=True)
-        roofline = combine_rooflines(roof_start, measure_roofline(threads))
+        roofline = combine_rooflines(peaks)
         setup = bench_setup(threads)
-    for c in cases:
-        c["fraction_of_peak"] = fractions_of_peak(c, roofline)
+    for c, before, after in zip(cases, peaks, peaks[1:], strict=False):
+        c["roofline"] = combine_rooflines([before, after])
+        c["fraction_of_peak"] = fractions_of_peak(c, c["roofline"])
     return {"hybnn_version": __version__, "quick": quick, "setup": setup,
             "load_average": {"start": [round(x, 2) for x in load_start],
                              "end": [round(x, 2) for x in os.getloadavg()]},

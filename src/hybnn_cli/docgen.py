@@ -524,10 +524,13 @@ def _roofline_text(r: dict) -> str:
     roof = r.get("roofline")
     if not roof:
         return ("This run predates the benchmark's roofline: no peaks were measured with it.\n\n")
-    return (f"Peaks measured in the same run (`hybnn_kernels.roofline`): float32 FMA "
-            f"{roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, the XNOR tile's arithmetic "
-            f"{roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s; so the XNOR kernel can be at "
-            f"most {roof['ratio_bound']:.1f}× a float32 GEMM running at its peak here.\n\n")
+    each = ("; each case's fractions of peak use the peaks measured just before and just after "
+            "it" if isinstance(roof.get("measured"), list) else "")
+    return (f"Peaks measured in the same run (`hybnn_kernels.roofline`, highest of the run): "
+            f"float32 FMA {roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, the XNOR "
+            f"tile's arithmetic {roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s; so the XNOR "
+            f"kernel can be at most {roof['ratio_bound']:.1f}× a float32 GEMM running at its peak "
+            f"here{each}.\n\n")
 
 
 E2E = "e2e.json"
