@@ -115,19 +115,20 @@ def _unpack(blob):
     return p1, cthr1, p2, table, n_classes, hidden
 
 
-# one signature (read-only arrays take writable ones too): one compiled version to load at import
+# one signature (read-only arrays take writable ones too), compiled (or loaded from the cache)
+# when the first runtime is built, not at import: `_compile_head_serial`
 _SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True),
                                 types.Array(types.uint64, 1, "C", readonly=True),
                                 types.Array(types.float32, 2, "C"),
                                 types.Array(types.int64, 1, "C"))
 
 
-@njit([_SERIAL_SIGNATURE], cache=CACHE)
+@njit(cache=CACHE)
 def _head_serial(codes, blob, scores, labels):
     """Runs the head on one thread and returns 0, or returns without computing anything: 1 when an
     array's shape does not fit the head, 2 when a code has padding bits set. Compiled for its
-    one signature only (other types raise TypeError at the call: the caller's checked path takes
-    them)."""
+    one signature only (`_compile_head_serial`; other types raise TypeError at the call: the
+    caller's checked path takes them)."""
     m = codes.shape[0]
     h = blob[:HEADER].view(np.int64)
     n_classes = h[6]
@@ -141,6 +142,14 @@ def _head_serial(codes, blob, scores, labels):
     _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 0,
                 m // MR + m % MR)
     return 0
+
+
+def _compile_head_serial() -> None:
+    """Compile `_head_serial` for `_SERIAL_SIGNATURE` once, then no other version (as
+    `njit([signature])` would, but on first use instead of at import)."""
+    if not _head_serial.signatures:
+        _head_serial.compile(_SERIAL_SIGNATURE)
+        _head_serial.disable_compile()
 
 
 @njit(cache=CACHE, parallel=True)
@@ -193,6 +202,7 @@ class BNNRuntime:
         return self.fc1.weights.nbytes + self.fc2.nbytes
 
     def __post_init__(self):
+        _compile_head_serial()
         self._words = self.fc1.weights.words
         self._blob = _make_blob(self.fc1.weights.panels, self.fc1.count_thresholds,
                                 self.fc2.panels, self.score_table,
