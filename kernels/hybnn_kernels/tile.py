@@ -209,91 +209,75 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, mode: str):
                         flush_into_acc()
         return [[builder.load(acc[r][v]) for v in range(nv)] for r in range(mr)]
 
-    def prologue(context, builder, signature, args):
-        a_arr = context.make_array(signature.args[0])(context, builder, args[0])
-        p_arr = context.make_array(signature.args[2])(context, builder, args[2])
-        row0_v = context.cast(builder, args[1], signature.args[1], types.intp)
-        p_v = context.cast(builder, args[3], signature.args[3], types.intp)
-        return a_arr, p_arr, row0_v, p_v
+    def with_counts(epilogue):
+        """The codegen of a tile: accumulate the counts of rows row0.. against panel p, then
+        `epilogue(context, builder, signature, args, counts, row0_v, p_v)` puts them out."""
+        def codegen(context, builder, signature, args):
+            a_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            p_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            row0_v = context.cast(builder, args[1], signature.args[1], types.intp)
+            p_v = context.cast(builder, args[3], signature.args[3], types.intp)
+            counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
+            epilogue(context, builder, signature, args, counts, row0_v, p_v)
+            return context.get_dummy_value()
+
+        return codegen
+
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    vty = ir.VectorType(i64, vw)
+
+    def store_counts(context, builder, signature, args, counts, row0_v, p_v):
+        c_arr = context.make_array(signature.args[4])(context, builder, args[4])
+        for r in range(mr):
+            for v in range(nv):
+                dst = builder.gep(c_arr.data, [ir.Constant(i64, r * nr + v * vw)])
+                builder.store(counts[r][v], builder.bitcast(dst, vty.as_pointer()), align=8)
+
+    def store_dots(context, builder, signature, args, counts, row0_v, p_v):
+        nb = context.cast(builder, args[4], signature.args[4], types.int64)
+        o_arr = context.make_array(signature.args[5])(context, builder, args[5])
+        oty = ir.VectorType(i32, nr)  # a row's NR dots, stored at once
+        nbv = broadcast(builder, builder.trunc(nb, i32), nr)
+        ld = builder.extract_value(o_arr.shape, 1)
+        col = builder.mul(p_v, ir.Constant(i64, nr))
+        for r in range(mr):
+            # the low 32 bits of every u64 count (counts are < 2^32), concatenated in panel
+            # order: one vector of NR int32 lanes
+            cnt32 = _concat(builder, [_low_halves(builder, counts[r][v]) for v in range(nv)])
+            dots = builder.sub(nbv, builder.shl(cnt32, ir.Constant(oty, [1] * nr)))
+            row = builder.add(row0_v, ir.Constant(i64, r))
+            dst = builder.gep(o_arr.data, [builder.add(builder.mul(row, ld), col)])
+            builder.store(dots, builder.bitcast(dst, oty.as_pointer()), align=4)
+
+    def store_masks(context, builder, signature, args, counts, row0_v, p_v):
+        t_arr = context.make_array(signature.args[4])(context, builder, args[4])
+        m_arr = context.make_array(signature.args[5])(context, builder, args[5])
+        tbase = builder.gep(t_arr.data, [builder.mul(p_v, ir.Constant(i64, nr))])
+        thr = [builder.load(builder.bitcast(builder.gep(tbase, [ir.Constant(i64, v * vw)]),
+                                            vty.as_pointer()), align=8) for v in range(nv)]
+        for r in range(mr):
+            word = ir.Constant(i64, 0)
+            for v in range(nv):
+                bits = builder.bitcast(builder.icmp_signed("<=", counts[r][v], thr[v]),
+                                       ir.IntType(vw))
+                part = builder.shl(builder.zext(bits, i64), ir.Constant(i64, v * vw))
+                word = builder.or_(word, part)
+            builder.store(word, builder.gep(m_arr.data, [ir.Constant(i64, r)]))
 
     if mode == "counts":
         @intrinsic
         def tile(typingctx, a, row0, panels, p, cnt):
-            sig = types.void(a, row0, panels, p, cnt)
-
-            def codegen(context, builder, signature, args):
-                a_arr, p_arr, row0_v, p_v = prologue(context, builder, signature, args)
-                c_arr = context.make_array(signature.args[4])(context, builder, args[4])
-                counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
-                vty = ir.VectorType(ir.IntType(64), vw)
-                for r in range(mr):
-                    for v in range(nv):
-                        offset = ir.Constant(ir.IntType(64), r * nr + v * vw)
-                        dst = builder.gep(c_arr.data, [offset])
-                        builder.store(counts[r][v], builder.bitcast(dst, vty.as_pointer()), align=8)
-                return context.get_dummy_value()
-
-            return sig, codegen
+            return types.void(a, row0, panels, p, cnt), with_counts(store_counts)
 
         return tile
 
-    if mode == "dots":
-        @intrinsic
-        def tile_dots(typingctx, a, row0, panels, p, n_bits, out):
-            sig = types.void(a, row0, panels, p, n_bits, out)
-
-            def codegen(context, builder, signature, args):
-                a_arr, p_arr, row0_v, p_v = prologue(context, builder, signature, args)
-                o_arr = context.make_array(signature.args[5])(context, builder, args[5])
-                nb = context.cast(builder, args[4], signature.args[4], types.int64)
-                counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
-                i64, i32 = ir.IntType(64), ir.IntType(32)
-                oty = ir.VectorType(i32, nr)  # a row's NR dots, stored at once
-                nbv = broadcast(builder, builder.trunc(nb, i32), nr)
-                ld = builder.extract_value(o_arr.shape, 1)
-                col = builder.mul(p_v, ir.Constant(i64, nr))
-                for r in range(mr):
-                    # the low 32 bits of every u64 count (counts are < 2^32), concatenated in
-                    # panel order: one vector of NR int32 lanes
-                    cnt32 = _concat(builder, [_low_halves(builder, counts[r][v])
-                                              for v in range(nv)])
-                    dots = builder.sub(nbv, builder.shl(cnt32, ir.Constant(oty, [1] * nr)))
-                    row = builder.add(row0_v, ir.Constant(i64, r))
-                    dst = builder.gep(o_arr.data, [builder.add(builder.mul(row, ld), col)])
-                    builder.store(dots, builder.bitcast(dst, oty.as_pointer()), align=4)
-                return context.get_dummy_value()
-
-            return sig, codegen
-
-        return tile_dots
+    epilogue = {"dots": store_dots, "threshold": store_masks}[mode]
 
     @intrinsic
-    def tile_threshold(typingctx, a, row0, panels, p, cthr, masks):
-        sig = types.void(a, row0, panels, p, cthr, masks)
+    def tile_into(typingctx, a, row0, panels, p, x, y):  # dots: n_bits, out; threshold: cthr, masks
+        return types.void(a, row0, panels, p, x, y), with_counts(epilogue)
 
-        def codegen(context, builder, signature, args):
-            a_arr, p_arr, row0_v, p_v = prologue(context, builder, signature, args)
-            t_arr = context.make_array(signature.args[4])(context, builder, args[4])
-            m_arr = context.make_array(signature.args[5])(context, builder, args[5])
-            counts = accumulate(context, builder, a_arr, p_arr, row0_v, p_v)
-            i64 = ir.IntType(64)
-            vty = ir.VectorType(i64, vw)
-            tbase = builder.gep(t_arr.data, [builder.mul(p_v, ir.Constant(i64, nr))])
-            thr = [builder.load(builder.bitcast(builder.gep(tbase, [ir.Constant(i64, v * vw)]),
-                                                vty.as_pointer()), align=8) for v in range(nv)]
-            for r in range(mr):
-                word = ir.Constant(i64, 0)
-                for v in range(nv):
-                    bits = builder.bitcast(builder.icmp_signed("<=", counts[r][v], thr[v]),
-                                           ir.IntType(vw))
-                    part = builder.shl(builder.zext(bits, i64), ir.Constant(i64, v * vw))
-                    word = builder.or_(word, part)
-                builder.store(word, builder.gep(m_arr.data, [ir.Constant(i64, r)]))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile_threshold
+    return tile_into
 
 
 tile_full = _make_tile(MR, NV, VW, FLUSH, "counts")
