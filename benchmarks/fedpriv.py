@@ -29,7 +29,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from fedscale import hybnn, summarize
+from fedscale import hybnn, save_accuracy_figure, summarize
 
 from hybnn_cli.fed.results import PRIV_FORMAT, PRIV_VERSION, read_priv
 from hybnn_cli.results import read_result, write_result
@@ -41,31 +41,26 @@ def plot(body: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1, figsize=(5, 3.4), squeeze=False)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
     plain = body["runs"].get("plain")
     title = (f"DP, clip {body['dp_clip']:g}" if body["study"] == "dp"
              else f"{body['byzantine_share']:.0%} sign-flipping clients")
-    for ax, prefix in ((axes[0][0], body["study"] + "/"),):
-        if plain:
-            curve = [100 * a for a in plain["accuracy_curve"]]
-            ax.plot(range(1, len(curve) + 1), curve, color="k", lw=1, label="no DP, no attack")
-        for key, run in sorted(body["runs"].items()):
-            if not key.startswith(prefix):
-                continue
-            curve = [100 * a for a in run["accuracy_curve"]]
-            label = (f"σ = {key.removeprefix(prefix)}" if prefix == "dp/"
-                     else key.removeprefix(prefix))
-            ax.plot(range(1, len(curve) + 1), curve, lw=1, label=label)
-        ax.set_title(f"task {body['task']}, {body['clients']} clients, {title}", fontsize=9)
-        ax.set_xlabel("round")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    axes[0][0].set_ylabel("global test accuracy (%)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    prefix = body["study"] + "/"
+    if plain:
+        curve = [100 * a for a in plain["accuracy_curve"]]
+        ax.plot(range(1, len(curve) + 1), curve, color="k", lw=1, label="no DP, no attack")
+    for key, run in sorted(body["runs"].items()):
+        if not key.startswith(prefix):
+            continue
+        curve = [100 * a for a in run["accuracy_curve"]]
+        label = f"σ = {key.removeprefix(prefix)}" if prefix == "dp/" else key.removeprefix(prefix)
+        ax.plot(range(1, len(curve) + 1), curve, lw=1, label=label)
+    ax.set_title(f"task {body['task']}, {body['clients']} clients, {title}", fontsize=9)
+    ax.set_xlabel("round")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    save_accuracy_figure(fig, ax, path)
 
 
 def main(argv=None) -> None:

@@ -119,7 +119,14 @@ def plot(data: dict, path: Path) -> None:
         ax.set_ylim(max(50, 100 * central - 15), 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    axes[0][0].set_ylabel("global test accuracy (%)")
+    save_accuracy_figure(fig, axes[0][0], path)
+
+
+def save_accuracy_figure(fig, first_ax, path: Path) -> None:
+    """The accuracy-per-round figures' common end: y label, layout, PNG at `path`, closed."""
+    import matplotlib.pyplot as plt
+
+    first_ax.set_ylabel("global test accuracy (%)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -244,6 +244,11 @@ def test_cli_fed_text_output(codes, tmp_path):
     (["--uplink", "morse"], "unknown uplink 'morse': use float or bits"),
     (["--task", "9"], "unknown task '9'"),
     (["--clients", "5000"], "cannot be split among 5000 clients"),
+    (["--engine", "ray"], "unknown engine 'ray': use inprocess, simulation, deployment"),
+    (["--engine", "simulation", "--deployment"],
+     "--deployment is --engine deployment; it contradicts --engine simulation"),
+    (["--deployment", "--secagg"], "--secagg runs on the inprocess and simulation engines"),
+    (["--fraction", "0"], "fraction of clients per round must be in (0, 1], got 0.0"),
 ])
 def test_cli_fed_errors(codes, tmp_path, args, message):
     res = runner.invoke(cli_app, ["fed", "--codes", str(codes), "--rounds", "1",

@@ -229,18 +229,3 @@ def test_cli_fraction_and_secagg(codes, tmp_path):
     data = json.loads(res.stdout)
     assert data["config"]["fraction"] == 0.5 and data["config"]["secagg"] is True
     assert [len(r["clients"]) for r in data["rounds"]] == [4, 4]
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--engine", "ray"], "unknown engine 'ray': use inprocess, simulation, deployment"),
-    (["--engine", "simulation", "--deployment"],
-     "--deployment is --engine deployment; it contradicts --engine simulation"),
-    (["--deployment", "--secagg"], "--secagg runs on the inprocess and simulation engines"),
-    (["--fraction", "0"], "fraction of clients per round must be in (0, 1], got 0.0"),
-])
-def test_cli_engine_errors(codes, tmp_path, args, message):
-    res = runner.invoke(cli_app, ["fed", "--codes", str(codes), "--rounds", "1",
-                                  "--out", str(tmp_path / "x.pt"), *args])
-    assert res.exit_code == 1
-    assert message in res.output
-    assert "Traceback" not in res.output
