@@ -235,7 +235,7 @@ def test_cli_fed_text_output(codes, tmp_path):
     res = runner.invoke(cli_app, ["fed", "--codes", str(codes), "--rounds", "1",
                                   "--local-epochs", "1", "--out", str(tmp_path / "t.pt")])
     assert res.exit_code == 0, res.output
-    assert "round   1  test" in res.output
+    assert "round   1  val" in res.output
     assert "task3 federated (3 clients, iid, uplink float): test accuracy" in res.output
 
 

@@ -34,9 +34,20 @@ def fed_cmd(
                                    "round (seeded by --seed and the round), in (0, 1]."),
     rounds: int = typer.Option(20, "--rounds", min=1, help="Federated rounds."),
     local_epochs: int = typer.Option(5, "--local-epochs", min=1, help="Local epochs per round."),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate, as train-bnn's (cosine "
-                             "over all rounds × local epochs)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2, help="Client batch size: a "
+                                   "client holding n codes makes ceil(n / B) steps per local "
+                                   "epoch."),
+    lr: float = typer.Option(1e-2, "--lr", help="The clients' Adam learning rate (a fresh Adam "
+                             "each round), as train-bnn's: cosine over all rounds × local "
+                             "epochs."),
+    server_opt: str = typer.Option("sgd", "--server-opt", help="The server's step along the "
+                                   "round's aggregate: sgd (FedAvg; with --server-momentum, "
+                                   "FedAvgM), adam (FedAdam) or yogi (FedYogi). Only trained "
+                                   "parameters step; batch-norm statistics take the aggregate."),
+    server_lr: float = typer.Option(1.0, "--server-lr", help="Server learning rate (sgd 1 with "
+                                    "no momentum: plain FedAvg; adam and yogi: about 0.01-0.1)."),
+    server_momentum: float = typer.Option(0.0, "--server-momentum", help="Server momentum in "
+                                          "[0, 1) (adam and yogi: beta1)."),
     hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons."),
     partition: str = typer.Option("iid", "--partition", help="iid or dirichlet (label skew)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration (smaller = more "
@@ -87,12 +98,14 @@ def fed_cmd(
                                 "clients' processes (at least 1 each)."),
     json_out: bool = JsonOut,
 ):
-    """Train the task BNN by federated averaging on Flower and report the global test accuracy
-    after every round.
+    """Train the task BNN by federated averaging on Flower: the global model's validation
+    accuracy after every round (what settings are chosen on), its test accuracy at the end.
 
     Example: hybnn fed --codes runs/codes.h5 --task 3 --clients 3 --rounds 20
 
     Example: hybnn fed --engine simulation --clients 1000 --fraction 0.1 --rounds 100
+
+    Example: hybnn fed --clients 1000 --fraction 0.1 --server-momentum 0.9
 
     Example: hybnn fed --clients 100 --fraction 0.1 --dp-noise 1.0 --dp-clip 10
 
@@ -122,7 +135,9 @@ def fed_cmd(
     total_threads = resolve_threads(threads)
     cfg = FedConfig(codes=str(codes), task=task, clients=clients, fraction=fraction,
                     rounds=rounds,
-                    local_epochs=local_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                    local_epochs=local_epochs, batch_size=batch_size, lr=lr,
+                    server_opt=server_opt, server_lr=server_lr,
+                    server_momentum=server_momentum, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
                     min_valid=min_valid, round_timeout=round_timeout, out=str(out),
                     secagg=secagg, dp_noise=dp_noise, dp_clip=dp_clip or 0.0,
@@ -134,12 +149,12 @@ def fed_cmd(
         def on_round(row: dict) -> None:
             if row["round"] == 0:
                 return
-            status = (f"test {row['test_acc']:.2%}  valid {row.get('valid_updates', 0)}/"
+            status = (f"val {row['val_acc']:.2%}  valid {row.get('valid_updates', 0)}/"
                       f"{len(row.get('clients', []))}")
             progress.update(bar, completed=row["round"], status=status)
             if not json_out:
                 progress.console.print(
-                    f"round {row['round']:3d}  test {row['test_acc']:.2%}  "
+                    f"round {row['round']:3d}  val {row['val_acc']:.2%}  "
                     f"up {row.get('bytes_sent', 0) / 1e3:,.1f} kB  "
                     f"down {row.get('bytes_recv', 0) / 1e3:,.1f} kB  {status.split('  ')[1]}"
                     + ("  (kept previous model)" if row.get("kept_previous") else ""),

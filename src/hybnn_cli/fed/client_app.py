@@ -33,7 +33,7 @@ from hybnn_cli.fed.secagg import (
     secagg_if_asked,
     stat_scales,
 )
-from hybnn_cli.fed.task import client_data, initial_model, local_train, model_shape
+from hybnn_cli.fed.task import client_data, local_train, model_shape, scratch_model
 
 app = ClientApp(mods=[secagg_if_asked, dp_clip_if_asked])
 
@@ -53,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     if want and want != data["encoder_sha256"]:
         raise HybnnError(f"this client's codes come from encoder {data['encoder_sha256'][:12]}…, "
                          f"the server's from {str(want)[:12]}…")
-    model = initial_model(model_shape(data["n_bits"], cfg), cfg.seed)
+    model = scratch_model(model_shape(data["n_bits"], cfg))
     if legacy:
         model.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in
                                zip(model.state_dict(), arrays, strict=True)})

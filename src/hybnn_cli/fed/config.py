@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.fed.server_opt import SERVER_OPTS, is_identity
 from hybnn_cli.train_bnn import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
@@ -27,7 +28,10 @@ class FedConfig:
     rounds: int = 20
     local_epochs: int = 5
     batch_size: int = 128
-    lr: float = BNNConfig.lr  # train-bnn's default: a federated run follows its schedule
+    lr: float = BNNConfig.lr  # the clients' Adam; train-bnn's default and cosine schedule
+    server_opt: str = "sgd"  # the server's step on the aggregate: sgd (FedAvg/FedAvgM), adam, yogi
+    server_lr: float = 1.0  # its learning rate (sgd 1 with no momentum: plain FedAvg)
+    server_momentum: float = 0.0  # its momentum (adam and yogi: beta1)
     hidden: int = 128
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition = dirichlet)
@@ -57,9 +61,28 @@ class FedConfig:
         if self.secagg and max(math.ceil(self.fraction * self.clients - 1e-9),
                                self.min_valid) < 2:
             raise HybnnError("SecAgg+ needs at least 2 clients in every round")
+        self._check_server_opt()
         if self.partition == "dirichlet" and not self.alpha > 0:
             raise HybnnError(f"the Dirichlet alpha must be > 0, got {self.alpha}")
         self._check_privacy_and_robustness()
+
+    @property
+    def server_step(self) -> bool:
+        """Whether the server steps along the aggregate (anything but plain FedAvg's server)."""
+        return not is_identity(self.server_opt, self.server_lr, self.server_momentum)
+
+    def _check_server_opt(self) -> None:
+        if self.server_opt not in SERVER_OPTS:
+            raise HybnnError(f"unknown server optimizer '{self.server_opt}': use "
+                             f"{', '.join(SERVER_OPTS)}")
+        if not (math.isfinite(self.server_lr) and self.server_lr > 0):
+            raise HybnnError(f"the server learning rate must be > 0, got {self.server_lr}")
+        if not 0 <= self.server_momentum < 1:
+            raise HybnnError(f"the server momentum must be in [0, 1), got "
+                             f"{self.server_momentum}")
+        if self.server_step and (self.secagg or self.dp_clip > 0):
+            raise HybnnError("a server optimizer (--server-opt, --server-lr, --server-momentum) "
+                             "works on the plain aggregate: not with --secagg nor DP")
 
     @property
     def dp(self) -> bool:

@@ -92,12 +92,12 @@ def bn_fan_in(shapes: dict) -> dict[str, float]:
     return out
 
 
-def decode_update(arrays: ArrayRecord, spec: UpdateSpec) -> dict[str, np.ndarray]:
-    """Wire arrays → float64 arrays of the model's shapes (bits become ±1). Assumes the arrays
-    passed `strategy.check_arrays`."""
+def decode_update(arrays, spec: UpdateSpec) -> dict[str, np.ndarray]:
+    """Wire arrays (an ArrayRecord, or its arrays as numpy) → float64 arrays of the model's
+    shapes (bits become ±1). Assumes the arrays passed `strategy.check_arrays`."""
     out = {}
     for k, a in arrays.items():
-        x = a.numpy()
+        x = a.numpy() if isinstance(a, Array) else np.asarray(a)
         if spec.uplink == "bits" and k in spec.binary_keys:
             shape = spec.shapes[k]
             x = unpack_signs(x, int(np.prod(shape[1:]))).reshape(shape)

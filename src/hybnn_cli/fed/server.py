@@ -1,5 +1,9 @@
 """The server side of a federated run: initial model, the validating strategy, the global
-model's test accuracy after every round, and the run's outputs.
+model's accuracy after every round, and the run's outputs.
+
+After every round the server evaluates the global model on the validation split (`splits.py`:
+held out of the clients' training split; what settings are chosen on, and what the progress
+shows) and on the test split (read for the reported numbers only).
 
 Outputs: the final global BNN as a normal `hybnn-bnn` checkpoint (so `hybnn evaluate` and export
 work on it) with the run's config, seed and the encoder's SHA-256; and, when `out_dir` is set,
@@ -22,6 +26,7 @@ from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.dp import ClientSideDP, dp_scales
 from hybnn_cli.fed.partition import partition_indices
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
+from hybnn_cli.fed.server_opt import ServerOptimizer
 from hybnn_cli.fed.strategy import RobustFedAvg, sample_size
 from hybnn_cli.fed.task import evaluate_model, initial_model, model_shape, task_data
 from hybnn_cli.fileio import atomic_path
@@ -35,6 +40,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     task = parse_task(cfg.task)
     data = task_data(cfg.codes, cfg.task)
     x_test, y_test = data["test"]
+    x_val, y_val = data["val"]
     # the clients split the train set this way: refuse an impossible split before round 1
     parts = partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha,
                               cfg.seed)
@@ -55,7 +61,10 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
                                        fraction=cfg.fraction, seed=cfg.seed,
                                        aggregate=cfg.aggregate, byzantine=cfg.byzantine,
                                        max_update_norm=cfg.dp_clip if cfg.dp else None,
-                                       norm_scales=dp_scales(spec.shapes) if cfg.dp else None)
+                                       norm_scales=dp_scales(spec.shapes) if cfg.dp else None,
+                                       server_opt=ServerOptimizer(
+                                           cfg.server_opt, cfg.server_lr, cfg.server_momentum,
+                                           spec.binary_keys) if cfg.server_step else None)
     if cfg.dp:
         strategy = ClientSideDP(base, cfg.dp_noise, cfg.dp_clip,
                                 sample_size(cfg.clients, cfg.fraction, cfg.min_valid), spec,
@@ -70,7 +79,9 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays_to_state(arrays))
         res = evaluate_model(model, x_test, y_test, cfg.threads)
-        row = {"round": server_round, "test_acc": res["acc"], "test_loss": res["loss"],
+        val = evaluate_model(model, x_val, y_val, cfg.threads)
+        row = {"round": server_round, "val_acc": val["acc"], "val_loss": val["loss"],
+               "test_acc": res["acc"], "test_loss": res["loss"],
                "seconds": time.perf_counter() - t0}
         stats = base.rounds.get(server_round)
         if stats is not None:
@@ -88,7 +99,8 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
                 f.write(json.dumps(row) + "\n")
         if on_round:
             on_round(row)
-        return MetricRecord({"test-acc": res["acc"], "test-loss": res["loss"]})
+        return MetricRecord({"val-acc": val["acc"], "val-loss": val["loss"],
+                             "test-acc": res["acc"], "test-loss": res["loss"]})
 
     result = strategy.start(grid, state_to_arrays(model.state_dict()), num_rounds=cfg.rounds,
                             timeout=cfg.round_timeout,
@@ -98,7 +110,10 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     rounds = [r for r in history if r["round"] > 0]
     summary = {
         "task": task.name, "classes": list(task.classes), "config": cfg.to_dict(),
-        "seed": cfg.seed, "encoder_sha256": sha, "n_test": len(y_test),
+        "seed": cfg.seed, "encoder_sha256": sha, "n_val": len(y_val), "n_test": len(y_test),
+        "final_val_acc": rounds[-1]["val_acc"] if rounds else None,
+        "best_val_acc": max((r["val_acc"] for r in rounds), default=None),
+        "val_curve": [r["val_acc"] for r in rounds],
         "initial_test_acc": history[0]["test_acc"] if history else None,
         "final_test_acc": rounds[-1]["test_acc"] if rounds else None,
         "best_test_acc": max((r["test_acc"] for r in rounds), default=None),

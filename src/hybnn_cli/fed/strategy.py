@@ -18,7 +18,8 @@ key. `RobustFedAvg` keeps FedAvg's round structure but:
   client's `fixedclipping_mod` clips it);
 - combines the valid updates by the run's rule (`robust.combine`: FedAvg's mean weighted by
   `num-examples`, or Flower's Krum, FedMedian or FedTrimmedAvg; a bits uplink is decoded to ±1
-  first);
+  first), then, with a server optimizer (`server_opt.ServerOptimizer`: FedAvgM, FedAdam,
+  FedYogi), steps from the global model the clients received along that combination;
 - with fewer than `min_valid` valid updates returns no arrays, so `Strategy.start` keeps the
   previous global model;
 - records, per round and per sampled node, the payload bytes received (downlink) and sent
@@ -44,10 +45,12 @@ from flwr.supercore import log
 
 from hybnn_cli.fed.payload import UpdateSpec, decode_update, payload_bytes, state_to_arrays
 from hybnn_cli.fed.robust import combine
+from hybnn_cli.fed.server_opt import ServerOptimizer
 
 
-def check_arrays(arrays, spec: UpdateSpec) -> str | None:
-    """Why an update's arrays are unusable, or None if they are fine."""
+def check_arrays(arrays, spec: UpdateSpec, decoded: dict | None = None) -> str | None:
+    """Why an update's arrays are unusable, or None if they are fine. `decoded`, if given,
+    receives each checked array as numpy (so that the server parses each array once)."""
     if not isinstance(arrays, ArrayRecord):
         return "no 'arrays' ArrayRecord in the reply"
     missing = sorted(set(spec.wire) - set(arrays))
@@ -72,18 +75,22 @@ def check_arrays(arrays, spec: UpdateSpec) -> str | None:
             return f"{key}: latent weights outside [-1, 1] (max |w| = {np.abs(x).max():.3g})"
         if key.endswith("running_var") and (x < 0).any():
             return f"{key}: negative running variance"
+        if decoded is not None:
+            decoded[key] = x
     return None
 
 
-def check_reply(content: RecordDict, spec: UpdateSpec) -> tuple[str | None, float]:
-    """(reason to reject or None, number of examples) for one reply's content."""
+def check_reply(content: RecordDict, spec: UpdateSpec,
+                decoded: dict | None = None) -> tuple[str | None, float]:
+    """(reason to reject or None, number of examples) for one reply's content; `decoded` as in
+    `check_arrays`."""
     metrics = content.get("metrics")
     if not isinstance(metrics, MetricRecord) or "num-examples" not in metrics:
         return "no 'metrics' record with num-examples", 0.0
     n = metrics["num-examples"]
     if not isinstance(n, int | float) or not math.isfinite(n) or n <= 0:
         return f"num-examples must be a positive number, got {n!r}", 0.0
-    return check_arrays(content.get("arrays"), spec), float(n)
+    return check_arrays(content.get("arrays"), spec, decoded), float(n)
 
 
 def update_norm(update: dict[str, np.ndarray], global_: dict[str, np.ndarray],
@@ -116,7 +123,8 @@ class RobustFedAvg(FedAvg):
                  fraction: float = 1.0, seed: int = 0, wait_nodes: float = 120.0,
                  settle: float = 10.0, aggregate: str = "fedavg", byzantine: float = 0.0,
                  max_update_norm: float | None = None,
-                 norm_scales: dict[str, float] | None = None):
+                 norm_scales: dict[str, float] | None = None,
+                 server_opt: ServerOptimizer | None = None):
         super().__init__(fraction_train=1.0, min_train_nodes=1, min_available_nodes=1)
         self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0  # the server evaluates
         self.spec = spec
@@ -130,6 +138,7 @@ class RobustFedAvg(FedAvg):
         self.byzantine = byzantine
         self.max_update_norm = max_update_norm
         self.norm_scales = norm_scales
+        self.server_opt = server_opt
         self._global: dict[str, np.ndarray] = {}
         self.rounds: dict[int, dict] = {}
         self.partition_of: dict[int, int] = {}  # node id → partition id (from its metrics)
@@ -179,7 +188,7 @@ class RobustFedAvg(FedAvg):
                 server_round, len(nodes), self.min_valid)
             return []
         config["server-round"] = server_round
-        if self.max_update_norm is not None:
+        if self.max_update_norm is not None or self.server_opt is not None:
             self._global = {k: a.numpy().astype(np.float64) for k, a in arrays.items()}
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         down = payload_bytes(record)
@@ -213,10 +222,11 @@ class RobustFedAvg(FedAvg):
                 if isinstance(metrics, MetricRecord) and isinstance(metrics.get("partition-id"),
                                                                     int):
                     self.partition_of[node] = metrics["partition-id"]
-                reason, n = check_reply(msg.content, self.spec)
+                wire: dict[str, np.ndarray] = {}
+                reason, n = check_reply(msg.content, self.spec, wire)
             update = None
             if reason is None:
-                update = decode_update(msg.content["arrays"], self.spec)
+                update = decode_update(wire, self.spec)
                 if self.max_update_norm is not None:
                     norm = update_norm(update, self._global, self.norm_scales)
                     if norm > self.max_update_norm * (1 + 1e-4) + 1e-6:
@@ -246,6 +256,8 @@ class RobustFedAvg(FedAvg):
         total = sum(n for _, n, _ in valid)
         combined = combine(self.aggregate, [(u, n) for u, n, _ in valid], self.byzantine,
                            server_round)
+        if self.server_opt is not None:
+            combined = self.server_opt.step(self._global, combined)
         avg = {}
         for key, (dtype, _) in self.spec.wire.items():
             mean = combined[key]

@@ -60,6 +60,15 @@ def initial_model(shape: BNNShape, seed: int) -> TaskBNN:
     return TaskBNN(shape)
 
 
+@functools.lru_cache(maxsize=4)
+def scratch_model(shape: BNNShape) -> TaskBNN:
+    """A model of this shape for a client to load the received global state into: built once
+    per process (a client app is called every round, and on the in-process and simulation
+    engines many clients share a process), neither seeded nor initialized with care, since
+    `load_state_dict` (strict) overwrites every parameter and buffer."""
+    return TaskBNN(shape)
+
+
 def local_train(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, cfg: FedConfig,
                 server_round: int, partition_id: int) -> dict:
     """`local_epochs` passes of `train_epoch` on this client's data; metrics of the last pass."""
