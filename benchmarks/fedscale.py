@@ -6,8 +6,10 @@ command anyone can rerun) and records the global test accuracy after every round
 needed to come within 1 point of centralized `train-bnn` on the same codes (same learning rate,
 `rounds × local-epochs` epochs), the bytes per round and in total, and the wall seconds per round.
 The learning rate per task (and, for the 10-class problem `all`, the hidden width) is the one the
-reproduction study chose on validation (`benchmarks/results/reproduction.json`); no setting is
-chosen here.
+reproduction study chose on validation (`benchmarks/results/reproduction.json`); the federated
+optimisation settings of the grid (`--fed-options`, e.g. a server optimizer) are the ones
+`benchmarks/fedtune.py` chose on validation; no setting is chosen here. A grid row already in
+the file is skipped only if it was run with the same `--fed-options`.
 
 Then, on one configuration (`--engine-config`), the seconds per round of each engine
 (`--engines`), and with and without SecAgg+ (`--secagg-config`: accuracy, bytes and seconds per
@@ -64,7 +66,7 @@ def hybnn(cmd: list[str], env: dict, peak: dict | None = None) -> tuple[dict, fl
 
 def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: str,
             rounds: int, engine: str = "inprocess", secagg: bool = False,
-            fraction: float | None = None) -> list[str]:
+            fraction: float | None = None, extra: str = "") -> list[str]:
     fraction = args.fraction if fraction is None else fraction
     return ["fed", "--codes", str(args.codes), "--task", task, "--hidden", str(args.hidden[task]),
             "--clients", str(clients),
@@ -72,7 +74,8 @@ def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: st
             "--local-epochs", str(args.local_epochs), "--lr", repr(lr),
             "--partition", partition, "--alpha", repr(args.alpha), "--uplink", uplink,
             "--engine", engine, *(["--secagg"] if secagg else []), "--seed", str(args.seed),
-            "--threads", str(args.threads), "--out", str(args.models / "last.pt"), "--json"]
+            "--threads", str(args.threads), "--out", str(args.models / "last.pt"),
+            *shlex.split(extra), "--json"]
 
 
 def summarize(res: dict, seconds: float) -> dict:
@@ -82,6 +85,7 @@ def summarize(res: dict, seconds: float) -> dict:
     sampled = [len(r.get("clients", [])) for r in rounds]
     return {"test_acc": res["final_test_acc"], "best_test_acc": res["best_test_acc"],
             "initial_test_acc": res["initial_test_acc"], "accuracy_curve": res["accuracy_curve"],
+            "final_val_acc": res.get("final_val_acc"), "val_curve": res.get("val_curve"),
             "uplink_per_round": res["bytes"]["uplink_per_round"],
             "downlink_per_round": res["bytes"]["downlink_per_round"],
             "uplink_total": res["bytes"]["uplink_total"],
@@ -147,6 +151,8 @@ def main(argv=None) -> None:
     p.add_argument("--local-epochs", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fed-options", default="",
+                   help="extra hybnn fed options for the grid's runs (chosen by fedtune.py)")
     p.add_argument("--engines", default="inprocess,simulation")
     p.add_argument("--engine-config", default="3/100/iid/float/5",
                    help="task/clients/partition/uplink/rounds timed on every engine")
@@ -204,12 +210,14 @@ def main(argv=None) -> None:
         for up in args.uplinks.split(",") for n in args.clients.split(",")]
     for task, n, part, uplink in grid:
         key = f"task{task}/{n}/{part}/{uplink}"
-        if key in body["runs"]:
+        if key in body["runs"] and body["runs"][key].get("fed_options", "") == args.fed_options:
             continue
-        cmd = fed_cmd(args, task, lrs[task], n, part, uplink, args.rounds)
+        cmd = fed_cmd(args, task, lrs[task], n, part, uplink, args.rounds,
+                      extra=args.fed_options)
         res, secs = hybnn(cmd, env)
         run = summarize(res, secs)
         run["command"] = "hybnn " + shlex.join(cmd)
+        run["fed_options"] = args.fed_options
         run["rounds_to_within_1pt"] = rounds_to_within(
             run["accuracy_curve"], body["centralized"][f"task{task}"]["test_acc"], 0.01)
         body["runs"][key] = run

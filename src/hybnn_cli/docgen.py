@@ -305,6 +305,15 @@ def kb(x: float) -> str:
     return f"{x / 1e3:,.1f}"
 
 
+def server_step(config: dict) -> str:
+    """A run's server optimizer in words (runs from before the option: plain FedAvg)."""
+    opt, lr = config.get("server_opt", "sgd"), config.get("server_lr", 1.0)
+    momentum = config.get("server_momentum", 0.0)
+    if opt == "sgd":
+        return "FedAvg" if lr == 1.0 and momentum == 0.0 else f"FedAvgM (η {lr:g}, β {momentum:g})"
+    return f"Fed{opt.capitalize()} (η {lr:g}, β1 {momentum:g})"
+
+
 @renderer("fedscale-table")
 def fedscale_table(results_dir: Path) -> str:
     r = read_scale(Path(results_dir) / SCALE)
@@ -316,21 +325,48 @@ def fedscale_table(results_dir: Path) -> str:
         central = r["centralized"][task]["test_acc"]
         within = run["rounds_to_within_1pt"]
         t = task.removeprefix("task")
+        cfg = run.get("config", {})
         rows.append([t, r.get("hidden_per_task", {}).get(t, 128), n, run["sampled_per_round"],
-                     part, uplink, pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
+                     part, uplink, server_step(cfg),
+                     f"{cfg.get('lr', r['lr_per_task'][t]):g}, {cfg.get('batch_size', 128)}",
+                     pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
                      within if within else f"not in {len(run['accuracy_curve'])}",
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
                      f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
                      f"{run['seconds_per_round']:.2f}"])
     header = ["task", "hidden", "clients", "sampled per round", "partition", "uplink",
-              "centralized (%)", "final (%)", "best round (%)",
-              "rounds to within 1 point of centralized", "up kB/round", "down kB/round",
-              "MB in all", "s/round (in-process)"]
+              "server step", "client Adam lr, batch", "centralized (%)", "final (%)",
+              "best round (%)", "rounds to within 1 point of centralized", "up kB/round",
+              "down kB/round", "MB in all", "s/round (in-process)"]
     return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
             f"{r['local_epochs']} local epochs, seed {r['seed']} (Dirichlet: α = {r['alpha']}); "
             f"centralized: `train-bnn` for {r['rounds'] * r['local_epochs']} epochs on the same "
             f"codes with the same learning rate:\n\n" + table(header, rows) + "\n\n"
             + source(SCALE, r))
+
+
+TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
+
+
+@renderer("fedtune-screen")
+def fedtune_screen(results_dir: Path) -> str:
+    r = _load(results_dir, TUNE, "hybnn-fedtune")
+    parts = []
+    for key, screen in sorted(r["screens"].items()):
+        task, n, part, uplink, rounds, seed = key.split("/")
+        chosen = screen.get("chosen", {}).get("name")
+        rows = [[("**" + name + "**") if name == chosen else name,
+                 f"`{run['options']}`" if run["options"] else "(the study's defaults)",
+                 pct(run["final_val_acc"]), pct(run["best_val_acc"])]
+                for name, run in sorted(screen["runs"].items(),
+                                        key=lambda kv: -kv[1]["final_val_acc"])]
+        parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
+                     f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, client Adam lr "
+                     f"{screen['lr']:g} unless the options say otherwise; validation split of "
+                     f"{next(iter(screen['runs'].values()))['n_val']} codes (chosen in bold):"
+                     "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
+                                      "best round (%)"], rows))
+    return "\n\n".join(parts) + "\n\n" + source(TUNE, r)
 
 
 @renderer("fedscale-engines")
