@@ -345,6 +345,27 @@ def fedscale_table(results_dir: Path) -> str:
             + source(SCALE, r))
 
 
+@renderer("fedscale-targets")
+def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100) -> str:
+    """Issue 9's target, row by row: with `clients` IID clients, the global model after round
+    `by_round` (the run's last) within 1 point of centralized."""
+    r = read_scale(Path(results_dir) / SCALE)
+    rows = []
+    for key, run in sorted(r["runs"].items()):
+        task, n, part, uplink = key.split("/")
+        if int(n) != clients or part != "iid" or task == "taskall":
+            continue
+        within = run["rounds_to_within_1pt"]
+        central = r["centralized"][task]["test_acc"]
+        met = len(run["accuracy_curve"]) == by_round and run["test_acc"] >= central - 0.01
+        rows.append([task.removeprefix("task"), uplink, server_step(run.get("config", {})),
+                     pct(central), pct(run["test_acc"]), within or "–",
+                     "**met**" if met else "not met"])
+    return table(["task", "uplink", "server step", "centralized (%)", f"round {by_round} (%)",
+                  "first round within 1 point", f"round {by_round} within 1 point"],
+                 rows) + "\n\n" + source(SCALE, r)
+
+
 TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
 
 
@@ -361,7 +382,8 @@ def fedtune_screen(results_dir: Path) -> str:
                 for name, run in sorted(screen["runs"].items(),
                                         key=lambda kv: -kv[1]["final_val_acc"])]
         parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
-                     f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, client Adam lr "
+                     f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
+                     f"client Adam lr "
                      f"{screen['lr']:g} unless the options say otherwise; validation split of "
                      f"{next(iter(screen['runs'].values()))['n_val']} codes (chosen in bold):"
                      "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
