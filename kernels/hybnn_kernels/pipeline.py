@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,7 +151,7 @@ class Pipeline:
         np.divide(x, self.scale, out=x)
         logits = self.session.run(None, {self.input_name: x})[0]
         t1 = time.perf_counter()
-        codes = pack_signs_numpy(logits)  # logit >= 0 → bit 1, straight from the float32 logits
+        codes = _pack_signs(logits)  # logit >= 0 → bit 1, straight from the float32 logits
         t2 = time.perf_counter()
         self.timings.encoder += t1 - t0
         self.timings.pack += t2 - t1
@@ -168,6 +169,14 @@ class Pipeline:
     def classify(self, images: np.ndarray, names=None) -> dict[str, np.ndarray]:
         """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W)."""
         return self.classify_codes(self.encode(images), names)
+
+
+def _pack_signs(logits: np.ndarray) -> np.ndarray:
+    """The compiled packer once numba has started (a head compiled: `bits` is loaded), else the
+    numpy one; both give the same words (tests/test_bits.py). At batch 1 the numpy one costs
+    about ten numpy calls, several times the compiled one."""
+    bits = sys.modules.get("hybnn_kernels.bits")
+    return bits.pack_signs(logits) if bits is not None else pack_signs_numpy(logits)
 
 
 def _check_file(bundle: Path, entry: dict, what: str) -> Path:
