@@ -85,7 +85,8 @@ def test_runtime_equals_torch_bit_for_bit(shape, seed):
     # batch size does not matter, parallel or serial
     for i in range(25):  # one sample at a time (the scalar path)
         one_scores, one_labels = runtime.run(codes[i:i + 1])
-        np.testing.assert_array_equal(one_scores.view(np.uint32), want_scores[i:i + 1].view(np.uint32))
+        np.testing.assert_array_equal(one_scores.view(np.uint32),
+                                      want_scores[i:i + 1].view(np.uint32))
         np.testing.assert_array_equal(one_labels, want_labels[i:i + 1])
     np.testing.assert_array_equal(runtime.predict(codes, threads=1), want_labels)
     # the numpy head (a bundle's cold path) gives the same scores, in any batch size
