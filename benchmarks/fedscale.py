@@ -21,7 +21,8 @@ the peak resident set size of the `hybnn fed` process, which stays flat in N whe
 per client beyond a round.
 
 Writes `benchmarks/results/fedscale.json` (format `fed.results.SCALE_FORMAT`) after every run; a
-rerun skips the runs already there, so an interrupted study resumes; and the figure
+rerun skips the runs already there, so an interrupted study resumes; parts run apart (at the
+same time, into other files) are taken in with `--merge`; and the figure
 `benchmarks/results/fedscale.png` (accuracy per round, one panel per task and partition).
 
 Usage: python benchmarks/fedscale.py --codes runs/codes.h5 [--tasks 3,5] [--clients 10,100,1000]
@@ -163,6 +164,9 @@ def main(argv=None) -> None:
     p.add_argument("--memory-sampled", type=int, default=10)
     p.add_argument("--memory-rounds", type=int, default=2)
     p.add_argument("--skip-grid", action="store_true", help="only the engine and SecAgg+ runs")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="another file of this study (a part of it run apart, e.g. at the same "
+                        "time): its rows are taken in, replacing this file's under the same key")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedscale.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/fedscale.png"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
@@ -183,6 +187,10 @@ def main(argv=None) -> None:
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
             "memory": old.get("memory", {})}
+    for part in args.merge:
+        other = read_scale(part)
+        for section in ("centralized", "runs", "engines", "secagg", "memory"):
+            body[section].update(other.get(section, {}))
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
