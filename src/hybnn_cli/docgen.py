@@ -347,8 +347,9 @@ def fedscale_table(results_dir: Path) -> str:
 
 @renderer("fedscale-targets")
 def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100) -> str:
-    """Issue 9's target, row by row: with `clients` IID clients, the global model after round
-    `by_round` (the run's last) within 1 point of centralized."""
+    """Issue 9's target, row by row, with `clients` IID clients: whether the global model came
+    within 1 point of centralized in some round up to `by_round`, and whether the model after
+    round `by_round` (the run's last) is within 1 point."""
     r = read_scale(Path(results_dir) / SCALE)
     rows = []
     for key, run in sorted(r["runs"].items()):
@@ -357,13 +358,15 @@ def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100
             continue
         within = run["rounds_to_within_1pt"]
         central = r["centralized"][task]["test_acc"]
-        met = len(run["accuracy_curve"]) == by_round and run["test_acc"] >= central - 0.01
+        done = len(run["accuracy_curve"]) == by_round
+        reached = within is not None and within <= by_round
+        last = done and run["test_acc"] >= central - 0.01
         rows.append([task.removeprefix("task"), uplink, server_step(run.get("config", {})),
                      pct(central), pct(run["test_acc"]), within or "–",
-                     "**met**" if met else "not met"])
+                     "**yes**" if reached else "no", "**yes**" if last else "no"])
     return table(["task", "uplink", "server step", "centralized (%)", f"round {by_round} (%)",
-                  "first round within 1 point", f"round {by_round} within 1 point"],
-                 rows) + "\n\n" + source(SCALE, r)
+                  "first round within 1 point", f"reached by round {by_round}",
+                  f"round {by_round}'s model within 1 point"], rows) + "\n\n" + source(SCALE, r)
 
 
 TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
