@@ -165,8 +165,9 @@ def main(argv=None) -> None:
     p.add_argument("--memory-rounds", type=int, default=2)
     p.add_argument("--skip-grid", action="store_true", help="only the engine and SecAgg+ runs")
     p.add_argument("--merge", type=Path, action="append", default=[],
-                   help="another file of this study (a part of it run apart, e.g. at the same "
-                        "time): its rows are taken in, replacing this file's under the same key")
+                   help="another file of this study, a part of it run apart (e.g. at the same "
+                        "time) from a copy of this file: the rows it added or changed are taken "
+                        "in")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedscale.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/fedscale.png"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
@@ -187,10 +188,13 @@ def main(argv=None) -> None:
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
             "memory": old.get("memory", {})}
-    for part in args.merge:
+    sections = ("centralized", "runs", "engines", "secagg", "memory")
+    before = {section: dict(body[section]) for section in sections}
+    for part in args.merge:  # a part started as a copy of this file: take what it changed
         other = read_scale(part)
-        for section in ("centralized", "runs", "engines", "secagg", "memory"):
-            body[section].update(other.get(section, {}))
+        for section in sections:
+            body[section].update({k: row for k, row in other.get(section, {}).items()
+                                  if row != before[section].get(k)})
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
