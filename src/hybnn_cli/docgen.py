@@ -387,7 +387,8 @@ def fedtune_screen(results_dir: Path) -> str:
         parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
                      f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
                      f"client Adam lr "
-                     f"{screen['lr']:g} unless the options say otherwise; validation split of "
+                     f"{screen['lr']:g} unless the options say otherwise (`--lr-scale k`: k "
+                     f"times it); validation split of "
                      f"{next(iter(screen['runs'].values()))['n_val']} codes (chosen in bold):"
                      "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
                                       "best round (%)"], rows))
