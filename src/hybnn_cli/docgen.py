@@ -451,20 +451,25 @@ def fedscale_million(results_dir: Path, clients: int = 1_000_000) -> str:
     largest = max(int(k.split("/")[1]) for k in r["runs"])
     sampled = round(r["fraction"] * clients)
     rows = []
-    for uplink in ("float", "bits"):
+    hidden = r.get("hidden_per_task", {})
+    widths = sorted({int(hidden.get(k.split("/")[0].removeprefix("task"), 128))
+                     for k in r["runs"]})
+    for width, uplink in ((w, u) for w in widths for u in ("float", "bits")):
+        # bytes depend on the model's size: average only over runs of one hidden width
         runs = [run for k, run in r["runs"].items()
-                if int(k.split("/")[1]) == largest and k.endswith("/" + uplink)]
+                if int(k.split("/")[1]) == largest and k.endswith("/" + uplink)
+                and int(hidden.get(k.split("/")[0].removeprefix("task"), 128)) == width]
         if not runs:
             continue
         up = statistics.fmean(run["uplink_per_round"] / run["sampled_per_round"] for run in runs)
         down = statistics.fmean(run["downlink_per_round"] / run["sampled_per_round"]
                                 for run in runs)
-        rows.append([uplink, f"{up:,.0f}", f"{down:,.0f}", f"{sampled:,}",
+        rows.append([width, uplink, f"{up:,.0f}", f"{down:,.0f}", f"{sampled:,}",
                      f"{sampled * up / 1e9:,.2f}", f"{sampled * down / 1e9:,.2f}",
                      f"{sampled * up / 1e9:,.2f}"])
     return (f"Per sampled client, measured at {largest:,} clients; at {clients:,} clients with "
             f"{r['fraction']:.0%} sampled per round:\n\n"
-            + table(["uplink", "up bytes per client", "down bytes per client",
+            + table(["hidden", "uplink", "up bytes per client", "down bytes per client",
                      "clients per round", "up GB per round", "down GB per round",
                      "server memory for one round's replies (GB)"], rows)
             + "\n\n" + source(SCALE, r))
