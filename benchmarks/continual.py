@@ -65,6 +65,7 @@ CANDIDATES = {
         "flip0.1+la+ratio2+lr0.02": [*LA, "--replay-ratio", "2", "--lr", "0.02"],
         "flip0.1+la+ratio2+h1024": [*LA, "--replay-ratio", "2", "--hidden", "1024"],
         "flip0.1+la+ratio2+h2048": [*LA, "--replay-ratio", "2", "--hidden", "2048"],
+        "flip0.1+la+h2048": [*LA, "--hidden", "2048"],
     },
     "generative": {
         "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
@@ -105,6 +106,16 @@ ANCHORS = {
 }
 ANCHOR_SOURCE = ("van de Ven & Tolias 2019, arXiv:1904.07734, results table (split MNIST, MLP on "
                  "pixels; quoted, not measured here)")
+
+
+def with_seed(cmd: list[str], seed: str) -> list[str]:
+    """The command with --seeds replaced by one seed."""
+    i = cmd.index("--seeds")
+    return [*cmd[:i + 1], seed, *cmd[i + 2:]]
+
+
+def hidden_of(cmd: list[str]) -> int:
+    return int(cmd[cmd.index("--hidden") + 1]) if "--hidden" in cmd else 512
 
 
 def child_cpu_seconds() -> float:
@@ -183,11 +194,16 @@ def main(argv=None) -> None:
 
     ran = set()
 
-    def launch(key: str, cmd: list[str], store: dict) -> None:
-        if store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd):
-            return  # done by an earlier, interrupted study with the same command
+    def done(key: str, cmd: list[str], store: dict) -> bool:
+        """Done by an earlier, interrupted study with the same command."""
+        return store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd)
+
+    def launch(key: str, cmd: list[str], store: dict, before: float = 0.0) -> None:
+        if done(key, cmd, store):
+            return
         ran.add(key)
         res, seconds = hybnn(cmd, env)
+        seconds += before
         store[key] = brief(res, cmd, seconds)
         save()
         s = res["val"]["final_seen_acc"], res["test"]["final_seen_acc"]
@@ -239,19 +255,33 @@ def main(argv=None) -> None:
                              ["continual", "--codes", codes, "--scenario", scenario,
                               "--strategy", strategy, *common, *extra, "--seeds", args.seeds,
                               "--out", str(study_work / enc / folder), "--resume", "--json"]))
-        # the longest first, so the two workers finish together
+        # one seed per job, the longest first (the widest, then by strategy), so the workers
+        # finish together; then each run's command with all its seeds finds every seed's
+        # checkpoint finished (--resume) and only gathers them into its JSON
         order = {"joint": 0, "generative": 1, "replay": 2, "none": 3}
-        jobs.sort(key=lambda j: order[j[0].split("/")[-1]])
+        per_seed = sorted(((key, with_seed(cmd, seed)) for key, cmd in jobs
+                           if not done(key, cmd, body["runs"]) for seed in args.seeds.split(",")),
+                          key=lambda j: (-hidden_of(j[1]), order[j[0].split("/")[-1]]))
+        seconds: dict[str, float] = {}
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda j: launch(j[0], j[1], body["runs"]), jobs))
-        if any(k.startswith(enc + "/") for k in ran):
-            body["encoders"][enc].update({
-                "study_wall_seconds": round(time.perf_counter() - t0, 1),
-                # CPU time of the runs themselves: what the study needs of idle cores
-                "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
-                "load_average_start": [round(x, 2) for x in load0],
-                "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                "jobs": args.jobs})
+            for key, sec in pool.map(lambda j: (j[0], hybnn(j[1], env)[1]), per_seed):
+                seconds[key] = seconds.get(key, 0.0) + sec
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda j, sec=seconds: launch(j[0], j[1], body["runs"],
+                                                        sec.get(j[0], 0.0)), jobs))
+        rerun = sorted(k for k in ran if k.startswith(enc + "/"))
+        if rerun:
+            rec = {"study_wall_seconds": round(time.perf_counter() - t0, 1),
+                   # CPU time of the runs themselves: what the study needs of idle cores
+                   "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
+                   "load_average_start": [round(x, 2) for x in load0],
+                   "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                   "jobs": args.jobs}
+            if len(rerun) == len(jobs):
+                body["encoders"][enc].update(rec)
+                body["encoders"][enc].pop("rerun", None)
+            else:  # the other runs were reused: the time is that of these runs only
+                body["encoders"][enc]["rerun"] = {**rec, "runs": rerun}
             save()
     # saved once more at the end (a rerun with nothing left to do writes only here, so its
     # header sees the committed file and records a clean tree)

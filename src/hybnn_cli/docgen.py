@@ -652,6 +652,13 @@ def _study_time(name: str, enc: dict) -> str:
         text += (f" (load average {enc['load_average_start'][0]:.1f} at the start, "
                  f"{enc['load_average_end'][0]:.1f} at the end; the runs' CPU time "
                  f"{enc['study_cpu_seconds'] / 60:.1f} min)")
+    if "rerun" in enc:  # runs redone with new settings; the others reused from the study above
+        r = enc["rerun"]
+        text += (f", then {', '.join(k.split('/', 1)[1] for k in r['runs'])} rerun at the "
+                 f"settings chosen since: {r['study_wall_seconds'] / 60:.1f} min with "
+                 f"{r['jobs']} runs at a time (load average {r['load_average_start'][0]:.1f} "
+                 f"at the start, {r['load_average_end'][0]:.1f} at the end; the runs' CPU time "
+                 f"{r['study_cpu_seconds'] / 60:.1f} min)")
     return text
 
 
