@@ -195,8 +195,10 @@ def speed_at(batch: int, reps: int, min_total: float, bundle: Path, images, head
 
     x = images[:batch]
     tp = TorchPipeline(vae_path, bnn_path, batch)
-    fl = load_bundle(bundle, threads, heads=[head])
-    q8 = load_bundle(bundle, threads, int8=True, heads=[head])
+    # a warm process: the heads compiled at load (the numpy cold path is for a process's first
+    # calls; `cold_start` measures that)
+    fl = load_bundle(bundle, threads, heads=[head], compiled=True)
+    q8 = load_bundle(bundle, threads, int8=True, heads=[head], compiled=True)
     # checks before any time counts: the torch float head = the TaskBNN module on the torch
     # codes; the float bundle = torch; the int8 bundle = the TaskBNN module on its own codes
     model, _ = load_bnn(bnn_path)
@@ -268,7 +270,7 @@ import sys, numpy as np
 from hybnn_kernels import load_bundle
 p = load_bundle(sys.argv[1], 2, heads=[sys.argv[3]])
 x = np.load(sys.argv[2])
-print(int(p.classify(x, [sys.argv[3]])[sys.argv[3]][0]))
+print(int(p.classify(x, [sys.argv[3]])[sys.argv[3]][0]), "numba" in sys.modules)
 """
 COLD_TORCH = """
 import sys, json, numpy as np, torch
@@ -327,13 +329,16 @@ def processes(bundle: Path, images, head: str, venvs: Path, files: dict) -> dict
     cold = {}
     for name, py, script in (("bundle", py_rt, COLD_BUNDLE), ("torch", py_torch, COLD_TORCH)):
         cmd = [py, "-c", script, str(bundle.resolve()), str(one), head]
-        first, label = run_wall(cmd, env)
+        first, printed = run_wall(cmd, env)
         walls = [run_wall(cmd, env)[0] for _ in range(3)]
         cold[name] = {"first_run_seconds": first, "seconds": statistics.median(walls),
-                      "runs": walls, "label": int(label)}
+                      "runs": walls, "label": int(printed.split()[0])}
+        if name == "bundle":
+            cold[name]["numba_imported"] = printed.split()[1] == "True"
     imports = {}
     for name, py, mod in (("onnxruntime", py_rt, "onnxruntime"),
-                          ("hybnn_kernels", py_rt, "hybnn_kernels"),
+                          ("hybnn_kernels.pipeline", py_rt, "hybnn_kernels.pipeline"),
+                          ("hybnn_kernels.runtime", py_rt, "hybnn_kernels.runtime"),
                           ("torch", py_torch, "torch"), ("python", py_rt, "sys")):
         imports[name] = statistics.median(run_wall([py, "-c", f"import {mod}"], env)[0]
                                           for _ in range(3))

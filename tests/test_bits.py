@@ -11,6 +11,7 @@ from hybnn_kernels.bits import (
     unpack_signs,
     used_bits_in_last_word,
 )
+from hybnn_kernels.layout import pack_signs_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,18 @@ def test_pack_matches_reference_and_round_trips(n, rows, seed):
 def test_sign_convention_zero_and_negative_zero_are_plus_one():
     x = np.array([[0.0, -0.0, -1e-30, 1e-30, -3.0]], dtype=np.float32)
     np.testing.assert_array_equal(unpack_signs(pack_signs(x), 5), [[1, 1, -1, 1, -1]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=BIT_LENGTHS, rows=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+def test_numpy_sign_packing_equals_the_compiled_one(n, rows, seed):
+    """The bundle's numba-free packing of encoder logits: the same words for every float32,
+    including 0, −0.0, NaN and infinities (NaN and the zeros give bit 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, n)).astype(np.float32)
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, -1e-45], dtype=np.float32)
+    x[rng.random((rows, n)) < 0.2] = rng.choice(special)
+    np.testing.assert_array_equal(pack_signs_numpy(x), pack_signs(x))
 
 
 def test_padding_bits_are_zero():

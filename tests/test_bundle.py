@@ -113,6 +113,56 @@ def test_bundle_codes_and_labels_match_the_torch_pipeline(bundle):
     assert torch.get_num_threads() >= 1
 
 
+def test_heads_answer_small_batches_in_numpy_first_then_compiled(bundle):
+    """compiled=None: the first NUMPY_CALLS calls of at most NUMPY_ROWS codes run on the numpy
+    head, then the compiled head takes over; a larger batch compiles at once. Every tier gives
+    the same labels."""
+    from hybnn_kernels import pipeline
+
+    images = bundle["images"]
+    codes = pipeline.load_bundle(bundle["bundle"], threads=1, compiled=False).encode(images)
+    want = {}
+    for compiled in (False, True, None):
+        pipe = pipeline.load_bundle(bundle["bundle"], threads=1, compiled=compiled)
+        head = pipe.heads["all"]
+        assert (head._runtime is not None) == (compiled is True)
+        got = np.concatenate([pipe.classify_codes(codes[i:i + 1], ["all"])["all"]
+                              for i in range(pipeline.NUMPY_CALLS + 3)])
+        want.setdefault("one", got)
+        np.testing.assert_array_equal(got, want["one"])
+        big = pipe.classify_codes(codes, ["all"])["all"]
+        want.setdefault("all", big)
+        np.testing.assert_array_equal(big, want["all"])
+        assert head.numpy_calls == {False: pipeline.NUMPY_CALLS + 4, True: 0,
+                                    None: pipeline.NUMPY_CALLS}[compiled]
+        assert (head._runtime is None) == (compiled is False)
+    np.testing.assert_array_equal(want["one"], want["all"][:pipeline.NUMPY_CALLS + 3])
+    fresh = pipeline.load_bundle(bundle["bundle"], threads=1)
+    assert len(codes) > pipeline.NUMPY_ROWS
+    fresh.classify_codes(codes, ["all"])  # a large first batch goes straight to the kernels
+    assert fresh.heads["all"].numpy_calls == 0 and fresh.heads["all"]._runtime is not None
+
+
+def test_a_cold_process_classifies_one_image_without_starting_numba(bundle):
+    """The cold path: importing the runtime, loading the bundle and classifying one image imports
+    neither numba nor torch, and gives the label the compiled head gives."""
+    code = ("import sys, numpy as np\n"
+            "from hybnn_kernels import load_bundle\n"
+            "p = load_bundle(sys.argv[1], 1)\n"
+            "x = np.load(sys.argv[2])[:1]\n"
+            "print(int(p.classify(x, ['all'])['all'][0]), 'numba' in sys.modules,"
+            " 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(bundle["bundle"]),
+                        str(bundle["out"] / "test.npy")], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    label, numba_loaded, torch_loaded = r.stdout.split()
+    from hybnn_kernels import load_bundle
+
+    want = load_bundle(bundle["bundle"], 1, compiled=True).classify(bundle["images"][:1])["all"]
+    assert (int(label), numba_loaded, torch_loaded) == (int(want[0]), "False", "False")
+
+
 def test_predict_bundle_on_idx_png_npy_streams_in_batches(bundle, tmp_path):
     from tests.conftest import idx_bytes
 

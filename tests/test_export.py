@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from hybnn_kernels.bits import pack_bits
+from hybnn_kernels.deploy_file import check_arrays, read_deploy
+from hybnn_kernels.head_numpy import NumpyHead
 from hybnn_kernels.runtime import DeployFileError, load_deploy
 
 from hybnn_cli.bnn import BNNShape, TaskBNN
@@ -61,6 +63,12 @@ def random_codes(n_bits: int, n: int, seed: int) -> np.ndarray:
     return pack_bits(rng.integers(0, 2, size=(n, n_bits)))
 
 
+def numpy_head_from_model(model: TaskBNN) -> NumpyHead:
+    a = export_arrays(model)
+    return NumpyHead(check_arrays(a["fc1/weights"], a["fc1/thresholds"], a["fc2/weights"],
+                                  a["fc2/score_table"], model.shape.n_bits))
+
+
 @pytest.mark.parametrize("shape,seed", [
     (BNNShape(200, 128, 2), 0), (BNNShape(200, 128, 10), 1), (BNNShape(65, 70, 3), 2),
     (BNNShape(1, 8, 2), 3), (BNNShape(200, 512, 10), 4),
@@ -75,8 +83,19 @@ def test_runtime_equals_torch_bit_for_bit(shape, seed):
     np.testing.assert_array_equal(labels, want_labels)
     assert verify_export(model, runtime, codes) == 0
     # batch size does not matter, parallel or serial
-    np.testing.assert_array_equal(runtime.predict(codes[:1]), want_labels[:1])
+    for i in range(25):  # one sample at a time (the scalar path)
+        one_scores, one_labels = runtime.run(codes[i:i + 1])
+        np.testing.assert_array_equal(one_scores.view(np.uint32),
+                                      want_scores[i:i + 1].view(np.uint32))
+        np.testing.assert_array_equal(one_labels, want_labels[i:i + 1])
     np.testing.assert_array_equal(runtime.predict(codes, threads=1), want_labels)
+    # the numpy head (a bundle's cold path) gives the same scores, in any batch size
+    head = numpy_head_from_model(model)
+    for part in (codes, codes[:1], codes[:0]):
+        np_scores, np_labels = head.run(part)
+        np.testing.assert_array_equal(np_scores.view(np.uint32),
+                                      want_scores[:len(part)].view(np.uint32))
+        np.testing.assert_array_equal(np_labels, want_labels[:len(part)])
 
 
 
@@ -170,6 +189,25 @@ def test_tied_class_scores_pick_the_first_class_like_torch():
     _, want = torch_predict(model, codes)
     assert np.all(want == 1)
     np.testing.assert_array_equal(runtime.predict(codes), want)
+    np.testing.assert_array_equal(numpy_head_from_model(model).run(codes)[1], want)
+
+
+@pytest.mark.parametrize("n_bits", [1, 63, 64, 65, 200])
+def test_numpy_head_refuses_what_the_compiled_head_refuses(n_bits):
+    model = trained_looking_bnn(BNNShape(n_bits, 8, 2), 3)
+    head, runtime = numpy_head_from_model(model), runtime_from_model(model)
+    codes = random_codes(n_bits, 4, 1)
+    bad = [(codes.astype(np.int64), "uint64"), (codes[:, :0], "words per row"),
+           (codes[0], "2-D")]
+    if n_bits % 64:
+        padded = codes.copy()
+        padded[2, -1] |= np.uint64(1) << np.uint64(63)
+        bad.append((padded, "padding bits"))
+    for given, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            head.run(given)
+        with pytest.raises((TypeError, ValueError)):
+            runtime.run(given)
 
 
 def test_deploy_file_round_trip(tmp_path: Path):
@@ -182,6 +220,9 @@ def test_deploy_file_round_trip(tmp_path: Path):
     assert summary["weight_bytes"] == 128 * 4 * 8 + 2 * 2 * 8
     assert summary["float32_weight_bytes"] == 4 * (200 * 128 + 128 * 2)
     rt = load_deploy(out)
+    arrays = read_deploy(out)  # what the numpy head of a bundle reads, without numba
+    assert arrays.meta == rt.meta and (arrays.n_bits, arrays.hidden, arrays.n_classes) == \
+        (200, 128, 2)
     assert rt.meta["format"] == "hybnn-deploy" and rt.meta["encoder_sha256"] == "ab" * 32
     assert rt.meta["task"] == {"name": "task3", "classes": [4, 5]} and rt.meta["seed"] == 4
     codes = random_codes(200, 1000, 10)

@@ -1,10 +1,5 @@
-"""Bit packing: ±1 / {0, 1} / boolean vectors to uint64 words and back.
-
-Convention (shared by training, export and every kernel):
-- bit 1 means +1, bit 0 means −1;
-- bit j of a vector lives in word j // 64 at position j % 64, least significant bit first;
-- padding bits past the vector's length are 0, so a ±1 dot product over n_bits real bits is
-  n_bits − 2·popcount(a XOR w).
+"""Bit packing: ±1 / {0, 1} / boolean vectors to uint64 words and back, the fast compiled
+packers. The bit convention and the numpy-only helpers live in `layout`.
 """
 
 from __future__ import annotations
@@ -14,23 +9,20 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-WORD_BITS = 64
+from hybnn_kernels.layout import (  # noqa: F401  (re-exported: the layout in one import)
+    WORD_BITS,
+    n_words,
+    pack_bool,
+    padding_set,
+    unpack_bits,
+    unpack_signs,
+    used_bits_in_last_word,
+)
+
 # dtypes packed by the compiled path (anything else goes through np.packbits)
 _FAST_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.bool_, np.int8, np.int16,
                                       np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                                       np.uint64)}
-
-
-def n_words(n_bits: int) -> int:
-    """Number of uint64 words that hold n_bits bits."""
-    if n_bits < 0:
-        raise ValueError(f"n_bits must be >= 0, got {n_bits}")
-    return (n_bits + WORD_BITS - 1) // WORD_BITS
-
-
-def used_bits_in_last_word(n_bits: int) -> int:
-    """How many bits of a code's last word are real (1..64); the rest are padding and must be 0."""
-    return n_bits - (n_words(n_bits) - 1) * WORD_BITS
 
 
 @njit(cache=True)
@@ -42,13 +34,6 @@ def bits_set_past(x, used_bits):
     for i in range(x.shape[0]):
         acc |= x[i, last]
     return (acc >> np.uint64(used_bits)) != 0
-
-
-def padding_set(x: np.ndarray, n_bits: int) -> bool:
-    """Whether any row of packed vectors x (rows, n_words(n_bits)) uint64 has a padding bit set,
-    i.e. a bit at or past position n_bits (the convention above says they are all 0)."""
-    used = used_bits_in_last_word(n_bits)
-    return used < WORD_BITS and x.shape[0] > 0 and bool(bits_set_past(x, used))
 
 
 def pack_bits(x: np.ndarray) -> np.ndarray:
@@ -63,7 +48,7 @@ def pack_bits(x: np.ndarray) -> np.ndarray:
         raise ValueError("pack_bits needs at least one axis")
     if x.dtype in _FAST_DTYPES:
         return _pack_fast(x, _pack_rows_pos)
-    return _pack_bool(x > 0)
+    return pack_bool(x > 0)
 
 
 def pack_signs(x: np.ndarray) -> np.ndarray:
@@ -73,19 +58,7 @@ def pack_signs(x: np.ndarray) -> np.ndarray:
         raise ValueError("pack_signs needs at least one axis")
     if x.dtype in _FAST_DTYPES:
         return _pack_fast(x, _pack_rows_nonneg)
-    return _pack_bool(~(x < 0))
-
-
-def _pack_bool(b: np.ndarray) -> np.ndarray:
-    """np.packbits path, for dtypes the compiled path does not take."""
-    n = b.shape[-1]
-    w = n_words(n)
-    pad = w * WORD_BITS - n
-    if pad:
-        b = np.concatenate([b, np.zeros(b.shape[:-1] + (pad,), dtype=bool)], axis=-1)
-    packed = np.packbits(b, axis=-1, bitorder="little")  # (..., w * 8) uint8
-    packed = np.ascontiguousarray(packed)
-    return packed.view("<u8").astype(np.uint64, copy=False).reshape(b.shape[:-1] + (w,))
+    return pack_bool(~(x < 0))
 
 
 def _pack_fast(x: np.ndarray, kernel) -> np.ndarray:
@@ -172,22 +145,3 @@ def _pack_rows_nonneg(x, out):
                 if not x[i, j] < 0:
                     w |= np.uint64(1) << np.uint64(j - full * 64)
             out[i, full] = w
-
-
-def unpack_bits(words: np.ndarray, n_bits: int) -> np.ndarray:
-    """Inverse of `pack_bits`: uint64 words (..., w) to a uint8 {0, 1} array (..., n_bits)."""
-    words = np.asarray(words)
-    if words.dtype != np.uint64:
-        raise TypeError(f"expected uint64 words, got {words.dtype}")
-    if words.shape[-1] != n_words(n_bits):
-        raise ValueError(
-            f"{n_bits} bits need {n_words(n_bits)} words, got {words.shape[-1]} words"
-        )
-    as_bytes = np.ascontiguousarray(words).astype("<u8", copy=False).view(np.uint8)
-    bits = np.unpackbits(as_bytes, axis=-1, bitorder="little")
-    return bits[..., :n_bits]
-
-
-def unpack_signs(words: np.ndarray, n_bits: int) -> np.ndarray:
-    """uint64 words to an int8 ±1 array (..., n_bits)."""
-    return unpack_bits(words, n_bits).astype(np.int8) * 2 - 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from hybnn_kernels.bits import n_words, padding_set
+from hybnn_kernels.layout import n_words, padding_set
 
 
 def check_words(name: str, x, n_bits: int) -> np.ndarray:

@@ -19,24 +19,36 @@ of this encoder. Running: ONNX Runtime (CPU execution provider, threads set expl
 latent logits; they are thresholded (logit >= 0 → bit 1, the project's sign) and packed straight
 into uint64 codes; each head runs on the codes with the XNOR kernels. onnxruntime and h5py are
 imported when a bundle is loaded, not at import.
+
+Cold start: numba is not imported until a head needs its compiled kernels. Starting numba and
+loading the compiled head from the cache costs about 0.6 s of CPU in a new process, more than
+everything else a one-image classification does, so with `compiled=None` (the default) a head
+answers its first `NUMPY_CALLS` calls of at most `NUMPY_ROWS` codes with `head_numpy` (the same
+scores and labels, some microseconds per call) and switches to the compiled head at the first
+larger batch or after those calls. `compiled=True` compiles at load (a warm process that wants
+the fastest head from its first call), `compiled=False` never starts numba.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hybnn_kernels.bits import pack_signs
-from hybnn_kernels.runtime import BNNRuntime, DeployFileError, load_deploy
+from hybnn_kernels.deploy_file import DeployArrays, DeployFileError, read_deploy
+from hybnn_kernels.head_numpy import NumpyHead
+from hybnn_kernels.layout import pack_signs_numpy
 
 BUNDLE_FORMAT = "hybnn-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"
+NUMPY_CALLS = 64  # calls a head answers in numpy before it compiles (compiled=None)
+NUMPY_ROWS = 64  # the largest batch it answers in numpy
 
 
 class BundleError(ValueError):
@@ -53,9 +65,38 @@ def file_sha256(path) -> str:
 
 @dataclass
 class Head:
+    """A task head: its deploy arrays, run in numpy (`head_numpy`) or compiled (`runtime`)."""
+
     name: str
-    runtime: BNNRuntime
+    arrays: DeployArrays
     classes: np.ndarray  # int64 (n_classes,): the dataset label of each class index
+    compiled: bool | None = None  # None: numpy for the first small calls, then compiled
+    numpy_calls: int = 0
+    _numpy: NumpyHead | None = field(default=None, repr=False)
+    _runtime: object = field(default=None, repr=False)  # runtime.BNNRuntime, built on first use
+
+    def __post_init__(self):
+        if self.compiled:
+            self.runtime  # noqa: B018  (compile now)
+
+    @property
+    def runtime(self):
+        """The compiled head (`runtime.BNNRuntime`); numba starts on the first access."""
+        if self._runtime is None:
+            from hybnn_kernels.runtime import BNNRuntime
+
+            self._runtime = BNNRuntime.from_deploy(self.arrays)
+        return self._runtime
+
+    def labels(self, codes: np.ndarray, threads: int) -> np.ndarray:
+        """Dataset labels int64 (N,) for packed codes (N, words)."""
+        if self._runtime is None and (self.compiled is False or self.compiled is None and (
+                len(codes) <= NUMPY_ROWS and self.numpy_calls < NUMPY_CALLS)):
+            self.numpy_calls += 1
+            if self._numpy is None:
+                self._numpy = NumpyHead(self.arrays)
+            return self.classes[self._numpy.run(codes)[1]]
+        return self.classes[self.runtime.run(codes, threads)[1]]
 
 
 @dataclass
@@ -110,7 +151,7 @@ class Pipeline:
         np.divide(x, self.scale, out=x)
         logits = self.session.run(None, {self.input_name: x})[0]
         t1 = time.perf_counter()
-        codes = pack_signs(logits)  # logit >= 0 → bit 1, straight from the float32 logits
+        codes = _pack_signs(logits)  # logit >= 0 → bit 1, straight from the float32 logits
         t2 = time.perf_counter()
         self.timings.encoder += t1 - t0
         self.timings.pack += t2 - t1
@@ -121,14 +162,21 @@ class Pipeline:
         t0 = time.perf_counter()
         out = {}
         for name in names or self.heads:
-            head = self.heads[name]
-            out[name] = head.classes[head.runtime.run(codes, self.threads)[1]]
+            out[name] = self.heads[name].labels(codes, self.threads)
         self.timings.head += time.perf_counter() - t0
         return out
 
     def classify(self, images: np.ndarray, names=None) -> dict[str, np.ndarray]:
         """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W)."""
         return self.classify_codes(self.encode(images), names)
+
+
+def _pack_signs(logits: np.ndarray) -> np.ndarray:
+    """The compiled packer once numba has started (a head compiled: `bits` is loaded), else the
+    numpy one; both give the same words (tests/test_bits.py). At batch 1 the numpy one costs
+    about ten numpy calls, several times the compiled one."""
+    bits = sys.modules.get("hybnn_kernels.bits")
+    return bits.pack_signs(logits) if bits is not None else pack_signs_numpy(logits)
 
 
 def _check_file(bundle: Path, entry: dict, what: str) -> Path:
@@ -186,10 +234,12 @@ def make_session(onnx_path: Path, threads: int):
         raise BundleError(f"{onnx_path}: ONNX Runtime cannot load it ({first[:200]})") from None
 
 
-def load_bundle(path, threads: int = 2, int8: bool = False, heads=None) -> Pipeline:
+def load_bundle(path, threads: int = 2, int8: bool = False, heads=None,
+                compiled: bool | None = None) -> Pipeline:
     """Load a deploy bundle: check the files' SHA-256 and the heads' encoder, open the session.
 
-    `heads`: names of the task heads to load (default: all). `int8`: run the quantized encoder."""
+    `heads`: names of the task heads to load (default: all). `int8`: run the quantized encoder.
+    `compiled`: when the heads start numba (module docstring: None, True or False)."""
     bundle = Path(path)
     if threads < 1:
         raise BundleError(f"threads must be >= 1, got {threads}")
@@ -208,7 +258,7 @@ def load_bundle(path, threads: int = 2, int8: bool = False, heads=None) -> Pipel
         entry = m["heads"][name]
         hp = _check_file(bundle, entry, f"head {name}")
         try:
-            rt = load_deploy(hp)
+            rt = read_deploy(hp)
         except DeployFileError as e:
             raise BundleError(str(e)) from None
         got = str(rt.meta.get("encoder_sha256", ""))
@@ -222,6 +272,6 @@ def load_bundle(path, threads: int = 2, int8: bool = False, heads=None) -> Pipel
         if len(classes) != rt.n_classes:
             raise BundleError(f"{bundle}: head {name} lists {len(classes)} classes for a "
                               f"{rt.n_classes}-class BNN")
-        loaded[name] = Head(name, rt, classes)
+        loaded[name] = Head(name, rt, classes, compiled)
     session = make_session(onnx_path, threads)
     return Pipeline(session, loaded, m, bundle, int(threads), int8)

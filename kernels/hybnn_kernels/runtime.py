@@ -26,23 +26,21 @@ import numba
 import numpy as np
 from numba import njit, prange, types
 
-from hybnn_kernels.bits import WORD_BITS, bits_set_past, n_words, used_bits_in_last_word
+from hybnn_kernels.bits import WORD_BITS, bits_set_past, used_bits_in_last_word
 from hybnn_kernels.checks import check_out, check_threads, check_words
 from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
-from hybnn_kernels.h5attrs import read_attrs
+from hybnn_kernels.deploy_file import (  # noqa: F401  (DEPLOY_*: re-exported)
+    DEPLOY_FORMAT,
+    DEPLOY_VERSION,
+    DeployArrays,
+    DeployFileError,
+    read_deploy,
+)
 from hybnn_kernels.parallel import SERIAL_OPS, call_parallel, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
 from hybnn_kernels.xnor import PackedWeights, prepack
 
 _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
-DEPLOY_FORMAT = "hybnn-deploy"
-DEPLOY_VERSION = 1
-
-
-class DeployFileError(ValueError):
-    """A deploy file that is not one, or not one this runtime can run."""
-
-
 @njit(cache=CACHE, inline="always")
 def _head_rows(codes, i0, rows, p1, cthr1, p2, n_classes, hidden, table, h, masks, cnt,
                scores, labels):
@@ -184,6 +182,12 @@ class BNNRuntime:
                 f"score table must have shape ({fc2.n}, {hidden + 1}), got {table.shape}")
         return cls(fc1, fc2, table, dict(meta or {}))
 
+    @classmethod
+    def from_deploy(cls, a: DeployArrays) -> BNNRuntime:
+        """The compiled head of a deploy file's checked arrays (`deploy_file.read_deploy`)."""
+        return cls.from_arrays(a.fc1_weights, a.fc1_thresholds, a.fc2_weights, a.score_table,
+                               a.n_bits, a.meta)
+
     @property
     def n_bits(self) -> int:
         return self.fc1.n_in
@@ -261,34 +265,7 @@ class BNNRuntime:
 
 def load_deploy(path) -> BNNRuntime:
     """Read a deploy file written by `hybnn export` (h5py is imported here, not at import)."""
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise DeployFileError(f"{path}: not a readable HDF5 deploy file ({e})") from None
-    with f:
-        fmt = f.attrs.get("format")
-        if fmt != DEPLOY_FORMAT:
-            raise DeployFileError(f"{path}: not a hybnn deploy file (format {fmt!r})")
-        version = int(f.attrs.get("format_version", -1))
-        if version != DEPLOY_VERSION:
-            raise DeployFileError(
-                f"{path}: deploy format version {version}, this runtime reads {DEPLOY_VERSION}")
-        try:
-            n_bits, hidden = int(f.attrs["n_bits"]), int(f.attrs["hidden"])
-            w1, t1 = f["fc1/weights"][()], f["fc1/thresholds"][()]
-            w2, table = f["fc2/weights"][()], f["fc2/score_table"][()]
-            meta = read_attrs(f.attrs)
-        except KeyError as e:
-            raise DeployFileError(f"{path}: incomplete deploy file, missing {e}") from None
-    if w1.shape != (hidden, n_words(n_bits)) or w2.shape[1:] != (n_words(hidden),):
-        raise DeployFileError(f"{path}: weight shapes {w1.shape}, {w2.shape} do not match "
-                              f"n_bits={n_bits}, hidden={hidden}")
-    try:
-        return BNNRuntime.from_arrays(w1, t1, w2, table, n_bits, meta)
-    except (TypeError, ValueError) as e:
-        raise DeployFileError(f"{path}: {e}") from None
+    return BNNRuntime.from_deploy(read_deploy(path))
 
 
 assert WORD_BITS % NR == 0

@@ -591,11 +591,14 @@ def e2e(results_dir: Path) -> str:
     pr = r.get("processes")
     if pr:
         c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
+        imports = ", ".join(f"`{k}` {v:.2f} s" for k, v in pr["import_seconds"].items()
+                            if k != "python")
+        numba = {True: " (numba started)", False: " (numba not started: the numpy head)"}.get(
+            c["bundle"].get("numba_imported"), "")
         text += (f"\n\nCold start (new process: import, load, classify one image; median of 3): "
-                 f"bundle {c['bundle']['seconds']:.2f} s, torch {c['torch']['seconds']:.2f} s "
-                 f"(import alone: onnxruntime {pr['import_seconds']['onnxruntime']:.2f} s, "
-                 f"hybnn_kernels {pr['import_seconds']['hybnn_kernels']:.2f} s, torch "
-                 f"{pr['import_seconds']['torch']:.2f} s). Installed (site-packages): "
+                 f"bundle {c['bundle']['seconds']:.2f} s{numba}, torch "
+                 f"{c['torch']['seconds']:.2f} s (import alone: {imports}; the interpreter "
+                 f"alone {pr['import_seconds']['python']:.2f} s). Installed (site-packages): "
                  f"{m['runtime_only']:,.0f} MB for the runtime alone, {m['with_torch']:,.0f} MB "
                  f"with torch. Peak memory of `hybnn predict --model BUNDLE`: "
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "

@@ -1,0 +1,51 @@
+"""A task head run in numpy only: the cold path of a deploy bundle.
+
+Starting numba and loading the compiled head from its cache takes about 0.6 s of CPU in a new
+process, more than the rest of a one-image classification. `NumpyHead` computes the same scores
+and labels as `runtime.BNNRuntime` (exact integer popcounts, the same score table, ties to the
+first class) with numpy's `bitwise_count`, at some microseconds per call instead of one; a
+`pipeline.Pipeline` runs its first small batches on it and switches to the compiled head later.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybnn_kernels.deploy_file import DeployArrays
+from hybnn_kernels.layout import n_words, pack_bool, padding_set
+
+_ROWS = 1024  # rows per step: the XOR intermediate is rows × hidden × words × 8 bytes
+
+
+def check_codes(codes, n_bits: int) -> np.ndarray:
+    """codes as a (rows, n_words(n_bits)) uint64 array with zero padding bits, or ValueError."""
+    if not isinstance(codes, np.ndarray) or codes.dtype != np.uint64 or codes.ndim != 2:
+        got = f"{codes.dtype} {codes.shape}" if isinstance(codes, np.ndarray) else \
+            type(codes).__name__
+        raise ValueError(f"codes must be a 2-D uint64 array, got {got}")
+    if codes.shape[1] != n_words(n_bits):
+        raise ValueError(f"codes have {codes.shape[1]} words per row, but {n_bits} bits need "
+                         f"{n_words(n_bits)}")
+    if padding_set(codes, n_bits):
+        raise ValueError(f"codes have nonzero padding bits past bit {n_bits}")
+    return codes
+
+
+class NumpyHead:
+    """`run(codes)` → (scores float32 (N, n_classes), labels int64 (N,)), as `BNNRuntime.run`."""
+
+    def __init__(self, arrays: DeployArrays):
+        self.arrays = arrays
+        self._rows = np.arange(arrays.n_classes)[None, :]
+
+    def run(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = self.arrays
+        codes = check_codes(codes, a.n_bits)
+        scores = np.empty((len(codes), a.n_classes), dtype=np.float32)
+        for s in range(0, len(codes), _ROWS):
+            c = codes[s:s + _ROWS]
+            mism = np.bitwise_count(c[:, None, :] ^ a.fc1_weights[None]).sum(-1, dtype=np.int64)
+            h = pack_bool(a.n_bits - 2 * mism >= a.fc1_thresholds)  # dot >= threshold → 1
+            cnt = np.bitwise_count(h[:, None, :] ^ a.fc2_weights[None]).sum(-1, dtype=np.int64)
+            scores[s:s + _ROWS] = a.score_table[self._rows, a.hidden - cnt]
+        return scores, np.argmax(scores, axis=1).astype(np.int64)
