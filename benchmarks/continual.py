@@ -4,11 +4,14 @@ Every run is `hybnn continual ... --json` (so every number comes from a command 
 with `--resume` so an interrupted study continues where it stopped, two runs at a time with one
 thread each (a 2-core machine).
 
-1. Tuning, on the validation split only (seed 0, MNIST-encoder codes, class scenario): a few
-   settings of `replay` and of `generative` against the pull toward the newest classes (logit
-   adjustment, balanced fine-tuning of the whole network or of the output layer alone, replay
-   ratio or balanced batches); the best validation accuracy on all ten digits wins.
-   The test split plays no part in the choice.
+1. Tuning, on the validation split only (seed 0, the first encoder's codes): a few settings of
+   `replay` and of `generative` in the class scenario against the pull toward the newest classes
+   (logit adjustment, balanced fine-tuning of the whole network or of the output layer alone,
+   weight aligning, nearest-mean read-out, weight averaging, distillation, replay ratio or
+   balanced batches, learning rate, bit flips); the best validation accuracy on all ten digits
+   wins. Replay in the task scenario is tuned apart (`task/replay`; the best validation
+   accuracy averaged over the five tasks wins), the other strategies there take the class
+   scenario's choice. The test split plays no part in the choice.
 2. The study: for each encoder (`--codes name=path`), none / replay / generative / joint in the
    class and task scenarios, seeds 0, 1, 2, with the chosen settings.
 Writes `benchmarks/results/continual.json` (provenance header) after every run and the figure
@@ -39,19 +42,56 @@ VERSION = 2  # 2: anchors carry whether they were checked against the paper
 SCENARIOS = ("class", "task")
 STRATEGIES = ("none", "replay", "generative", "joint")
 COMMON = ["--memory", "2000", "--components", "48", "--threads", "1"]
-# candidate settings against the bias toward the newest classes (chosen on validation)
+# candidate settings against the bias toward the newest classes (chosen on validation); a
+# group is a strategy (class scenario) or "task/<strategy>" (task scenario)
+LA = ["--loss", "la", "--flip", "0.1"]
 CANDIDATES = {
     "replay": {
         "flip0.1": ["--loss", "plain", "--flip", "0.1"],
-        "flip0.1+la": ["--loss", "la", "--flip", "0.1"],
-        "flip0.1+la+ft5": ["--loss", "la", "--flip", "0.1", "--finetune-epochs", "5"],
+        "flip0.1+la": LA,
+        "flip0.1+la+ft5": [*LA, "--finetune-epochs", "5"],
+        "flip0.1+wa": ["--loss", "plain", "--flip", "0.1", "--align"],
+        "flip0.1+la+wa": [*LA, "--align"],
+        "flip0.1+nme": ["--loss", "plain", "--flip", "0.1", "--readout", "nme"],
+        "flip0.1+la+nme": [*LA, "--readout", "nme"],
+        "flip0.1+la+ema": [*LA, "--ema", "0.999"],
+        "flip0.1+la+distill1": [*LA, "--distill", "1"],
+        "flip0.1+la+balanced": [*LA, "--balanced-batches"],
+        "flip0.2+la": ["--loss", "la", "--flip", "0.2"],
+        "flip0.1+la+lr0.005": [*LA, "--lr", "0.005"],
+        "flip0.1+la+ratio2": [*LA, "--replay-ratio", "2"],
+        "flip0.1+la+ratio3": [*LA, "--replay-ratio", "3"],
+        "flip0.05+la+ratio2": ["--loss", "la", "--flip", "0.05", "--replay-ratio", "2"],
+        "flip0.1+la+ratio2+lr0.02": [*LA, "--replay-ratio", "2", "--lr", "0.02"],
+        "flip0.1+la+ratio2+h1024": [*LA, "--replay-ratio", "2", "--hidden", "1024"],
+        "flip0.1+la+ratio2+h2048": [*LA, "--replay-ratio", "2", "--hidden", "2048"],
+        "flip0.1+la+h2048": [*LA, "--hidden", "2048"],
     },
     "generative": {
         "ratio2+ft": ["--loss", "plain", "--replay-ratio", "2", "--finetune-epochs", "10"],
         "balanced+la": ["--loss", "la", "--balanced-batches"],
         "balanced+la+ft": ["--loss", "la", "--balanced-batches", "--finetune-epochs", "10"],
     },
+    "task/replay": {
+        "flip0.1+la": LA,  # the class scenario's earlier choice (logit adjustment: class only)
+        "plain": ["--loss", "plain"],
+        "flip0.1": ["--loss", "plain", "--flip", "0.1"],
+        "flip0.1+ema": ["--loss", "plain", "--flip", "0.1", "--ema", "0.999"],
+        "flip0.1+distill1": ["--loss", "plain", "--flip", "0.1", "--distill", "1"],
+        "flip0.1+ratio2": ["--loss", "plain", "--flip", "0.1", "--replay-ratio", "2"],
+        "flip0.1+balanced": ["--loss", "plain", "--flip", "0.1", "--balanced-batches"],
+        "flip0.1+balanced+h1024": ["--loss", "plain", "--flip", "0.1", "--balanced-batches",
+                                   "--hidden", "1024"],
+    },
 }
+TUNING_METRIC = {"class": "final_seen_acc", "task": "average_acc"}
+
+
+def scenario_of(group: str) -> str:
+    """The scenario of a tuning group: "task/replay" is the task scenario, "replay" the class."""
+    return group.split("/")[0] if "/" in group else "class"
+
+
 # quoted from van de Ven & Tolias 2019, "Three scenarios for continual learning" (arXiv:1904.07734),
 # split MNIST, MLP on pixels: (accuracy %, checked). `checked`: the figure was compared with a
 # verbatim excerpt of the paper's v1 results table (EWC, DGR and iCaRL rows); the other figures
@@ -66,6 +106,16 @@ ANCHORS = {
 }
 ANCHOR_SOURCE = ("van de Ven & Tolias 2019, arXiv:1904.07734, results table (split MNIST, MLP on "
                  "pixels; quoted, not measured here)")
+
+
+def with_seed(cmd: list[str], seed: str) -> list[str]:
+    """The command with --seeds replaced by one seed."""
+    i = cmd.index("--seeds")
+    return [*cmd[:i + 1], seed, *cmd[i + 2:]]
+
+
+def hidden_of(cmd: list[str]) -> int:
+    return int(cmd[cmd.index("--hidden") + 1]) if "--hidden" in cmd else 512
 
 
 def child_cpu_seconds() -> float:
@@ -99,6 +149,8 @@ def main(argv=None) -> None:
                    "the one settings are tuned on")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--work", type=Path, default=Path("runs/continual-study"))
+    p.add_argument("--study-work", type=Path, help="folder of the study's runs (default: "
+                   "--work; another folder reruns the study while the tuning runs are reused)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/continual.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/continual.png"))
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
@@ -142,11 +194,16 @@ def main(argv=None) -> None:
 
     ran = set()
 
-    def launch(key: str, cmd: list[str], store: dict) -> None:
-        if store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd):
-            return  # done by an earlier, interrupted study with the same command
+    def done(key: str, cmd: list[str], store: dict) -> bool:
+        """Done by an earlier, interrupted study with the same command."""
+        return store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd)
+
+    def launch(key: str, cmd: list[str], store: dict, before: float = 0.0) -> None:
+        if done(key, cmd, store):
+            return
         ran.add(key)
         res, seconds = hybnn(cmd, env)
+        seconds += before
         store[key] = brief(res, cmd, seconds)
         save()
         s = res["val"]["final_seen_acc"], res["test"]["final_seen_acc"]
@@ -159,25 +216,29 @@ def main(argv=None) -> None:
             time.sleep(30)
         body["tuning"], body["chosen"] = src["tuning"], src["chosen"]
     tune_name, tune_codes = next(iter(encoders.items()))
-    jobs = [] if args.tune_from else [(f"{strategy}/{name}",
-             ["continual", "--codes", tune_codes, "--scenario", "class", "--strategy", strategy,
-              *common, *extra, "--seeds", "0", "--out",
-              str(args.work / tune_name / f"{strategy}-{name}"), "--resume", "--json"])
-            for strategy, cands in CANDIDATES.items() for name, extra in cands.items()]
+    jobs = [] if args.tune_from else [
+        (f"{group}/{name}",
+         ["continual", "--codes", tune_codes, "--scenario", scenario_of(group), "--strategy",
+          group.split("/")[-1], *common, *extra, "--seeds", "0", "--out",
+          str(args.work / tune_name / f"{group.replace('/', '-')}-{name}"), "--resume",
+          "--json"])
+        for group, cands in CANDIDATES.items() for name, extra in cands.items()]
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
     chosen = {}
-    for strategy, cands in ([] if args.tune_from else CANDIDATES.items()):
-        best = max(cands, key=lambda n: body["tuning"][f"{strategy}/{n}"]["val"]
-                   ["final_seen_acc"]["mean"])
-        chosen[strategy] = {"name": best, "options": cands[best]}
+    for group, cands in ([] if args.tune_from else CANDIDATES.items()):
+        metric = TUNING_METRIC[scenario_of(group)]
+        best = max(cands, key=lambda n: body["tuning"][f"{group}/{n}"]["val"][metric]["mean"])
+        chosen[group] = {"name": best, "options": cands[best]}
     if args.tune_from:
         chosen = {k: v for k, v in body["chosen"].items() if k != "rule"}
     else:
-        body["chosen"] = {**chosen, "rule": "highest validation accuracy on all ten digits "
-                          "after the last task (class scenario, seed 0, first encoder)"}
+        body["chosen"] = {**chosen, "rule": "highest validation accuracy after the last task, "
+                          "seed 0, first encoder: on all ten digits (class scenario), averaged "
+                          "over the five tasks (task/replay)"}
 
     # 2. the study, per encoder
+    study_work = args.study_work or args.work
     for enc, codes in encoders.items():
         t0, cpu0, load0 = time.perf_counter(), child_cpu_seconds(), os.getloadavg()
         jobs = []
@@ -185,26 +246,42 @@ def main(argv=None) -> None:
             for strategy in STRATEGIES:
                 # a chosen candidate's folder: its tuning run (seed 0) is reused, not repeated
                 extra, folder = [], strategy
-                if strategy in chosen:
-                    extra = chosen[strategy]["options"]
-                    folder = f"{strategy}-{chosen[strategy]['name']}"
+                group = next((g for g in (f"{scenario}/{strategy}", strategy) if g in chosen),
+                             None)
+                if group:
+                    extra = chosen[group]["options"]
+                    folder = f"{group.replace('/', '-')}-{chosen[group]['name']}"
                 jobs.append((f"{enc}/{scenario}/{strategy}",
                              ["continual", "--codes", codes, "--scenario", scenario,
                               "--strategy", strategy, *common, *extra, "--seeds", args.seeds,
-                              "--out", str(args.work / enc / folder), "--resume", "--json"]))
-        # the longest first, so the two workers finish together
+                              "--out", str(study_work / enc / folder), "--resume", "--json"]))
+        # one seed per job, the longest first (the widest, then by strategy), so the workers
+        # finish together; then each run's command with all its seeds finds every seed's
+        # checkpoint finished (--resume) and only gathers them into its JSON
         order = {"joint": 0, "generative": 1, "replay": 2, "none": 3}
-        jobs.sort(key=lambda j: order[j[0].split("/")[-1]])
+        per_seed = sorted(((key, with_seed(cmd, seed)) for key, cmd in jobs
+                           if not done(key, cmd, body["runs"]) for seed in args.seeds.split(",")),
+                          key=lambda j: (-hidden_of(j[1]), order[j[0].split("/")[-1]]))
+        seconds: dict[str, float] = {}
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda j: launch(j[0], j[1], body["runs"]), jobs))
-        if any(k.startswith(enc + "/") for k in ran):
-            body["encoders"][enc].update({
-                "study_wall_seconds": round(time.perf_counter() - t0, 1),
-                # CPU time of the runs themselves: what the study needs of idle cores
-                "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
-                "load_average_start": [round(x, 2) for x in load0],
-                "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                "jobs": args.jobs})
+            for key, sec in pool.map(lambda j: (j[0], hybnn(j[1], env)[1]), per_seed):
+                seconds[key] = seconds.get(key, 0.0) + sec
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda j, sec=seconds: launch(j[0], j[1], body["runs"],
+                                                        sec.get(j[0], 0.0)), jobs))
+        rerun = sorted(k for k in ran if k.startswith(enc + "/"))
+        if rerun:
+            rec = {"study_wall_seconds": round(time.perf_counter() - t0, 1),
+                   # CPU time of the runs themselves: what the study needs of idle cores
+                   "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
+                   "load_average_start": [round(x, 2) for x in load0],
+                   "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                   "jobs": args.jobs}
+            if len(rerun) == len(jobs):
+                body["encoders"][enc].update(rec)
+                body["encoders"][enc].pop("rerun", None)
+            else:  # the other runs were reused: the time is that of these runs only
+                body["encoders"][enc]["rerun"] = {**rec, "runs": rerun}
             save()
     # saved once more at the end (a rerun with nothing left to do writes only here, so its
     # header sees the committed file and records a clean tree)

@@ -20,6 +20,7 @@ from hybnn_cli.continual.generative import CodeGenerator
 from hybnn_cli.continual.memory import ReplayMemory
 from hybnn_cli.continual.run import (
     ContinualConfig,
+    align_weights,
     load_data,
     logit_shift,
     replayed_per_batch,
@@ -234,3 +235,69 @@ def test_head_fine_tuning_changes_only_the_output_scale_and_offset(codes_file):
     after = seq.model.state_dict()
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert changed == ["bn2.bias", "bn2.weight"]
+
+
+# ── against the newest-class bias: weight aligning, nearest mean of exemplars, EMA ─────────────
+def test_weight_aligning_scales_the_new_classes_to_the_old_mean_norm():
+    bn = torch.nn.BatchNorm1d(6)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, -2.0, 3.0, 4.0, 0.5, 9.0]))
+        bn.bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+        bn.running_var.copy_(torch.tensor([1.0, 4.0, 1.0, 4.0, 1.0, 1.0]) - bn.eps)
+    k = align_weights(bn, new=[2, 3], old=[0, 1])
+    # norms |γ|/σ: old 1 and 1 (mean 1), new 3 and 2 (mean 2.5)
+    assert k == pytest.approx(1 / 2.5)
+    assert bn.weight.tolist() == pytest.approx([1.0, -2.0, 3 / 2.5, 4 / 2.5, 0.5, 9.0])
+    assert bn.bias.tolist() == pytest.approx([0.1, 0.2, 0.3 / 2.5, 0.4 / 2.5, 0.5, 0.6])
+    norm = bn.weight.detach().abs() / torch.sqrt(bn.running_var + bn.eps)
+    assert float(norm[[2, 3]].mean()) == pytest.approx(float(norm[[0, 1]].mean()))
+
+
+def test_nme_readout_goes_to_the_nearest_class_mean_of_the_memory(codes_file):
+    data = load_data(codes_file)
+    seq = run_sequence(small(strategy="replay", readout="nme"), data, stop_after=3)
+    x = data.test.x[:50]
+    with torch.no_grad():
+        h_mem = seq.model.hidden(torch.from_numpy(
+            unpack_bits(seq.memory.codes, N_BITS).astype(np.float32) * 2 - 1))
+        h = seq.model.hidden(x)
+    means = {c: h_mem[torch.from_numpy(seq.memory.labels == c)].mean(0) for c in range(6)}
+    naive = [max(means, key=lambda c: float(hi @ means[c] / means[c].norm())) for hi in h]
+    scores = seq._nme_scores(x)
+    assert scores.argmax(1).tolist() == naive
+    assert (scores[:, 6:] == -1e9).all()  # classes not yet in the memory never win
+    assert seq.history[-1]["test"]["seen"] > 0.9  # separable codes: the means tell them apart
+    with pytest.raises(HybnnError, match="--readout nme needs the stored codes"):
+        small(strategy="generative", readout="nme").check()
+
+
+def test_weight_average_is_loaded_with_running_statistics_measured_for_it(codes_file):
+    data = load_data(codes_file)
+    seq = run_sequence(small(strategy="replay", hidden=16), data, stop_after=1)
+    average = [torch.randn_like(p) for p in seq.model.parameters()]
+    x = data.train.x[:300]
+    seq._load_average(average, x)
+    assert all(torch.equal(p, a) for p, a in zip(seq.model.parameters(), average, strict=True))
+    xm = torch.cat([x, torch.from_numpy(unpack_bits(seq.memory.codes, N_BITS)
+                                        .astype(np.float32) * 2 - 1)])
+    with torch.no_grad():
+        z = seq.model.fc1(xm)
+    # one batch (fewer than 1,024 codes): the running statistics are that batch's
+    assert torch.allclose(seq.model.bn1.running_mean, z.mean(0), atol=1e-5)
+    assert torch.allclose(seq.model.bn1.running_var, z.var(0), atol=1e-4)
+    assert seq.model.bn1.momentum == 0.1
+
+
+@pytest.mark.parametrize("kw", [{"align": True}, {"ema": 0.9}])
+def test_align_and_ema_change_the_run_and_resume_exactly(codes_file, tmp_path, kw):
+    data = load_data(codes_file)
+    cfg = small(strategy="replay", **kw)
+    whole = run_sequence(cfg, data)
+    plain = run_sequence(small(strategy="replay"), data)
+    assert not torch.equal(whole.model.bn2.weight, plain.model.bn2.weight)
+    ckpt = tmp_path / "part.pt"
+    run_sequence(cfg, data, ckpt, stop_after=2)
+    resumed = run_sequence(cfg, data, ckpt, resume=True)
+    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)

@@ -722,6 +722,13 @@ def _study_time(name: str, enc: dict) -> str:
         text += (f" (load average {enc['load_average_start'][0]:.1f} at the start, "
                  f"{enc['load_average_end'][0]:.1f} at the end; the runs' CPU time "
                  f"{enc['study_cpu_seconds'] / 60:.1f} min)")
+    if "rerun" in enc:  # runs redone with new settings; the others reused from the study above
+        r = enc["rerun"]
+        text += (f", then {', '.join(k.split('/', 1)[1] for k in r['runs'])} rerun at the "
+                 f"settings chosen since: {r['study_wall_seconds'] / 60:.1f} min with "
+                 f"{r['jobs']} runs at a time (load average {r['load_average_start'][0]:.1f} "
+                 f"at the start, {r['load_average_end'][0]:.1f} at the end; the runs' CPU time "
+                 f"{r['study_cpu_seconds'] / 60:.1f} min)")
     return text
 
 
@@ -751,7 +758,8 @@ def continual_table(results_dir: Path) -> str:
             rows.append([scenario, name, "quoted" if a["checked"] else "quoted, unverified",
                          mem, f"{a['accuracy']:.2f} (pixels)"] + [""] * (len(encs) - 1))
     chosen = r.get("chosen", {})
-    picks = "; ".join(f"{s}: `{' '.join(c['options']) or 'defaults'}`"
+    picks = "; ".join(f"{s.replace('task/', '')}{' (task scenario)' if '/' in s else ''}: "
+                      f"`{' '.join(c['options']) or 'defaults'}`"
                       for s, c in chosen.items() if s != "rule")
     wall = "; ".join(_study_time(e, r["encoders"][e]) for e in encs
                      if "study_wall_seconds" in r["encoders"][e])
@@ -790,16 +798,20 @@ def continual_tuning(results_dir: Path) -> str:
     chosen = {s: c["name"] for s, c in r.get("chosen", {}).items() if s != "rule"}
     rows = []
     for key, run in sorted(r["tuning"].items()):
-        strategy, name = key.split("/", 1)
+        group, name = key.rsplit("/", 1)  # group: a strategy (class) or "task/<strategy>"
+        scenario = run["config"]["scenario"]
         m = re.search(r"--epochs-per-task \d+ (.*?) --seeds", run["command"])
         opts = m[1] if m else "–"
-        rows.append([strategy, name, f"`{opts}`",
-                     f"{100 * run['val']['final_seen_acc']['mean']:.2f}",
-                     "chosen" if chosen.get(strategy) == name else ""])
-    return (f"Class scenario, seed 0, `{next(iter(r['encoders']))}` encoder; validation accuracy "
-            f"on all ten digits after the fifth task; the test split plays no part (rule: "
+        metric = "final_seen_acc" if scenario == "class" else "average_acc"
+        rows.append([scenario, run["config"]["strategy"], name, f"`{opts}`",
+                     f"{100 * run['val'][metric]['mean']:.2f}",
+                     "chosen" if chosen.get(group) == name else ""])
+    rows.sort(key=lambda x: (x[0], x[1], x[2]))
+    return (f"Seed 0, `{next(iter(r['encoders']))}` encoder; validation accuracy after the fifth "
+            f"task (class scenario: on all ten digits; task scenario: averaged over the five "
+            f"tasks); the test split plays no part (rule: "
             f"{r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
-            + table(["strategy", "candidate", "options", "validation (%)", ""], rows)
+            + table(["scenario", "strategy", "candidate", "options", "validation (%)", ""], rows)
             + "\n\n" + source(CONTINUAL, r))
 
 

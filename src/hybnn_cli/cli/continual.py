@@ -57,6 +57,14 @@ def continual_cmd(
                                "flipping each bit of a replayed code (augmentation)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, help="Weight of distillation "
                                   "toward the previous task's model on the old classes' scores."),
+    align: bool = typer.Option(False, "--align", help="Weight aligning (WA) after each task: "
+                               "scale the new classes' scores to the old classes' mean "
+                               "output weight norm (class scenario)."),
+    readout: str = typer.Option("scores", "--readout", help="scores, or nme: nearest mean of "
+                                "the memory's codes on the hidden layer (iCaRL; replay only)."),
+    ema: float = typer.Option(0.0, "--ema", min=0.0, help="Decay per step of an exponential "
+                              "moving average of the weights, taken at the end of each task "
+                              "(0: none; e.g. 0.999)."),
     lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (cosine over each task)."),
     hidden: int = typer.Option(512, "--hidden", min=1, help="Hidden width of the BNN."),
     seeds: str = typer.Option("0", "--seeds", help="Seeds, e.g. 0,1,2 (one run each; saved "
@@ -83,7 +91,7 @@ def continual_cmd(
         components=components, epochs_per_task=epochs_per_task, batch_size=batch_size,
         replay_ratio=replay_ratio, balanced_batches=balanced_batches, loss=loss,
         finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, finetune_head=finetune_head,
-        flip=flip, distill=distill, lr=lr, hidden=hidden,
+        flip=flip, distill=distill, align=align, readout=readout, ema=ema, lr=lr, hidden=hidden,
         threads=resolve_threads(threads),
         val_fraction=val_fraction)
     cfg.check()

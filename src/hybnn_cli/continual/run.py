@@ -29,7 +29,17 @@ chosen on the validation split:
   fitted, a bias correction of the scores in the manner of BiC (Wu et al. 2019);
 - `flip`: each bit of a replayed code flips with this probability (augmentation of the memory);
 - `distill`: the old classes' scores of every code in the batch are pulled toward those of the
-  model as it was after the previous task (KL divergence at temperature 2, as in LwF and iCaRL).
+  model as it was after the previous task (KL divergence at temperature 2, as in LwF and iCaRL);
+- `align`: weight aligning (WA; Zhao et al. 2020, "Maintaining discrimination and fairness in
+  class incremental learning") at the end of each task: the new classes' scores are multiplied by
+  the old classes' mean norm of the effective output weights over the new classes' (the output
+  weights are ±1, all of one norm, so a class's effective norm is |γ| / σ of its BatchNorm);
+- `readout="nme"`: nearest mean of exemplars (iCaRL; Rebuffi et al. 2017): a code goes to the
+  seen class whose mean ±1 hidden vector over its codes in the memory is nearest in angle,
+  instead of to the highest score (`replay` only; training is unchanged);
+- `ema`: the weights end each task as an exponential moving average (this decay per step) of
+  their values over the task's steps (latent weights and BatchNorm affine; the running
+  statistics are then re-estimated on the task's codes and the memory).
 
 Metrics after each task, on validation and on test: accuracy on every task seen so far and on all
 seen classes. At the end: average accuracy over the tasks, average forgetting (best minus final
@@ -66,6 +76,7 @@ from hybnn_cli.splits import train_val_indices
 SCENARIOS = ("class", "task")
 STRATEGIES = ("none", "replay", "generative", "joint")
 LOSSES = ("ace", "la", "plain")
+READOUTS = ("scores", "nme")
 CKPT_FORMAT = "hybnn-continual-checkpoint"
 CKPT_VERSION = 1
 DISTILL_T = 2.0  # distillation temperature
@@ -89,6 +100,9 @@ class ContinualConfig:
     finetune_per_class: int = 1000  # pseudo-codes per class per fine-tuning epoch (`generative`)
     distill: float = 0.0  # weight of the distillation loss on the old classes' scores
     flip: float = 0.0  # probability of flipping each bit of a replayed code (augmentation)
+    align: bool = False  # weight aligning of the new classes' scores after each task (WA)
+    readout: str = "scores"  # scores, or nme: nearest mean of exemplars on the hidden layer
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: none)
     lr: float = 1e-2
     hidden: int = 512
     seed: int = 0
@@ -113,6 +127,12 @@ class ContinualConfig:
                              f"{' or '.join(POLICIES)}")
         if self.loss not in LOSSES:
             raise HybnnError(f"unknown loss '{self.loss}': use {' or '.join(LOSSES)}")
+        if self.readout not in READOUTS:
+            raise HybnnError(f"unknown read-out '{self.readout}': use {' or '.join(READOUTS)}")
+        if self.readout == "nme" and self.strategy != "replay":
+            raise HybnnError("--readout nme needs the stored codes of --strategy replay")
+        if not 0 <= self.ema < 1:
+            raise HybnnError(f"--ema must be in [0, 1), got {self.ema}")
         if n_classes is not None and self.strategy == "replay" and self.memory < n_classes:
             raise HybnnError(f"--memory {self.memory} is less than the {n_classes} classes: the "
                              f"memory must keep at least one code per class")
@@ -250,6 +270,7 @@ class Sequence:
         shift = (logit_shift(d.n_classes, cur, old, batch, n_rep)
                  if cfg.loss == "la" and n_rep and cfg.scenario == "class" else None)
         opt = _adam(self.model, cfg.lr)
+        ema = [p.detach().clone() for p in self.model.parameters()] if cfg.ema else None
         teacher = copy.deepcopy(self.model).eval() if cfg.distill > 0 and old else None
         for epoch in range(cfg.epochs_per_task):
             for g in opt.param_groups:
@@ -287,6 +308,10 @@ class Sequence:
                 loss.backward()
                 opt.step()
                 clip_latent_weights(self.model)
+                if ema is not None:
+                    with torch.no_grad():
+                        for a, p in zip(ema, self.model.parameters(), strict=True):
+                            a.lerp_(p, 1 - cfg.ema)
                 loss_sum += loss.item() * len(yb)
                 n_seen += len(yb)
             if on_epoch:
@@ -296,8 +321,12 @@ class Sequence:
             self.memory.add_task(d.train.codes[idx], d.train.labels[idx], t)
         elif cfg.strategy == "generative":
             self.generator.fit(d.train.codes[idx], d.train.labels[idx], seed=cfg.seed * 100 + t)
+        if ema is not None:
+            self._load_average(ema, x)
         if cfg.finetune_epochs and t > 0 and cfg.strategy in ("replay", "generative"):
             self._finetune(t, seen)
+        if cfg.align and t > 0 and cfg.scenario == "class":
+            align_weights(self.model.bn2, cur, old)
         self.train_seconds += time.perf_counter() - t0
         self.tasks_done = t + 1
         self.history.append({"task": t + 1, "classes": cur,
@@ -318,6 +347,27 @@ class Sequence:
         if self.cfg.flip > 0:
             x[rng.random(x.shape) < self.cfg.flip] *= -1
         return torch.from_numpy(x), torch.from_numpy(labels.astype(np.int64))
+
+    @torch.no_grad()
+    def _load_average(self, average: list[torch.Tensor], x: torch.Tensor) -> None:
+        """Take the averaged weights, then re-estimate the BatchNorm running statistics for them
+        on the task's codes and the memory (a cumulative average over batches)."""
+        for p, a in zip(self.model.parameters(), average, strict=True):
+            p.copy_(a)
+        if self.cfg.strategy == "replay" and len(self.memory):
+            mem = torch.from_numpy(unpack_signs(self.memory.codes, self.data.n_bits)
+                                   .astype(np.float32))
+            x = torch.cat([x, mem])
+        bns = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        self.model.train()
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.cfg.seed))
+        for i in range(0, len(x) - 1, 1024):
+            self.model(x[perm[i:i + 1024]])
+        for m in bns:
+            m.momentum = 0.1
 
     def _finetune(self, t: int, seen: list[int]) -> None:
         cfg, d = self.cfg, self.data
@@ -356,14 +406,33 @@ class Sequence:
         idx = np.flatnonzero(np.isin(split.labels, seen))
         y = torch.from_numpy(split.labels[idx])
         self.model.eval()
-        scores = torch.cat([self.model(split.x[idx[i:i + 8192]])
-                            for i in range(0, len(idx), 8192)])
+        if self.cfg.readout == "nme":
+            scores = self._nme_scores(split.x[idx])
+        else:
+            scores = torch.cat([self.model(split.x[idx[i:i + 8192]])
+                                for i in range(0, len(idx), 8192)])
         pred = _masked(scores, _allowed(y, seen, d.n_classes, self.cfg.scenario, self.task_of,
                                         d.tasks)).argmax(1)
         right = (pred == y).numpy()
         tasks = self.task_of[y].numpy()
         return {"per_task": [float(right[tasks == j].mean()) for j in range(t + 1)],
                 "seen": float(right.mean())}
+
+    @torch.no_grad()
+    def _nme_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Cosine of each code's ±1 hidden vector with each class's mean hidden vector over its
+        codes in the memory (-1e9 for a class without codes there)."""
+        mem = torch.from_numpy(unpack_signs(self.memory.codes, self.data.n_bits)
+                               .astype(np.float32))
+        h_mem = self.model.hidden(mem)
+        labels = torch.from_numpy(self.memory.labels)
+        means = torch.zeros(self.data.n_classes, h_mem.shape[1])
+        means.index_add_(0, labels, h_mem)
+        means = F.normalize(means, dim=1)
+        scores = torch.cat([self.model.hidden(x[i:i + 8192]) @ means.T
+                            for i in range(0, len(x), 8192)])
+        empty = torch.bincount(labels, minlength=self.data.n_classes) == 0
+        return scores.masked_fill(empty, -1e9)
 
     # state
     def memory_bytes(self) -> int:
@@ -413,6 +482,18 @@ class Sequence:
         self.tasks_done = int(st["tasks_done"])
         self.history = json.loads(st["history"])
         self.train_seconds = float(st["train_seconds"])
+
+
+@torch.no_grad()
+def align_weights(bn: torch.nn.BatchNorm1d, new: list[int], old: list[int]) -> float:
+    """Weight aligning (WA) of an output layer of ±1 weights and BatchNorm: class c's effective
+    weight norm is proportional to |γ_c| / sqrt(var_c + eps); the new classes' scores (γ and β)
+    are multiplied by k = mean norm of `old` / mean norm of `new`. Returns k."""
+    norm = bn.weight.abs() / torch.sqrt(bn.running_var + bn.eps)
+    k = float(norm[old].mean() / norm[new].mean())
+    bn.weight[new] *= k
+    bn.bias[new] *= k
+    return k
 
 
 def summarize(history: list[dict], memory_bytes: int, train_seconds: float) -> dict:
