@@ -65,6 +65,21 @@ def hybnn(cmd: list[str], env: dict, peak: dict | None = None) -> tuple[dict, fl
     return json.loads(stdout), time.perf_counter() - t0
 
 
+def run_env(threads: int) -> dict:
+    """The environment of the `hybnn fed` runs: Flower quiet and offline, `threads` OMP threads."""
+    return {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "OMP_NUM_THREADS": str(threads)}
+
+
+def study_choices(path: Path) -> tuple[dict, str]:
+    """(task ("1".."5", "all") → the settings the reproduction study chose on validation (lr, and
+    hidden for the 10-class problem), the study's commit)."""
+    study = read_result(path, "hybnn-reproduction")
+    chosen = {row["task"].removeprefix("task"): row["hybnn"]["chosen"] for row in study["tasks"]}
+    chosen["all"] = study["ten_class"]["chosen"]
+    return chosen, study["commit"]
+
+
 def fed_cmd(args, task: str, lr: float, clients: int, partition: str, uplink: str,
             rounds: int, engine: str = "inprocess", secagg: bool = False,
             fraction: float | None = None, extra: str = "") -> list[str]:
@@ -173,18 +188,15 @@ def main(argv=None) -> None:
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "OMP_NUM_THREADS": str(args.threads)}
-    study = read_result(args.study, "hybnn-reproduction")
-    chosen = {row["task"].removeprefix("task"): row["hybnn"]["chosen"] for row in study["tasks"]}
-    chosen["all"] = study["ten_class"]["chosen"]  # the 10-class problem (its hidden width too)
+    env = run_env(args.threads)
+    chosen, study_commit = study_choices(args.study)
     lrs = {task: c["lr"] for task, c in chosen.items()}
     args.hidden = {task: int(c.get("hidden", 128)) for task, c in chosen.items()}
     old = read_scale(args.out) if args.out.is_file() else {}
     body = {"codes": str(args.codes), "fraction": args.fraction, "alpha": args.alpha,
             "rounds": args.rounds, "local_epochs": args.local_epochs, "seed": args.seed,
             "threads": args.threads, "lr_per_task": lrs, "hidden_per_task": args.hidden,
-            "study_commit": study["commit"],
+            "study_commit": study_commit,
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
             "memory": old.get("memory", {})}

@@ -19,7 +19,6 @@ Usage: python benchmarks/fedtune.py --codes runs/codes.h5 [--task 5] [--clients 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import threading
@@ -27,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fedscale import hybnn  # noqa: E402
+from fedscale import hybnn, run_env, study_choices  # noqa: E402
 
 from hybnn_cli.results import read_result, write_result  # noqa: E402
 
@@ -65,11 +64,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedtune"))
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "OMP_NUM_THREADS": str(args.threads)}
-    study = read_result(args.study, "hybnn-reproduction")
-    chosen = {row["task"].removeprefix("task"): row["hybnn"]["chosen"] for row in study["tasks"]}
-    chosen["all"] = study["ten_class"]["chosen"]
+    env = run_env(args.threads)
+    chosen, study_commit = study_choices(args.study)
     lr, hidden = chosen[args.task]["lr"], int(chosen[args.task].get("hidden", 128))
     cands = {n: CANDIDATES[n] for n in args.candidates.split(",") if n}
     cands.update(dict(c.split("=", 1) for c in args.candidate))
@@ -78,7 +74,7 @@ def main(argv=None) -> None:
     key = (f"task{args.task}/{args.clients}/{args.partition}/{args.uplink}/"
            f"{args.rounds}rounds/seed{args.seed}")
     screen = screens.setdefault(key, {"lr": lr, "hidden": hidden, "runs": {}})
-    body = {"codes": str(args.codes), "fraction": args.fraction, "study_commit": study["commit"],
+    body = {"codes": str(args.codes), "fraction": args.fraction, "study_commit": study_commit,
             "screens": screens}
     argv_rec = ["python", "benchmarks/fedtune.py", *(argv or sys.argv[1:])]
     lock = threading.Lock()
