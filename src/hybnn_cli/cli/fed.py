@@ -37,9 +37,12 @@ def fed_cmd(
     batch_size: int = typer.Option(128, "--batch-size", min=2, help="Client batch size: a "
                                    "client holding n codes makes ceil(n / B) steps per local "
                                    "epoch."),
-    lr: float = typer.Option(1e-2, "--lr", help="The clients' Adam learning rate (a fresh Adam "
-                             "each round), as train-bnn's: cosine over all rounds × local "
-                             "epochs."),
+    lr: float = typer.Option(1e-2, "--lr", help="The clients' learning rate, as train-bnn's: "
+                             "cosine over all rounds × local epochs."),
+    client_opt: str = typer.Option("adam", "--client-opt", help="The clients' optimizer, fresh "
+                                   "each round: adam (as train-bnn) or sgd (steps proportional "
+                                   "to the gradient; its --lr is about 100x Adam's, e.g. 10; "
+                                   "pair it with --server-opt adam)."),
     server_opt: str = typer.Option("sgd", "--server-opt", help="The server's step along the "
                                    "round's aggregate: sgd (FedAvg; with --server-momentum, "
                                    "FedAvgM), adam (FedAdam) or yogi (FedYogi). Only trained "
@@ -136,6 +139,7 @@ def fed_cmd(
     cfg = FedConfig(codes=str(codes), task=task, clients=clients, fraction=fraction,
                     rounds=rounds,
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr,
+                    client_opt=client_opt,
                     server_opt=server_opt, server_lr=server_lr,
                     server_momentum=server_momentum, hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,

@@ -16,6 +16,7 @@ from hybnn_cli.train_bnn import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
 UPLINKS = ("float", "bits")
+CLIENT_OPTS = ("adam", "sgd")
 AGGREGATES = ("fedavg", "krum", "median", "trimmed-mean")
 
 
@@ -28,7 +29,8 @@ class FedConfig:
     rounds: int = 20
     local_epochs: int = 5
     batch_size: int = 128
-    lr: float = BNNConfig.lr  # the clients' Adam; train-bnn's default and cosine schedule
+    lr: float = BNNConfig.lr  # the clients' learning rate; train-bnn's default and cosine schedule
+    client_opt: str = "adam"  # the clients' optimizer, fresh each round: adam or sgd
     server_opt: str = "sgd"  # the server's step on the aggregate: sgd (FedAvg/FedAvgM), adam, yogi
     server_lr: float = 1.0  # its learning rate (sgd 1 with no momentum: plain FedAvg)
     server_momentum: float = 0.0  # its momentum (adam and yogi: beta1)
@@ -53,6 +55,10 @@ class FedConfig:
             raise HybnnError(f"unknown partition '{self.partition}': use iid or dirichlet")
         if self.uplink not in UPLINKS:
             raise HybnnError(f"unknown uplink '{self.uplink}': use float or bits")
+        if self.client_opt not in CLIENT_OPTS:
+            raise HybnnError(f"unknown client optimizer '{self.client_opt}': use adam or sgd")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise HybnnError(f"the clients' learning rate must be > 0, got {self.lr}")
         if self.clients < 1 or self.rounds < 1 or self.local_epochs < 1:
             raise HybnnError("clients, rounds and local epochs must be at least 1")
         if not 0 < self.fraction <= 1:

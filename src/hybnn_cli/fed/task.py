@@ -2,9 +2,19 @@
 training, and the global model's evaluation. Training reuses `hybnn_cli.train_bnn` as it is.
 
 Local training: each round a client starts from the global model, makes `local_epochs` passes over
-its data with a fresh Adam, and clips latent weights after every step (as `train-bnn` does). The
-learning rate follows the same cosine schedule as `train-bnn`, laid over the run's
+its data with a fresh optimizer, and clips latent weights after every step (as `train-bnn` does).
+The learning rate follows the same cosine schedule as `train-bnn`, laid over the run's
 rounds × local_epochs epochs, so a run of R rounds sees the schedule of an R·E-epoch training.
+
+The optimizer (`client_opt`) is Adam by default, as `train-bnn`'s; `sgd` is plain SGD, the
+clients' optimizer of FedAvg and of Reddi et al. 2021's FedAdam. A fresh Adam's first step is
+lr · sign(g) whatever |g| (m̂ / √v̂ = g / |g|), so with a client holding a dozen codes every
+client moves every weight by about lr each step, a client that fits its codes (g ≈ 0) as far as
+one that does not: the mean of those steps is a vote of signs, not the gradient of the sum of the
+clients' losses, and it stalls where the votes balance (docs/federated.md, "Why a thousand
+clients plateau"). SGD's step is proportional to the gradient, so the mean of the clients'
+steps follows the gradient of the summed loss; the scale it lacks per coordinate is the server
+optimizer's job (`--server-opt adam`).
 """
 
 from __future__ import annotations
@@ -71,9 +81,11 @@ def scratch_model(shape: BNNShape) -> TaskBNN:
 
 def local_train(model: TaskBNN, x: torch.Tensor, y: torch.Tensor, cfg: FedConfig,
                 server_round: int, partition_id: int) -> dict:
-    """`local_epochs` passes of `train_epoch` on this client's data; metrics of the last pass."""
+    """`local_epochs` passes of `train_epoch` on this client's data with a fresh optimizer
+    (`cfg.client_opt`); metrics of the last pass."""
     schedule = bnn_config(cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = (torch.optim.SGD if cfg.client_opt == "sgd" else torch.optim.Adam)(
+        model.parameters(), lr=cfg.lr)
     metrics = {"loss": float("nan"), "acc": float("nan")}
     with using_threads(cfg.threads):
         for e in range(cfg.local_epochs):
