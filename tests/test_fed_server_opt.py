@@ -144,3 +144,28 @@ def test_cli_server_opt(codes, tmp_path):
     assert bad.exit_code == 1
     assert "the server momentum must be in [0, 1), got -0.1" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_cosine_server_schedule_decays_the_step_over_the_rounds():
+    """Round r of R steps by η·(1 + cos(π(r − 1)/R))/2: η in round 1, η/2 halfway, then less."""
+    rounds, lr = 4, 0.5
+    opt = ServerOptimizer("sgd", lr, 0.0, schedule="cosine", rounds=rounds)
+    x, delta = {"fc1.weight": np.zeros(3)}, np.array([0.2, -0.4, 0.1])
+    steps = []
+    for server_round in range(1, rounds + 1):
+        new = opt.step(x, {"fc1.weight": x["fc1.weight"] + delta}, server_round)
+        steps.append(new["fc1.weight"] / delta)
+    want = [lr * (1 + np.cos(np.pi * (r - 1) / rounds)) / 2 for r in range(1, rounds + 1)]
+    np.testing.assert_allclose(np.array(steps), np.array(want)[:, None].repeat(3, 1))
+    assert want[0] == lr and want[2] == pytest.approx(lr / 2) and want[3] < lr / 2
+    constant = ServerOptimizer("sgd", lr, 0.0, rounds=rounds)
+    last = constant.step(x, {"fc1.weight": x["fc1.weight"] + delta}, rounds)["fc1.weight"]
+    np.testing.assert_allclose(last, lr * delta)
+
+
+def test_cosine_schedule_makes_a_server_step_and_is_checked(codes):
+    assert is_identity("sgd", 1.0, 0.0) and not is_identity("sgd", 1.0, 0.0, "cosine")
+    assert small(codes, server_schedule="cosine").server_step
+    with pytest.raises(HybnnError) as e:
+        small(codes, server_schedule="step")
+    assert str(e.value) == "unknown server schedule 'step': use constant or cosine"

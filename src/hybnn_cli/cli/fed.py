@@ -51,6 +51,10 @@ def fed_cmd(
                                     "no momentum: plain FedAvg; adam and yogi: about 0.01-0.1)."),
     server_momentum: float = typer.Option(0.0, "--server-momentum", help="Server momentum in "
                                           "[0, 1) (adam and yogi: beta1)."),
+    server_schedule: str = typer.Option("constant", "--server-schedule", help="The server "
+                                        "learning rate over the rounds: constant (Flower's) or "
+                                        "cosine (decays to 0 by the last round, as the "
+                                        "clients' does)."),
     hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons."),
     partition: str = typer.Option("iid", "--partition", help="iid or dirichlet (label skew)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration (smaller = more "
@@ -141,7 +145,8 @@ def fed_cmd(
                     local_epochs=local_epochs, batch_size=batch_size, lr=lr,
                     client_opt=client_opt,
                     server_opt=server_opt, server_lr=server_lr,
-                    server_momentum=server_momentum, hidden=hidden,
+                    server_momentum=server_momentum, server_schedule=server_schedule,
+                    hidden=hidden,
                     partition=partition, alpha=alpha, uplink=uplink, seed=seed,
                     min_valid=min_valid, round_timeout=round_timeout, out=str(out),
                     secagg=secagg, dp_noise=dp_noise, dp_clip=dp_clip or 0.0,

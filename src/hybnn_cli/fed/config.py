@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.fed.server_opt import SERVER_OPTS, is_identity
+from hybnn_cli.fed.server_opt import SERVER_OPTS, SERVER_SCHEDULES, is_identity
 from hybnn_cli.train_bnn import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
@@ -34,6 +34,7 @@ class FedConfig:
     server_opt: str = "sgd"  # the server's step on the aggregate: sgd (FedAvg/FedAvgM), adam, yogi
     server_lr: float = 1.0  # its learning rate (sgd 1 with no momentum: plain FedAvg)
     server_momentum: float = 0.0  # its momentum (adam and yogi: beta1)
+    server_schedule: str = "constant"  # its learning rate over the rounds: constant or cosine
     hidden: int = 128
     partition: str = "iid"
     alpha: float = 0.5  # Dirichlet concentration (partition = dirichlet)
@@ -75,19 +76,24 @@ class FedConfig:
     @property
     def server_step(self) -> bool:
         """Whether the server steps along the aggregate (anything but plain FedAvg's server)."""
-        return not is_identity(self.server_opt, self.server_lr, self.server_momentum)
+        return not is_identity(self.server_opt, self.server_lr, self.server_momentum,
+                               self.server_schedule)
 
     def _check_server_opt(self) -> None:
         if self.server_opt not in SERVER_OPTS:
             raise HybnnError(f"unknown server optimizer '{self.server_opt}': use "
                              f"{', '.join(SERVER_OPTS)}")
+        if self.server_schedule not in SERVER_SCHEDULES:
+            raise HybnnError(f"unknown server schedule '{self.server_schedule}': use "
+                             f"{' or '.join(SERVER_SCHEDULES)}")
         if not (math.isfinite(self.server_lr) and self.server_lr > 0):
             raise HybnnError(f"the server learning rate must be > 0, got {self.server_lr}")
         if not 0 <= self.server_momentum < 1:
             raise HybnnError(f"the server momentum must be in [0, 1), got "
                              f"{self.server_momentum}")
         if self.server_step and (self.secagg or self.dp_clip > 0):
-            raise HybnnError("a server optimizer (--server-opt, --server-lr, --server-momentum) "
+            raise HybnnError("a server optimizer (--server-opt, --server-lr, --server-momentum, "
+                             "--server-schedule) "
                              "works on the plain aggregate: not with --secagg nor DP")
 
     @property

@@ -64,7 +64,8 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
                                        norm_scales=dp_scales(spec.shapes) if cfg.dp else None,
                                        server_opt=ServerOptimizer(
                                            cfg.server_opt, cfg.server_lr, cfg.server_momentum,
-                                           spec.binary_keys) if cfg.server_step else None)
+                                           spec.binary_keys, cfg.server_schedule, cfg.rounds)
+                                       if cfg.server_step else None)
     if cfg.dp:
         strategy = ClientSideDP(base, cfg.dp_noise, cfg.dp_clip,
                                 sample_size(cfg.clients, cfg.fraction, cfg.min_valid), spec,

@@ -14,6 +14,13 @@ with β2 = 0.99, τ = 1e-3, and for adam η̂ = η·√(1 − β2^t) / (1 − β
 step: exactly as Flower's `FedAvgM`, `FedAdam` and `FedYogi` (flwr 1.42) compute them (a test
 checks it).
 
+`schedule` = `cosine` lets η decay over the run's R rounds as the clients' learning rate does
+(`train_bnn.lr_at`): η_r = η·(1 + cos(π·(r − 1)/R))/2 in round r. An adaptive step moves every
+coordinate by about η whatever the size of its pseudo-gradient (m/√v is about ±1 where Δ is
+steady, about ±0.2 where it is noise), so with a constant η the model keeps moving by that much
+and never settles; the clients' own cosine does not reach the server's step, since √v scales
+with Δ. `constant` (the default) is Flower's.
+
 Why not Flower's `FedAvgM`, `FedAdam`, `FedYogi` themselves: they step every array of the model
 the same way, and their state lives in the strategy object they are. Here only the trained
 parameters take the step (the latent weights, then clipped back to [−1, 1] as the clients clip
@@ -29,15 +36,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybnn_cli.train_bnn import BNNConfig, lr_at
+
 SERVER_OPTS = ("sgd", "adam", "yogi")
+SERVER_SCHEDULES = ("constant", "cosine")
 BETA2 = 0.99
 TAU = 1e-3
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def is_identity(opt: str, lr: float, momentum: float) -> bool:
-    """True for plain FedAvg's server (sgd, η = 1, no momentum): the aggregate is the model."""
-    return opt == "sgd" and lr == 1.0 and momentum == 0.0
+def is_identity(opt: str, lr: float, momentum: float, schedule: str = "constant") -> bool:
+    """True for plain FedAvg's server (sgd, η = 1 constant, no momentum): the aggregate is the
+    model."""
+    return opt == "sgd" and lr == 1.0 and momentum == 0.0 and schedule == "constant"
+
+
+def server_lr_at(lr: float, schedule: str, server_round: int, rounds: int) -> float:
+    """η in round `server_round` (1-based) of `rounds`: the clients' schedule, over rounds."""
+    return lr_at(BNNConfig(lr=lr, schedule=schedule, epochs=rounds), server_round - 1)
 
 
 def stepped(key: str) -> bool:
@@ -47,20 +63,24 @@ def stepped(key: str) -> bool:
 
 
 class ServerOptimizer:
-    def __init__(self, opt: str, lr: float, momentum: float, binary_keys=()):
-        if opt not in SERVER_OPTS:
-            raise ValueError(f"unknown server optimizer {opt!r}")
-        self.opt, self.lr, self.momentum = opt, lr, momentum
+    def __init__(self, opt: str, lr: float, momentum: float, binary_keys=(),
+                 schedule: str = "constant", rounds: int = 1):
+        if opt not in SERVER_OPTS or schedule not in SERVER_SCHEDULES:
+            raise ValueError(f"unknown server optimizer {opt!r} or schedule {schedule!r}")
+        self.opt, self.base_lr, self.momentum = opt, lr, momentum
+        self.schedule, self.rounds = schedule, rounds
+        self.lr = lr
         self.binary_keys = frozenset(binary_keys)
         self.t = 0
         self.m: dict[str, np.ndarray] = {}
         self.v: dict[str, np.ndarray] = {}
 
-    def step(self, global_: dict[str, np.ndarray], aggregate: dict[str, np.ndarray]
-             ) -> dict[str, np.ndarray]:
+    def step(self, global_: dict[str, np.ndarray], aggregate: dict[str, np.ndarray],
+             server_round: int = 1) -> dict[str, np.ndarray]:
         """The next global state (float64 where stepped) from the state the clients received
         and the round's aggregate; the running statistics and counters are the aggregate's."""
         self.t += 1
+        self.lr = server_lr_at(self.base_lr, self.schedule, server_round, self.rounds)
         b1 = self.momentum
         out = dict(aggregate)
         for k, agg in aggregate.items():

@@ -257,7 +257,7 @@ class RobustFedAvg(FedAvg):
         combined = combine(self.aggregate, [(u, n) for u, n, _ in valid], self.byzantine,
                            server_round)
         if self.server_opt is not None:
-            combined = self.server_opt.step(self._global, combined)
+            combined = self.server_opt.step(self._global, combined, server_round)
         avg = {}
         for key, (dtype, _) in self.spec.wire.items():
             mean = combined[key]
