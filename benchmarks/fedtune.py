@@ -10,7 +10,8 @@ is not read here (the runs' test curves are left out of the file on purpose).
 
 Writes `benchmarks/results/fedtune.json` (format "hybnn-fedtune") after every run; a rerun skips
 the candidates already there (an interrupted screen resumes; a second screen at another round
-count goes in the same file under its own key).
+count goes in the same file under its own key); screens run apart (at the same time, into copies
+of this file given as --out) are taken in with `--merge`.
 
 Usage: python benchmarks/fedtune.py --codes runs/codes.h5 [--task 5] [--clients 1000]
        [--rounds 30] [--jobs 2] [--candidate NAME='--server-momentum 0.9' ...]
@@ -60,6 +61,9 @@ def main(argv=None) -> None:
                    help="names from CANDIDATES, comma-separated")
     p.add_argument("--candidate", action="append", default=[],
                    help="NAME=OPTIONS: another candidate (options as for hybnn fed)")
+    p.add_argument("--merge", type=Path, action="append", default=[],
+                   help="another file of this screen, a part run apart from a copy of this "
+                        "file: the runs it added are taken in")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedtune.json"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedtune"))
     args = p.parse_args(argv)
@@ -71,6 +75,12 @@ def main(argv=None) -> None:
     cands.update(dict(c.split("=", 1) for c in args.candidate))
     old = read_result(args.out, FORMAT) if args.out.is_file() else {}
     screens = old.get("screens", {})
+    for part in args.merge:
+        for k, other in read_result(part, FORMAT)["screens"].items():
+            mine = screens.setdefault(k, {"lr": other["lr"], "hidden": other["hidden"],
+                                          "runs": {}})
+            mine["runs"].update({n: r for n, r in other["runs"].items()
+                                 if n not in mine["runs"]})
     key = (f"task{args.task}/{args.clients}/{args.partition}/{args.uplink}/"
            f"{args.rounds}rounds/seed{args.seed}")
     screen = screens.setdefault(key, {"lr": lr, "hidden": hidden, "runs": {}})
