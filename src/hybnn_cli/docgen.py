@@ -306,12 +306,23 @@ def kb(x: float) -> str:
 
 
 def server_step(config: dict) -> str:
-    """A run's server optimizer in words (runs from before the option: plain FedAvg)."""
+    """A run's server optimizer in words (runs from before the options: plain FedAvg, constant
+    η)."""
     opt, lr = config.get("server_opt", "sgd"), config.get("server_lr", 1.0)
     momentum = config.get("server_momentum", 0.0)
+    cosine = config.get("server_schedule", "constant") == "cosine"
+    if opt == "sgd" and lr == 1.0 and momentum == 0.0 and not cosine:
+        return "FedAvg"
+    eta = f"η {lr:g}" + (" cosine" if cosine else "")
     if opt == "sgd":
-        return "FedAvg" if lr == 1.0 and momentum == 0.0 else f"FedAvgM (η {lr:g}, β {momentum:g})"
-    return f"Fed{opt.capitalize()} (η {lr:g}, β1 {momentum:g})"
+        return f"FedAvgM ({eta}, β {momentum:g})"
+    return f"Fed{opt.capitalize()} ({eta}, β1 {momentum:g})"
+
+
+def client_step(config: dict, lr: float) -> str:
+    """A run's client optimizer, learning rate and batch (runs from before the option: Adam)."""
+    opt = {"adam": "Adam", "sgd": "SGD"}[config.get("client_opt", "adam")]
+    return f"{opt} {config.get('lr', lr):g}, {config.get('batch_size', 128)}"
 
 
 @renderer("fedscale-table")
@@ -328,14 +339,14 @@ def fedscale_table(results_dir: Path) -> str:
         cfg = run.get("config", {})
         rows.append([t, r.get("hidden_per_task", {}).get(t, 128), n, run["sampled_per_round"],
                      part, uplink, server_step(cfg),
-                     f"{cfg.get('lr', r['lr_per_task'][t]):g}, {cfg.get('batch_size', 128)}",
+                     client_step(cfg, r["lr_per_task"][t]),
                      pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
                      within if within else f"not in {len(run['accuracy_curve'])}",
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
                      f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
                      f"{run['seconds_per_round']:.2f}"])
     header = ["task", "hidden", "clients", "sampled per round", "partition", "uplink",
-              "server step", "client Adam lr, batch", "centralized (%)", "final (%)",
+              "server step", "client optimizer, lr, batch", "centralized (%)", "final (%)",
               "best round (%)", "rounds to within 1 point of centralized", "up kB/round",
               "down kB/round", "MB in all", "s/round (in-process)"]
     return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
@@ -361,10 +372,13 @@ def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100
         done = len(run["accuracy_curve"]) == by_round
         reached = within is not None and within <= by_round
         last = done and run["test_acc"] >= central - 0.01
-        rows.append([task.removeprefix("task"), uplink, server_step(run.get("config", {})),
+        cfg = run.get("config", {})
+        rows.append([task.removeprefix("task"), uplink, server_step(cfg),
+                     client_step(cfg, r["lr_per_task"][task.removeprefix("task")]),
                      pct(central), pct(run["test_acc"]), within or "–",
                      "**yes**" if reached else "no", "**yes**" if last else "no"])
-    return table(["task", "uplink", "server step", "centralized (%)", f"round {by_round} (%)",
+    return table(["task", "uplink", "server step", "client optimizer, lr, batch",
+                  "centralized (%)", f"round {by_round} (%)",
                   "first round within 1 point", f"reached by round {by_round}",
                   f"round {by_round}'s model within 1 point"], rows) + "\n\n" + source(SCALE, r)
 
@@ -388,7 +402,7 @@ def fedtune_screen(results_dir: Path) -> str:
                      f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
                      f"client Adam lr "
                      f"{screen['lr']:g} unless the options say otherwise (`--lr-scale k`: k "
-                     f"times it); validation split of "
+                     f"times it; `--client-opt sgd --lr x`: SGD at x); validation split of "
                      f"{next(iter(screen['runs'].values()))['n_val']} codes (chosen in bold):"
                      "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
                                       "best round (%)"], rows))
