@@ -90,11 +90,12 @@ def main(argv=None) -> None:
     lock = threading.Lock()
 
     def save() -> None:
-        runs = screen["runs"]
-        if runs:
-            best = max(runs, key=lambda n: (runs[n]["final_val_acc"], runs[n]["best_val_acc"]))
-            screen["chosen"] = {"name": best, "options": runs[best]["options"],
-                                "final_val_acc": runs[best]["final_val_acc"]}
+        for runs, one in ((s["runs"], s) for s in screens.values()):  # merged ones too
+            if runs:
+                best = max(runs, key=lambda n: (runs[n]["final_val_acc"],
+                                                runs[n]["best_val_acc"]))
+                one["chosen"] = {"name": best, "options": runs[best]["options"],
+                                 "final_val_acc": runs[best]["final_val_acc"]}
         write_result(args.out, FORMAT, VERSION, body, argv=argv_rec)
 
     def run(name: str, options: str) -> None:
