@@ -22,8 +22,9 @@ per client beyond a round.
 
 Writes `benchmarks/results/fedscale.json` (format `fed.results.SCALE_FORMAT`) after every run; a
 rerun skips the runs already there, so an interrupted study resumes; parts run apart (at the
-same time, into other files) are taken in with `--merge`; and the figure
-`benchmarks/results/fedscale.png` (accuracy per round, one panel per task and partition).
+same time, into other files) are taken in with `--merge`; a grid row re-run with other
+`--fed-options` replaces the row, which moves to the section "earlier" with its options; and the
+figure `benchmarks/results/fedscale.png` (accuracy per round, one panel per task and partition).
 
 Usage: python benchmarks/fedscale.py --codes runs/codes.h5 [--tasks 3,5] [--clients 10,100,1000]
        [--partitions iid,dirichlet] [--uplinks float,bits] [--fraction 0.1] [--rounds 100]
@@ -199,14 +200,24 @@ def main(argv=None) -> None:
             "study_commit": study_commit,
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
-            "memory": old.get("memory", {})}
-    sections = ("centralized", "runs", "engines", "secagg", "memory")
+            "memory": old.get("memory", {}), "earlier": old.get("earlier", {})}
+    sections = ("centralized", "runs", "engines", "secagg", "memory", "earlier")
+
+    def put_run(key: str, run: dict) -> None:
+        """A grid row; the row it replaces, if run with other --fed-options, moves to
+        "earlier" (key + " " + its options): a re-run with new settings keeps the old numbers."""
+        prev = body["runs"].get(key)
+        if prev is not None and prev.get("fed_options", "") != run.get("fed_options", ""):
+            body["earlier"][f"{key} {prev.get('fed_options', '')}".strip()] = prev
+        body["runs"][key] = run
+
     before = {section: dict(body[section]) for section in sections}
     for part in args.merge:  # a part started as a copy of this file: take what it changed
         other = read_scale(part)
         for section in sections:
-            body[section].update({k: row for k, row in other.get(section, {}).items()
-                                  if row != before[section].get(k)})
+            for k, row in other.get(section, {}).items():
+                if row != before[section].get(k):
+                    put_run(k, row) if section == "runs" else body[section].__setitem__(k, row)
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
@@ -244,7 +255,7 @@ def main(argv=None) -> None:
         run["fed_options"] = args.fed_options
         run["rounds_to_within_1pt"] = rounds_to_within(
             run["accuracy_curve"], body["centralized"][f"task{task}"]["test_acc"], 0.01)
-        body["runs"][key] = run
+        put_run(key, run)
         save()
         print(f"{key}: {100 * run['test_acc']:.2f}%, within 1 point from round "
               f"{run['rounds_to_within_1pt']}, {run['seconds_per_round']:.2f} s/round "
