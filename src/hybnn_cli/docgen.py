@@ -383,6 +383,28 @@ def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100
                   f"round {by_round}'s model within 1 point"], rows) + "\n\n" + source(SCALE, r)
 
 
+@renderer("fedscale-earlier")
+def fedscale_earlier(results_dir: Path) -> str:
+    """The grid rows a re-run with other settings replaced (`fedscale.py` keeps them under
+    "earlier"), with the settings they were run with."""
+    r = read_scale(Path(results_dir) / SCALE)
+    rows = []
+    for key, run in sorted(r.get("earlier", {}).items()):
+        task, n, part, uplink = key.split(" ", 1)[0].split("/")
+        cfg, t = run.get("config", {}), task.removeprefix("task")
+        within = run["rounds_to_within_1pt"]
+        rows.append([t, n, part, uplink, server_step(cfg), client_step(cfg, r["lr_per_task"][t]),
+                     pct(r["centralized"][task]["test_acc"]), pct(run["test_acc"]),
+                     pct(run["final_val_acc"]) if "final_val_acc" in run else "–",
+                     within if within else f"not in {len(run['accuracy_curve'])}"])
+    if not rows:
+        return "(none)\n\n" + source(SCALE, r)
+    return table(["task", "clients", "partition", "uplink", "server step",
+                  "client optimizer, lr, batch", "centralized (%)", "final (%)",
+                  "final validation (%)", "rounds to within 1 point of centralized"],
+                 rows) + "\n\n" + source(SCALE, r)
+
+
 TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
 
 
