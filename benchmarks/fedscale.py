@@ -154,6 +154,37 @@ def save_accuracy_figure(fig, first_ax, path: Path) -> None:
     plt.close(fig)
 
 
+def put_run(body: dict, key: str, run: dict) -> None:
+    """A grid row; the row it replaces, if run with other --fed-options, moves to "earlier"
+    (key + " " + its options)."""
+    prev = body["runs"].get(key)
+    if prev is not None and prev.get("fed_options", "") != run.get("fed_options", ""):
+        body["earlier"][f"{key} {prev.get('fed_options', '')}".strip()] = prev
+    body["runs"][key] = run
+
+
+def merge_part(body: dict, before: dict, part: dict, sections) -> None:
+    """Take into `body` what a part changed. A part started as a copy of this file (`before`, the
+    file as it was when this run began), maybe an older copy: a row it holds that differs from
+    `before` is new, unless the file already keeps it under "earlier" (a copy made before a
+    re-run replaced that row); and a row under the part's "earlier" that is the file's current
+    grid row stays out of "earlier". A grid row replaced by one run with other --fed-options
+    moves to "earlier" (key + " " + its options): a re-run with new settings keeps the old
+    numbers (`put_run`)."""
+    for section in sections:
+        for k, row in part.get(section, {}).items():
+            if row == before[section].get(k):
+                continue
+            if section == "runs":
+                if row not in before["earlier"].values():
+                    put_run(body, k, row)
+            elif section == "earlier":
+                if row not in body["runs"].values():
+                    body["earlier"][k] = row
+            else:
+                body[section][k] = row
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--codes", type=Path, required=True)
@@ -203,21 +234,9 @@ def main(argv=None) -> None:
             "memory": old.get("memory", {}), "earlier": old.get("earlier", {})}
     sections = ("centralized", "runs", "engines", "secagg", "memory", "earlier")
 
-    def put_run(key: str, run: dict) -> None:
-        """A grid row; the row it replaces, if run with other --fed-options, moves to
-        "earlier" (key + " " + its options): a re-run with new settings keeps the old numbers."""
-        prev = body["runs"].get(key)
-        if prev is not None and prev.get("fed_options", "") != run.get("fed_options", ""):
-            body["earlier"][f"{key} {prev.get('fed_options', '')}".strip()] = prev
-        body["runs"][key] = run
-
     before = {section: dict(body[section]) for section in sections}
-    for part in args.merge:  # a part started as a copy of this file: take what it changed
-        other = read_scale(part)
-        for section in sections:
-            for k, row in other.get(section, {}).items():
-                if row != before[section].get(k):
-                    put_run(k, row) if section == "runs" else body[section].__setitem__(k, row)
+    for part in args.merge:
+        merge_part(body, before, read_scale(part), sections)
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
@@ -255,7 +274,7 @@ def main(argv=None) -> None:
         run["fed_options"] = args.fed_options
         run["rounds_to_within_1pt"] = rounds_to_within(
             run["accuracy_curve"], body["centralized"][f"task{task}"]["test_acc"], 0.01)
-        put_run(key, run)
+        put_run(body, key, run)
         save()
         print(f"{key}: {100 * run['test_acc']:.2f}%, within 1 point from round "
               f"{run['rounds_to_within_1pt']}, {run['seconds_per_round']:.2f} s/round "
