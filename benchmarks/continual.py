@@ -75,21 +75,18 @@ CANDIDATES = {
         "balanced+la+ft": ["--loss", "la", "--balanced-batches", "--finetune-epochs", "10"],
     },
     "task/replay": {
-        "flip0.1+la": LA,  # the class scenario's earlier choice (logit adjustment: class only)
+        # logit adjustment acts in the class scenario only: here this is flips alone
+        "flip0.1+la": LA,
         "plain": ["--loss", "plain"],
-        "flip0.1": TASK,
-        "flip0.1+ema": [*TASK, "--ema", "0.999"],
-        "flip0.1+distill1": [*TASK, "--distill", "1"],
-        "flip0.1+ratio2": [*TASK, "--replay-ratio", "2"],
-        "flip0.1+ratio4": [*TASK, "--replay-ratio", "4"],
         "flip0.1+balanced": [*TASK, "--balanced-batches"],
-        "flip0.05+balanced": ["--loss", "plain", "--flip", "0.05", "--balanced-batches"],
-        "flip0.2+balanced": ["--loss", "plain", "--flip", "0.2", "--balanced-batches"],
+        "flip0.1+balanced+h2048": [*TASK, "--balanced-batches", "--hidden", "2048"],
+        "flip0.1+ratio4": [*TASK, "--replay-ratio", "4"],
         "flip0.1+balanced+lr0.005": [*TASK, "--balanced-batches", "--lr", "0.005"],
         "flip0.1+balanced+distill1": [*TASK, "--balanced-batches", "--distill", "1"],
         "flip0.1+balanced+ft5": [*TASK, "--balanced-batches", "--finetune-epochs", "5"],
         "flip0.1+balanced+h1024": [*TASK, "--balanced-batches", "--hidden", "1024"],
-        "flip0.1+balanced+h2048": [*TASK, "--balanced-batches", "--hidden", "2048"],
+        "flip0.1+ratio2": [*TASK, "--replay-ratio", "2"],
+        "flip0.1+ema": [*TASK, "--ema", "0.999"],
     },
 }
 TUNING_METRIC = {"class": "final_seen_acc", "task": "average_acc"}
@@ -237,6 +234,8 @@ def main(argv=None) -> None:
           "--out", str(args.work / tune_name / f"{group.replace('/', '-')}-{name}"), "--resume",
           "--json"])
         for group, cands in CANDIDATES.items() for name, extra in cands.items()]
+    if not args.tune_from:  # only the candidates listed above (an earlier list's may be stale)
+        body["tuning"] = {k: v for k, v in body["tuning"].items() if k in {j[0] for j in jobs}}
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
     chosen = {}
