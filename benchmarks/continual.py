@@ -81,12 +81,11 @@ CANDIDATES = {
         "flip0.1+balanced": [*TASK, "--balanced-batches"],
         "flip0.1+balanced+h2048": [*TASK, "--balanced-batches", "--hidden", "2048"],
         "flip0.1+ratio4": [*TASK, "--replay-ratio", "4"],
+        # twice the epochs of the other runs (the last --epochs-per-task given counts)
+        "flip0.1+balanced+ep40": [*TASK, "--balanced-batches", "--epochs-per-task", "40"],
         "flip0.1+balanced+lr0.005": [*TASK, "--balanced-batches", "--lr", "0.005"],
         "flip0.1+balanced+distill1": [*TASK, "--balanced-batches", "--distill", "1"],
         "flip0.1+balanced+ft5": [*TASK, "--balanced-batches", "--finetune-epochs", "5"],
-        "flip0.1+balanced+h1024": [*TASK, "--balanced-batches", "--hidden", "1024"],
-        "flip0.1+ratio2": [*TASK, "--replay-ratio", "2"],
-        "flip0.1+ema": [*TASK, "--ema", "0.999"],
     },
 }
 TUNING_METRIC = {"class": "final_seen_acc", "task": "average_acc"}
