@@ -60,3 +60,15 @@ def bnn_predict_ref(state: dict, codes: np.ndarray, n_bits: int, eps: float = 1e
     x = unpack_ref(codes, n_bits) * 2.0 - 1.0
     h = sign(bn(x @ sign(state["fc1.weight"].double().numpy()).T, "bn1"))
     return np.argmax(bn(h @ sign(state["fc2.weight"].double().numpy()).T, "bn2"), axis=1)
+
+
+def bnn_scores_ref(codes: np.ndarray, w1: np.ndarray, thresholds: np.ndarray, w2: np.ndarray,
+                   table: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) of a deploy file's arrays (see `hybnn_kernels.runtime`): hidden bit j is
+    dot_j >= thresholds[j], the output dot d of class c is looked up at table[c, (d + hidden) / 2],
+    the label is the first class with the highest score."""
+    hidden = w1.shape[0]
+    h = binary_dense_ref(codes, w1, thresholds, n_bits)
+    d = xnor_gemm_ref(h, w2, hidden)
+    scores = np.stack([table[c, (d[:, c] + hidden) // 2] for c in range(w2.shape[0])], axis=1)
+    return scores, np.argmax(scores, axis=1)

@@ -177,6 +177,11 @@ def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypat
     assert head["weight_bytes"] == {"binary": 128 * 4 * 8 + 2 * 2 * 8,
                                     "float32": 4 * 128 * 202,
                                     "ratio": 4 * 128 * 202 / (128 * 4 * 8 + 2 * 2 * 8)}
+    one = res["cases"][1]  # batch 1: the one-code head, the run() path timed beside it
+    assert one["xnor"]["api"].startswith("BNNRuntime.one_sample()")
+    assert one["xnor_run"]["api"].startswith("BNNRuntime.run(")
+    assert one["xnor_run"]["seconds"] > 0 and one["check"]["values"] == 1
+    assert "head 200-128-2 b=1: XNOR is the one-code head (BNNRuntime.one_sample()" in r.stdout
     assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4,
                                                "ratio": 32.0}
     # the roofline: both peaks measured in the run, each contender over its own peak

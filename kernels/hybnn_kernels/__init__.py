@@ -6,7 +6,8 @@ file, imported when one is read).
 - `tile`: the register tile in LLVM IR and the CPU variant it is built for;
 - `xnor`: `xnor_gemm`, the register-tiled XNOR-popcount GEMM (`prepack` lays weights into panels);
 - `dense`: `binary_dense`, the fused layer (XNOR-popcount, integer thresholds, packed output bits);
-- `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes;
+- `runtime`: `BNNRuntime` / `load_deploy`, an exported task BNN run on packed codes
+  (`one_sample`: its head for one code at a time, `BNNRuntime.one_sample()`);
   `deploy_file`: reading a deploy file (no numba); `head_numpy`: the same head in numpy, the
   cold path of a bundle;
 - `checks` (argument checks shared by the entry points), `parallel` (serial or threaded launch),

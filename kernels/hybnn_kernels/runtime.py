@@ -258,6 +258,13 @@ class BNNRuntime:
             raise AssertionError("the head refused checked arguments")  # a bug, not bad input
         return scores, labels
 
+    def one_sample(self):
+        """A head for one code at a time with its own buffers, the cheapest call at batch 1
+        (`one_sample.OneSampleHead`): ``head.code[:] = code; label = head()``."""
+        from hybnn_kernels.one_sample import OneSampleHead
+
+        return OneSampleHead(self)
+
     def predict(self, codes: np.ndarray, threads: int | None = None) -> np.ndarray:
         """Class labels int64 (N,) for packed codes (N, words(n_bits))."""
         return self.run(codes, threads)[1]

@@ -493,16 +493,29 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
             for f, o in mouts.items():
                 _require(_equal(o, dots1), name, f"{f} hidden-layer dots differ from XNOR's")
 
+        run = {"xnor": lambda: rt.run(codes, threads, out=(scores, labels))}
+        if batch == 1:  # the one-code head (its own buffers, one pointer per call) is batch 1's
+            one = rt.one_sample()
+            one.code[:] = codes[0]
+
+            def run_one():
+                labels[0] = one()
+                scores[0] = one.scores
+
+            run = {"xnor": one, "xnor_run": run["xnor"]}
+            check = _checking_both(check, run_one, run["xnor_run"])
         res = {"name": name, "batch": batch, "ops": ops,
-               **_compare({"xnor": lambda: rt.run(codes, threads, out=(scores, labels)),
-                           **heads, **matmuls}, ops, *_budget(ops, quick), check=check),
+               **_compare({**run, **heads, **matmuls}, ops, *_budget(ops, quick), check=check),
                "weight_bytes": {"binary": rt.weight_bytes,
                                 "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)},
                "check": {"passed": True, "compared": "XNOR labels = numpy and torch float head "
                          "labels = TaskBNN labels; XNOR scores = score table at the float head's "
                          "output dots, bit for bit; float hidden matmuls = XNOR dots",
                          "values": batch}}
-    for key in ("xnor", *heads, *matmuls):
+    if batch == 1:
+        res["xnor"]["api"] = "BNNRuntime.one_sample(): label = head() on the code in head.code"
+        res["xnor_run"]["api"] = "BNNRuntime.run(codes, threads, out=(scores, labels))"
+    for key in (*run, *heads, *matmuls):
         res[key]["us_per_sample"] = res[key]["seconds"] / batch * 1e6
         res[key]["samples_per_second"] = batch / res[key]["seconds"]
     _ratios(res)
@@ -511,13 +524,27 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
     return res
 
 
+def _checking_both(check, run_one, run_batch):
+    """`check` applied to the one-code head's answer (`run_one` writes it into the checked
+    buffers), then to the batch path's."""
+    def both():
+        run_one()
+        check()
+        run_batch()
+        check()
+    return both
+
+
 METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every contender sees the "
           "same load drift), JIT warm-up outside the timing, preallocated outputs for every "
           "contender; ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels, "
           "float weights pre-signed to ±1 float32 and batch norm pre-folded; float inputs are the "
           "±1 float32 values of the bits the kernel reads (unpacked outside the timing); torch in "
-          "inference_mode on plain tensors; every output checked against a reference after the "
-          "warm-up and after the timing")
+          "inference_mode on plain tensors; at batch 1 the kernel is the one-code head "
+          "(BNNRuntime.one_sample: the code already in its input buffer, as each float "
+          "contender's input is already in its array), the general run() path timed beside it as "
+          "xnor_run; every output checked against a reference after the warm-up and after the "
+          "timing")
 
 
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:

@@ -575,6 +575,10 @@ def bench_table(results_dir: Path) -> str:
             + table(["case", "XNOR", "× numpy float32", "× torch float32",
                      "× float 200→128 matmul alone", "XNOR of its peak",
                      "best float32 of FMA peak", "check"], rows)
+            + "".join(f"\n\n`{c['name']}`: the XNOR column is the one-code head "
+                      f"(`{c['xnor']['api']}`); through `{c['xnor_run']['api']}` the same head "
+                      f"took {c['xnor_run']['us_per_sample']:.3f} µs/sample."
+                      for c in r["cases"] if "xnor_run" in c)
             + "\n\n" + source(BENCH, r))
 
 

@@ -295,3 +295,8 @@ def _print_bench_table(result: dict) -> None:
                   f"{roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s: the XNOR kernel can be at "
                   f"most {roof['ratio_bound']:.1f}× a float32 GEMM at its peak here.",
                   highlight=False)
+    for c in result["cases"]:
+        if "xnor_run" in c:
+            console.print(f"{c['name']}: XNOR is the one-code head ({c['xnor']['api']}); "
+                          f"through {c['xnor_run']['api']}: {rate(c['xnor_run'])}.",
+                          highlight=False)
