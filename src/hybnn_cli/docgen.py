@@ -843,15 +843,20 @@ def continual_tuning(results_dir: Path) -> str:
         m = re.search(r"--epochs-per-task \d+ (.*?) --seeds", run["command"])
         opts = m[1] if m else "–"
         metric = "final_seen_acc" if scenario == "class" else "average_acc"
+        val = run["val"][metric]
         rows.append([scenario, run["config"]["strategy"], name, f"`{opts}`",
-                     f"{100 * run['val'][metric]['mean']:.2f}",
+                     ", ".join(map(str, run["config"].get("seeds", [0]))),
+                     f"{100 * val['mean']:.2f}"
+                     + (f" ({', '.join(f'{100 * v:.2f}' for v in val['values'])})"
+                        if len(val["values"]) > 1 else ""),
                      "chosen" if chosen.get(group) == name else ""])
     rows.sort(key=lambda x: (x[0], x[1], x[2]))
-    return (f"Seed 0, `{next(iter(r['encoders']))}` encoder; validation accuracy after the fifth "
-            f"task (class scenario: on all ten digits; task scenario: averaged over the five "
-            f"tasks); the test split plays no part (rule: "
-            f"{r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
-            + table(["scenario", "strategy", "candidate", "options", "validation (%)", ""], rows)
+    return (f"`{next(iter(r['encoders']))}` encoder; validation accuracy after the fifth task "
+            f"(class scenario: on all ten digits; task scenario: averaged over the five tasks), "
+            f"mean over the seeds listed (each seed's in brackets); the test split plays no part "
+            f"(rule: {r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
+            + table(["scenario", "strategy", "candidate", "options", "seeds", "validation (%)",
+                     ""], rows)
             + "\n\n" + source(CONTINUAL, r))
 
 
