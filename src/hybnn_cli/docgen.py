@@ -618,6 +618,36 @@ def bench_table(results_dir: Path) -> str:
             + "\n\n" + source(BENCH, r))
 
 
+@renderer("bench-targets")
+def bench_targets(results_dir: Path) -> str:
+    """The kernel targets (issue 12), case by case, on the run's own figures: the 4096³ GEMM at
+    90% of the XNOR peak measured next to it, 256³ and 512³ at 8× the best float32 contender
+    (with the ratio of the peaks, the most any kernel could gain here), the head at batch 1 in at
+    most 1 µs per sample."""
+    r = _load(results_dir, BENCH, "hybnn-bench")
+    cases = {c["name"]: c for c in r["cases"]}
+    rows = []
+    big = cases.get("gemm 4096")
+    if big and big.get("fraction_of_peak"):
+        f = big["fraction_of_peak"]["xnor"]
+        rows.append(["`gemm 4096`: the XNOR kernel at ≥ 90% of its peak", f"{100 * f:.0f}%",
+                     "**met**" if f >= 0.9 else "not met"])
+    for size in (256, 512):
+        c = cases.get(f"gemm {size}")
+        if c:
+            x = c["speedup_vs_best_float"]
+            bound = c["roofline"]["ratio_bound"] if "roofline" in c else None
+            rows.append([f"`gemm {size}`: ≥ 8× the best float32",
+                         f"{x:.1f}× (peaks' ratio here {bound:.1f}×)" if bound else f"{x:.1f}×",
+                         "**met**" if x >= 8 else "not met"])
+    one = cases.get("head 200-128-2 b=1")
+    if one:
+        us = one["xnor"]["us_per_sample"]
+        rows.append(["`head 200-128-2 b=1`: ≤ 1 µs per sample", f"{us:.3f} µs",
+                     "**met**" if us <= 1 else "not met"])
+    return table(["target", "this run", ""], rows) + "\n\n" + source(BENCH, r)
+
+
 def _peak_cells(case: dict) -> list[str]:
     """The XNOR kernel's rate over the XNOR peak and the best float32 contender's over the FMA
     peak ("–" for a run made before the benchmark measured its roofline)."""
