@@ -16,7 +16,9 @@ runtime's own (`runtime._head_rows`): the same scores, bit for bit, and the same
 
 The buffers are fixed when the head is made (the compiled code reads them by address), so
 ``code`` and ``scores`` are attributes that cannot be rebound; a code with padding bits set is
-refused (ValueError), as everywhere in the runtime.
+refused (ValueError), as everywhere in the runtime. The buffers belong to the head: threads that
+classify at the same time each make their own head (`BNNRuntime.one_sample()` is cheap once the
+entry is compiled or loaded from the cache).
 """
 
 from __future__ import annotations
