@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from hybnn_cli.continual import HEADLINE
+from hybnn_cli.continual.run import ContinualConfig
 from hybnn_cli.continual.study import plot_curves
 from hybnn_cli.results import read_result, write_result
 
@@ -88,7 +90,6 @@ CANDIDATES = {
         "flip0.1+balanced+ft5": [*TASK, "--balanced-batches", "--finetune-epochs", "5"],
     },
 }
-TUNING_METRIC = {"class": "final_seen_acc", "task": "average_acc"}
 # seeds of a group's tuning runs (default "0"): task/replay's candidates differ by less than the
 # spread between seeds (a tenth of a point is a handful of validation codes), so each is judged
 # by its mean over three seeds
@@ -123,7 +124,7 @@ def with_seed(cmd: list[str], seed: str) -> list[str]:
 
 
 def hidden_of(cmd: list[str]) -> int:
-    return int(cmd[cmd.index("--hidden") + 1]) if "--hidden" in cmd else 512
+    return int(cmd[cmd.index("--hidden") + 1]) if "--hidden" in cmd else ContinualConfig.hidden
 
 
 def child_cpu_seconds() -> float:
@@ -239,7 +240,7 @@ def main(argv=None) -> None:
         list(pool.map(lambda j: launch(j[0], j[1], body["tuning"]), jobs))
     chosen = {}
     for group, cands in ([] if args.tune_from else CANDIDATES.items()):
-        metric = TUNING_METRIC[scenario_of(group)]
+        metric = HEADLINE[scenario_of(group)]
         best = max(cands, key=lambda n: body["tuning"][f"{group}/{n}"]["val"][metric]["mean"])
         chosen[group] = {"name": best, "options": cands[best]}
     if args.tune_from:

@@ -90,7 +90,8 @@ def main(argv=None) -> None:
     lock = threading.Lock()
 
     def save() -> None:
-        for runs, one in ((s["runs"], s) for s in screens.values()):  # merged ones too
+        for one in screens.values():  # merged ones too
+            runs = one["runs"]
             if runs:
                 best = max(runs, key=lambda n: (runs[n]["final_val_acc"],
                                                 runs[n]["best_val_acc"]))

@@ -14,8 +14,10 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from hybnn_cli.continual import HEADLINE
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.results import read_federated, read_priv, read_scale
+from hybnn_cli.fed.server_opt import is_identity
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.results import read_result
 
@@ -310,10 +312,10 @@ def server_step(config: dict) -> str:
     η)."""
     opt, lr = config.get("server_opt", "sgd"), config.get("server_lr", 1.0)
     momentum = config.get("server_momentum", 0.0)
-    cosine = config.get("server_schedule", "constant") == "cosine"
-    if opt == "sgd" and lr == 1.0 and momentum == 0.0 and not cosine:
+    schedule = config.get("server_schedule", "constant")
+    if is_identity(opt, lr, momentum, schedule):
         return "FedAvg"
-    eta = f"η {lr:g}" + (" cosine" if cosine else "")
+    eta = f"η {lr:g}" + (" cosine" if schedule == "cosine" else "")
     if opt == "sgd":
         return f"FedAvgM ({eta}, β {momentum:g})"
     return f"Fed{opt.capitalize()} ({eta}, β1 {momentum:g})"
@@ -872,8 +874,7 @@ def continual_tuning(results_dir: Path) -> str:
         scenario = run["config"]["scenario"]
         m = re.search(r"--epochs-per-task \d+ (.*?) --seeds", run["command"])
         opts = m[1] if m else "–"
-        metric = "final_seen_acc" if scenario == "class" else "average_acc"
-        val = run["val"][metric]
+        val = run["val"][HEADLINE[scenario]]
         rows.append([scenario, run["config"]["strategy"], name, f"`{opts}`",
                      ", ".join(map(str, run["config"].get("seeds", [0]))),
                      f"{100 * val['mean']:.2f}"

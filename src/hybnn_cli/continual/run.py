@@ -159,9 +159,13 @@ class SequenceData:
     attrs: dict
 
 
+def signs(codes: np.ndarray, n_bits: int) -> torch.Tensor:
+    """Packed codes as the BNN's ±1 float32 input."""
+    return torch.from_numpy(unpack_signs(codes, n_bits).astype(np.float32))
+
+
 def _split(codes: np.ndarray, labels: np.ndarray, n_bits: int) -> Split:
-    x = torch.from_numpy(unpack_signs(codes, n_bits).astype(np.float32))
-    return Split(codes, labels.astype(np.int64), x)
+    return Split(codes, labels.astype(np.int64), signs(codes, n_bits))
 
 
 def load_data(path: str | os.PathLike, val_fraction: float = 0.1) -> SequenceData:
@@ -355,9 +359,7 @@ class Sequence:
         for p, a in zip(self.model.parameters(), average, strict=True):
             p.copy_(a)
         if self.cfg.strategy == "replay" and len(self.memory):
-            mem = torch.from_numpy(unpack_signs(self.memory.codes, self.data.n_bits)
-                                   .astype(np.float32))
-            x = torch.cat([x, mem])
+            x = torch.cat([x, signs(self.memory.codes, self.data.n_bits)])
         bns = [m for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
         for m in bns:
             m.reset_running_stats()
@@ -382,7 +384,7 @@ class Sequence:
                 codes, labels = self.memory.codes, self.memory.labels
             else:
                 codes, labels = self.generator.sample(cfg.finetune_per_class, rng, seen)
-            x = torch.from_numpy(unpack_signs(codes, d.n_bits).astype(np.float32))
+            x = signs(codes, d.n_bits)
             y = torch.from_numpy(labels.astype(np.int64))
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             perm = torch.randperm(len(x), generator=gen)
@@ -422,9 +424,7 @@ class Sequence:
     def _nme_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Cosine of each code's ±1 hidden vector with each class's mean hidden vector over its
         codes in the memory (-1e9 for a class without codes there)."""
-        mem = torch.from_numpy(unpack_signs(self.memory.codes, self.data.n_bits)
-                               .astype(np.float32))
-        h_mem = self.model.hidden(mem)
+        h_mem = self.model.hidden(signs(self.memory.codes, self.data.n_bits))
         labels = torch.from_numpy(self.memory.labels)
         means = torch.zeros(self.data.n_classes, h_mem.shape[1])
         means.index_add_(0, labels, h_mem)

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybnn_cli.train_bnn import BNNConfig, lr_at
-
 SERVER_OPTS = ("sgd", "adam", "yogi")
 SERVER_SCHEDULES = ("constant", "cosine")
 BETA2 = 0.99
@@ -53,6 +51,8 @@ def is_identity(opt: str, lr: float, momentum: float, schedule: str = "constant"
 
 def server_lr_at(lr: float, schedule: str, server_round: int, rounds: int) -> float:
     """η in round `server_round` (1-based) of `rounds`: the clients' schedule, over rounds."""
+    from hybnn_cli.train_bnn import BNNConfig, lr_at  # torch: not for is_identity's readers
+
     return lr_at(BNNConfig(lr=lr, schedule=schedule, epochs=rounds), server_round - 1)
 
 
