@@ -89,19 +89,25 @@ def clean_env() -> dict:
 
 # ── measuring ────────────────────────────────────────────────────────────────────────────────
 def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds: int = 3,
-             check=None) -> dict:
+             check=None, peaks_threads: int | None = None) -> dict:
     """Time each contender (name → zero-argument callable) in `rounds` interleaved rounds, so that
     all of them see the same drift in machine load; each round runs a block of calls of one
     contender, then pauses briefly (OpenBLAS threads keep spinning after a call). `check()` runs
     after the warm-up (before any time counts) and after the timing, and raises on a wrong answer.
-    Returns name → {seconds (median), min_seconds, repeats, ops_per_second}."""
+    Returns name → {seconds (median), min_seconds, repeats, ops_per_second}; with
+    `peaks_threads`, each round starts with the machine's peaks on that many threads
+    (`measure_roofline`), and "roofline" holds them (`moment_roofline`): the bound at the moments
+    the contenders ran."""
     for fn in fns.values():  # warm-up: JIT compile, first touch of outputs, thread pools
         fn()
     if check is not None:
         check()
     per_round = max(1, -(-repeats // rounds))
     times = {name: [] for name in fns}
+    measured = []
     for _ in range(rounds):
+        if peaks_threads is not None:
+            measured.append(measure_roofline(peaks_threads))
         for name, fn in fns.items():
             time.sleep(0.05)
             block, total = [], 0.0
@@ -121,6 +127,8 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds
         med = statistics.median(ts)
         out[name] = {"seconds": med, "ops_per_second": ops / med, "min_seconds": min(ts),
                      "repeats": len(ts)}
+    if measured:
+        out["roofline"] = moment_roofline(measured)
     return out
 
 
@@ -211,24 +219,41 @@ def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float
 
 
 # ── the machine's own bounds ─────────────────────────────────────────────────────────────────
+PEAK_SECONDS, PEAK_REPEATS = 0.01, 9  # one peak measurement: 9 launches of ~10 ms per loop
+
+
 def measure_roofline(threads: int) -> dict:
     """The float32 FMA peak and the XNOR tile's arithmetic peak (`hybnn_kernels.roofline`) on
     `threads` threads, and their ratio: the most the XNOR kernel can gain over float32 here."""
     from hybnn_kernels import roofline
 
-    fma, xnor = roofline.fma_peak(threads), roofline.xnor_peak(threads)
+    fma = roofline.fma_peak(threads, seconds=PEAK_SECONDS, repeats=PEAK_REPEATS)
+    xnor = roofline.xnor_peak(threads, seconds=PEAK_SECONDS, repeats=PEAK_REPEATS)
     return {"fma_f32": fma, "xnor": xnor,
             "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
 
 
-def combine_rooflines(measurements: list[dict]) -> dict:
-    """Peaks measured at several moments: the higher of each is the machine's bound (a loaded
-    moment only lowers a measured peak), every measurement kept for the record."""
-    out = {k: max((m[k] for m in measurements), key=lambda r: r["ops_per_second"])
+def _rooflines(measurements: list[dict], pick) -> dict:
+    out = {k: pick(sorted((m[k] for m in measurements), key=lambda r: r["ops_per_second"]))
            for k in ("fma_f32", "xnor")}
     out["ratio_bound"] = out["xnor"]["ops_per_second"] / out["fma_f32"]["ops_per_second"]
     out["measured"] = measurements
     return out
+
+
+def combine_rooflines(measurements: list[dict]) -> dict:
+    """Peaks measured at several moments of a run: the higher of each is the machine's bound (a
+    loaded moment only lowers a measured peak), every measurement kept for the record."""
+    return _rooflines(measurements, lambda ordered: ordered[-1])
+
+
+def moment_roofline(measurements: list[dict]) -> dict:
+    """The peaks of one case, measured at the start of each of its timing rounds: the median
+    (lower middle) of each, as the contenders' times are the medians of the same rounds. A case
+    is set against the machine as it ran while the case ran: a shared machine's speed drifts by
+    tens of percent within minutes, and a peak caught at a faster moment than the case would
+    understate how close the kernel runs to it."""
+    return _rooflines(measurements, lambda ordered: ordered[(len(ordered) - 1) // 2])
 
 
 def fractions_of_peak(case: dict, roof: dict) -> dict:
@@ -266,7 +291,8 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
 
         res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
                **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
-                           **floats}, ops, *_budget(ops, quick), check=check),
+                           **floats}, ops, *_budget(ops, quick), check=check,
+                          peaks_threads=threads),
                "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k},
                "check": {"passed": True, "compared": "XNOR int32 dot products = numpy and torch "
                          "float32 matmul of the same ±1 values, every entry, exactly",
@@ -306,7 +332,8 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
 
         res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
                **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
-                           **floats}, ops, *_budget(ops, quick), check=check),
+                           **floats}, ops, *_budget(ops, quick), check=check,
+                          peaks_threads=threads),
                "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k},
                "check": {"passed": True, "compared": "fused layer's packed bits = (float32 dot "
                          ">= threshold) packed; numpy dots = torch dots", "values": m * n}}
@@ -507,7 +534,8 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
             run = {"xnor": one, "xnor_run": run["xnor"]}
             check = _checking_both(check, run_one, run["xnor_run"])
         res = {"name": name, "batch": batch, "ops": ops,
-               **_compare({**run, **heads, **matmuls}, ops, *_budget(ops, quick), check=check),
+               **_compare({**run, **heads, **matmuls}, ops, *_budget(ops, quick), check=check,
+                          peaks_threads=threads),
                "weight_bytes": {"binary": rt.weight_bytes,
                                 "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)},
                "check": {"passed": True, "compared": "XNOR labels = numpy and torch float head "
@@ -546,7 +574,8 @@ METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every co
           "(BNNRuntime.one_sample: the code already in its input buffer, as each float "
           "contender's input is already in its array), the general run() path timed beside it as "
           "xnor_run; every output checked against a reference after the warm-up and after the "
-          "timing")
+          "timing; each case's peaks (float32 FMA, the XNOR tile's loop) measured at the start of "
+          "each of its 3 rounds, its fractions of peak set against their medians")
 
 
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
@@ -562,21 +591,19 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
     with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
-        # the peaks before and after every case: the speed of a shared (or virtual) machine
-        # drifts within a run, so each case is set against the bound measured next to it
-        peaks = [measure_roofline(threads)]
+        # every case measures the peaks in each of its timing rounds (`_compare`): the speed
+        # of a shared (or virtual) machine drifts within a run, so each case is set against the
+        # bound at the moments it ran
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
         todo.append(("hidden layer 200 → 128, batch 4096", bench_hidden, 4096))
         todo += [(f"square GEMM {s}", bench_gemm, s) for s in sizes]
         for what, case, arg in todo:
             t0 = time.time()
             cases.append(case(arg, threads, quick))
-            peaks.append(measure_roofline(threads))
             print(f"bench: {what}: checked, {time.time() - t0:.1f} s", file=log, flush=True)
-        roofline = combine_rooflines(peaks)
+        roofline = combine_rooflines([m for c in cases for m in c["roofline"]["measured"]])
         setup = bench_setup(threads)
-    for c, before, after in zip(cases, peaks, peaks[1:], strict=False):
-        c["roofline"] = combine_rooflines([before, after])
+    for c in cases:
         c["fraction_of_peak"] = fractions_of_peak(c, c["roofline"])
     return {"hybnn_version": __version__, "quick": quick, "setup": setup,
             "load_average": {"start": [round(x, 2) for x in load_start],

@@ -663,8 +663,11 @@ def _roofline_text(r: dict) -> str:
     roof = r.get("roofline")
     if not roof:
         return ("This run predates the benchmark's roofline: no peaks were measured with it.\n\n")
-    each = ("; each case's fractions of peak use the peaks measured just before and just after "
-            "it" if isinstance(roof.get("measured"), list) else "")
+    in_rounds = "measured at the start of each of its 3 rounds" in r.get("method", "")
+    each = ("; each case's fractions of peak use the medians of the peaks measured at the start "
+            "of each of its timing rounds, the moments it ran" if in_rounds
+            else "; each case's fractions of peak use the peaks measured just before and just "
+            "after it" if isinstance(roof.get("measured"), list) else "")
     return (f"Peaks measured in the same run (`hybnn_kernels.roofline`, highest of the run): "
             f"float32 FMA {roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, the XNOR "
             f"tile's arithmetic {roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s; so the XNOR "

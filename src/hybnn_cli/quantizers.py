@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from hybnn_cli import fused
+
 
 def sign(x: torch.Tensor) -> torch.Tensor:
     """The project's sign: +1 where x >= 0 (including −0.0), −1 elsewhere; same dtype as x.
@@ -26,14 +28,18 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SignSTE(torch.autograd.Function):
+    """Big float32 CPU tensors take the one-pass kernels of `hybnn_cli.fused` (the same bits)."""
+
     @staticmethod
     def forward(ctx, x):
         ctx.save_for_backward(x)
-        return sign(x)
+        return fused.sign(x) if fused.applies(x) else sign(x)
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
+        if fused.applies(grad_out, x):
+            return fused.ste_grad(grad_out, x)
         return grad_out * x.abs().le_(1)  # in place: 1.0 or 0.0, no bool tensor
 
 
