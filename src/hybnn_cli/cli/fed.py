@@ -115,7 +115,7 @@ def fed_cmd(
     Example: hybnn fed --clients 1000 --fraction 0.1 --server-momentum 0.9
 
     Example: hybnn fed --clients 1000 --fraction 0.1 --client-opt sgd --lr 10 --server-opt adam
-    --server-lr 0.1 --server-momentum 0.9 --server-schedule cosine
+    --server-lr 0.3 --server-momentum 0.9 --server-schedule cosine
 
     Example: hybnn fed --clients 100 --fraction 0.1 --dp-noise 1.0 --dp-clip 10
 
