@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fedscale import hybnn, run_env, study_choices  # noqa: E402
 
-from hybnn_cli.results import read_result, write_result  # noqa: E402
+from hybnn_cli.results import git_state, read_result, write_result  # noqa: E402
 
 FORMAT, VERSION = "hybnn-fedtune", 1
 CANDIDATES = {  # name → extra `hybnn fed` options (on top of the study's lr per task)
@@ -87,6 +87,9 @@ def main(argv=None) -> None:
     body = {"codes": str(args.codes), "fraction": args.fraction, "study_commit": study_commit,
             "screens": screens}
     argv_rec = ["python", "benchmarks/fedtune.py", *(argv or sys.argv[1:])]
+    # each run keeps the commit it was made at: the file's header names only its last write, and
+    # screens merged in from other files were made at other commits
+    made_at = git_state()
     lock = threading.Lock()
 
     def save() -> None:
@@ -116,7 +119,7 @@ def main(argv=None) -> None:
         row = {"options": options, "final_val_acc": res["final_val_acc"],
                "best_val_acc": res["best_val_acc"], "val_curve": res["val_curve"],
                "n_val": res["n_val"], "wall_seconds": round(secs, 1),
-               "command": "hybnn " + shlex.join(cmd)}
+               "command": "hybnn " + shlex.join(cmd), **made_at}
         with lock:
             screen["runs"][name] = row
             save()

@@ -422,15 +422,21 @@ def fedtune_screen(results_dir: Path) -> str:
                  pct(run["final_val_acc"]), pct(run["best_val_acc"])]
                 for name, run in sorted(screen["runs"].items(),
                                         key=lambda kv: -kv[1]["final_val_acc"])]
+        made = sorted({run.get("commit") or "" for run in screen["runs"].values()})
+        made = ("; runs made at " + ", ".join(f"`{c[:12]}`" if c else "a commit not recorded"
+                                              for c in made))
         parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
                      f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
                      f"client Adam lr "
                      f"{screen['lr']:g} unless the options say otherwise (`--lr-scale k`: k "
                      f"times it; `--client-opt sgd --lr x`: SGD at x); validation split of "
-                     f"{next(iter(screen['runs'].values()))['n_val']} codes (chosen in bold):"
+                     f"{next(iter(screen['runs'].values()))['n_val']} codes{made} (chosen in "
+                     f"bold):"
                      "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
                                       "best round (%)"], rows))
-    return "\n\n".join(parts) + "\n\n" + source(TUNE, r)
+    return ("\n\n".join(parts) + "\n\nThe source line names the file's last write; screens "
+            "merged from other files were made at the commits their runs record (runs before "
+            "`fedtune.py` recorded one: \"not recorded\").\n\n" + source(TUNE, r))
 
 
 @renderer("fedscale-engines")
