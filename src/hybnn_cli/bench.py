@@ -107,6 +107,7 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds
     measured = []
     for _ in range(rounds):
         if peaks_threads is not None:
+            time.sleep(0.05)  # as before every block: the last float contender's threads spin
             measured.append(measure_roofline(peaks_threads))
         for name, fn in fns.items():
             time.sleep(0.05)
