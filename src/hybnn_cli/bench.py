@@ -96,8 +96,8 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds
     after the warm-up (before any time counts) and after the timing, and raises on a wrong answer.
     Returns name → {seconds (median), min_seconds, repeats, ops_per_second}; with
     `peaks_threads`, each round starts with the machine's peaks on that many threads
-    (`measure_roofline`), and "roofline" holds them (`moment_roofline`): the bound at the moments
-    the contenders ran."""
+    (`measure_roofline`), and "roofline" holds them (`combine_rooflines`): the bound at the
+    moments the contenders ran."""
     for fn in fns.values():  # warm-up: JIT compile, first touch of outputs, thread pools
         fn()
     if check is not None:
@@ -129,7 +129,7 @@ def _compare(fns: dict, ops: float, repeats: int, min_total: float = 0.0, rounds
         out[name] = {"seconds": med, "ops_per_second": ops / med, "min_seconds": min(ts),
                      "repeats": len(ts)}
     if measured:
-        out["roofline"] = moment_roofline(measured)
+        out["roofline"] = combine_rooflines(measured)
     return out
 
 
@@ -234,27 +234,17 @@ def measure_roofline(threads: int) -> dict:
             "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
 
 
-def _rooflines(measurements: list[dict], pick) -> dict:
-    out = {k: pick(sorted((m[k] for m in measurements), key=lambda r: r["ops_per_second"]))
+def combine_rooflines(measurements: list[dict]) -> dict:
+    """Peaks measured at several moments: the higher of each is the bound (a loaded moment only
+    lowers a measured peak), every measurement kept for the record. For a case, its own rounds'
+    measurements (the moments it ran: a shared machine's speed drifts by tens of percent within
+    minutes, and a peak caught outside a case could be far from the speed it ran at); for the
+    run, all of them."""
+    out = {k: max((m[k] for m in measurements), key=lambda r: r["ops_per_second"])
            for k in ("fma_f32", "xnor")}
     out["ratio_bound"] = out["xnor"]["ops_per_second"] / out["fma_f32"]["ops_per_second"]
     out["measured"] = measurements
     return out
-
-
-def combine_rooflines(measurements: list[dict]) -> dict:
-    """Peaks measured at several moments of a run: the higher of each is the machine's bound (a
-    loaded moment only lowers a measured peak), every measurement kept for the record."""
-    return _rooflines(measurements, lambda ordered: ordered[-1])
-
-
-def moment_roofline(measurements: list[dict]) -> dict:
-    """The peaks of one case, measured at the start of each of its timing rounds: the median
-    (lower middle) of each, as the contenders' times are the medians of the same rounds. A case
-    is set against the machine as it ran while the case ran: a shared machine's speed drifts by
-    tens of percent within minutes, and a peak caught at a faster moment than the case would
-    understate how close the kernel runs to it."""
-    return _rooflines(measurements, lambda ordered: ordered[(len(ordered) - 1) // 2])
 
 
 def fractions_of_peak(case: dict, roof: dict) -> dict:
@@ -576,7 +566,7 @@ METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every co
           "contender's input is already in its array), the general run() path timed beside it as "
           "xnor_run; every output checked against a reference after the warm-up and after the "
           "timing; each case's peaks (float32 FMA, the XNOR tile's loop) measured at the start of "
-          "each of its 3 rounds, its fractions of peak set against their medians")
+          "each of its 3 rounds, its fractions of peak set against the highest of them")
 
 
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:

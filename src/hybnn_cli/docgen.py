@@ -670,7 +670,7 @@ def _roofline_text(r: dict) -> str:
     if not roof:
         return ("This run predates the benchmark's roofline: no peaks were measured with it.\n\n")
     in_rounds = "measured at the start of each of its 3 rounds" in r.get("method", "")
-    each = ("; each case's fractions of peak use the medians of the peaks measured at the start "
+    each = ("; each case's fractions of peak use the highest of the peaks measured at the start "
             "of each of its timing rounds, the moments it ran" if in_rounds
             else "; each case's fractions of peak use the peaks measured just before and just "
             "after it" if isinstance(roof.get("measured"), list) else "")
