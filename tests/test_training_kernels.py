@@ -127,3 +127,12 @@ def test_all_pm1_finds_any_other_value():
         y[6, 32] = other  # the last element
         assert not fused.all_pm1(y), other
     assert not fused.all_pm1(x.t().contiguous().t() * 3)
+
+
+def test_double_backward_through_sign_ste_stays_on_the_torch_path():
+    x = special(1 << 14, 3).clamp(-3, 3).requires_grad_()
+    w = torch.ones(1 << 14, requires_grad=True)
+    (g,) = torch.autograd.grad((sign_ste(x) * w).sum(), x, create_graph=True)
+    assert g.requires_grad  # the gradient is itself differentiable (in w)
+    (gw,) = torch.autograd.grad(g.sum(), w)
+    assert torch.equal(gw, (x.detach().abs() <= 1).float())
