@@ -189,14 +189,14 @@ def _run(kernel, args: tuple, ops_per_call: float, threads: int, repeats: int) -
             "checksum": float(out[:threads].sum())}
 
 
-def fma_peak(threads: int, seconds: float = 0.05, repeats: int = 15) -> dict:
+def fma_peak(threads: int, seconds: float = 0.01, repeats: int = 9) -> dict:
     """float32 FMA peak of this machine on `threads` threads (flop/s, as 2 per FMA lane)."""
     steps = max(1000, int(seconds * 4e9 / FMA_CHAINS))  # ≈ `seconds` at ~4 GHz, 1 FMA/cycle
     r = _run(_fma_parallel, (steps,), steps * FMA_OPS_PER_STEP, threads, repeats)
     return {**r, "lanes": FMA_LANES, "chains": FMA_CHAINS}
 
 
-def xnor_peak(threads: int, seconds: float = 0.05, repeats: int = 15) -> dict:
+def xnor_peak(threads: int, seconds: float = 0.01, repeats: int = 9) -> dict:
     """The XNOR tile's arithmetic peak on `threads` threads (binary op/s, 2 per bit)."""
     rng = np.random.default_rng(0)
     a = rng.integers(0, 2**63, size=A_WORDS, dtype=np.int64).view(np.uint64)

@@ -220,16 +220,12 @@ def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float
 
 
 # ── the machine's own bounds ─────────────────────────────────────────────────────────────────
-PEAK_SECONDS, PEAK_REPEATS = 0.01, 9  # one peak measurement: 9 launches of ~10 ms per loop
-
-
 def measure_roofline(threads: int) -> dict:
     """The float32 FMA peak and the XNOR tile's arithmetic peak (`hybnn_kernels.roofline`) on
     `threads` threads, and their ratio: the most the XNOR kernel can gain over float32 here."""
     from hybnn_kernels import roofline
 
-    fma = roofline.fma_peak(threads, seconds=PEAK_SECONDS, repeats=PEAK_REPEATS)
-    xnor = roofline.xnor_peak(threads, seconds=PEAK_SECONDS, repeats=PEAK_REPEATS)
+    fma, xnor = roofline.fma_peak(threads), roofline.xnor_peak(threads)
     return {"fma_f32": fma, "xnor": xnor,
             "ratio_bound": xnor["ops_per_second"] / fma["ops_per_second"]}
 

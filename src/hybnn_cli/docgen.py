@@ -422,15 +422,15 @@ def fedtune_screen(results_dir: Path) -> str:
                  pct(run["final_val_acc"]), pct(run["best_val_acc"])]
                 for name, run in sorted(screen["runs"].items(),
                                         key=lambda kv: -kv[1]["final_val_acc"])]
-        made = sorted({run.get("commit") or "" for run in screen["runs"].values()})
-        made = ("; runs made at " + ", ".join(f"`{c[:12]}`" if c else "a commit not recorded"
-                                              for c in made))
+        commits = sorted({run.get("commit") or "" for run in screen["runs"].values()})
+        made_at = "; runs made at " + ", ".join(f"`{c[:12]}`" if c else "a commit not recorded"
+                                                for c in commits)
         parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
                      f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
                      f"client Adam lr "
                      f"{screen['lr']:g} unless the options say otherwise (`--lr-scale k`: k "
                      f"times it; `--client-opt sgd --lr x`: SGD at x); validation split of "
-                     f"{next(iter(screen['runs'].values()))['n_val']} codes{made} (chosen in "
+                     f"{next(iter(screen['runs'].values()))['n_val']} codes{made_at} (chosen in "
                      f"bold):"
                      "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
                                       "best round (%)"], rows))
@@ -669,16 +669,12 @@ def _roofline_text(r: dict) -> str:
     roof = r.get("roofline")
     if not roof:
         return ("This run predates the benchmark's roofline: no peaks were measured with it.\n\n")
-    in_rounds = "measured at the start of each of its 3 rounds" in r.get("method", "")
-    each = ("; each case's fractions of peak use the highest of the peaks measured at the start "
-            "of each of its timing rounds, the moments it ran" if in_rounds
-            else "; each case's fractions of peak use the peaks measured just before and just "
-            "after it" if isinstance(roof.get("measured"), list) else "")
     return (f"Peaks measured in the same run (`hybnn_kernels.roofline`, highest of the run): "
             f"float32 FMA {roof['fma_f32']['ops_per_second'] / 1e9:,.0f} GFLOP/s, the XNOR "
             f"tile's arithmetic {roof['xnor']['ops_per_second'] / 1e9:,.0f} Gop/s; so the XNOR "
             f"kernel can be at most {roof['ratio_bound']:.1f}× a float32 GEMM running at its peak "
-            f"here{each}.\n\n")
+            f"here; each case's fractions of peak use the highest of the peaks measured at the "
+            f"start of each of its timing rounds, the moments it ran.\n\n")
 
 
 E2E = "e2e.json"

@@ -34,21 +34,14 @@ class _XnorLinear(torch.autograd.Function):
 
         ctx.save_for_backward(x)
         n_bits = x.shape[1]
-        threads = min(torch.get_num_threads(), numba_threads())
-        dots = xnor_gemm(pack_signs(x.numpy()), pack_signs(wb.detach().numpy()), n_bits,
-                         threads=threads)
+        # on Numba's current threads, which `threads.using` sets with torch's in every command
+        dots = xnor_gemm(pack_signs(x.numpy()), pack_signs(wb.detach().numpy()), n_bits)
         return torch.from_numpy(dots).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         return None, grad_out.t().mm(x)  # as F.linear's backward computes it
-
-
-def numba_threads() -> int:
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS
 
 
 def xnor_applies(x: torch.Tensor, n_out: int) -> bool:

@@ -67,9 +67,8 @@ class ServerOptimizer:
                  schedule: str = "constant", rounds: int = 1):
         if opt not in SERVER_OPTS or schedule not in SERVER_SCHEDULES:
             raise ValueError(f"unknown server optimizer {opt!r} or schedule {schedule!r}")
-        self.opt, self.base_lr, self.momentum = opt, lr, momentum
+        self.opt, self.lr, self.momentum = opt, lr, momentum
         self.schedule, self.rounds = schedule, rounds
-        self.lr = lr
         self.binary_keys = frozenset(binary_keys)
         self.t = 0
         self.m: dict[str, np.ndarray] = {}
@@ -80,7 +79,7 @@ class ServerOptimizer:
         """The next global state (float64 where stepped) from the state the clients received
         and the round's aggregate; the running statistics and counters are the aggregate's."""
         self.t += 1
-        self.lr = server_lr_at(self.base_lr, self.schedule, server_round, self.rounds)
+        eta = server_lr_at(self.lr, self.schedule, server_round, self.rounds)
         b1 = self.momentum
         out = dict(aggregate)
         for k, agg in aggregate.items():
@@ -90,7 +89,7 @@ class ServerOptimizer:
             delta = np.asarray(agg, dtype=np.float64) - x
             if self.opt == "sgd":
                 m = b1 * self.m[k] + delta if k in self.m else delta
-                new = x + self.lr * m
+                new = x + eta * m
             else:
                 m = b1 * self.m.get(k, 0.0) + (1 - b1) * delta
                 d2 = delta * delta
@@ -98,9 +97,9 @@ class ServerOptimizer:
                 v = (BETA2 * v + (1 - BETA2) * d2 if self.opt == "adam"
                      else v - (1 - BETA2) * d2 * np.sign(v - d2))
                 self.v[k] = v
-                lr = (self.lr * np.sqrt(1 - BETA2 ** self.t) / (1 - b1 ** self.t)
-                      if self.opt == "adam" else self.lr)
-                new = x + lr * m / (np.sqrt(v) + TAU)
+                step = (eta * np.sqrt(1 - BETA2 ** self.t) / (1 - b1 ** self.t)
+                        if self.opt == "adam" else eta)
+                new = x + step * m / (np.sqrt(v) + TAU)
             self.m[k] = m
             out[k] = np.clip(new, -1.0, 1.0) if k in self.binary_keys else new
         return out
