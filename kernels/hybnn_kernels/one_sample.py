@@ -1,14 +1,16 @@
 """The BNN head for one code at a time, at the lowest cost per call: `BNNRuntime.one_sample()`.
 
-At batch 1 the head's arithmetic takes a few hundred nanoseconds, and calling it through Numba's
-dispatcher (which types and unboxes every array argument on every call) costs more than that.
-`OneSampleHead` owns its buffers instead: the code goes into ``head.code`` (words,) uint64, the
-class scores come out in ``head.scores`` (n_classes,) float32, and ``head()`` returns the label.
-The compiled entry is a C callback (`numba.cfunc`) taking one pointer, to a context array that
-holds the addresses of the head's constant data (the runtime's blob, `runtime._make_blob`), of
-the two buffers and of a scratch area; it is called through ctypes (without releasing the GIL),
-which passes that one pointer for a small fraction of a dispatcher's cost. The arithmetic is the
-runtime's own (`runtime._head_rows`): the same scores, bit for bit, and the same ties.
+At batch 1 the head's arithmetic takes a couple of hundred nanoseconds, and calling it through
+Numba's dispatcher (which types and unboxes every array argument on every call) costs more than
+that. `OneSampleHead` owns its buffers instead: the code goes into ``head.code`` (words,) uint64,
+the class scores come out in ``head.scores`` (n_classes,) float32, and ``head()`` returns the
+label. The compiled entry is a C callback (`numba.cfunc`) taking one pointer, to a context array
+that holds the addresses of the runtime's constant arrays, of the two buffers and of a scratch
+area, and the shapes, all fixed when the head is made, so a call is arithmetic only. The head is
+that entry applied to its context (a `functools.partial` of a ctypes function that holds the GIL,
+`ctypes.PYFUNCTYPE`), so ``head()`` runs no Python code at all; a code with padding bits set makes
+the entry set a ValueError through the C API, which ctypes raises. The arithmetic is the runtime's
+own (`runtime._head_rows`): the same scores, bit for bit, and the same ties.
 
     head = runtime.one_sample()
     head.code[:] = packed_code        # or let a packer write straight into head.code
@@ -24,18 +26,24 @@ entry is compiled or loaded from the cache).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, cfunc, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from hybnn_kernels.bits import WORD_BITS, bits_set_past
-from hybnn_kernels.runtime import HEADER, BNNRuntime, _head_rows, _unpack
+from hybnn_kernels.bits import WORD_BITS, bits_set_past, used_bits_in_last_word
+from hybnn_kernels.runtime import BNNRuntime, _head_rows
 from hybnn_kernels.tile import CACHE, MR, NR
 
-# the context array: the addresses the compiled entry reads, and the blob's length in words
-_BLOB, _BLOB_WORDS, _CODE, _SCORES, _SCRATCH, _CONTEXT = range(6)
+# The context array: the addresses the compiled entry reads (the runtime's own constant arrays,
+# the head's two buffers and its scratch) and the shapes, fixed when the head is made, so that a
+# call does nothing but arithmetic (no header to parse, no views to cut).
+(_CODE, _SCORES, _P1, _CTHR1, _P2, _TABLE, _SCRATCH,
+ _WORDS, _PAD_FROM, _N_P1, _N_P2, _KW2, _HIDDEN, _N_CLASSES,
+ _SET_ERROR, _ERROR_TYPE, _ERROR_TEXT, _CONTEXT) = range(18)
 
 
 @intrinsic
@@ -50,6 +58,23 @@ def _pointer(typingctx, address):
     return types.voidptr(address), codegen
 
 
+@intrinsic
+def _set_error(typingctx, function, error_type, text):
+    """Calls the C function at address `function` as PyErr_SetString(error_type, text) (all three
+    addresses): the compiled entry raises its own error, and ctypes, which calls it holding the GIL
+    (`ctypes.PYFUNCTYPE`), raises it on return."""
+    if not all(isinstance(t, types.Integer) for t in (function, error_type, text)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        vp = cgutils.voidptr_t
+        fn = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [vp, vp]).as_pointer())
+        builder.call(fn, [builder.inttoptr(args[1], vp), builder.inttoptr(args[2], vp)])
+        return context.get_dummy_value()
+
+    return types.void(function, error_type, text), codegen
+
+
 @njit(cache=CACHE, inline="always")
 def _scratch_words(kw2):
     """Words of scratch for one row: the hidden code (MR rows of the tile), the tile's masks and
@@ -58,22 +83,27 @@ def _scratch_words(kw2):
 
 
 def _head_one(context):
-    """Returns the label of the code in the context's buffer (its scores written), or -1 without
-    computing anything when the code has padding bits set."""
+    """Returns the label of the code in the context's buffer (its scores written); when the code
+    has padding bits set, computes nothing, sets a ValueError and returns -1."""
     ctx = carray(context, (_CONTEXT,), np.int64)
-    blob = carray(_pointer(ctx[_BLOB]), (ctx[_BLOB_WORDS],), np.uint64)
-    h = blob[:HEADER].view(np.int64)
-    words, pad_from, kw2, n_classes = h[0], h[1], h[4], h[6]
+    words, pad_from, kw2, n_classes = ctx[_WORDS], ctx[_PAD_FROM], ctx[_KW2], ctx[_N_CLASSES]
     codes = carray(_pointer(ctx[_CODE]), (1, words), np.uint64)
     if pad_from < WORD_BITS and bits_set_past(codes, pad_from):
+        _set_error(ctx[_SET_ERROR], ctx[_ERROR_TYPE], ctx[_ERROR_TEXT])
         return -1
+    hidden = ctx[_HIDDEN]
+    p1 = carray(_pointer(ctx[_P1]), (ctx[_N_P1], words, NR), np.uint64)
+    cthr1 = carray(_pointer(ctx[_CTHR1]), (ctx[_N_P1] * NR,), np.int64)
+    p2 = carray(_pointer(ctx[_P2]), (ctx[_N_P2], kw2, NR), np.uint64)
+    table = carray(_pointer(ctx[_TABLE]), (n_classes, hidden + 1), np.float32)
     scores = carray(_pointer(ctx[_SCORES]), (1, n_classes), np.float32)
-    scratch = carray(_pointer(ctx[_SCRATCH]), (_scratch_words(kw2),), np.uint64)
-    hidden_code = scratch[:MR * kw2].reshape((MR, kw2))
-    masks = scratch[MR * kw2: MR * kw2 + MR]
-    counts = scratch[MR * kw2 + MR: MR * kw2 + MR + MR * NR].view(np.int64)
-    label = scratch[MR * kw2 + MR + MR * NR:].view(np.int64)
-    p1, cthr1, p2, table, n_classes, hidden = _unpack(blob)
+    at = ctx[_SCRATCH]
+    hidden_code = carray(_pointer(at), (MR, kw2), np.uint64)
+    at += 8 * MR * kw2
+    masks = carray(_pointer(at), (MR,), np.uint64)
+    at += 8 * MR
+    counts = carray(_pointer(at), (MR * NR,), np.int64)
+    label = carray(_pointer(at + 8 * MR * NR), (1,), np.int64)
     _head_rows(codes, 0, 1, p1, cthr1, p2, n_classes, hidden, table, hidden_code, masks, counts,
                scores, label)
     return label[0]
@@ -90,26 +120,37 @@ def _compiled_entry():
     return _entry
 
 
-class OneSampleHead:
-    """A runtime's head for one code at a time, with its own buffers (see the module's doc)."""
+class OneSampleHead(functools.partial):
+    """A runtime's head for one code at a time, with its own buffers (see the module's doc): the
+    compiled entry applied to the head's context, so that ``head()`` is a call of C code from C,
+    without a Python frame."""
 
-    __slots__ = ("_code", "_scores", "_scratch", "_context", "_address", "_call", "_runtime",
-                 "_n_bits")
-
-    def __init__(self, runtime: BNNRuntime):
-        self._runtime = runtime  # keeps the blob alive: the context holds its address
-        self._n_bits = runtime.n_bits
-        blob = runtime._blob
-        self._code = np.zeros(runtime._words, dtype=np.uint64)
-        self._scores = np.zeros(runtime.n_classes, dtype=np.float32)
-        self._scratch = np.zeros(_scratch_words((runtime.hidden + WORD_BITS - 1) // WORD_BITS),
-                                 dtype=np.uint64)
-        self._context = np.zeros(_CONTEXT, dtype=np.int64)
-        self._context[[_BLOB, _BLOB_WORDS, _CODE, _SCORES, _SCRATCH]] = [
-            blob.ctypes.data, blob.size, self._code.ctypes.data, self._scores.ctypes.data,
-            self._scratch.ctypes.data]
-        self._address = self._context.ctypes.data
-        self._call = _compiled_entry()
+    def __new__(cls, runtime: BNNRuntime):
+        p1, cthr1 = runtime.fc1.weights.panels, runtime.fc1.count_thresholds
+        p2, table = runtime.fc2.panels, runtime.score_table
+        for x in (p1, cthr1, p2, table):
+            assert x.flags.c_contiguous
+        kw2 = p2.shape[1]
+        code = np.zeros(runtime._words, dtype=np.uint64)
+        scores = np.zeros(runtime.n_classes, dtype=np.float32)
+        scratch = np.zeros(_scratch_words(kw2), dtype=np.uint64)
+        text = f"code has nonzero padding bits past bit {runtime.n_bits}".encode()
+        context = np.zeros(_CONTEXT, dtype=np.int64)
+        for i, x in ((_CODE, code), (_SCORES, scores), (_P1, p1), (_CTHR1, cthr1), (_P2, p2),
+                     (_TABLE, table), (_SCRATCH, scratch)):
+            context[i] = x.ctypes.data
+        context[[_WORDS, _PAD_FROM, _N_P1, _N_P2, _KW2, _HIDDEN, _N_CLASSES]] = [
+            p1.shape[1], used_bits_in_last_word(runtime.n_bits), p1.shape[0], p2.shape[0], kw2,
+            runtime.hidden, runtime.n_classes]
+        context[[_SET_ERROR, _ERROR_TYPE, _ERROR_TEXT]] = [
+            ctypes.cast(ctypes.pythonapi.PyErr_SetString, ctypes.c_void_p).value,
+            ctypes.c_void_p.in_dll(ctypes.pythonapi, "PyExc_ValueError").value,
+            ctypes.cast(ctypes.c_char_p(text), ctypes.c_void_p).value]
+        head = super().__new__(cls, _compiled_entry(), ctypes.c_void_p(context.ctypes.data))
+        # everything the context points into lives as long as the head
+        head._keep = (runtime, context, scratch, text)
+        head._code, head._scores = code, scores
+        return head
 
     @property
     def code(self) -> np.ndarray:
@@ -120,13 +161,6 @@ class OneSampleHead:
     def scores(self) -> np.ndarray:
         """The class scores of the last call, (n_classes,) float32."""
         return self._scores
-
-    def __call__(self) -> int:
-        """The label of the code in `code` (its scores in `scores`)."""
-        label = self._call(self._address)
-        if label < 0:
-            raise ValueError(f"code has nonzero padding bits past bit {self._n_bits}")
-        return label
 
     def classify(self, code: np.ndarray) -> int:
         """Copies one packed code (words,) into `code`, then classifies it (the copy costs about
