@@ -48,6 +48,41 @@ def test_parallel_path_matches_serial_on_a_large_problem():
     np.testing.assert_array_equal(par, xnor_gemm(a, w, 1000, threads=1))
 
 
+@pytest.mark.parametrize("setting,threads", [(1, 2), (2, None), (2, 1), (1, None)])
+def test_parallel_kernels_set_numba_threads_inside_and_restore_them(setting, threads):
+    """Every parallel kernel (GEMM, fused layer, head) sets Numba's thread count itself
+    (`parallel.enter`) and leaves it as it was (`parallel.leave`), whatever was asked."""
+    import numba
+    from hybnn_kernels.runtime import BNNRuntime
+
+    from tests.naive import bnn_scores_ref
+
+    rng = np.random.default_rng(setting)
+    n_bits, hidden = 1000, 77
+    a, w = random_words(rng, 301, n_bits), random_words(rng, hidden, n_bits)
+    t1 = rng.integers(-n_bits, n_bits + 1, size=hidden)
+    w2 = random_words(rng, 3, hidden)
+    table = rng.standard_normal((3, hidden + 1)).astype(np.float32)
+    codes = random_words(rng, 2000, n_bits)  # above the serial threshold for the head
+    assert parallel.threads_for(2.0 * 2000 * hidden * n_bits, threads) == (threads or 0)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(setting)
+    try:
+        got = xnor_gemm(a, w, n_bits, threads=threads)
+        assert numba.get_num_threads() == setting
+        bits = binary_dense(a, make_dense(w, t1, n_bits), threads=threads)
+        assert numba.get_num_threads() == setting
+        scores, labels = BNNRuntime.from_arrays(w, t1, w2, table, n_bits).run(codes, threads)
+        assert numba.get_num_threads() == setting
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(got, xnor_gemm_ref(a, w, n_bits))
+    np.testing.assert_array_equal(bits, binary_dense_ref(a, w, t1, n_bits))
+    want_scores, want_labels = bnn_scores_ref(codes, w, t1, w2, table, n_bits)
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_array_equal(scores, want_scores)
+
+
 def test_read_only_noncontiguous_inputs_and_out():
     rng = np.random.default_rng(1)
     a_big, w = random_words(rng, 10, 200), random_words(rng, 9, 200)

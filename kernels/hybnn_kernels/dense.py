@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from hybnn_kernels.bits import WORD_BITS, n_words
 from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
-from hybnn_kernels.parallel import call_parallel, threads_for
+from hybnn_kernels.parallel import enter, leave, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full_threshold, tile_row_threshold
 from hybnn_kernels.xnor import PackedWeights, prepack
 
@@ -103,12 +103,14 @@ def _dense_serial(a, panels, cthr, out):
 
 @njit(cache=CACHE, parallel=True)
 def _dense_parallel(a, panels, cthr, out, n_chunks):
+    n_chunks, previous = enter(n_chunks)
     total = _n_row_tiles(a.shape[0])
     n_chunks = min(total, n_chunks)
     for c in prange(n_chunks):
         masks = np.empty(MR, dtype=np.uint64)
         _dense_range(a, panels, cthr, out, c * total // n_chunks, (c + 1) * total // n_chunks,
                      masks)
+    leave(previous)
 
 
 def binary_dense(a: np.ndarray, layer: BinaryDense, out: np.ndarray | None = None,
@@ -128,8 +130,8 @@ def binary_dense(a: np.ndarray, layer: BinaryDense, out: np.ndarray | None = Non
         return out
     panels = layer.weights.panels
     t = threads_for(2.0 * m * layer.n_out * layer.n_in, threads)
-    if t > 1:
-        call_parallel(_dense_parallel, t, a, panels, layer.count_thresholds, out)
-    else:
+    if t == 1:
         _dense_serial(a, panels, layer.count_thresholds, out)
+    else:
+        _dense_parallel(a, panels, layer.count_thresholds, out, t)
     return out

@@ -36,7 +36,7 @@ from hybnn_kernels.deploy_file import (  # noqa: F401  (DEPLOY_*: re-exported)
     DeployFileError,
     read_deploy,
 )
-from hybnn_kernels.parallel import SERIAL_OPS, call_parallel, threads_for
+from hybnn_kernels.parallel import SERIAL_OPS, enter, leave, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_row
 from hybnn_kernels.xnor import PackedWeights, prepack
 
@@ -152,6 +152,7 @@ def _compile_head_serial() -> None:
 
 @njit(cache=CACHE, parallel=True)
 def _head_parallel(codes, blob, scores, labels, n_chunks):
+    n_chunks, previous = enter(n_chunks)
     m = codes.shape[0]
     total = m // MR + m % MR
     n_chunks = min(total, n_chunks)
@@ -159,6 +160,7 @@ def _head_parallel(codes, blob, scores, labels, n_chunks):
     for c in prange(n_chunks):
         _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels,
                     c * total // n_chunks, (c + 1) * total // n_chunks)
+    leave(previous)
 
 
 @dataclass
@@ -252,8 +254,8 @@ class BNNRuntime:
         if m == 0:
             return scores, labels
         t = threads_for(m * self._ops_per_row, threads)
-        if t > 1:
-            call_parallel(_head_parallel, t, codes, self._blob, scores, labels)
+        if t != 1:
+            _head_parallel(codes, self._blob, scores, labels, t)
         elif _head_serial(codes, self._blob, scores, labels) != 0:
             raise AssertionError("the head refused checked arguments")  # a bug, not bad input
         return scores, labels

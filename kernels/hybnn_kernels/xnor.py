@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
-from hybnn_kernels.parallel import call_parallel, threads_for
+from hybnn_kernels.parallel import enter, leave, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_row, tile_row_dots
 
 # --------------------------------------------------------------------------------------------------
@@ -73,12 +73,14 @@ def _xnor_gemm_serial(a, panels, n, n_bits, out):
 
 @njit(cache=CACHE, parallel=True)
 def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
+    n_chunks, previous = enter(n_chunks)
     total = _n_tiles(a.shape[0], panels.shape[0])
     n_chunks = min(total, n_chunks)
     for c in prange(n_chunks):
         cnt = np.empty(MR * NR, dtype=np.int64)
         _tile_range(a, panels, n, n_bits, out, c * total // n_chunks, (c + 1) * total // n_chunks,
                     cnt)
+    leave(previous)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -139,8 +141,8 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     if m == 0 or n == 0:
         return out
     t = threads_for(2.0 * m * n * n_bits, threads)
-    if t > 1:
-        call_parallel(_xnor_gemm_parallel, t, a, pw.panels, n, n_bits, out)
-    else:
+    if t == 1:
         _xnor_gemm_serial(a, pw.panels, n, n_bits, out)
+    else:
+        _xnor_gemm_parallel(a, pw.panels, n, n_bits, out, t)
     return out
