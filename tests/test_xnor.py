@@ -134,6 +134,46 @@ def test_bad_out_and_threads():
         xnor_gemm(a, prepack(w, 64), 63)
 
 
+def test_prepacked_weights_with_out_take_the_compiled_checks_and_refuse_the_same():
+    """With prepacked weights and `out`, the compiled kernel checks shapes and padding itself and
+    its signature checks types; whatever it refuses gets the checked path's precise error."""
+    rng = np.random.default_rng(5)
+    a, w = random_words(rng, 5, 200), random_words(rng, 9, 200)
+    pw, out = prepack(w, 200), np.full((5, 9), -7, np.int32)
+    want = xnor_gemm_ref(a, w, 200)
+    assert xnor_gemm(a, pw, 200, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    read_only = a.copy()
+    read_only.flags.writeable = False
+    for x in (read_only, np.repeat(a, 2, axis=0)[::2]):  # read-only; non-contiguous (copied)
+        out[:] = -7
+        np.testing.assert_array_equal(xnor_gemm(x, pw, 200, out=out), want)
+    padded = a.copy()
+    padded[0, -1] |= np.uint64(1) << np.uint64(8)
+    frozen_out = np.zeros((5, 9), np.int32)
+    frozen_out.flags.writeable = False
+    for args, kw, exc, msg in [
+        ((padded, pw, 200), {}, ValueError, "padding bits past bit 200"),
+        ((a, pw, 200), {"out": np.zeros((5, 8), np.int32)}, ValueError, "int32 array of shape"),
+        ((a, pw, 200), {"out": np.zeros((5, 9), np.int64)}, ValueError, "int32 array of shape"),
+        ((a, pw, 200), {"out": frozen_out}, ValueError, "C-contiguous and writeable"),
+        ((a.view(np.int64), pw, 200), {}, TypeError, "dtype uint64"),
+        ((a[0], pw, 200), {}, ValueError, "2-D"),
+        ((a, pw, True), {}, TypeError, "integer"),
+        ((a, pw, 256), {}, ValueError, "packed for 200 bits"),
+        ((a, pw, 200), {"threads": 3}, ValueError, "threads"),
+    ]:
+        kw.setdefault("out", np.zeros((5, 9), np.int32))
+        with pytest.raises(exc, match=msg):
+            xnor_gemm(*args, **kw)
+    big_a, big_w = random_words(rng, 301, 1000), random_words(rng, 77, 1000)
+    big_want = xnor_gemm_ref(big_a, big_w, 1000)
+    for threads in (None, 1, 2):  # the parallel kernel's fast path too
+        got = xnor_gemm(big_a, prepack(big_w, 1000), 1000, out=np.empty((301, 77), np.int32),
+                        threads=threads)
+        np.testing.assert_array_equal(got, big_want)
+
+
 def test_empty_problems():
     assert xnor_gemm(np.zeros((0, 1), np.uint64), np.zeros((3, 1), np.uint64), 5).shape == (0, 3)
     assert xnor_gemm(np.zeros((2, 1), np.uint64), np.zeros((0, 1), np.uint64), 5).shape == (2, 0)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
+from hybnn_kernels.bits import bits_set_past
 from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
 from hybnn_kernels.parallel import enter, leave, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_row, tile_row_dots
+
+_MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 # --------------------------------------------------------------------------------------------------
 # Drivers (compiled): tiles in row-major order: a tile's rows of `a` stay in L1 while the panels
@@ -65,14 +69,34 @@ def _n_tiles(m, n_panels):
     return n_panels * (n_rt + (m - n_rt * MR))
 
 
+@njit(cache=CACHE, inline="always")
+def _refused(a, panels, n, n_bits, out):
+    """Whether the arguments do not fit one another: words per row, the panels for n weight rows,
+    the output's shape, or padding bits set in `a` (the compiled half of the checks)."""
+    kw = (n_bits + 63) // 64
+    if (n_bits < 1 or n < 0 or a.shape[1] != kw or panels.shape[1] != kw
+            or panels.shape[0] != (n + NR - 1) // NR or panels.shape[2] != NR
+            or out.shape[0] != a.shape[0] or out.shape[1] != n):
+        return True
+    used = n_bits - (kw - 1) * 64
+    return used < 64 and bits_set_past(a, used)
+
+
 @njit(cache=CACHE)
 def _xnor_gemm_serial(a, panels, n, n_bits, out):
+    """The GEMM on one thread; returns 0, or 1 without computing anything (`_refused`)."""
+    if _refused(a, panels, n, n_bits, out):
+        return 1
     cnt = np.empty(MR * NR, dtype=np.int64)
     _tile_range(a, panels, n, n_bits, out, 0, _n_tiles(a.shape[0], panels.shape[0]), cnt)
+    return 0
 
 
 @njit(cache=CACHE, parallel=True)
 def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
+    """The GEMM on n_chunks threads (0: Numba's setting); returns 0, or 1 as the serial one."""
+    if _refused(a, panels, n, n_bits, out):
+        return 1
     n_chunks, previous = enter(n_chunks)
     total = _n_tiles(a.shape[0], panels.shape[0])
     n_chunks = min(total, n_chunks)
@@ -81,6 +105,37 @@ def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
         _tile_range(a, panels, n, n_bits, out, c * total // n_chunks, (c + 1) * total // n_chunks,
                     cnt)
     leave(previous)
+    return 0
+
+
+# One signature each (read-only arrays take writable ones too), compiled (or loaded from the
+# cache) on the first call, not at import; other types raise TypeError at the call, and the
+# caller's checked path takes them.
+_A = types.Array(types.uint64, 2, "C", readonly=True)
+_PANELS = types.Array(types.uint64, 3, "C", readonly=True)
+_OUT = types.Array(types.int32, 2, "C")
+_SIGNATURES = {_xnor_gemm_serial: types.int64(_A, _PANELS, types.int64, types.int64, _OUT),
+               _xnor_gemm_parallel: types.int64(_A, _PANELS, types.int64, types.int64, _OUT,
+                                                types.int64)}
+
+
+_compiled = False
+
+
+def _compile_kernels() -> None:
+    global _compiled
+    if not _compiled:
+        for kernel, signature in _SIGNATURES.items():
+            kernel.compile(signature)
+            kernel.disable_compile()
+        _compiled = True
+
+
+def _run(a, panels, n, n_bits, out, n_chunks) -> int:
+    """The serial kernel when n_chunks is 1, else the parallel one; their status (0: done)."""
+    if n_chunks == 1:
+        return _xnor_gemm_serial(a, panels, n, n_bits, out)
+    return _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,6 +182,19 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     C-contiguous int32 (M, N) array to write into. `threads`: 1..NUMBA_NUM_THREADS (default: Numba's
     current setting); small problems run serially whatever the setting.
     """
+    if not _compiled:
+        _compile_kernels()
+    # Fast path (prepacked weights and an output given, the benchmarks' and the layers' case):
+    # the compiled call's own signature checks the types, its first lines the shapes and the
+    # padding; anything it refuses takes the checked path, which raises the precise error.
+    if out is not None and w.__class__ is PackedWeights and n_bits.__class__ is int and (
+            threads is None or threads.__class__ is int and 0 < threads <= _MAX_THREADS):
+        try:
+            if w.n_bits == n_bits and _run(a, w.panels, w.n, n_bits, out, threads_for(
+                    2.0 * a.shape[0] * w.n * n_bits, threads)) == 0:
+                return out
+        except (AttributeError, IndexError, TypeError):
+            pass
     n_bits = check_n_bits(n_bits)
     a = check_words("a", a, n_bits)
     if isinstance(w, PackedWeights):
@@ -140,9 +208,6 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     threads = check_threads(threads)
     if m == 0 or n == 0:
         return out
-    t = threads_for(2.0 * m * n * n_bits, threads)
-    if t == 1:
-        _xnor_gemm_serial(a, pw.panels, n, n_bits, out)
-    else:
-        _xnor_gemm_parallel(a, pw.panels, n, n_bits, out, t)
+    if _run(a, pw.panels, n, n_bits, out, threads_for(2.0 * m * n * n_bits, threads)) != 0:
+        raise AssertionError("the GEMM refused checked arguments")  # a bug, not bad input
     return out
