@@ -184,7 +184,7 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     """
     if not _compiled:
         _compile_kernels()
-    # Fast path (prepacked weights and an output given, the benchmarks' and the layers' case):
+    # Fast path (prepacked weights and an output given, as in a serving loop or the benchmark):
     # the compiled call's own signature checks the types, its first lines the shapes and the
     # padding; anything it refuses takes the checked path, which raises the precise error.
     if out is not None and w.__class__ is PackedWeights and n_bits.__class__ is int and (
