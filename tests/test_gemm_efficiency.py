@@ -1,0 +1,47 @@
+"""`benchmarks/gemm_efficiency.py`: it checks every contender's output before timing, and writes
+each size's fractions of the adjacent peak with the provenance header."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def load_script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gemm_efficiency.py"
+    spec = importlib.util.spec_from_file_location("gemm_efficiency_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_writes_fractions_for_each_size_with_provenance(tmp_path):
+    script = load_script()
+    out = tmp_path / "e.json"
+    script.main(["--sizes", "64", "320", "--pairs", "2", "--out", str(out)])
+    r = json.loads(out.read_text())
+    assert r["format"] == "hybnn-gemm-efficiency" and "commit" in r
+    assert [x["size"] for x in r["results"]] == [64, 320]
+    assert [x["n_chunks"] for x in r["results"]] == [1, 2]  # serial below SERIAL_OPS
+    for x in r["results"]:
+        for name in ("xnor_gemm", "kernel_alone"):
+            f = x[name]["fraction_of_peak"]
+            assert x[name]["blocks"] == 2 and 0 < f["q1"] <= f["median"] <= f["q3"] < 10
+
+
+def test_refuses_a_kernel_that_computes_wrong_dots(monkeypatch, tmp_path):
+    script = load_script()
+    real = script._run
+
+    def off_by_one(a, panels, n, n_bits, out, n_chunks):
+        status = real(a, panels, n, n_bits, out, n_chunks)
+        out[0, 0] += 2
+        return status
+
+    monkeypatch.setattr(script, "_run", off_by_one)
+    with pytest.raises(SystemExit, match="kernel_alone differs from the float64 product"):
+        script.measure(64, 1, 2, np.random.default_rng(0))
