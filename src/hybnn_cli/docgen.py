@@ -663,6 +663,33 @@ def bench_targets(results_dir: Path) -> str:
     return table(["target", "this run", ""], rows) + "\n\n" + source(BENCH, r)
 
 
+GEMM_EFFICIENCY = "gemm-efficiency.json"
+
+
+@renderer("gemm-efficiency")
+def gemm_efficiency(results_dir: Path) -> str:
+    """Each GEMM's rate over the XNOR peak measured just before each of its timing blocks
+    (`benchmarks/gemm_efficiency.py`): median and quartiles, the public call and the kernel it
+    calls alone."""
+    r = _load(results_dir, GEMM_EFFICIENCY, "hybnn-gemm-efficiency")
+
+    def cell(x: dict) -> str:
+        f = x["fraction_of_peak"]
+        return f"{100 * f['median']:.0f}% ({100 * f['q1']:.0f}–{100 * f['q3']:.0f}%)"
+
+    rows = [[f"`gemm {x['size']}`", cell(x["xnor_gemm"]), cell(x["kernel_alone"]),
+             f"{x['peak_ops_per_second']['min'] / 1e9:,.0f}–"
+             f"{x['peak_ops_per_second']['max'] / 1e9:,.0f} Gop/s"] for x in r["results"]]
+    c = r["config"]
+    return (f"Kernel variant `{r['kernel']['variant']}`, {c['threads']} threads, {c['pairs']} "
+            f"pairs per contender and size (a peak measurement, then about "
+            f"{1000 * c['block_seconds']:.0f} ms of calls); median (quartiles) of the blocks' "
+            "rates over the peak just before them:\n\n"
+            + table(["case", "`xnor_gemm` (prepacked weights, output given)",
+                     "the kernel it calls, alone", "XNOR peaks measured"], rows)
+            + "\n\n" + source(GEMM_EFFICIENCY, r))
+
+
 def _peak_cells(case: dict) -> list[str]:
     """The XNOR kernel's rate over the XNOR peak and the best float32 contender's over the FMA
     peak ("–" for a run made before the benchmark measured its roofline)."""
