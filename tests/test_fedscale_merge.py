@@ -3,18 +3,13 @@ file made at different times, merge without an older copy undoing a re-run."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from tests.benchmark_scripts import load_benchmark
 
 SECTIONS = ("centralized", "runs", "engines", "secagg", "memory", "earlier")
 
 
 def load_fedscale():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fedscale.py"
-    spec = importlib.util.spec_from_file_location("fedscale_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fedscale")
 
 
 def row(acc: float, options: str) -> dict:

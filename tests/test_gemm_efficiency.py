@@ -3,20 +3,16 @@ each size's fractions of the adjacent peak with the provenance header."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 
 def load_script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gemm_efficiency.py"
-    spec = importlib.util.spec_from_file_location("gemm_efficiency_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gemm_efficiency")
 
 
 def test_writes_fractions_for_each_size_with_provenance(tmp_path):

@@ -1,6 +1,8 @@
 """The argument checks every public kernel entry point shares (Python side, before any compiled
 call): packed word arrays (dtype, shape, padding bits zero, see `bits`), bit counts, thread counts
-and output buffers. Each raises TypeError or ValueError with one line naming the argument."""
+and output buffers. Each raises TypeError or ValueError with one line naming the argument.
+`compile_once` gives a kernel one signature, for the entry points that try the compiled call
+first and take these checks only when it refuses."""
 
 from __future__ import annotations
 
@@ -54,3 +56,16 @@ def check_out(out, shape, dtype=np.int32) -> np.ndarray:
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be C-contiguous and writeable")
     return out
+
+
+_ONE_SIGNATURE: set = set()  # kernels `compile_once` has compiled
+
+
+def compile_once(kernel, signature) -> None:
+    """Compile a Numba kernel for its one signature (or load it from the cache) on first use, and
+    no other version after: arguments of other types raise TypeError at the call instead of
+    compiling a new version (the type half of the checks, for a call tried before the checks)."""
+    if kernel not in _ONE_SIGNATURE:
+        kernel.compile(signature)
+        kernel.disable_compile()
+        _ONE_SIGNATURE.add(kernel)

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange, types
 
 from hybnn_kernels.bits import WORD_BITS, bits_set_past, used_bits_in_last_word
-from hybnn_kernels.checks import check_out, check_threads, check_words
+from hybnn_kernels.checks import check_out, check_threads, check_words, compile_once
 from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
 from hybnn_kernels.deploy_file import (  # noqa: F401  (DEPLOY_*: re-exported)
     DEPLOY_FORMAT,
@@ -114,7 +114,7 @@ def _unpack(blob):
 
 
 # one signature (read-only arrays take writable ones too), compiled (or loaded from the cache)
-# when the first runtime is built, not at import: `_compile_head_serial`
+# when the first runtime is built, not at import (`checks.compile_once`)
 _SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True),
                                 types.Array(types.uint64, 1, "C", readonly=True),
                                 types.Array(types.float32, 2, "C"),
@@ -125,7 +125,7 @@ _SERIAL_SIGNATURE = types.int64(types.Array(types.uint64, 2, "C", readonly=True)
 def _head_serial(codes, blob, scores, labels):
     """Runs the head on one thread and returns 0, or returns without computing anything: 1 when an
     array's shape does not fit the head, 2 when a code has padding bits set. Compiled for its
-    one signature only (`_compile_head_serial`; other types raise TypeError at the call: the
+    one signature only (`checks.compile_once`; other types raise TypeError at the call: the
     caller's checked path takes them)."""
     m = codes.shape[0]
     h = blob[:HEADER].view(np.int64)
@@ -140,14 +140,6 @@ def _head_serial(codes, blob, scores, labels):
     _head_range(codes, p1, cthr1, p2, n_classes, hidden, table, scores, labels, 0,
                 m // MR + m % MR)
     return 0
-
-
-def _compile_head_serial() -> None:
-    """Compile `_head_serial` for `_SERIAL_SIGNATURE` once, then no other version (as
-    `njit([signature])` would, but on first use instead of at import)."""
-    if not _head_serial.signatures:
-        _head_serial.compile(_SERIAL_SIGNATURE)
-        _head_serial.disable_compile()
 
 
 @njit(cache=CACHE, parallel=True)
@@ -208,7 +200,7 @@ class BNNRuntime:
         return self.fc1.weights.nbytes + self.fc2.nbytes
 
     def __post_init__(self):
-        _compile_head_serial()
+        compile_once(_head_serial, _SERIAL_SIGNATURE)
         self._words = self.fc1.weights.words
         self._blob = _make_blob(self.fc1.weights.panels, self.fc1.count_thresholds,
                                 self.fc2.panels, self.score_table,

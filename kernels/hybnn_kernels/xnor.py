@@ -17,7 +17,13 @@ import numpy as np
 from numba import njit, prange, types
 
 from hybnn_kernels.bits import bits_set_past
-from hybnn_kernels.checks import check_n_bits, check_out, check_threads, check_words
+from hybnn_kernels.checks import (
+    check_n_bits,
+    check_out,
+    check_threads,
+    check_words,
+    compile_once,
+)
 from hybnn_kernels.parallel import enter, leave, threads_for
 from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_row, tile_row_dots
 
@@ -109,32 +115,21 @@ def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
 
 
 # One signature each (read-only arrays take writable ones too), compiled (or loaded from the
-# cache) on the first call, not at import; other types raise TypeError at the call, and the
-# caller's checked path takes them.
+# cache) on first use, not at import (`checks.compile_once`); other types raise TypeError at the
+# call, and the caller's checked path takes them.
 _A = types.Array(types.uint64, 2, "C", readonly=True)
 _PANELS = types.Array(types.uint64, 3, "C", readonly=True)
 _OUT = types.Array(types.int32, 2, "C")
-_SIGNATURES = {_xnor_gemm_serial: types.int64(_A, _PANELS, types.int64, types.int64, _OUT),
-               _xnor_gemm_parallel: types.int64(_A, _PANELS, types.int64, types.int64, _OUT,
-                                                types.int64)}
-
-
-_compiled = False
-
-
-def _compile_kernels() -> None:
-    global _compiled
-    if not _compiled:
-        for kernel, signature in _SIGNATURES.items():
-            kernel.compile(signature)
-            kernel.disable_compile()
-        _compiled = True
+_SERIAL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT)
+_PARALLEL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT, types.int64)
 
 
 def _run(a, panels, n, n_bits, out, n_chunks) -> int:
     """The serial kernel when n_chunks is 1, else the parallel one; their status (0: done)."""
     if n_chunks == 1:
+        compile_once(_xnor_gemm_serial, _SERIAL_SIGNATURE)
         return _xnor_gemm_serial(a, panels, n, n_bits, out)
+    compile_once(_xnor_gemm_parallel, _PARALLEL_SIGNATURE)
     return _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks)
 
 
@@ -182,8 +177,6 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     C-contiguous int32 (M, N) array to write into. `threads`: 1..NUMBA_NUM_THREADS (default: Numba's
     current setting); small problems run serially whatever the setting.
     """
-    if not _compiled:
-        _compile_kernels()
     # Fast path (prepacked weights and an output given, as in a serving loop or the benchmark):
     # the compiled call's own signature checks the types, its first lines the shapes and the
     # padding; anything it refuses takes the checked path, which raises the precise error.
