@@ -27,6 +27,7 @@ from hybnn_kernels.h5attrs import write_attrs
 from hybnn_cli.data import DATASETS, get_spec
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance
+from hybnn_cli.sealed import guard
 
 CODES_FORMAT = "hybnn-codes"
 CODES_VERSION = 1
@@ -87,7 +88,8 @@ def read_attrs(path: str | os.PathLike) -> dict:
 
 
 def read_codes(path: str | os.PathLike, split: str) -> Codes:
-    """Load and validate one split of a codes file."""
+    """Load and validate one split of a codes file (not test in a sealed run, see `sealed`)."""
+    guard(split, str(path))
     attrs = read_attrs(path)
     n_bits = int(attrs["n_bits"])
     words = n_words(n_bits)

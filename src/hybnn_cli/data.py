@@ -20,6 +20,7 @@ import numpy as np
 
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
+from hybnn_cli.sealed import guard
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def load_split(dataset: str, split: str, data_dir: str | os.PathLike | None = No
     spec = get_spec(dataset)
     if split not in SPLITS:
         raise HybnnError(f"unknown split '{split}'; choose train or test")
+    guard(split, dataset)
     img_name, lbl_name = spec.files[split]
     images = read_idx(find_file(spec, img_name, data_dir, download), spec.md5[img_name], ndim=3)
     labels = read_idx(find_file(spec, lbl_name, data_dir, download), spec.md5[lbl_name], ndim=1)

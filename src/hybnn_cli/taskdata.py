@@ -13,6 +13,7 @@ import torch
 from hybnn_cli.codes import read_codes
 from hybnn_cli.data import load_split
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.sealed import sealed
 from hybnn_cli.splits import VAL_FRACTION, train_val_indices
 from hybnn_cli.tasks import Task
 from hybnn_cli.train_bnn import codes_to_tensor
@@ -21,9 +22,10 @@ from hybnn_cli.train_vae import images_to_tensor
 
 def load_task_codes(codes_path: Path, task: Task, val_fraction: float = VAL_FRACTION) -> dict:
     """The task's samples as ±1 tensors: "train" and "val" (a stratified slice of the training
-    split, see `splits`) and "test", with the codes' attributes."""
+    split, see `splits`) and "test" (not in a sealed run, see `sealed`), with the codes'
+    attributes."""
     out = {}
-    for split in ("train", "test"):
+    for split in ("train",) if sealed() else ("train", "test"):
         c = read_codes(codes_path, split)
         parts = split_parts(c.labels, split, val_fraction)
         for name, keep in parts.items():

@@ -111,21 +111,24 @@ def continual_cmd(
 
         def on_task(s, t, h):
             if not json_out:
-                accs = " ".join(f"{a:.2%}" for a in h["test"]["per_task"])
+                shown = h.get("test", h["val"])  # validation alone in a sealed run
+                accs = " ".join(f"{a:.2%}" for a in shown["per_task"])
                 progress.console.print(f"seed {s} after task {t + 1}: seen classes "
-                                       f"{h['test']['seen']:.2%} (val {h['val']['seen']:.2%}); "
+                                       f"{shown['seen']:.2%} (val {h['val']['seen']:.2%}); "
                                        f"per task {accs}", highlight=False)
 
         result = study.run_seeds(cfg, data, seed_list, out, resume, on_task, on_epoch)
     if json_out:
         print_json(result)
         return
-    te, va = result["test"], result["val"]
+    va = result["val"]
+    te = result.get("test", va)  # validation alone in a sealed run
 
     def ms(m):
         return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}%"
 
-    typer.echo(f"{study.run_name(cfg)} over seeds {seeds}: accuracy on all seen classes "
+    split = "test" if "test" in result else "validation (test sealed)"
+    typer.echo(f"{study.run_name(cfg)} over seeds {seeds}, {split}: accuracy on all seen classes "
                f"{ms(te['final_seen_acc'])} (val {ms(va['final_seen_acc'])}); average accuracy "
                f"{ms(te['average_acc'])}; forgetting {ms(te['forgetting'])}; backward transfer "
                f"{ms(te['backward_transfer'])}; memory {result['memory_bytes']:,} bytes; "

@@ -178,7 +178,9 @@ def fed_cmd(
     else:
         b = result["bytes"]
         typer.echo(f"{t.name} federated ({clients} clients, {partition}, uplink {uplink}): "
-                   f"test accuracy {result['final_test_acc']:.2%} after {rounds} rounds  "
+                   + (f"test accuracy {result['final_test_acc']:.2%}" if "final_test_acc" in
+                      result else f"validation accuracy {result['final_val_acc']:.2%} (test "
+                      "sealed)") + f" after {rounds} rounds  "
                    f"→ {out}")
         typer.echo(f"bytes per round: up {b['uplink_per_round'] / 1e3:,.1f} kB, down "
                    f"{b['downlink_per_round'] / 1e3:,.1f} kB (all clients); run total "

@@ -71,6 +71,7 @@ from hybnn_cli.continual.memory import POLICIES, ReplayMemory
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance
 from hybnn_cli.layers import clip_latent_weights
+from hybnn_cli.sealed import sealed
 from hybnn_cli.splits import train_val_indices
 
 SCENARIOS = ("class", "task")
@@ -151,7 +152,7 @@ class Split:
 class SequenceData:
     train: Split
     val: Split
-    test: Split
+    test: Split | None  # None in a sealed run (a study's candidate: `sealed`)
     n_bits: int
     n_classes: int
     tasks: list[tuple[int, ...]]
@@ -170,9 +171,9 @@ def _split(codes: np.ndarray, labels: np.ndarray, n_bits: int) -> Split:
 
 def load_data(path: str | os.PathLike, val_fraction: float = 0.1) -> SequenceData:
     """Train (minus the validation slice), validation and test codes of a codes file, and the
-    class pairs of the task sequence."""
+    class pairs of the task sequence. In a sealed run (`sealed`) there is no test split."""
     tr = read_codes(path, "train")
-    te = read_codes(path, "test")
+    te = None if sealed() else read_codes(path, "test")
     n_classes = int(tr.attrs.get("n_classes", int(tr.labels.max()) + 1))
     if n_classes < 4 or n_classes % 2:
         raise HybnnError(f"{path}: {n_classes} classes; the task sequence needs an even number "
@@ -181,7 +182,7 @@ def load_data(path: str | os.PathLike, val_fraction: float = 0.1) -> SequenceDat
     return SequenceData(
         train=_split(tr.codes[keep], tr.labels[keep], tr.n_bits),
         val=_split(tr.codes[val], tr.labels[val], tr.n_bits),
-        test=_split(te.codes, te.labels, tr.n_bits),
+        test=_split(te.codes, te.labels, tr.n_bits) if te is not None else None,
         n_bits=tr.n_bits, n_classes=n_classes,
         tasks=[(c, c + 1) for c in range(0, n_classes, 2)],
         encoder_sha256=str(tr.attrs["encoder_sha256"]), attrs=tr.attrs)
@@ -333,8 +334,10 @@ class Sequence:
             align_weights(self.model.bn2, cur, old)
         self.train_seconds += time.perf_counter() - t0
         self.tasks_done = t + 1
-        self.history.append({"task": t + 1, "classes": cur,
-                             "val": self.evaluate(d.val, t), "test": self.evaluate(d.test, t),
+        scores = {"val": self.evaluate(d.val, t)}
+        if d.test is not None:
+            scores["test"] = self.evaluate(d.test, t)
+        self.history.append({"task": t + 1, "classes": cur, **scores,
                              "train_seconds": round(self.train_seconds, 3)})
 
     def _replay(self, n: int, classes: list[int], rng: np.random.Generator):
@@ -497,12 +500,13 @@ def align_weights(bn: torch.nn.BatchNorm1d, new: list[int], old: list[int]) -> f
 
 
 def summarize(history: list[dict], memory_bytes: int, train_seconds: float) -> dict:
-    """Final metrics from the per-task evaluations, for validation and test alike."""
+    """Final metrics from the per-task evaluations, for validation and test alike (validation
+    alone in a sealed run)."""
     out = {"memory_bytes": memory_bytes, "train_seconds": round(train_seconds, 2)}
     if not history:
         return out
     n = len(history)
-    for split in ("val", "test"):
+    for split in [s for s in ("val", "test") if s in history[-1]]:
         acc = [h[split]["per_task"] for h in history]  # acc[i][j]: task j after task i
         final = acc[-1]
         earlier = range(n - 1)

@@ -27,10 +27,11 @@ def mean_std(values: list[float]) -> dict:
 
 
 def aggregate(runs: list[dict]) -> dict:
-    """Mean ± std over seeds of every final metric, on validation and test, and of the curve."""
+    """Mean ± std over seeds of every final metric, on validation and test (validation alone in
+    a sealed run), and of the curve."""
     out = {"memory_bytes": max(r["memory_bytes"] for r in runs),
            "train_seconds": mean_std([r["train_seconds"] for r in runs])}
-    for split in ("val", "test"):
+    for split in [s for s in ("val", "test") if s in runs[0]]:
         out[split] = {m: mean_std([r[split][m] for r in runs]) for m in METRICS}
         curves = list(zip(*[r[split]["seen_acc_curve"] for r in runs], strict=True))
         out[split]["seen_acc_curve"] = [mean_std(list(c)) for c in curves]
@@ -56,7 +57,8 @@ def run_seeds(cfg: ContinualConfig, data: SequenceData, seeds: list[int], out: P
     result = {**provenance(RESULT_FORMAT, RESULT_VERSION, config, seeds),
               "encoder_sha256": data.encoder_sha256, "tasks": [list(t) for t in data.tasks],
               "n_train": len(data.train.labels), "n_val": len(data.val.labels),
-              "n_test": len(data.test.labels), **aggregate(runs), "runs": runs}
+              **({"n_test": len(data.test.labels)} if data.test is not None else {}),
+              **aggregate(runs), "runs": runs}
     path = out / f"{run_name(cfg)}.json"
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

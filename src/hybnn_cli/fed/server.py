@@ -3,7 +3,8 @@ model's accuracy after every round, and the run's outputs.
 
 After every round the server evaluates the global model on the validation split (`splits.py`:
 held out of the clients' training split; what settings are chosen on, and what the progress
-shows) and on the test split (read for the reported numbers only).
+shows) and on the test split (read for the reported numbers only; not at all in a sealed run,
+a study's candidate: `sealed`).
 
 Outputs: the final global BNN as a normal `hybnn-bnn` checkpoint (so `hybnn evaluate` and export
 work on it) with the run's config, seed and the encoder's SHA-256; and, when `out_dir` is set,
@@ -39,7 +40,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     """Run cfg.rounds rounds of validated FedAvg on `grid`; return the run's summary."""
     task = parse_task(cfg.task)
     data = task_data(cfg.codes, cfg.task)
-    x_test, y_test = data["test"]
+    x_test, y_test = data.get("test", (None, None))  # none in a sealed run (`sealed`)
     x_val, y_val = data["val"]
     # the clients split the train set this way: refuse an impossible split before round 1
     parts = partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha,
@@ -79,11 +80,14 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays_to_state(arrays))
-        res = evaluate_model(model, x_test, y_test, cfg.threads)
         val = evaluate_model(model, x_val, y_val, cfg.threads)
-        row = {"round": server_round, "val_acc": val["acc"], "val_loss": val["loss"],
-               "test_acc": res["acc"], "test_loss": res["loss"],
-               "seconds": time.perf_counter() - t0}
+        row = {"round": server_round, "val_acc": val["acc"], "val_loss": val["loss"]}
+        metrics = {"val-acc": val["acc"], "val-loss": val["loss"]}
+        if x_test is not None:
+            res = evaluate_model(model, x_test, y_test, cfg.threads)
+            row.update(test_acc=res["acc"], test_loss=res["loss"])
+            metrics.update({"test-acc": res["acc"], "test-loss": res["loss"]})
+        row["seconds"] = time.perf_counter() - t0
         stats = base.rounds.get(server_round)
         if stats is not None:
             clients = sorted(stats["clients"].values(),
@@ -100,8 +104,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
                 f.write(json.dumps(row) + "\n")
         if on_round:
             on_round(row)
-        return MetricRecord({"val-acc": val["acc"], "val-loss": val["loss"],
-                             "test-acc": res["acc"], "test-loss": res["loss"]})
+        return MetricRecord(metrics)
 
     result = strategy.start(grid, state_to_arrays(model.state_dict()), num_rounds=cfg.rounds,
                             timeout=cfg.round_timeout,
@@ -111,17 +114,19 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     rounds = [r for r in history if r["round"] > 0]
     summary = {
         "task": task.name, "classes": list(task.classes), "config": cfg.to_dict(),
-        "seed": cfg.seed, "encoder_sha256": sha, "n_val": len(y_val), "n_test": len(y_test),
+        "seed": cfg.seed, "encoder_sha256": sha, "n_val": len(y_val),
         "final_val_acc": rounds[-1]["val_acc"] if rounds else None,
         "best_val_acc": max((r["val_acc"] for r in rounds), default=None),
         "val_curve": [r["val_acc"] for r in rounds],
-        "initial_test_acc": history[0]["test_acc"] if history else None,
-        "final_test_acc": rounds[-1]["test_acc"] if rounds else None,
-        "best_test_acc": max((r["test_acc"] for r in rounds), default=None),
-        "accuracy_curve": [r["test_acc"] for r in rounds],
         "bytes": byte_totals(rounds), "rounds": rounds,
         "train_seconds": time.perf_counter() - t0, "out": cfg.out or None,
     }
+    if x_test is not None:
+        summary.update(n_test=len(y_test),
+                       initial_test_acc=history[0]["test_acc"] if history else None,
+                       final_test_acc=rounds[-1]["test_acc"] if rounds else None,
+                       best_test_acc=max((r["test_acc"] for r in rounds), default=None),
+                       accuracy_curve=[r["test_acc"] for r in rounds])
     if cfg.out:
         ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
                            cfg.seed, shape=shape.to_dict(),
