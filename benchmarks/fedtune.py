@@ -1,26 +1,33 @@
-"""Choosing the federated optimisation settings on the validation split.
+"""Federated settings chosen on validation, then the target rows over several seeds, under a plan
+committed before it runs (`benchmarks/plans/fedtune.json`).
 
-For one task at one scale (default: task 5, 1,000 IID clients, 10% sampled per round, float
-uplink), it runs `hybnn fed --json` once per candidate (extra `hybnn fed` options: client
-learning rate, batch size, local epochs, server optimizer) for `--rounds` rounds (a screen:
-fewer rounds than the study, the schedule laid over them), and records every round's
-validation accuracy, which the server computes on the split held out of the clients' data
-(`splits.py`). The candidate with the best final validation accuracy is "chosen"; test accuracy
-is not read here (the runs' test curves are left out of the file on purpose).
+1. The screen, sealed: for one task at one scale (the plan's: task 5, 1,000 IID clients, 10%
+   sampled per round, float uplink, 100 rounds), `hybnn fed --json` once per candidate (extra
+   `hybnn fed` options: client optimizer and learning rate, server optimizer) with
+   `HYBNN_SEAL_TEST=1`, so the runs cannot read the test split; each keeps every round's
+   validation accuracy, which the server computes on the split held out of the clients' data
+   (`splits.py`). The plan's rule and tie-break choose (`sealed.choose`).
+2. The target rows: each of the plan's rows (task/clients/partition/uplink) at the chosen setting,
+   once per seed of the plan. These are the only runs that read test: the final global model's
+   test accuracy, mean ± std over the seeds, beside its validation accuracy.
+The client learning rate of a task, where the options do not set one, is the one the
+reproduction study chose on validation (`benchmarks/results/reproduction.json`).
 
-Writes `benchmarks/results/fedtune.json` (format "hybnn-fedtune") after every run; a rerun skips
-the candidates already there (an interrupted screen resumes; a second screen at another round
-count goes in the same file under its own key); screens run apart (at the same time, into copies
-of this file given as --out) are taken in with `--merge`.
+Writes `benchmarks/results/fedtune.json` (format "hybnn-fedtune", version 2, with the plan's
+SHA-256; each run with the commit, machine load and times it ran at) after every run; a rerun
+adds only what is missing and refuses a file made under another version of the plan.
 
-Usage: python benchmarks/fedtune.py --codes runs/codes.h5 [--task 5] [--clients 1000]
-       [--rounds 30] [--jobs 2] [--candidate NAME='--server-momentum 0.9' ...]
+Usage: python benchmarks/fedtune.py --codes runs/enc/codes-mnist.h5
+       [--plan benchmarks/plans/fedtune.json] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import os
 import shlex
+import statistics
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -30,109 +37,135 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fedscale import hybnn, run_env, study_choices  # noqa: E402
 
 from hybnn_cli.results import git_state, read_result, write_result  # noqa: E402
+from hybnn_cli.sealed import (  # noqa: E402
+    assert_no_test,
+    check_same_plan,
+    choose,
+    load_plan,
+    sealed_env,
+)
 
-FORMAT, VERSION = "hybnn-fedtune", 1
-CANDIDATES = {  # name → extra `hybnn fed` options (on top of the study's lr per task)
-    "fedavg": "",
-    "fedavgm-0.9": "--server-momentum 0.9",
-    "fedadam-0.01": "--server-opt adam --server-lr 0.01 --server-momentum 0.9",
-    "fedadam-0.03": "--server-opt adam --server-lr 0.03 --server-momentum 0.9",
-    "fedyogi-0.03": "--server-opt yogi --server-lr 0.03 --server-momentum 0.9",
-    "client-lr-x3": "--lr-scale 3",
-    "batch-4": "--batch-size 4",
-    "local-epochs-15": "--local-epochs 15",
-}
+FORMAT, VERSION = "hybnn-fedtune", 2
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--codes", type=Path, required=True)
+    p.add_argument("--plan", type=Path, default=Path("benchmarks/plans/fedtune.json"))
+    p.add_argument("--draft", action="store_true", help="allow an uncommitted plan (smoke "
+                   "tests; the file records that it is a draft)")
     p.add_argument("--study", type=Path, default=Path("benchmarks/results/reproduction.json"))
-    p.add_argument("--task", default="5")
-    p.add_argument("--clients", type=int, default=1000)
-    p.add_argument("--fraction", type=float, default=0.1)
-    p.add_argument("--partition", default="iid")
-    p.add_argument("--uplink", default="float")
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--jobs", type=int, default=1, help="runs at once")
-    p.add_argument("--candidates", default=",".join(CANDIDATES),
-                   help="names from CANDIDATES, comma-separated")
-    p.add_argument("--candidate", action="append", default=[],
-                   help="NAME=OPTIONS: another candidate (options as for hybnn fed)")
-    p.add_argument("--merge", type=Path, action="append", default=[],
-                   help="another file of this screen, a part run apart from a copy of this "
-                        "file: the runs it added are taken in")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedtune.json"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedtune"))
     args = p.parse_args(argv)
+    plan = load_plan(args.plan, draft=args.draft)
+    pb, sc = plan.body, plan.body["screen"]
     args.models.mkdir(parents=True, exist_ok=True)
-    env = run_env(args.threads)
-    chosen, study_commit = study_choices(args.study)
-    lr, hidden = chosen[args.task]["lr"], int(chosen[args.task].get("hidden", 128))
-    cands = {n: CANDIDATES[n] for n in args.candidates.split(",") if n}
-    cands.update(dict(c.split("=", 1) for c in args.candidate))
+    env = run_env(int(sc["threads"]))
+    chosen_lr, study_commit = study_choices(args.study)
     old = read_result(args.out, FORMAT) if args.out.is_file() else {}
-    screens = old.get("screens", {})
-    for part in args.merge:
-        for k, other in read_result(part, FORMAT)["screens"].items():
-            mine = screens.setdefault(k, {"lr": other["lr"], "hidden": other["hidden"],
-                                          "runs": {}})
-            mine["runs"].update({n: r for n, r in other["runs"].items()
-                                 if n not in mine["runs"]})
-    key = (f"task{args.task}/{args.clients}/{args.partition}/{args.uplink}/"
-           f"{args.rounds}rounds/seed{args.seed}")
-    screen = screens.setdefault(key, {"lr": lr, "hidden": hidden, "runs": {}})
-    body = {"codes": str(args.codes), "fraction": args.fraction, "study_commit": study_commit,
-            "screens": screens}
-    argv_rec = ["python", "benchmarks/fedtune.py", *(argv or sys.argv[1:])]
-    # each run keeps the commit it was made at: the file's header names only its last write, and
-    # screens merged in from other files were made at other commits
-    made_at = git_state()
+    if old.get("format_version") != VERSION:
+        old = {}
+    check_same_plan(old, plan, str(args.out))
+    screen_key = (f"task{sc['task']}/{sc['clients']}/{sc['partition']}/{sc['uplink']}/"
+                  f"{sc['rounds']}rounds")
+    body = {"plan": plan.record(), "codes": str(args.codes), "fraction": sc["fraction"],
+            "study_commit": study_commit, "screen_key": screen_key,
+            "screen": old.get("screen", {}), "chosen": old.get("chosen"),
+            "rows": old.get("rows", {})}
+    argv_rec = ["python", "benchmarks/fedtune.py", *(argv if argv is not None else sys.argv[1:])]
     lock = threading.Lock()
 
     def save() -> None:
-        for one in screens.values():  # merged ones too
-            runs = one["runs"]
-            if runs:
-                best = max(runs, key=lambda n: (runs[n]["final_val_acc"],
-                                                runs[n]["best_val_acc"]))
-                one["chosen"] = {"name": best, "options": runs[best]["options"],
-                                 "final_val_acc": runs[best]["final_val_acc"]}
         write_result(args.out, FORMAT, VERSION, body, argv=argv_rec)
 
-    def run(name: str, options: str) -> None:
+    def fed(task: str, clients: int, partition: str, uplink: str, seed: int, options: str,
+            name: str) -> list[str]:
         extra = shlex.split(options)
-        run_lr = lr
-        if "--lr-scale" in extra:  # a multiple of the study's lr for this task
-            i = extra.index("--lr-scale")
-            run_lr = lr * float(extra[i + 1])
-            extra = extra[:i] + extra[i + 2:]
-        cmd = ["fed", "--codes", str(args.codes), "--task", args.task, "--hidden", str(hidden),
-               "--clients", str(args.clients), "--fraction", repr(args.fraction),
-               "--rounds", str(args.rounds), "--lr", repr(run_lr),
-               "--partition", args.partition, "--uplink", args.uplink,
-               "--seed", str(args.seed), "--threads", str(args.threads),
-               "--out", str(args.models / f"{name}.pt"), *extra, "--json"]
-        res, secs = hybnn(cmd, env)
-        row = {"options": options, "final_val_acc": res["final_val_acc"],
-               "best_val_acc": res["best_val_acc"], "val_curve": res["val_curve"],
-               "n_val": res["n_val"], "wall_seconds": round(secs, 1),
-               "command": "hybnn " + shlex.join(cmd), **made_at}
-        with lock:
-            screen["runs"][name] = row
-            save()
-            print(f"{key} {name}: val {100 * row['final_val_acc']:.2f}% "
-                  f"(best {100 * row['best_val_acc']:.2f}%, {secs:.0f} s)", flush=True)
+        hidden = int(chosen_lr[task].get("hidden", 128))
+        return ["fed", "--codes", str(args.codes), "--task", task, "--hidden", str(hidden),
+                "--clients", str(clients), "--fraction", repr(sc["fraction"]),
+                "--rounds", str(sc["rounds"]), "--local-epochs", str(sc["local_epochs"]),
+                "--lr", repr(chosen_lr[task]["lr"]), "--partition", partition,
+                "--alpha", repr(pb["alpha"]), "--uplink", uplink, "--seed", str(seed),
+                "--threads", str(sc["threads"]), "--out", str(args.models / f"{name}.pt"),
+                *extra, "--json"]
 
-    todo = [(n, o) for n, o in cands.items() if n not in screen["runs"]]
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for f in [pool.submit(run, n, o) for n, o in todo]:
+    def run(key: str, cmd: list[str], store: dict, sealed: bool) -> dict | None:
+        if store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd):
+            return None  # done by an earlier, interrupted run of this plan
+        made = {**git_state(), "started": now(),
+                "load_average_start": [round(x, 2) for x in os.getloadavg()]}
+        res, secs = hybnn(cmd, sealed_env(env) if sealed else env)
+        made.update(ended=now(), wall_seconds=round(secs, 1))
+        row = {"final_val_acc": res["final_val_acc"], "best_val_acc": res["best_val_acc"],
+               "val_curve": res["val_curve"], "n_val": res["n_val"],
+               "command": "hybnn " + shlex.join(cmd), "made": made}
+        if sealed:
+            assert_no_test(res, key)  # the command could not have read test
+        else:
+            row.update(test_acc=res["final_test_acc"], best_test_acc=res["best_test_acc"],
+                       accuracy_curve=res["accuracy_curve"], n_test=res["n_test"],
+                       uplink_per_round=res["bytes"]["uplink_per_round"])
+        with lock:
+            store[key] = row
+            save()
+        shown = f"test {100 * row['test_acc']:.2f}%, " if not sealed else ""
+        print(f"{key}: {shown}val {100 * row['final_val_acc']:.2f}% "
+              f"({made['wall_seconds']:.0f} s)", flush=True)
+        return row
+
+    # 1. the screen, sealed
+    jobs = [(f"{name}/seed{seed}",
+             fed(sc["task"], sc["clients"], sc["partition"], sc["uplink"], seed, opts,
+                 f"screen-{name}-seed{seed}"))
+            for name, opts in pb["candidates"].items() for seed in pb["screen_seeds"]]
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for f in [pool.submit(run, k, c, body["screen"], True) for k, c in jobs]:
             f.result()
-    with lock:
-        save()
-    print(f"{key}: chosen {screen.get('chosen')}", flush=True)
+    order = list(pb["candidates"])
+    records = {n: {"runs": [body["screen"][f"{n}/seed{s}"] for s in pb["screen_seeds"]]}
+               for n in order}
+    pick = choose(records, order,
+                  lambda r: (statistics.fmean(x["final_val_acc"] for x in r["runs"]),
+                             statistics.fmean(x["best_val_acc"] for x in r["runs"])))
+    body["chosen"] = {"name": pick["name"], "options": pb["candidates"][pick["name"]],
+                      "final_val_acc": pick["score"][0], "best_val_acc": pick["score"][1],
+                      "tied": pick["tied"], "rule": pb["rule"], "tie_break": pb["tie_break"]}
+    save()
+
+    # 2. the target rows at the chosen setting: the only runs that read test
+    options = body["chosen"]["options"]
+    jobs = []
+    for row_key in pb["rows"]:
+        task, clients, partition, uplink = row_key.split("/")
+        task = task.removeprefix("task")
+        row = body["rows"].setdefault(row_key, {"options": options, "seeds": {}})
+        for seed in pb["seeds"]:
+            jobs.append((str(seed), fed(task, int(clients), partition, uplink, seed, options,
+                                        f"{row_key.replace('/', '-')}-seed{seed}"),
+                         row["seeds"]))
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for f in [pool.submit(run, k, c, store, False) for k, c, store in jobs]:
+            f.result()
+    for row in body["rows"].values():
+        runs = [row["seeds"][str(s)] for s in pb["seeds"]]
+        row["test_acc"] = mean_std([r["test_acc"] for r in runs])
+        row["final_val_acc"] = mean_std([r["final_val_acc"] for r in runs])
+    save()
+    print(f"chosen {body['chosen']['name']}; rows: " + "; ".join(
+        f"{k} {100 * r['test_acc']['mean']:.2f} ± {100 * r['test_acc']['std']:.2f}%"
+        for k, r in body["rows"].items()), flush=True)
 
 
 if __name__ == "__main__":

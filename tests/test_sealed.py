@@ -51,18 +51,19 @@ def test_sealed_continual_run_reports_validation_only(codes, seal, tmp_path):
         "--threads", "1", "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
-    assert "val" in record and sealed.test_keys(record) == []
-    assert sealed.test_keys(json.loads((tmp_path / "class-replay.json").read_text())) == []
+    assert "val" in record and sealed.found_test_keys(record) == []
+    assert sealed.found_test_keys(json.loads((tmp_path / "class-replay.json").read_text())) == []
 
 
 def test_sealed_federated_run_reports_validation_only(codes, seal):
     res = run_inprocess(small(codes, rounds=2))
     assert len(res["val_curve"]) == 2
-    assert sealed.test_keys(res) == []
+    assert sealed.found_test_keys(res) == []
 
 
 def test_test_keys_finds_nested_test_numbers():
-    assert sealed.test_keys({"a": [{"x": 1}, {"test_acc": 0.9}], "val": 1}) == ["/a[1]/test_acc"]
+    record = {"a": [{"x": 1}, {"test_acc": 0.9}], "val": 1}
+    assert sealed.found_test_keys(record) == ["/a[1]/test_acc"]
     with pytest.raises(HybnnError, match="holds test numbers"):
         sealed.assert_no_test({"runs": [{"test": {}}]}, "c1")
 

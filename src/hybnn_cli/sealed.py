@@ -52,7 +52,7 @@ def sealed_env(env: dict | None = None) -> dict:
     return {**(os.environ if env is None else env), ENV: "1"}
 
 
-def test_keys(record, path: str = "") -> list[str]:
+def found_test_keys(record, path: str = "") -> list[str]:
     """Every key in a nested record that names the test split (`test`, `test_acc`, …)."""
     found = []
     if isinstance(record, dict):
@@ -60,16 +60,16 @@ def test_keys(record, path: str = "") -> list[str]:
             here = f"{path}/{k}"
             if "test" in str(k).lower():
                 found.append(here)
-            found += test_keys(v, here)
+            found += found_test_keys(v, here)
     elif isinstance(record, list):
         for i, v in enumerate(record):
-            found += test_keys(v, f"{path}[{i}]")
+            found += found_test_keys(v, f"{path}[{i}]")
     return found
 
 
 def assert_no_test(record, name: str) -> None:
     """Refuse a candidate record that holds a test number."""
-    keys = test_keys(record)
+    keys = found_test_keys(record)
     if keys:
         raise HybnnError(f"candidate {name}: its record holds test numbers ({', '.join(keys[:3])})"
                          f"; candidates run sealed and are judged on validation only")
@@ -132,17 +132,18 @@ def check_same_plan(result: dict, plan: Plan, where: str) -> None:
                          f"change once it has results; write a new plan and a new result file")
 
 
-def choose(records: dict[str, dict], order: list[str], score: Callable[[dict], float],
+def choose(records: dict[str, dict], order: list[str], score: Callable[[dict], object],
            size: Callable[[str], float] | None = None) -> dict:
-    """The candidate with the highest `score`; ties go to the smaller `size` (fewer parameters),
-    then to the one earlier in `order` (the plan's list). Every record must be free of test
-    numbers. Returns {"name", "score", "tied": [names with the same score]}."""
+    """The candidate with the highest `score` (a number, or a tuple compared in order); ties go
+    to the smaller `size` (fewer parameters), then to the one earlier in `order` (the plan's
+    list). Every record must be free of test numbers. Returns {"name", "score", "tied": [names
+    with the same score]}."""
     missing = [n for n in order if n not in records]
     if missing:
         raise HybnnError(f"cannot choose before every candidate has run: {', '.join(missing)}")
     for name in order:
         assert_no_test(records[name], name)
-    scores = {n: float(score(records[n])) for n in order}
+    scores = {n: score(records[n]) for n in order}
     best = max(scores.values())
     tied = [n for n in order if scores[n] == best]
     name = min(tied, key=lambda n: (size(n) if size else 0, order.index(n)))
