@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -118,6 +119,49 @@ def tiny_pipeline(tmp_path_factory, fake_root) -> dict:
     stages.pretrain_vae(cfg, out / "vae.pt", fake_root)
     stages.extract_codes(out / "vae.pt", out / "codes.h5", "fake", fake_root, batch_size=100)
     return {"root": fake_root, "vae": out / "vae.pt", "codes": out / "codes.h5", "dir": out}
+
+
+# ── deploy bundles (tests/test_bundle.py, tests/test_wheel.py) ──────────────────────────────────
+def _train_bnn(tiny, out: Path, task: str, seed: int = 0) -> Path:
+    from hybnn_cli import stages
+    from hybnn_cli.tasks import parse_task
+    from hybnn_cli.train_bnn import BNNConfig
+
+    cfg = BNNConfig(task=parse_task(task).name, epochs=2, batch_size=32, threads=1, seed=seed)
+    path = out / f"bnn-{task}.pt"
+    stages.train_task_bnn(tiny["codes"], parse_task(task), cfg, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_pipeline, tmp_path_factory):
+    """Task 3 and the 10-class BNN of the tiny pipeline in one bundle, int8 encoder included."""
+    from typer.testing import CliRunner
+
+    from hybnn_cli.cli import app
+    from hybnn_cli.data import load_split
+
+    out = tmp_path_factory.mktemp("bundle")
+    bnns = [_train_bnn(tiny_pipeline, out, "3"), _train_bnn(tiny_pipeline, out, "all")]
+    r = CliRunner().invoke(app, ["export", *map(str, bnns), "--vae", str(tiny_pipeline["vae"]),
+                                 "--out", str(out / "bundle"), "--int8", "--calibration", "200",
+                                 "--data-dir", str(tiny_pipeline["root"]), "--json"])
+    assert r.exit_code == 0, r.output
+    images, labels = load_split("fake", "test", tiny_pipeline["root"])
+    np.save(out / "test.npy", images)
+    return {**tiny_pipeline, "bundle": out / "bundle", "bnns": bnns, "out": out,
+            "manifest": json.loads(r.stdout), "images": images, "labels": labels}
+
+
+def predict_json(*args) -> dict:
+    """`hybnn predict ARGS --json` in this process; its parsed output."""
+    from typer.testing import CliRunner
+
+    from hybnn_cli.cli import app
+
+    r = CliRunner().invoke(app, ["predict", *map(str, args), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
 
 
 # ── federated tests ──────────────────────────────────────────────────────────────────────────

@@ -16,42 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
+from tests.conftest import predict_json
 
 runner = CliRunner()
-
-
-def _train_bnn(tiny, out: Path, task: str, seed: int = 0) -> Path:
-    from hybnn_cli import stages
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import BNNConfig
-
-    cfg = BNNConfig(task=parse_task(task).name, epochs=2, batch_size=32, threads=1, seed=seed)
-    path = out / f"bnn-{task}.pt"
-    stages.train_task_bnn(tiny["codes"], parse_task(task), cfg, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_pipeline, tmp_path_factory):
-    """Task 3 and the 10-class BNN of the tiny pipeline in one bundle, int8 encoder included."""
-    out = tmp_path_factory.mktemp("bundle")
-    bnns = [_train_bnn(tiny_pipeline, out, "3"), _train_bnn(tiny_pipeline, out, "all")]
-    r = runner.invoke(app, ["export", *map(str, bnns), "--vae", str(tiny_pipeline["vae"]),
-                            "--out", str(out / "bundle"), "--int8", "--calibration", "200",
-                            "--data-dir", str(tiny_pipeline["root"]), "--json"])
-    assert r.exit_code == 0, r.output
-    from hybnn_cli.data import load_split
-
-    images, labels = load_split("fake", "test", tiny_pipeline["root"])
-    np.save(out / "test.npy", images)
-    return {**tiny_pipeline, "bundle": out / "bundle", "bnns": bnns, "out": out,
-            "manifest": json.loads(r.stdout), "images": images, "labels": labels}
-
-
-def _predict(*args) -> dict:
-    r = runner.invoke(app, ["predict", *map(str, args), "--json"])
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def test_manifest_records_files_hashes_and_provenance(bundle):
@@ -173,10 +140,10 @@ def test_predict_bundle_on_idx_png_npy_streams_in_batches(bundle, tmp_path):
     Image.fromarray(x[50]).save(png)
     npy = tmp_path / "d.npy"
     np.save(npy, x[51:60, None].astype(np.float32) / 255)  # (N, 1, 28, 28) floats in [0, 1]
-    one = _predict("--model", bundle["bundle"], idx, png, npy, "--batch-size", 4096)
-    small = _predict("--model", bundle["bundle"], idx, png, npy, "--batch-size", 7,
+    one = predict_json("--model", bundle["bundle"], idx, png, npy, "--batch-size", 4096)
+    small = predict_json("--model", bundle["bundle"], idx, png, npy, "--batch-size", 7,
                      "--head", "all")
-    ref = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy")
+    ref = predict_json("--model", bundle["bundle"], bundle["out"] / "test.npy")
     assert one["n"] == small["n"] == 60
     assert list(small["heads"]) == ["all"] and sorted(one["heads"]) == ["all", "task3"]
     assert small["heads"]["all"]["labels"] == one["heads"]["all"]["labels"]
@@ -189,8 +156,8 @@ def test_predict_bundle_reports_accuracy_with_labels_and_int8(bundle, tmp_path):
 
     lab = tmp_path / "labels-idx1-ubyte"
     lab.write_bytes(idx_bytes(bundle["labels"]))
-    res = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab)
-    q = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab,
+    res = predict_json("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab)
+    q = predict_json("--model", bundle["bundle"], bundle["out"] / "test.npy", "--labels", lab,
                  "--int8")
     y = bundle["labels"].astype(np.int64)
     for r in (res, q):
@@ -232,7 +199,7 @@ def test_predict_from_a_bundle_never_imports_torch(bundle, tmp_path):
                         "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    want = _predict("--model", bundle["bundle"], bundle["out"] / "test.npy")
+    want = predict_json("--model", bundle["bundle"], bundle["out"] / "test.npy")
     assert res["heads"]["all"]["labels"] == want["heads"]["all"]["labels"]
 
 

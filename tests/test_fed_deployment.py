@@ -204,6 +204,21 @@ def program(ident: str) -> str:
     return Path(words[0]).name if words else "?"  # an empty command line: exiting
 
 
+def wait_for_programs(mark: str, want: list[str], timeout: float = 30) -> dict[int, str]:
+    """The marked processes once their programs are `want` (in any order), looked at until the
+    deadline: a process just forked shows its parent's program until it execs (bash, then setsid,
+    then sleep), so no single look, nor a count of processes, says a tree has started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        known = marked_processes(mark)
+        programs = sorted(program(i) for i in known.values())
+        if programs == sorted(want):
+            return known
+        assert time.monotonic() < deadline, (
+            f"after {timeout:.0f} s the programs are {programs}, not {sorted(want)}")
+        time.sleep(0.05)
+
+
 def test_signal_guard_holds_a_signal_until_the_hold_ends():
     before = signal.getsignal(signal.SIGINT)  # default, or ignored in a background job
     guard = SignalGuard()
@@ -230,13 +245,8 @@ def test_stop_reaches_processes_that_left_the_group(tmp_path):
     known: dict[int, str] = {}
     try:
         procs.start("sleeper", ["bash", "-c", "setsid sleep 300 & sleep 300"])
-        deadline = time.monotonic() + 30
-        while len(known) < 4 and time.monotonic() < deadline:
-            known = marked_processes(mark)
-            time.sleep(0.1)
         # bash, sleep, the setsid'd sleep, and the watchdog
-        assert sorted(program(i) for i in known.values()) == [
-            "bash", "hybnn_cli.fed.processes", "sleep", "sleep"]
+        known = wait_for_programs(mark, ["bash", "hybnn_cli.fed.processes", "sleep", "sleep"])
         procs.stop(grace=5)
         assert still_alive(known) == {}  # stop() returns when they are all gone
         assert marked_processes(mark) == {}
@@ -266,11 +276,9 @@ def test_watchdog_ends_the_processes_of_a_killed_parent(tmp_path):
     known: dict[int, str] = {}
     try:
         assert parent.stdout.readline() == "ready\n"
-        known = marked_processes(mark)
         # the parent, its watchdog, bash, sleep, and the sleep in a session of its own
-        assert len(known) == 5
-        assert [program(i) for i in known.values()].count("sleep") == 2
-        assert "hybnn_cli.fed.processes" in [program(i) for i in known.values()]
+        known = wait_for_programs(mark, [Path(sys.executable).name, "hybnn_cli.fed.processes",
+                                         "bash", "sleep", "sleep"])
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10

@@ -1,0 +1,141 @@
+"""The wheel a user installs: built from a copy of the sources with the setuptools of this
+environment (no network), installed (not editable) into a fresh venv where the base dependencies
+import but torch and the rest of the `train` extra do not. There `hybnn --help` runs and `hybnn
+predict --model BUNDLE` gives this environment's labels; and the wheel holds every package and
+module of the source tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hybnn_cli.cli.common import TRAIN_EXTRA
+from tests.conftest import predict_json
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"hybnn_cli": ROOT / "src" / "hybnn_cli",
+            "hybnn_kernels": ROOT / "kernels" / "hybnn_kernels"}
+BUILD_FILES = ("pyproject.toml", "README.md", "src", "kernels")
+
+
+def run(cmd, **kwargs) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300,
+                       **kwargs)
+    assert r.returncode == 0, (f"{' '.join(map(str, cmd))} exited {r.returncode}\n"
+                               f"stdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel, built from a copy of the sources: a build in the checkout would leave build/
+    behind, whose stale modules could stand in for missing ones in the next build."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    src.mkdir()
+    for name in BUILD_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(ROOT / name, src / name)
+    run([sys.executable, "-m", "pip", "wheel", src, "--no-deps", "--no-build-isolation",
+         "--no-index", "--wheel-dir", tmp / "dist"], cwd=tmp)
+    (whl,) = (tmp / "dist").glob("hybnn-*.whl")
+    return whl
+
+
+@pytest.fixture(scope="module")
+def user_venv(wheel, tmp_path_factory) -> dict:
+    """A fresh venv holding the wheel (not editable). Its site-packages reaches this environment's
+    site-packages through a .pth line, for the base dependencies (a folder a .pth adds has its own
+    .pth files ignored, so this environment's editable hybnn is not on the path); a package of its
+    own for each `train` extra package (torch, flwr, ...) shadows the real one and fails to
+    import."""
+    tmp = tmp_path_factory.mktemp("user")
+    assert ROOT not in tmp.parents, f"{tmp} must lie outside the checkout {ROOT}"
+    venv = tmp / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    python = venv / "bin" / "python"
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index",
+         wheel], cwd=tmp)
+    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                    cwd=tmp).stdout.strip())
+    dev_sites = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
+    (site / "hybnn_dev_dependencies.pth").write_text("".join(f"{d}\n" for d in dev_sites))
+    for name in TRAIN_EXTRA:
+        (site / name).mkdir()
+        (site / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}' (left out of this test's "
+            f"runtime-only install)\", name={name!r})\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return {"python": python, "bin": venv / "bin", "site": site, "env": env, "cwd": tmp}
+
+
+def in_venv(user_venv, *cmd) -> subprocess.CompletedProcess:
+    return run(cmd, cwd=user_venv["cwd"], env=user_venv["env"])
+
+
+def test_the_venv_imports_hybnn_from_the_wheel_and_not_torch(user_venv):
+    code = ("import sys, hybnn_cli, hybnn_kernels, numpy, numba, h5py, onnxruntime, typer, rich,"
+            " PIL\n"
+            "print(hybnn_cli.__file__)\nprint(hybnn_kernels.__file__)\n"
+            "for name in sys.argv[1:]:\n"
+            "    try:\n"
+            "        __import__(name)\n"
+            "    except ImportError:\n"
+            "        pass\n"
+            "    else:\n"
+            "        print(name, 'imports')\n")
+    r = in_venv(user_venv, user_venv["python"], "-c", code, *TRAIN_EXTRA)
+    cli, kernels, *imported = r.stdout.splitlines()
+    assert Path(cli) == user_venv["site"] / "hybnn_cli" / "__init__.py"
+    assert Path(kernels) == user_venv["site"] / "hybnn_kernels" / "__init__.py"
+    assert imported == []
+    r = subprocess.run([user_venv["python"], "-c", "import torch"], cwd=user_venv["cwd"],
+                       env=user_venv["env"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "left out of this test's runtime-only install" in r.stderr
+
+
+def test_hybnn_help_and_predict_run_from_the_wheel(user_venv, bundle, tmp_path):
+    r = in_venv(user_venv, user_venv["bin"] / "hybnn", "--help")
+    assert "predict" in r.stdout and "export" in r.stdout
+    x = bundle["images"][:10]
+    pngs = [tmp_path / f"d{i}.png" for i in range(3)]
+    for i, png in enumerate(pngs):
+        Image.fromarray(x[i]).save(png)
+    np.save(tmp_path / "d.npy", x[3:])
+    images = [*pngs, tmp_path / "d.npy"]
+    r = in_venv(user_venv, user_venv["bin"] / "hybnn", "predict", "--model", bundle["bundle"],
+                *images, "--threads", "1", "--json")
+    got = json.loads(r.stdout)
+    want = predict_json("--model", bundle["bundle"], *images, "--threads", "1")
+    assert got["n"] == want["n"] == 10
+    for head in ("task3", "all"):
+        assert got["heads"][head]["labels"] == want["heads"][head]["labels"], head
+
+
+def test_the_wheel_holds_every_package_and_module(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for pkg, folder in PACKAGES.items():
+        packages = sorted(p.parent for p in folder.rglob("__init__.py"))
+        assert folder in packages, f"{folder} has no __init__.py"
+        missing = [d for d in packages
+                   if (Path(pkg) / d.relative_to(folder) / "__init__.py").as_posix() not in names]
+        assert not missing, f"the wheel leaves out the packages {missing}"
+        modules = sorted(folder.rglob("*.py"))
+        missing = [p for p in modules
+                   if (Path(pkg) / p.relative_to(folder)).as_posix() not in names]
+        assert not missing, f"the wheel leaves out the modules {missing}"
