@@ -62,6 +62,7 @@ TINY_FEDTUNE = {
     "candidates": {"fedavg": "", "fedavgm": "--server-momentum 0.9"},
     "rule": "highest final validation accuracy", "tie_break": ["earlier"],
     "rows": ["task3/6/iid/float"], "alpha": 0.5, "seeds": [0, 1],
+    "centralized": {"epochs": 2},
 }
 
 
@@ -79,3 +80,7 @@ def test_fedtune_screens_sealed_then_reads_test_for_the_rows_only(codes, tmp_pat
     row = r["rows"]["task3/6/iid/float"]
     assert set(row["seeds"]) == {"0", "1"} and len(row["test_acc"]["values"]) == 2
     assert row["options"] == TINY_FEDTUNE["candidates"][r["chosen"]["name"]]
+    central = r["centralized"]["task3"]
+    assert set(central["seeds"]) == {"0", "1"} and central["epochs"] == 2
+    assert row["gap_to_centralized"] == central["test_acc"]["mean"] - row["test_acc"]["mean"]
+    assert row["target_met"] == (row["gap_to_centralized"] <= 0.01)
