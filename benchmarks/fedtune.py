@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     check_same_plan(old, plan, str(args.out))
     screen_key = (f"task{sc['task']}/{sc['clients']}/{sc['partition']}/{sc['uplink']}/"
                   f"{sc['rounds']}rounds")
-    body = {"plan": plan.record(), "codes": str(args.codes), "fraction": sc["fraction"],
+    body = {"plan": plan.record(), "plan_target": pb.get("target"),
+            "candidates": pb["candidates"], "codes": str(args.codes), "fraction": sc["fraction"],
             "study_commit": study_commit, "screen_key": screen_key,
             "screen": old.get("screen", {}), "chosen": old.get("chosen"),
             "rows": old.get("rows", {})}

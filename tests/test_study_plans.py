@@ -84,3 +84,10 @@ def test_fedtune_screens_sealed_then_reads_test_for_the_rows_only(codes, tmp_pat
     assert set(central["seeds"]) == {"0", "1"} and central["epochs"] == 2
     assert row["gap_to_centralized"] == central["test_acc"]["mean"] - row["test_acc"]["mean"]
     assert row["target_met"] == (row["gap_to_centralized"] <= 0.01)
+    # the docs render the file: the screen and the rows
+    from hybnn_cli import docgen
+
+    screen = docgen.RENDERERS["fedtune-screen"](tmp_path)
+    assert f"**{r['chosen']['name']}**" in screen and "a draft plan" in screen
+    rows = docgen.RENDERERS["fedtune-rows"](tmp_path)
+    assert "| 3 | 6 | iid | float | 0, 1 |" in rows

@@ -414,33 +414,71 @@ def fedscale_earlier(results_dir: Path) -> str:
 TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
 
 
+def _ms(m: dict) -> str:
+    """A mean ± std over seeds, in percent."""
+    return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
+
+
+def _plan_line(r: dict) -> str:
+    plan = r["plan"]
+    where = ("a draft plan, not committed" if plan["draft"]
+             else f"`{plan['path']}`, committed in `{plan['committed_in'][:12]}`")
+    return f"Plan: {where}; rule: {plan['rule']}; tie-break: {'; '.join(plan['tie_break'])}."
+
+
 @renderer("fedtune-screen")
 def fedtune_screen(results_dir: Path) -> str:
+    """The sealed screen of the federated settings: validation only, the chosen one in bold."""
     r = _load(results_dir, TUNE, "hybnn-fedtune")
-    parts = []
-    for key, screen in sorted(r["screens"].items()):
-        task, n, part, uplink, rounds, seed = key.split("/")
-        chosen = screen.get("chosen", {}).get("name")
-        rows = [[("**" + name + "**") if name == chosen else name,
-                 f"`{run['options']}`" if run["options"] else "(the study's defaults)",
-                 pct(run["final_val_acc"]), pct(run["best_val_acc"])]
-                for name, run in sorted(screen["runs"].items(),
-                                        key=lambda kv: -kv[1]["final_val_acc"])]
-        commits = sorted({run.get("commit") or "" for run in screen["runs"].values()})
-        made_at = "; runs made at " + ", ".join(f"`{c[:12]}`" if c else "a commit not recorded"
-                                                for c in commits)
-        parts.append(f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink), "
-                     f"{rounds.removesuffix('rounds')} rounds, seed {seed.removeprefix('seed')}, "
-                     f"client Adam lr "
-                     f"{screen['lr']:g} unless the options say otherwise (`--lr-scale k`: k "
-                     f"times it; `--client-opt sgd --lr x`: SGD at x); validation split of "
-                     f"{next(iter(screen['runs'].values()))['n_val']} codes{made_at} (chosen in "
-                     f"bold):"
-                     "\n\n" + table(["candidate", "hybnn fed options", "final validation (%)",
-                                      "best round (%)"], rows))
-    return ("\n\n".join(parts) + "\n\nThe source line names the file's last write; screens "
-            "merged from other files were made at the commits their runs record (runs before "
-            "`fedtune.py` recorded one: \"not recorded\").\n\n" + source(TUNE, r))
+    if r.get("format_version") != 2:
+        return "The screen under the committed plan has not run yet.\n\n" + source(TUNE, r)
+    chosen = (r.get("chosen") or {}).get("name")
+    rows = []
+    for key, run in r["screen"].items():
+        name = key.rsplit("/", 1)[0]
+        rows.append([("**" + name + "**") if name == chosen else name,
+                     key.rsplit("/", 1)[1].removeprefix("seed"),
+                     f"`{r['candidates'][name]}`" if r["candidates"][name] else "(defaults)",
+                     pct(run["final_val_acc"]), pct(run["best_val_acc"]),
+                     f"`{run['made']['commit'][:12]}`"])
+    rows.sort(key=lambda x: x[3], reverse=True)
+    task, n, part, uplink, rounds = r["screen_key"].split("/")
+    n_val = next(iter(r["screen"].values()))["n_val"] if r["screen"] else 0
+    return (f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink, "
+            f"{r['fraction']:.0%} sampled per round), {rounds.removesuffix('rounds')} rounds; "
+            f"every run sealed (it cannot read the test split); validation split of {n_val} codes; "
+            f"chosen in bold. {_plan_line(r)}\n\n"
+            + table(["candidate", "seed", "hybnn fed options", "final validation (%)",
+                     "best round (%)", "commit"], rows)
+            + "\n\n" + source(TUNE, r))
+
+
+@renderer("fedtune-rows")
+def fedtune_rows(results_dir: Path) -> str:
+    """The target rows at the chosen setting over the plan's seeds, against centralized."""
+    r = _load(results_dir, TUNE, "hybnn-fedtune")
+    if r.get("format_version") != 2 or not r.get("rows"):
+        return "The target rows under the committed plan have not run yet.\n\n" + source(TUNE, r)
+    rows = []
+    for key, row in r["rows"].items():
+        if "test_acc" not in row:
+            continue
+        task, n, part, uplink = key.split("/")
+        central = r["centralized"][task]["test_acc"]
+        met = row["target_met"]
+        rows.append([task.removeprefix("task"), n, part, uplink, ", ".join(row["seeds"]),
+                     _ms(central), _ms(row["test_acc"]), _ms(row["final_val_acc"]),
+                     f"{100 * row['gap_to_centralized']:.2f}",
+                     "–" if met is None else ("**yes**" if met else "no")])
+    opts = r["chosen"]["options"] or "defaults"
+    return (f"At the chosen setting (`{r['chosen']['name']}`: `{opts}`), "
+            f"mean ± std over the seeds listed; centralized: `train-bnn` on the same codes for "
+            f"{next(iter(r['centralized'].values()))['epochs']} epochs, the same seeds. The "
+            f"plan's target, written before the run: {r['plan_target']}\n\n"
+            + table(["task", "clients", "partition", "uplink", "seeds", "centralized test (%)",
+                     "final test (%)", "final validation (%)", "gap (points)", "target met"],
+                    rows)
+            + "\n\n" + source(TUNE, r))
 
 
 @renderer("fedscale-engines")
