@@ -173,5 +173,5 @@ def test_the_readme_layout_table_names_every_module():
     packages = [ROOT / "src/hybnn_cli", ROOT / "kernels/hybnn_kernels", *subpackages]
     modules = {p.stem for d in packages for p in d.glob("*.py") if not p.stem.startswith("__")}
     assert modules - named == set(), "modules missing from the README's layout table"
-    folders = {"hybnn_kernels", "tests", "benchmarks", *(d.name for d in subpackages)}
+    folders = {"hybnn_kernels", "tests", "benchmarks", "plans", *(d.name for d in subpackages)}
     assert {n for n in named if n not in modules} <= folders
