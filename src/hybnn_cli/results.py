@@ -7,11 +7,12 @@ line, the machine record, and the date. `write_result` writes header + body atom
 
 Provenance belongs to the run, not to the save. `run_record()`, called when a run starts, takes
 the commit, the dirty flag (and a hash of the uncommitted diff), the machine (CPU, cores, load
-average) and the start time; `end_run(run)` stamps its end (time and load). A script attaches
-the record to every row it writes (`row["run"]`), so a file whose rows were made at several
-commits says so per row, and passes it to `write_result(..., run=run)`, whose header then holds
-the run's provenance (taken at its start) and, when the rows were made at other commits, those
-commits (`row_commits`). `same_code(a, b)`: were two runs made by the same code (same commit,
+average) and the start time (`start_run(path, argv)` checks the command first, see below, then
+does the same); `end_run(run)` stamps its end (time and load). A script attaches the record to
+every row it writes (`row["run"]`), so a file whose rows were made at several commits says so per
+row, and passes it to `write_result(..., run=run)`, whose header then holds the run's provenance
+(taken at its start) and, when the rows were made at other commits, those commits
+(`row_commits`). `same_code(a, b)`: were two runs made by the same code (same commit,
 same uncommitted diff), so that a resumed script may keep a row instead of making it again.
 
 Recorded commands are rerunnable from the repository's root (`recorded_command`): the program is
@@ -118,6 +119,13 @@ def run_record(root: Path = REPO_ROOT) -> dict:
             "machine": {"cpu": cpu, "cores": os.cpu_count(),
                         "load_average": [round(x, 2) for x in os.getloadavg()]},
             "started": now_utc(), "ended": None}
+
+
+def start_run(path: str | os.PathLike, argv: list[str]) -> dict:
+    """A script's first call: refuse, before any work, a command that `write_result` would
+    refuse for `path` (`check_rerunnable`); then the run's record (`run_record`)."""
+    check_rerunnable(path, recorded_command(argv))
+    return run_record()
 
 
 def end_run(run: dict) -> dict:
