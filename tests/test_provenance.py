@@ -80,3 +80,35 @@ def test_a_result_file_refuses_a_command_with_paths_outside_the_checkout(tmp_pat
     assert not (results.RESULTS_DIR / "no-such-test-file.json").exists()
     results.write_result(tmp_path / "fine.json", "demo", 1, {}, argv=argv)  # not a result file
 
+
+
+# ── one command for every result: `make results` ─────────────────────────────────────────────
+def results_target() -> tuple[dict[str, str], list[str]]:
+    """From the Makefile: the comment naming each result file's line ({file: command}), and the
+    recipe lines of `results` (continuations joined)."""
+    import re
+
+    text = (ROOT / "Makefile").read_text()
+    block = text[text.index("# Every measured result"):]
+    named = dict(re.findall(r"^#\s+([\w.-]+\.json)\s+(.+?)\s*$", block[:block.index("\nresults:")],
+                            flags=re.M))
+    recipe = block[block.index("\nresults:"):].split("\n\n")[0].replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in recipe.splitlines()[1:] if line.startswith("\t")]
+    return named, lines
+
+
+def test_make_results_names_the_line_that_makes_every_result_file():
+    named, lines = results_target()
+    files = sorted(p.name for p in (ROOT / "benchmarks" / "results").glob("*.json"))
+    assert files and sorted(set(files) - set(named)) == [], "result files no line makes"
+    for name, command in named.items():
+        made = [line for line in lines if " ".join(command.split()) in line]
+        assert made, f"{name}: no line of `make results` runs `{command}`"
+
+
+def test_make_results_names_no_path_outside_the_checkout():
+    _, lines = results_target()
+    assert lines
+    for line in lines:
+        assert results.outside_paths("make " + line) == [], line
+        assert "--merge" not in line, line  # no result file assembled from parts
