@@ -187,10 +187,13 @@ def test_server_scale_scaling(generated_set, tmp_path):
     import sys
 
     out = tmp_path / "ddp.json"
-    # as a script: the all-reduce workers are started by name (torch.multiprocessing.spawn)
-    subprocess.run([sys.executable, "benchmarks/server_scale.py", "scaling", "--epochs", "1",
-                    "--dataset", generated_set, "--reps", "3", "--work", str(tmp_path / "w"),
-                    "--out", str(out)], cwd=REPO_ROOT, check=True, capture_output=True)
+    # as a script: the all-reduce workers are started by name (torch.multiprocessing.spawn);
+    # from tmp_path, where its `hybnn pretrain-vae` runs record their outputs (runs/latest.json)
+    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "server_scale.py"), "scaling",
+                    "--epochs", "1", "--dataset", generated_set, "--reps", "3",
+                    "--work", str(tmp_path / "w"), "--out", str(out)],
+                   cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "runs" / "latest.json").is_file()  # not the checkout's own record
     rec = check_provenance(out, "hybnn-ddp-scaling")
     assert [r["processes"] for r in rec["runs"]] == [1, 1, 2]
     assert all(r["run"]["ended"] for r in rec["runs"]) and rec["steps_per_epoch"] == 2
