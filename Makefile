@@ -33,20 +33,52 @@ demo: setup
 	    --out $(DEMO)/bnn-task$$t.pt || exit 1; \
 	done
 
-# Every measured result in benchmarks/results/, then every number quoted in README.md and docs/
-# regenerated from those files (hours on two cores; stages are cached in $(STUDY), so an
-# interrupted run resumes).
+# Every measured result in benchmarks/results/, each made by one command, then every number quoted
+# in README.md and docs/ regenerated from those files (hours on two cores). An interrupted run
+# resumes: the study's stages are cached in $(STUDY) under keys that hold the code version, and the
+# scripts that write row by row keep the rows made by the same code with the same command.
+#
+# Result file           the line below that makes it
+#   reproduction.json     hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
+#   federated.json        benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
+#   exactness.json        benchmarks/exactness.py --work $(STUDY)
+#   feddp.json            benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
+#   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
+#   continual.json        benchmarks/continual.py --plan benchmarks/plans/continual.json
+#   fedtune.json          benchmarks/fedtune.py --plan benchmarks/plans/fedtune.json
+#   fedscale.json         benchmarks/fedscale.py --plan benchmarks/plans/fedscale.json
+#   bench.json            hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
+#   gemm-efficiency.json  benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
+#   e2e.json              benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2
+#   int8.json             benchmarks/int8.py --bundle $(SEED0)/bundle --threads 2
+#   ddp-scaling.json      benchmarks/server_scale.py scaling --epochs 1
+#   union-encoder.json    benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
+# The other lines make inputs: $(SEED0) holds the study's first-seed VAE, codes and chosen BNNs
+# under stable names (benchmarks/study_artifacts.py) and their deploy bundle; the Fashion-MNIST
+# VAE's codes of MNIST are the continual study's second encoder.
 STUDY := runs/study
+SEED0 := runs/study-seed0
 results: setup
 	$(BIN)/hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
-	$(BIN)/python benchmarks/federated.py --work $(STUDY)
+	$(BIN)/python benchmarks/study_artifacts.py --work $(STUDY) --out $(SEED0)
+	$(BIN)/hybnn export $(SEED0)/bnn-task1.pt $(SEED0)/bnn-task2.pt $(SEED0)/bnn-task3.pt \
+	  $(SEED0)/bnn-task4.pt $(SEED0)/bnn-task5.pt $(SEED0)/bnn-all.pt --vae $(SEED0)/vae.pt --int8 \
+	  --out $(SEED0)/bundle
+	$(BIN)/python benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
+	$(BIN)/python benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
+	$(BIN)/python benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
 	$(BIN)/hybnn pretrain-vae --dataset fashion-mnist --epochs 20 --threads 1 --seed 0 --out runs/vae-fashion.pt
 	$(BIN)/hybnn extract --vae runs/vae-fashion.pt --dataset mnist --out runs/codes-fashion-on-mnist.h5
-	$(BIN)/python benchmarks/continual.py --codes mnist=$(STUDY)/codes-mnist-1d59759d9ea3f475.h5 --codes fashion=runs/codes-fashion-on-mnist.h5
+	$(BIN)/python benchmarks/continual.py --plan benchmarks/plans/continual.json --codes mnist=$(SEED0)/codes-mnist.h5 --codes fashion=runs/codes-fashion-on-mnist.h5
+	$(BIN)/python benchmarks/fedtune.py --plan benchmarks/plans/fedtune.json --codes $(SEED0)/codes-mnist.h5
+	$(BIN)/python benchmarks/fedscale.py --plan benchmarks/plans/fedscale.json --codes $(SEED0)/codes-mnist.h5
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
-	$(BIN)/python benchmarks/server_scale.py scaling
-	$(BIN)/python benchmarks/server_scale.py union
+	$(BIN)/python benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
+	$(BIN)/python benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2
+	$(BIN)/python benchmarks/int8.py --bundle $(SEED0)/bundle --threads 2
+	$(BIN)/python benchmarks/server_scale.py scaling --epochs 1
+	$(BIN)/python benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 	$(BIN)/hybnn report --docs
 
 test: setup

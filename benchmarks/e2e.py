@@ -370,7 +370,10 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="few repeats, no venvs (a smoke run)")
     a = p.parse_args(argv)
     from hybnn_cli.data import find_file, get_spec, load_split
-    from hybnn_cli.results import write_result
+    from hybnn_cli.results import end_run, start_run, write_result
+
+    argv_rec = ["python", "benchmarks/e2e.py", *(argv if argv is not None else sys.argv[1:])]
+    run = start_run(a.out, argv_rec)  # provenance of the run, taken when it starts
 
     images, labels = load_split("mnist", "test", a.data_dir)
     spec = get_spec("mnist")
@@ -383,8 +386,10 @@ def main(argv=None) -> int:
     if not a.quick:
         body["processes"] = processes(a.bundle, images, a.head, a.venvs, files)
     body["load_average_after"] = list(os.getloadavg())
-    write_result(a.out, FORMAT, 1, body, argv=["python", "benchmarks/e2e.py",
-                                               *(argv if argv is not None else sys.argv[1:])])
+    done = end_run(run)
+    for row in (*body["agreement"].values(), *body["speed"].values()):
+        row["run"] = done
+    write_result(a.out, FORMAT, 1, body, argv=argv_rec, run=done)
     log(f"wrote {a.out}")
     return 0
 

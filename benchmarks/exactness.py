@@ -4,7 +4,8 @@ predictions with the torch model's on every code of its codes file's test split.
 It reads the reproduction study's results (`benchmarks/results/reproduction.json`): for every
 task (the five pairs and the 10-class problem) and every seed, the checkpoint at the chosen
 setting and the codes of that seed's encoder, both in the study's work folder. Writes
-`benchmarks/results/exactness.json` with the provenance header.
+`benchmarks/results/exactness.json` with the provenance header of this run; each row holds the
+record of the run that made it (`results.run_record`).
 
 Usage: python benchmarks/exactness.py [--study benchmarks/results/reproduction.json]
            [--work runs/reproduce] [--out benchmarks/results/exactness.json]
@@ -25,7 +26,7 @@ from hybnn_cli.checkpoint import load_bnn
 from hybnn_cli.codes import check_encoder, read_codes
 from hybnn_cli.export import torch_predict, write_deploy
 from hybnn_cli.predict import load_model, model_task
-from hybnn_cli.results import read_result, write_result
+from hybnn_cli.results import end_run, read_result, start_run, write_result
 
 FORMAT = "hybnn-exactness"
 
@@ -61,6 +62,8 @@ def main(argv=None) -> None:
     p.add_argument("--work", type=Path, default=Path("runs/reproduce"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/exactness.json"))
     args = p.parse_args(argv)
+    argv_rec = ["python", "benchmarks/exactness.py", *(argv or sys.argv[1:])]
+    run = start_run(args.out, argv_rec)
     study = read_result(args.study, "hybnn-reproduction")
     codes = {s: args.work / c["path"]
              for s, c in zip(study["config"]["seeds"], study["codes"], strict=True)}
@@ -68,13 +71,13 @@ def main(argv=None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for entry in entries:
-            for run in (entry or {}).get("runs", []):
-                rows.append({"seed": run["seed"],
-                             **compare(args.work / run["path"], codes[run["seed"]], Path(tmp))})
+            for model in (entry or {}).get("runs", []):
+                rows.append({"seed": model["seed"],
+                             **compare(args.work / model["path"], codes[model["seed"]],
+                                       Path(tmp)), "run": end_run(run)})
                 print(json.dumps(rows[-1]), file=sys.stderr)
     write_result(args.out, FORMAT, 2, {"study": str(args.study), "study_commit": study["commit"],
-                                       "results": rows},
-                 argv=["python", "benchmarks/exactness.py", *(argv or sys.argv[1:])])
+                                       "results": rows}, argv=argv_rec, run=end_run(run))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Centralized numbers are the study's own HyBNN runs (same codes, seeds, learning 
 epochs), so the two are compared on equal terms.
 
 Writes `benchmarks/results/federated.json` (provenance header: commit, command, machine, date)
-after every run; a rerun skips the runs already there, so an interrupted benchmark resumes.
+after every run; each run holds the record of its own (`results.run_record`: commit, machine,
+start and end). A rerun skips the runs already there that were made by the same code with the
+same command, and makes the others again, so an interrupted benchmark resumes.
 
 Usage: python benchmarks/federated.py [--study benchmarks/results/reproduction.json]
        [--work runs/reproduce] [--variants iid,dirichlet,bits] [--tasks 1,2,3,4,5]
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 from hybnn_cli.fed.results import FORMAT, VERSION, read_federated
-from hybnn_cli.results import read_result, write_result
+from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
 
 VARIANTS = {
     "iid": [],
@@ -78,6 +80,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/federated.json"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fed"))
     args = p.parse_args(argv)
+    argv_rec = ["python", "benchmarks/federated.py", *(argv or sys.argv[1:])]
+    this_run = start_run(args.out, argv_rec)
     study = read_result(args.study, "hybnn-reproduction")
     codes, lrs, central = study_inputs(study, args.work)
     tasks = args.tasks.split(",")
@@ -92,8 +96,8 @@ def main(argv=None) -> None:
                 "lr_per_task": lrs, "centralized_test_acc": central}
 
     def save() -> None:
-        write_result(args.out, FORMAT, VERSION, {**settings, "runs": runs},
-                     argv=["python", "benchmarks/federated.py", *(argv or sys.argv[1:])])
+        write_result(args.out, FORMAT, VERSION, {**settings, "runs": runs}, argv=argv_rec,
+                     run=end_run(this_run))
 
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
@@ -101,10 +105,13 @@ def main(argv=None) -> None:
         for task in tasks:
             for seed, codes_path in codes.items():
                 key = f"{variant}/task{task}/seed{seed}"
-                if key in runs:
-                    continue
                 cmd = command(variant, codes_path, task, seed, lrs[task], args,
                               args.models / f"fed-{variant}-task{task}-seed{seed}.pt")
+                old_row = runs.get(key, {})
+                if (same_code(old_row.get("run"), this_run)
+                        and old_row.get("command") == "hybnn " + shlex.join(cmd)):
+                    continue  # made by this code, with this command
+                row_run = run_record()
                 t0 = time.perf_counter()
                 proc = subprocess.run([hybnn, *cmd], capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
@@ -112,7 +119,7 @@ def main(argv=None) -> None:
                              f"{proc.stderr[-2000:]}")
                 res = summarize(json.loads(proc.stdout))
                 res.update(command="hybnn " + shlex.join(cmd),
-                           seconds=round(time.perf_counter() - t0, 1))
+                           seconds=round(time.perf_counter() - t0, 1), run=end_run(row_run))
                 runs[key] = res
                 save()
                 print(f"{key}: {100 * res['test_acc']:.2f}% ({res['seconds']:.0f} s)",

@@ -12,9 +12,10 @@ The learning rate is the one the reproduction study chose on validation for the 
 (`benchmarks/results/reproduction.json`); no setting is chosen here on test accuracy. The
 clipping norm is fixed in advance (`--dp-clip`, default 5 in DP coordinates, docs/federated.md).
 
-Writes `benchmarks/results/fed<study>.json` (format `fed.results.PRIV_FORMAT`) after every run;
-a rerun with the same settings skips the runs already there; and `fed<study>.png` (accuracy per
-round) beside it.
+Writes `benchmarks/results/fed<study>.json` (format `fed.results.PRIV_FORMAT`) after every run,
+each run with the record of its own (`results.run_record`: commit, machine, start and end); a
+rerun with the same settings skips the runs already there made by the same code with the same
+command; and `fed<study>.png` (accuracy per round) beside it.
 
 Usage: python benchmarks/fedpriv.py --study dp|byzantine --codes runs/fedpriv/codes.h5
        [--clients 100] [--fraction 0.1] [--rounds 15] [--local-epochs 2] [--noises 0,0.5,1,2]
@@ -24,15 +25,46 @@ Usage: python benchmarks/fedpriv.py --study dp|byzantine --codes runs/fedpriv/co
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from fedscale import hybnn, save_accuracy_figure, summarize
-
 from hybnn_cli.fed.results import PRIV_FORMAT, PRIV_VERSION, read_priv
-from hybnn_cli.results import read_result, write_result
+from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
+
+
+def hybnn(cmd: list[str], env: dict) -> tuple[dict, float]:
+    """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "hybnn"), *cmd],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout), time.perf_counter() - t0
+
+
+def summarize(res: dict, seconds: float) -> dict:
+    """A run's row from `hybnn fed --json` (the fields `benchmarks/fedscale.py` keeps)."""
+    rounds = res["rounds"]
+    per_round = [r["seconds"] - p["seconds"] for p, r in zip([{"seconds": 0.0}] + rounds[:-1],
+                                                            rounds, strict=True)]
+    sampled = [len(r.get("clients", [])) for r in rounds]
+    return {"test_acc": res["final_test_acc"], "best_test_acc": res["best_test_acc"],
+            "initial_test_acc": res["initial_test_acc"], "accuracy_curve": res["accuracy_curve"],
+            "final_val_acc": res.get("final_val_acc"), "val_curve": res.get("val_curve"),
+            "uplink_per_round": res["bytes"]["uplink_per_round"],
+            "downlink_per_round": res["bytes"]["downlink_per_round"],
+            "uplink_total": res["bytes"]["uplink_total"],
+            "downlink_total": res["bytes"]["downlink_total"],
+            "sampled_per_round": sampled[-1] if sampled else 0,
+            "valid_updates": [r.get("valid_updates", 0) for r in rounds],
+            "seconds_per_round": sum(per_round) / max(len(per_round), 1),
+            "wall_seconds": round(seconds, 1), "mode": res["mode"],
+            "encoder_sha256": res["encoder_sha256"], "config": res["config"]}
 
 
 def plot(body: dict, path: Path) -> None:
@@ -60,7 +92,11 @@ def plot(body: dict, path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    save_accuracy_figure(fig, ax, path)
+    ax.set_ylabel("global test accuracy (%)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:
@@ -85,6 +121,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedpriv"))
     args = p.parse_args(argv)
     args.out = args.out or Path(f"benchmarks/results/fed{args.study}.json")
+    argv_rec = ["python", "benchmarks/fedpriv.py", *(argv or sys.argv[1:])]
+    this_run = start_run(args.out, argv_rec)
     args.figure = args.out.with_suffix(".png")
     args.models = args.models / args.study
     args.models.mkdir(parents=True, exist_ok=True)
@@ -103,7 +141,6 @@ def main(argv=None) -> None:
     if old and any(old.get(k) != v for k, v in settings.items()):
         old = {}  # other settings: start over
     body = {**settings, "study_commit": study["commit"], "runs": old.get("runs", {})}
-    argv_rec = ["python", "benchmarks/fedpriv.py", *(argv or sys.argv[1:])]
 
     runs = [("plain", [])]
     if args.study == "dp":
@@ -114,16 +151,21 @@ def main(argv=None) -> None:
                                          repr(args.byzantine)])
                  for rule in args.rules.split(",")]
     for key, extra in runs:
-        if key in body["runs"]:
-            continue
         cmd = ["fed", "--codes", str(args.codes), "--task", args.task,
                "--clients", str(args.clients), "--fraction", repr(args.fraction),
                "--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs),
                "--lr", repr(lr), "--seed", str(args.seed), "--threads", str(args.threads),
                "--engine", "inprocess", *extra, "--out", str(args.models / "last.pt"), "--json"]
+        old_row = body["runs"].get(key, {})
+        if (same_code(old_row.get("run"), this_run)
+                and old_row.get("command") == "hybnn " + shlex.join(cmd)):
+            continue  # made by this code, with this command
+        row_run = run_record()
         res, secs = hybnn(cmd, env)
-        body["runs"][key] = {**summarize(res, secs), "command": "hybnn " + shlex.join(cmd)}
-        write_result(args.out, PRIV_FORMAT, PRIV_VERSION, body, argv=argv_rec)
+        body["runs"][key] = {**summarize(res, secs), "command": "hybnn " + shlex.join(cmd),
+                             "run": end_run(row_run)}
+        write_result(args.out, PRIV_FORMAT, PRIV_VERSION, body, argv=argv_rec,
+                     run=end_run(this_run))
         plot(body, args.figure)
         print(f"{key}: {100 * res['final_test_acc']:.2f}% after {args.rounds} rounds "
               f"({secs:.0f} s)", flush=True)

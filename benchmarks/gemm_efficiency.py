@@ -11,7 +11,7 @@ apart mostly cancels. Two contenders per size, in the same pairs: the public cal
 compiled kernel it calls at that size (serial below `parallel.SERIAL_OPS`, parallel above)
 called alone, whose difference is `xnor_gemm`'s own per-call work. Every output is checked
 against the float64 product of the ±1 matrices once per size. Writes JSON with the provenance
-header.
+header of this run (`results.run_record`, taken when it starts), which each size's row also holds.
 
 Usage: python benchmarks/gemm_efficiency.py [--sizes 256 512 1024 2048 4096] [--pairs 30]
            [--threads 2] [--seed 0] [--out benchmarks/results/gemm-efficiency.json]
@@ -31,7 +31,7 @@ from hybnn_kernels.parallel import threads_for
 from hybnn_kernels.roofline import xnor_peak
 from hybnn_kernels.xnor import _run, prepack, xnor_gemm
 
-from hybnn_cli.results import write_result
+from hybnn_cli.results import end_run, start_run, write_result
 
 FORMAT = "hybnn-gemm-efficiency"
 BLOCK_SECONDS = 0.02
@@ -87,10 +87,12 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if any(s < 64 or s % 64 for s in args.sizes) or args.pairs < 1:
         p.error("sizes must be multiples of 64, pairs at least 1")
+    argv_rec = ["python", "benchmarks/gemm_efficiency.py", *(argv or sys.argv[1:])]
+    run = start_run(args.out, argv_rec)
     rng = np.random.default_rng(args.seed)
     rows = []
     for size in args.sizes:
-        rows.append(measure(size, args.pairs, args.threads, rng))
+        rows.append({**measure(size, args.pairs, args.threads, rng), "run": end_run(run)})
         r = rows[-1]
         print(f"gemm {size}: xnor_gemm {r['xnor_gemm']['fraction_of_peak']['median']:.0%}, "
               f"kernel alone {r['kernel_alone']['fraction_of_peak']['median']:.0%} of the "
@@ -99,8 +101,7 @@ def main(argv=None) -> None:
                  {"config": {"sizes": args.sizes, "pairs": args.pairs, "threads": args.threads,
                              "seed": args.seed, "block_seconds": BLOCK_SECONDS},
                   "kernel": {"variant": tile.VARIANT, "tile_rows": tile.MR, "panel_rows": tile.NR},
-                  "results": rows},
-                 argv=["python", "benchmarks/gemm_efficiency.py", *(argv or sys.argv[1:])])
+                  "results": rows}, argv=argv_rec, run=end_run(run))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ the same threads and images: µs per image at batch 4096 and at batch 1 (medians
 rounds), and the fraction of code bits that differ from the float encoder's on the MNIST test
 images. Nothing is chosen here; the bundle keeps what `--int8` writes.
 
-Writes `benchmarks/results/int8.json` (format "hybnn-int8").
+Writes `benchmarks/results/int8.json` (format "hybnn-int8") with the provenance of this run
+(`results.run_record`, taken when it starts), which every variant's row also holds.
 
 Usage: python benchmarks/int8.py --bundle runs/e2e/bundle [--threads 2] [--quick]
 """
@@ -30,7 +31,7 @@ from hybnn_kernels.pipeline import make_session, read_manifest
 
 from hybnn_cli.bundle_export import FLOAT_NODES, INPUT, calibration_images, quantize_int8
 from hybnn_cli.data import load_split
-from hybnn_cli.results import write_result
+from hybnn_cli.results import end_run, start_run, write_result
 
 FORMAT = "hybnn-int8"
 VERSION = 1
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/int8.json"))
     a = p.parse_args(argv)
+    argv_rec = ["python", "benchmarks/int8.py", *(argv or sys.argv[1:])]
+    run = start_run(a.out, argv_rec)
     manifest = read_manifest(a.bundle)
     float_path = a.bundle / manifest["encoder"]["file"]
     test, _ = load_split("mnist", "test")
@@ -101,16 +104,16 @@ def main(argv=None) -> int:
                       "format": VARIANTS[name][0] if name in VARIANTS else "float32",
                       "activations": VARIANTS[name][1] if name in VARIANTS else "float32",
                       "float_nodes": list(VARIANTS[name][2]) if name in VARIANTS else "all"}
-    base = rows["float32"]
+    base, done = rows["float32"], end_run(run)
     for row in rows.values():
         row["speedup_4096"] = base["us_per_image_4096"] / row["us_per_image_4096"]
         row["speedup_1"] = base["us_batch_1"] / row["us_batch_1"]
+        row["run"] = done
     body = {"bundle": str(a.bundle), "threads": a.threads, "calibration": a.calibration,
             "seed": a.seed, "test_images": len(x_test), "rounds": a.rounds,
             "repeats": {"4096": reps_big * a.rounds, "1": reps_one * a.rounds},
             "variants": rows}
-    write_result(a.out, FORMAT, VERSION, body,
-                 argv=["python", "benchmarks/int8.py", *(argv or sys.argv[1:])])
+    write_result(a.out, FORMAT, VERSION, body, argv=argv_rec, run=done)
     for name, row in rows.items():
         log(f"{name:40s} {row['us_per_image_4096']:6.1f} µs/img at 4096 "
             f"({row['speedup_4096']:.2f}×), {row['us_batch_1']:6.1f} µs at 1 "

@@ -9,8 +9,11 @@ Jobs:
 - `bnn:T`: the task BNN of task T (1..5, or all for 10 classes), whole, on every seed's codes
   (start it once the VAEs are done).
 A stage another live process is making is skipped (its lock file); run the job again later.
+Each stage's record holds the version of the code that made it and the record of its run
+(`stagecache`), so `hybnn reproduce` reuses only stages made by its own code.
 
 Example: python benchmarks/prefill_stages.py --threads 1 --vae-epochs 10 1:threshold 3:sign vae:0
+         python benchmarks/prefill_stages.py --quick --seeds 0 --work runs/reproduce-quick vae:0
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import time
 from pathlib import Path
 
+from hybnn_cli.options import parse_seeds
 from hybnn_cli.reproduce import Study, StudyConfig
 from hybnn_cli.stagecache import Reporter, StageBusy
 from hybnn_cli.tasks import parse_task
@@ -30,15 +34,23 @@ class PrintDone(Reporter):
               flush=True)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("jobs", nargs="+")
     ap.add_argument("--work", type=Path, default=Path("runs/reproduce"))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--vae-epochs", type=int, default=StudyConfig.vae_epochs)
-    args = ap.parse_args()
-    cfg = StudyConfig(threads=args.threads, vae_epochs=args.vae_epochs)
-    study = Study(cfg, args.work, reporter=PrintDone())
+    ap.add_argument("--vae-epochs", type=int, default=None,
+                    help=f"default {StudyConfig.vae_epochs} (--quick: 1)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the settings of `hybnn reproduce --quick`")
+    ap.add_argument("--seeds", default=None, help="as `hybnn reproduce --seeds`")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+    over = {k: v for k, v in {"vae_epochs": args.vae_epochs,
+                              "seeds": parse_seeds(args.seeds) if args.seeds else None}.items()
+            if v is not None}
+    cfg = (StudyConfig.quick if args.quick else StudyConfig)(threads=args.threads, **over)
+    study = Study(cfg, args.work, args.data_dir, reporter=PrintDone())
 
     def codes_of() -> dict:
         return {s: study.codes(study.vae("mnist", s), "mnist") for s in cfg.seeds}

@@ -10,10 +10,17 @@ per-step compute and those bytes at a stated network bandwidth (computed where i
 
 `union`: an encoder pretrained on mnist+fashion-mnist (120,000 images) against one pretrained on
 MNIST alone, same settings and seed: the validation and test accuracy of task BNNs 1–5 trained on
-each encoder's MNIST codes. Writes `benchmarks/results/union-encoder.json`.
+each encoder's MNIST codes. Writes `benchmarks/results/union-encoder.json` after each encoder; a
+rerun with the same settings keeps the encoders already there made by the same code, so an
+interrupted run resumes.
+
+Each file's header is the provenance of its run (`results.run_record`, taken when it starts); each
+row (a pretraining run, an encoder) holds the record of the run that made it.
 
 Usage: python benchmarks/server_scale.py scaling [--epochs 2] [--work runs/server-scale]
        python benchmarks/server_scale.py union [--vae-epochs 3] [--bnn-epochs 30] [--threads 2]
+Smaller data (tests): --dataset (scaling) or --datasets/--codes-dataset (union), --data-dir,
+--limit (the first N images of each split).
 """
 
 from __future__ import annotations
@@ -31,9 +38,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SCALING_FORMAT, UNION_FORMAT = "hybnn-ddp-scaling", "hybnn-union-encoder"
 
 
-def _pretrain_run(label: str, launcher: list[str], threads: int, epochs: int, out: Path) -> dict:
-    cmd = [*launcher, "pretrain-vae", "--epochs", str(epochs), "--seed", "0", "--threads",
-           str(threads), "--device", "cpu", "--json", "--out", str(out)]
+def _pretrain_run(label: str, launcher: list[str], threads: int, args, out: Path) -> dict:
+    from hybnn_cli.results import end_run, run_record
+
+    cmd = [*launcher, "pretrain-vae", "--epochs", str(args.epochs), "--seed", "0", "--threads",
+           str(threads), "--device", "cpu", "--json", "--out", str(out),
+           *_data_options(args, args.dataset)]
+    run = run_record()
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
@@ -47,7 +58,15 @@ def _pretrain_run(label: str, launcher: list[str], threads: int, epochs: int, ou
             "processes": hist[-1].get("processes", 1), "threads_per_process": threads,
             "epoch_seconds": [h["epoch_seconds"] for h in hist],
             "train_loss": [h["train_loss"] for h in hist], "test_recon": hist[-1]["test_recon"],
-            "wall_seconds": wall, "load_average": [load0, os.getloadavg()[0]]}
+            "wall_seconds": wall, "load_average": [load0, os.getloadavg()[0]],
+            "run": end_run(run)}
+
+
+def _data_options(args, dataset: str) -> list[str]:
+    """The options that pick the pretraining images (only those not at their defaults)."""
+    return [*(["--dataset", dataset] if dataset != "mnist" else []),
+            *(["--train-limit", str(args.limit)] if args.limit else []),
+            *(["--data-dir", str(args.data_dir)] if args.data_dir else [])]
 
 
 def _allreduce_worker(rank: int, port: int, numel: int, reps: int, out: str) -> None:
@@ -92,45 +111,63 @@ def scaling(args) -> dict:
     one = [sys.executable, "-m", "hybnn_cli"]
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            "2", "-m", "hybnn_cli"]
-    runs = [_pretrain_run("1 process × 2 threads", one, 2, args.epochs, work / "p1t2.pt"),
-            _pretrain_run("1 process × 1 thread", one, 1, args.epochs, work / "p1t1.pt"),
-            _pretrain_run("2 processes × 1 thread (torchrun, gloo)", two, 1, args.epochs,
+    from hybnn_cli.pretrain_data import load_pretrain_images
+
+    runs = [_pretrain_run("1 process × 2 threads", one, 2, args, work / "p1t2.pt"),
+            _pretrain_run("1 process × 1 thread", one, 1, args, work / "p1t1.pt"),
+            _pretrain_run("2 processes × 1 thread (torchrun, gloo)", two, 1, args,
                           work / "p2t1.pt")]
     model = BinaryVAE(200)
     numel = sum(p.numel() for p in model.parameters())
     grad_bytes = 4 * numel
-    ar = allreduce_seconds(numel)
-    steps = -(-60_000 // 128)
-    return {"epochs": args.epochs, "dataset": "mnist", "batch_size": 128, "runs": runs,
+    ar = allreduce_seconds(numel, args.reps)
+    n_train = len(load_pretrain_images(args.dataset, "train", args.data_dir))
+    steps = -(-min(n_train, args.limit or n_train) // 128)
+    return {"epochs": args.epochs, "dataset": args.dataset, "batch_size": 128, "runs": runs,
             "parameters": numel, "gradient_bytes_per_step": grad_bytes,
             "steps_per_epoch": steps,
             "allreduce_loopback_2proc_seconds": {"median": statistics.median(ar),
                                                  "min": min(ar), "reps": len(ar)}}
 
 
-def union(args) -> dict:
+def union(args, save) -> dict:
+    """Each encoder in turn (`save(body)` after each); an encoder already in `args.out`, made by
+    this code with these settings, is kept."""
+    from hybnn_cli.results import read_result, same_code
     from hybnn_cli.threads import using
 
+    body = {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
+            "codes_dataset": args.codes_dataset, "threads": args.threads, "limit": args.limit,
+            "encoders": []}
+    old = read_result(args.out, UNION_FORMAT) if args.out.is_file() else {}
+    kept = {e["pretrain_dataset"]: e for e in old.get("encoders", [])
+            if all(old.get(k) == v for k, v in body.items() if k != "encoders")
+            and same_code(e.get("run"), args.run)}
     with using(args.threads):
-        encoders = [_union_one(args, d) for d in ("mnist", "mnist+fashion-mnist")]
-    return {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
-            "codes_dataset": "mnist", "threads": args.threads, "encoders": encoders}
+        for dataset in args.datasets.split(","):
+            body["encoders"].append(kept.get(dataset) or _union_one(args, dataset))
+            save(body)
+    return body
 
 
 def _union_one(args, dataset: str) -> dict:
-    """Pretrain on `dataset`, encode MNIST, train BNNs for tasks 1–5 (seed 0)."""
+    """Pretrain on `dataset`, encode the codes data set, train BNNs for tasks 1–5 (seed 0)."""
     from hybnn_cli import stages
     from hybnn_cli.pretrain_data import load_pretrain_images
+    from hybnn_cli.results import end_run, run_record
     from hybnn_cli.tasks import parse_task
     from hybnn_cli.train_bnn import BNNConfig
     from hybnn_cli.train_vae import VAEConfig
 
+    run = run_record()
     folder = args.work / dataset
     t0 = time.perf_counter()
     vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=0,
-                                        threads=args.threads), folder / "vae.pt")
+                                        threads=args.threads, train_limit=args.limit),
+                              folder / "vae.pt", args.data_dir)
     vae_s = time.perf_counter() - t0
-    stages.extract_codes(folder / "vae.pt", folder / "codes.h5", "mnist")
+    stages.extract_codes(folder / "vae.pt", folder / "codes.h5", args.codes_dataset,
+                         args.data_dir, limit=args.limit)
     tasks = {}
     for t in ("1", "2", "3", "4", "5"):
         task = parse_task(t, None)
@@ -139,13 +176,15 @@ def _union_one(args, dataset: str) -> dict:
                                             threads=args.threads), folder / f"bnn-{t}.pt")
         tasks[task.name] = {"val_acc": m["val_acc"], "test_acc": m["test_acc"]}
         print(dataset, task.name, tasks[task.name], flush=True)
+    n_images = len(load_pretrain_images(dataset, "train", args.data_dir))
     return {"pretrain_dataset": dataset,
-            "n_pretrain_images": len(load_pretrain_images(dataset, "train")),
-            "vae_seconds": vae_s, "vae_train_loss": vae["train_loss"], "tasks": tasks}
+            "n_pretrain_images": min(n_images, args.limit or n_images),
+            "vae_seconds": vae_s, "vae_train_loss": vae["train_loss"], "tasks": tasks,
+            "run": end_run(run)}
 
 
 def main(argv=None) -> None:
-    from hybnn_cli.results import write_result
+    from hybnn_cli.results import end_run, start_run, write_result
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("scaling", "union"))
@@ -155,16 +194,26 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2, help="union: torch threads")
     p.add_argument("--work", type=Path, default=Path("runs/server-scale"))
     p.add_argument("--out", type=Path)
+    p.add_argument("--dataset", default="mnist", help="scaling: the pretraining images")
+    p.add_argument("--datasets", default="mnist,mnist+fashion-mnist",
+                   help="union: the pretraining sets compared")
+    p.add_argument("--codes-dataset", default="mnist", help="union: the tasks' data set")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--limit", type=int, default=None, help="the first N images of each split")
+    p.add_argument("--reps", type=int, default=30, help="scaling: all-reduces timed")
     args = p.parse_args(argv)
-    if args.what == "scaling":
-        body, fmt = scaling(args), SCALING_FORMAT
-        out = args.out or RESULTS / "ddp-scaling.json"
-    else:
-        body, fmt = union(args), UNION_FORMAT
-        out = args.out or RESULTS / "union-encoder.json"
-    write_result(out, fmt, 1, body, argv=["python", "benchmarks/server_scale.py",
-                                          *(argv if argv is not None else sys.argv[1:])])
-    print(f"wrote {out}")
+    fmt = SCALING_FORMAT if args.what == "scaling" else UNION_FORMAT
+    args.out = args.out or RESULTS / ("ddp-scaling.json" if args.what == "scaling"
+                                      else "union-encoder.json")
+    argv_rec = ["python", "benchmarks/server_scale.py",
+                *(argv if argv is not None else sys.argv[1:])]
+    args.run = start_run(args.out, argv_rec)
+
+    def save(body: dict) -> None:
+        write_result(args.out, fmt, 1, body, argv=argv_rec, run=end_run(args.run))
+
+    save(scaling(args) if args.what == "scaling" else union(args, save))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

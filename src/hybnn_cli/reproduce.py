@@ -3,19 +3,24 @@ five MNIST digit pairs), the 10-class result on codes, and the encoder-transfer 
 Fashion-MNIST, run stage by stage into a work folder.
 
 Stages are cached in the work folder (`stagecache`: a codes file is keyed by its encoder's
-weights); a stage whose record is present and whose key matches is skipped; an interrupted VAE
+weights, every stage by the version of the code that makes it: `STUDY_MODULES` and what they
+import); a stage whose record is present and whose key matches is skipped; an interrupted VAE
 resumes from its last saved epoch, and a VAE checkpoint put at the stage's path
 (`Study.vae_path`, e.g. by `hybnn pretrain-vae --out`) is used once its config is checked. So a
 rerun reuses everything already done and can be stopped at any time.
 
 `run_study` returns the results as one dict (written to `reproduction.json` by the caller);
-`report` turns that dict into the table and figures.
+`report` turns that dict into the table and figures. Its header is the provenance of the study's
+run, taken when it starts (`results.run_record`); every VAE, codes file and trained model in it
+carries the record of the run that made its stage (`"run"`), which may be an earlier run of the
+same code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import statistics
 import time
 from collections.abc import Callable
@@ -31,9 +36,9 @@ from hybnn_cli.data import DATASETS
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
 from hybnn_cli.report import RESULTS_FORMAT
-from hybnn_cli.results import result_header
+from hybnn_cli.results import check_rerunnable, end_run, result_header, row_commits, run_record
 from hybnn_cli.splits import VAL_FRACTION
-from hybnn_cli.stagecache import Reporter, StageCache, config_key
+from hybnn_cli.stagecache import STAGE_MODULES, Reporter, StageCache, config_key
 from hybnn_cli.summary import model_summary
 from hybnn_cli.taskdata import load_task_images
 from hybnn_cli.tasks import Task, parse_task
@@ -42,6 +47,8 @@ from hybnn_cli.train_vae import VAEConfig
 from hybnn_cli.vae import Encoder
 
 RESULTS_VERSION = 2
+# the code that makes the study's stages: the stage functions and this module's wrappers of them
+STUDY_MODULES = (*STAGE_MODULES, "hybnn_cli.reproduce")
 
 # Fashion-MNIST pairs of the transfer study: two easy pairs whose shapes differ (T-shirt/top vs
 # Trouser, Bag vs Ankle boot), one footwear pair (Sandal vs Sneaker), and two pairs of garments
@@ -121,7 +128,7 @@ class Study:
         self.cfg = cfg
         self.data_dir = data_dir
         self.reporter = reporter or Reporter()
-        self.cache = StageCache(work, self.reporter, cached_only)
+        self.cache = StageCache(work, self.reporter, cached_only, STUDY_MODULES)
 
     def vae_config(self, dataset: str, seed: int) -> tuple[VAEConfig, dict]:
         epochs = self.cfg.vae_epochs
@@ -299,7 +306,7 @@ def summarize(runs: list[dict], chosen, tuning: list[dict]) -> dict:
     accs = [r["test_acc"] for r in runs]
     vals = [r["val_acc"] for r in runs]
     brief = [{k: r[k] for k in ("seed", "path", "val_acc", "test_acc", "train_acc",
-                                "train_seconds", "cpu_seconds") if k in r} for r in runs]
+                                "train_seconds", "cpu_seconds", "run") if k in r} for r in runs]
     return {**runs[0], "chosen": chosen, "tuning": tuning, "seeds": [r["seed"] for r in runs],
             "runs": brief, "test_acc": statistics.fmean(accs),
             "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -320,7 +327,8 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
               command: str = "", cached_only: bool = False) -> dict:
     """Run (or reuse) every stage and return the results dict. With `cached_only`, train
     nothing: gather the stages already done (e.g. by other processes) and list the others under
-    "missing"; their entries are None."""
+    "missing"; their entries are None. The header is this run's provenance, taken now."""
+    run = run_record()
     for b in cfg.binarizations:
         if b not in BINARIZE:
             raise HybnnError(f"unknown binarization '{b}': use {', '.join(BINARIZE)}")
@@ -379,15 +387,18 @@ def run_study(cfg: StudyConfig, work: Path, data_dir=None, reporter: Reporter | 
                    "codes": {"mnist_vae": codes_mf[first], "fashion_vae": codes_ff[first]},
                    "pairs": pairs}
 
-    results = result_header(RESULTS_FORMAT, RESULTS_VERSION,
-                            command.split() if command else None)
-    results.update(
+    body = dict(
         config=cfg.to_dict(), hybnn_version=hybnn_version, study_seconds=time.perf_counter() - t0,
-        vaes=[_vae_brief(v) if v else None for v in vaes.values()],
+        code_version=study.cache.code, vaes=[_vae_brief(v) if v else None for v in vaes.values()],
         codes=list(codes.values()), tasks=rows, ten_class=ten,
         fashion=fashion, model_sizes=model_sizes(), missing=study.cache.missing,
     )
-    return results
+    results = result_header(RESULTS_FORMAT, RESULTS_VERSION,
+                            shlex.split(command) if command else None, run=end_run(run))
+    commits = row_commits(body)
+    if any(c != results["commit"] for c in commits):
+        results["row_commits"] = commits
+    return {**results, **body}
 
 
 def distinct_test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
@@ -398,7 +409,8 @@ def distinct_test_inputs(task: Task, cfg: StudyConfig, data_dir=None) -> dict:
 
 def _vae_brief(vae: dict) -> dict:
     """The VAE's record with only the seconds of each epoch from its per-epoch history."""
-    return {**{k: vae[k] for k in ("path", "epochs", "train_seconds", "encoder_sha256", "final")},
+    return {**{k: vae[k] for k in ("path", "epochs", "train_seconds", "encoder_sha256", "final",
+                                   "run") if k in vae},
             "epoch_seconds": [m["epoch_seconds"] for m in vae["history"]]}
 
 
@@ -420,5 +432,6 @@ def model_sizes() -> dict:
 
 
 def write_results(results: dict, path: Path) -> None:
+    check_rerunnable(path, results["command"])
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(results, indent=1, default=str))

@@ -1,8 +1,14 @@
 """A work folder of cached stages: each stage's artifact is named by the SHA-256 of its key (its
-config and seed, minus the thread count, and the identity of its inputs), with a JSON record beside
-it holding the key and the stage's result. A stage whose record is present and whose key matches is
-not run again; a lock file per stage keeps two processes sharing the folder from making the same
-artifact (a lock whose process is gone is taken over). The study (`reproduce`) is built on it.
+config and seed, minus the thread count, the identity of its inputs, and the version of the code
+that makes it), with a JSON record beside it holding the key and the stage's result. A stage whose
+record is present and whose key matches is not run again; a lock file per stage keeps two processes
+sharing the folder from making the same artifact (a lock whose process is gone is taken over). The
+study (`reproduce`) is built on it.
+
+The code version (`fileio.code_version`) is a SHA-256 over the source of the modules that make the
+stages (`code_modules`) and every hybnn module they import: a stage made by other code has another
+key, so it is made again rather than silently reused. Each stage's result carries the record of
+the run that made it (`results.run_record`: commit, dirty flag, machine, start and end times).
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.fileio import atomic_path, provenance
+from hybnn_cli.fileio import atomic_path, code_version, provenance
+from hybnn_cli.results import end_run, run_record
 
 STAGE_FORMAT = "hybnn-stage"
+# the modules whose code makes the stages (with every hybnn module they import)
+STAGE_MODULES = ("hybnn_cli.stages", "hybnn_cli.stagecache")
 
 
 class Reporter:
@@ -40,21 +49,29 @@ def config_key(cfg) -> dict:
 
 
 class StageCache:
-    """Artifacts `<work>/<name>-<digest><suffix>` with their records `<artifact>.json`."""
+    """Artifacts `<work>/<name>-<digest><suffix>` with their records `<artifact>.json`; every key
+    holds the version of the code of `code_modules` (taken once, when the cache is made)."""
 
-    def __init__(self, work: Path, reporter: Reporter, cached_only: bool = False):
+    def __init__(self, work: Path, reporter: Reporter, cached_only: bool = False,
+                 code_modules: tuple[str, ...] = STAGE_MODULES):
         self.work = Path(work)
         self.reporter = reporter
         self.cached_only = cached_only
         self.missing: list[str] = []  # stages not done yet (cached_only)
+        self.code = code_version(tuple(code_modules))
+
+    def full_key(self, key: dict) -> dict:
+        """The key as stored: the stage's own, with the code version; tuples as lists."""
+        return json.loads(json.dumps({**key, "code_version": self.code}))
 
     def path(self, name: str, key: dict, suffix: str) -> Path:
-        return self.work / f"{name}-{key_digest(json.loads(json.dumps(key)))}{suffix}"
+        return self.work / f"{name}-{key_digest(self.full_key(key))}{suffix}"
 
     def run(self, name: str, key: dict, suffix: str, description: str,
             fn: Callable[[Path], dict], summary: Callable[[dict], str]) -> dict | None:
-        """The stage's result: from its record, else by running it (None when cached_only)."""
-        key = json.loads(json.dumps(key))  # tuples → lists, as read back
+        """The stage's result: from its record, else by running it (None when cached_only).
+        A result made here holds the record of this run (`run`)."""
+        key = self.full_key(key)
         art = self.path(name, key, suffix)
         record = art.with_name(art.name + ".json")
         if record.is_file() and art.exists():
@@ -69,7 +86,8 @@ class StageCache:
             self.missing.append(description)
             return None
         with stage_lock(art):
-            result = fn(art)
+            run = run_record()
+            result = {**fn(art), "run": end_run(run)}
             payload = provenance(STAGE_FORMAT, 1, key, int(key.get("seed", 0)))
             payload.update(key=key, artifact=art.name, result=result)
             with atomic_path(record) as tmp:

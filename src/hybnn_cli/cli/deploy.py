@@ -245,12 +245,17 @@ def bench_cmd(
     for p in (out, plot_path):
         if p is not None:
             check_out(p)
+    # the provenance of this run, taken as it starts (the command checked first)
+    run = results.start_run(out, sys.argv) if out is not None else results.run_record()
     body = bench.run_in_clean_env(quick, threads,
                                   log=None if json_out else sys.stderr)
+    run = results.end_run(run)
     if out is not None:
-        result = results.write_result(out, bench.BENCH_FORMAT, bench.BENCH_VERSION, body)
+        result = results.write_result(out, bench.BENCH_FORMAT, bench.BENCH_VERSION, body,
+                                      run=run)
     else:
-        result = {**results.result_header(bench.BENCH_FORMAT, bench.BENCH_VERSION), **body}
+        result = {**results.result_header(bench.BENCH_FORMAT, bench.BENCH_VERSION, run=run),
+                  **body}
     if plot_path is not None:
         bench.plot(result, plot_path)
     if json_out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def reproduce_cmd(
     from hybnn_cli import reproduce
     from hybnn_cli.baseline import check_binarize
     from hybnn_cli.report import write_report
+    from hybnn_cli.results import check_rerunnable
 
     task_list = parse_pair_tasks(tasks)
     bins = parse_list(binarize, "--binarize")
@@ -158,13 +160,14 @@ def reproduce_cmd(
                fashion=fashion, threads=resolve_threads(threads))
     work = work or Path("runs/reproduce-quick" if quick else "runs/reproduce")
     results_dir = results_dir or (work / "results" if quick else Path("benchmarks/results"))
-    argv = sys.argv[1:] if Path(sys.argv[0]).name == "hybnn" else ["reproduce"]
-    command = " ".join(["hybnn", *argv])
+    argv = sys.argv[1:] if Path(sys.argv[0]).name in ("hybnn", "__main__.py") else ["reproduce"]
+    command = shlex.join(["hybnn", *argv])
+    results_path = results_dir / "reproduction.json"
+    check_rerunnable(results_path, command)  # before hours of work, not after
     with using_threads(cfg.threads), make_progress(disable=json_out) as progress:
         reporter = _StudyProgress(progress, json_out)
         results = reproduce.run_study(cfg, work, data_dir, reporter, command=command,
                                       cached_only=cached_only)
-    results_path = results_dir / "reproduction.json"
     reproduce.write_results(results, results_path)
     written = write_report(results, results_dir)
     files = [str(results_path)] + [str(p) for p in written.values()]

@@ -1,0 +1,213 @@
+"""Every study script end to end on tiny settings: generated images and codes, one or two epochs,
+outputs in a temporary folder (never in benchmarks/results/). Each result file written is checked
+for its provenance: the header of the run, and the run record of each row.
+
+The generated images stand in for MNIST in this process (`generated_mnist`): the `mnist` data set
+is pointed at them for the module's tests, so the scripts run unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hybnn_cli import data
+from hybnn_cli.results import REPO_ROOT, RESULTS_DIR, same_code
+from tests.benchmark_scripts import load_benchmark
+from tests.conftest import write_fake_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("flower_env")]
+
+
+@pytest.fixture(scope="module")
+def generated_mnist(tmp_path_factory):
+    """Generated 28×28 images (class = place of a bright block) as the `mnist` data set."""
+    root = tmp_path_factory.mktemp("generated-data")
+    md5 = write_fake_dataset(root / "mnist", n_train=600, n_test=200)
+    patch = pytest.MonkeyPatch()
+    patch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.MNIST, md5=md5, mirrors=()))
+    patch.setenv("HYBNN_DATA", str(root))
+    yield root
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def study(generated_mnist, tmp_path_factory) -> dict:
+    """The reproduction study, quick, on the generated images: one task, one binarization, one
+    seed, the 10-class BNN; its stages first made by prefill_stages.py, then reused."""
+    from hybnn_cli.cli import app
+
+    work = tmp_path_factory.mktemp("study")
+    out = work / "results"
+    load_benchmark("prefill_stages").main(["--quick", "--seeds", "0", "--work", str(work),
+                                           "vae:0", "1:threshold"])
+    made = {p.name for p in work.glob("*.json")}
+    assert any(n.startswith("vae-mnist-") for n in made)
+    result = CliRunner().invoke(app, ["reproduce", "--quick", "--tasks", "1", "--binarize",
+                                      "threshold", "--no-fashion", "--seeds", "0", "--threads",
+                                      "1", "--work", str(work), "--results-dir", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in work.glob("*.json")} >= made  # the prefilled stages were reused
+    return {"work": work, "results": out / "reproduction.json"}
+
+
+def check_provenance(path: Path, fmt: str) -> dict:
+    """A result file with the run's header; every row's run record of the same code as it."""
+    assert RESULTS_DIR not in path.resolve().parents
+    rec = json.loads(path.read_text())
+    assert rec["format"] == fmt
+    for key in ("commit", "dirty", "command", "machine", "date", "started", "ended"):
+        assert key in rec, f"{path.name}: no {key}"
+    assert rec["started"] <= rec["ended"]
+    return rec
+
+
+def rows_of(section: dict) -> list[dict]:
+    assert section
+    for row in section.values():
+        assert same_code(row["run"], {**row["run"], "commit": row["run"]["commit"]})
+        assert row["run"]["started"] <= row["run"]["ended"]
+    return list(section.values())
+
+
+def test_reproduce_and_prefill_stages(study):
+    rec = check_provenance(study["results"], "hybnn-reproduction")
+    [task] = rec["tasks"]
+    for entry in (task["hybnn"], task["baselines"]["threshold"], rec["ten_class"]):
+        for run in entry["runs"]:
+            assert run["run"]["commit"] == rec["commit"] and run["run"]["ended"]
+    assert rec["vaes"][0]["run"]["started"] <= rec["started"]  # made before, by prefill
+    assert len(rec["code_version"]) == 64
+    assert rec["command"].startswith("hybnn reproduce")
+
+
+def test_prefill_stages_reuses_what_is_done(study, capsys):
+    load_benchmark("prefill_stages").main(["--quick", "--seeds", "0", "--work",
+                                           str(study["work"]), "vae:0", "bnn:1"])
+    out = capsys.readouterr().out
+    assert "reused VAE on mnist" in out and " done " not in out
+
+
+def test_exactness(study, tmp_path):
+    out = tmp_path / "exactness.json"
+    load_benchmark("exactness").main(["--study", str(study["results"]), "--work",
+                                      str(study["work"]), "--out", str(out)])
+    rec = check_provenance(out, "hybnn-exactness")
+    assert {r["task"] for r in rec["results"]} == {"task1", "all"}
+    for row in rec["results"]:
+        assert row["mismatches"] == 0 and row["run"]["commit"] == rec["commit"]
+
+
+def test_federated_and_its_resume(study, tmp_path):
+    out, script = tmp_path / "federated.json", load_benchmark("federated")
+    args = ["--study", str(study["results"]), "--work", str(study["work"]), "--tasks", "1",
+            "--variants", "iid", "--rounds", "2", "--models", str(tmp_path / "m"),
+            "--out", str(out)]
+    script.main(args)
+    rec = check_provenance(out, "hybnn-federated-benchmark")
+    [row] = rows_of(rec["runs"])
+    assert row["command"].startswith("hybnn fed ") and len(row["accuracy_curve"]) == 2
+    script.main(args)  # a rerun keeps the row made by this code with this command
+    assert json.loads(out.read_text())["runs"] == rec["runs"]
+
+
+def test_fedpriv(study, tmp_path):
+    codes = Path(study["work"]) / json.loads(study["results"].read_text())["codes"][0]["path"]
+    out = tmp_path / "feddp.json"
+    load_benchmark("fedpriv").main(["--study", "dp", "--codes", str(codes), "--reproduction",
+                                    str(study["results"]), "--task", "1", "--clients", "3",
+                                    "--fraction", "1", "--rounds", "2", "--local-epochs", "1",
+                                    "--noises", "0.5", "--models", str(tmp_path / "m"),
+                                    "--out", str(out)])
+    rec = check_provenance(out, "hybnn-fedpriv")
+    assert set(rec["runs"]) == {"plain", "dp/0.5"} and len(rows_of(rec["runs"])) == 2
+    assert out.with_suffix(".png").is_file()
+
+
+@pytest.fixture(scope="module")
+def bundle(study, tmp_path_factory) -> Path:
+    """study_artifacts.py, then `hybnn export` of its files as a bundle with the int8 encoder."""
+    from hybnn_cli.cli import app
+
+    out = tmp_path_factory.mktemp("artifacts")
+    load_benchmark("study_artifacts").main(["--study", str(study["results"]), "--work",
+                                            str(study["work"]), "--out", str(out)])
+    names = {p.name for p in out.iterdir()}
+    assert names == {"vae.pt", "codes-mnist.h5", "bnn-task1.pt", "bnn-all.pt", "artifacts.json"}
+    result = CliRunner().invoke(app, ["export", str(out / "bnn-task1.pt"), str(out / "bnn-all.pt"),
+                                      "--vae", str(out / "vae.pt"), "--int8", "--calibration",
+                                      "100", "--out", str(out / "bundle"), "--json"])
+    assert result.exit_code == 0, result.output
+    return out / "bundle"
+
+
+def test_int8(bundle, tmp_path):
+    out = tmp_path / "int8.json"
+    load_benchmark("int8").main(["--bundle", str(bundle), "--calibration", "100", "--rounds",
+                                 "1", "--quick", "--threads", "1", "--out", str(out)])
+    rec = check_provenance(out, "hybnn-int8")
+    rows_of(rec["variants"])
+    assert rec["variants"]["float32"]["flipped_bit_fraction"] == 0
+
+
+def test_e2e(bundle, tmp_path, monkeypatch):
+    # e2e times batches of 4096 test images: a generated set that large, for this test only
+    md5 = write_fake_dataset(tmp_path / "data" / "mnist", n_train=10, n_test=4096, seed=2)
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.MNIST, md5=md5,
+                                                                    mirrors=()))
+    monkeypatch.setenv("HYBNN_DATA", str(tmp_path / "data"))
+    out = tmp_path / "e2e.json"
+    load_benchmark("e2e").main(["--bundle", str(bundle), "--threads", "1", "--head", "task1",
+                                "--quick", "--out", str(out)])
+    rec = check_provenance(out, "hybnn-e2e")
+    rows_of(rec["speed"])
+    assert rec["agreement"]["float"]["heads"]["task1"]["labels_differing"] == 0
+
+
+def test_gemm_efficiency(tmp_path):
+    out = tmp_path / "gemm.json"
+    load_benchmark("gemm_efficiency").main(["--sizes", "64", "--pairs", "1", "--out", str(out)])
+    rec = check_provenance(out, "hybnn-gemm-efficiency")
+    assert rec["results"][0]["run"]["commit"] == rec["commit"]
+
+
+@pytest.fixture(scope="module")
+def generated_set(generated_mnist) -> str:
+    """A second folder of generated images, a pretraining set known by its folder's name."""
+    write_fake_dataset(generated_mnist / "generated", n_train=200, n_test=50, seed=1)
+    return "generated"
+
+
+def test_server_scale_scaling(generated_set, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.json"
+    # as a script: the all-reduce workers are started by name (torch.multiprocessing.spawn);
+    # from tmp_path, where its `hybnn pretrain-vae` runs record their outputs (runs/latest.json)
+    subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "server_scale.py"), "scaling",
+                    "--epochs", "1", "--dataset", generated_set, "--reps", "3",
+                    "--work", str(tmp_path / "w"), "--out", str(out)],
+                   cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "runs" / "latest.json").is_file()  # not the checkout's own record
+    rec = check_provenance(out, "hybnn-ddp-scaling")
+    assert [r["processes"] for r in rec["runs"]] == [1, 1, 2]
+    assert all(r["run"]["ended"] for r in rec["runs"]) and rec["steps_per_epoch"] == 2
+
+
+def test_server_scale_union_and_its_resume(generated_set, tmp_path):
+    out = tmp_path / "union.json"
+    args = ["union", "--vae-epochs", "1", "--bnn-epochs", "1", "--threads", "1", "--limit", "200",
+            "--datasets", f"mnist,mnist+{generated_set}", "--work", str(tmp_path / "w"),
+            "--out", str(out)]
+    script = load_benchmark("server_scale")
+    script.main(args)
+    rec = check_provenance(out, "hybnn-union-encoder")
+    assert [e["pretrain_dataset"] for e in rec["encoders"]] == ["mnist", f"mnist+{generated_set}"]
+    assert all(set(e["tasks"]) == {f"task{t}" for t in range(1, 6)} for e in rec["encoders"])
+    script.main(args)  # the encoders made by this code with these settings are kept
+    assert json.loads(out.read_text())["encoders"] == rec["encoders"]
