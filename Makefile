@@ -44,9 +44,9 @@ demo: setup
 #   exactness.json        benchmarks/exactness.py --work $(STUDY)
 #   feddp.json            benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
 #   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
-#   continual.json        benchmarks/continual.py --plan benchmarks/plans/continual.json
-#   fedtune.json          benchmarks/fedtune.py --plan benchmarks/plans/fedtune.json
-#   fedscale.json         benchmarks/fedscale.py --plan benchmarks/plans/fedscale.json
+#   continual.json        benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5
+#   fedtune.json          benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 1
+#   fedscale.json         benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100
 #   bench.json            hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
 #   gemm-efficiency.json  benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
 #   e2e.json              benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2
@@ -55,9 +55,11 @@ demo: setup
 #   union-encoder.json    benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 # The other lines make inputs: $(SEED0) holds the study's first-seed VAE, codes and chosen BNNs
 # under stable names (benchmarks/study_artifacts.py) and their deploy bundle; the Fashion-MNIST
-# VAE's codes of MNIST are the continual study's second encoder.
+# VAE's codes of MNIST are the continual study's second encoder. $(ENC) holds the two encoders the
+# plan-run studies (benchmarks/plans/) use: MNIST and Fashion-MNIST VAEs, 10 epochs, seed 0.
 STUDY := runs/study
 SEED0 := runs/study-seed0
+ENC := runs/enc
 results: setup
 	$(BIN)/hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
 	$(BIN)/python benchmarks/study_artifacts.py --work $(STUDY) --out $(SEED0)
@@ -68,11 +70,18 @@ results: setup
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
 	$(BIN)/python benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
 	$(BIN)/python benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
-	$(BIN)/hybnn pretrain-vae --dataset fashion-mnist --epochs 20 --threads 1 --seed 0 --out runs/vae-fashion.pt
-	$(BIN)/hybnn extract --vae runs/vae-fashion.pt --dataset mnist --out runs/codes-fashion-on-mnist.h5
-	$(BIN)/python benchmarks/continual.py --plan benchmarks/plans/continual.json --codes mnist=$(SEED0)/codes-mnist.h5 --codes fashion=runs/codes-fashion-on-mnist.h5
-	$(BIN)/python benchmarks/fedtune.py --plan benchmarks/plans/fedtune.json --codes $(SEED0)/codes-mnist.h5
-	$(BIN)/python benchmarks/fedscale.py --plan benchmarks/plans/fedscale.json --codes $(SEED0)/codes-mnist.h5
+	test -f $(ENC)/codes-mnist.h5 || { $(BIN)/hybnn pretrain-vae --epochs 10 --threads 1 --seed 0 \
+	  --out $(ENC)/vae-mnist.pt && $(BIN)/hybnn extract --vae $(ENC)/vae-mnist.pt --threads 1 \
+	  --out $(ENC)/codes-mnist.h5; }
+	test -f $(ENC)/codes-fashion-on-mnist.h5 || { $(BIN)/hybnn pretrain-vae --dataset fashion-mnist \
+	  --epochs 10 --threads 1 --seed 0 --out $(ENC)/vae-fashion.pt && $(BIN)/hybnn extract \
+	  --vae $(ENC)/vae-fashion.pt --threads 1 --dataset mnist --out $(ENC)/codes-fashion-on-mnist.h5; }
+	$(BIN)/python benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5 \
+	  --codes fashion=$(ENC)/codes-fashion-on-mnist.h5 \
+	  --note "fashion=Fashion-MNIST VAE, 10 epochs, seed 0, never saw a digit" --jobs 2
+	$(BIN)/python benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 1
+	$(BIN)/python benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100 --threads 1 \
+	  --fed-options-from benchmarks/results/fedtune.json
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
 	$(BIN)/python benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
 	$(BIN)/python benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2

@@ -201,6 +201,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fed-options", default="",
                    help="extra hybnn fed options for the grid's runs (chosen by fedtune.py)")
+    p.add_argument("--fed-options-from", type=Path,
+                   help="take --fed-options from the setting a fedtune.py file chose")
     p.add_argument("--engines", default="inprocess,simulation")
     p.add_argument("--engine-config", default="3/100/iid/float/5",
                    help="task/clients/partition/uplink/rounds timed on every engine")
@@ -220,6 +222,8 @@ def main(argv=None) -> None:
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
     args = p.parse_args(argv)
     args.models.mkdir(parents=True, exist_ok=True)
+    if args.fed_options_from:
+        args.fed_options = read_result(args.fed_options_from, "hybnn-fedtune")["chosen"]["options"]
     env = run_env(args.threads)
     chosen, study_commit = study_choices(args.study)
     lrs = {task: c["lr"] for task, c in chosen.items()}
