@@ -918,14 +918,44 @@ def continual_table(results_dir: Path) -> str:
                      if "study_wall_seconds" in r["encoders"][e])
     notes = "".join(f" The `{e}` encoder: {r['encoders'][e]['note']}."
                     for e in encs if r["encoders"][e].get("note"))
+    plan = (f" {_plan_line(r)} Every tuning candidate ran sealed (it could not read the "
+            f"test split); only the runs below read it." if "plan" in r else
+            " (Chosen before the sealed protocol: the candidates' runs read test too.)")
     return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds {seeds}, "
             f"{r['epochs_per_task']} epochs per task: class scenario on all ten digits, task "
             f"scenario averaged over the five tasks. Quoted rows: {r['anchor_source']}; "
             f"\"unverified\" marks a quoted figure not checked against the paper's table here. "
-            f"Settings chosen on validation ({picks}).{notes} Study time per encoder "
+            f"Settings chosen on validation ({picks}).{plan}{notes} Study time per encoder "
             f"(4 strategies × 2 scenarios × {len(r['seeds'])} seeds, one thread per run): "
             f"{wall or 'not recorded'}.\n\n"
             + table(head, rows) + "\n\n" + source(CONTINUAL, r))
+
+
+@renderer("continual-anchors")
+def continual_anchors(results_dir: Path) -> str:
+    """Each measured row against the quoted anchors of its scenario: which it is above, below,
+    or within one standard deviation of (the table's means)."""
+    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
+    rows = []
+    for key, run in r["runs"].items():
+        enc, scenario, strategy = key.split("/")
+        m = run["test"][HEADLINE[scenario]]
+        where: dict[str, list[str]] = {"above": [], "within one std of": [], "below": []}
+        for name, a in r["anchors"][scenario].items():
+            diff = 100 * m["mean"] - (a["accuracy"] if isinstance(a, dict) else a)
+            word = ("within one std of" if abs(diff) <= 100 * m["std"]
+                    else "above" if diff > 0 else "below")
+            where[word].append(f"{name.split(' (')[0]} ({diff:+.2f})")
+        rows.append([enc, scenario, _STRATEGY_TEXT[strategy],
+                     *(", ".join(v) or "–" for v in where.values())])
+    order = ["none", "replay", "generative", "joint"]
+    rows.sort(key=lambda x: (x[0], x[1], [_STRATEGY_TEXT[k] for k in order].index(x[2])))
+    return ("Each measured row's mean against the quoted figures of its scenario, the "
+            "difference in points in brackets (the quoted rows train an MLP on pixels: anchors, "
+            "not a like-for-like comparison):\n\n"
+            + table(["encoder", "scenario", "method", "above", "within one std of", "below"],
+                    rows)
+            + "\n\n" + source(CONTINUAL, r))
 
 
 @renderer("continual-metrics")
