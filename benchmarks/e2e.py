@@ -52,8 +52,8 @@ class TorchPipeline:
     def __init__(self, vae_path, bnn_path, batch: int):
         import torch
 
-        from hybnn_cli.bench import _float_heads, float_head
         from hybnn_cli.checkpoint import load_bnn, load_vae
+        from hybnn_cli.float_head import fold, vector_heads
 
         self.encoder = load_vae(vae_path)[0].encoder.eval()
         self.bnn, ck = load_bnn(bnn_path)
@@ -61,7 +61,7 @@ class TorchPipeline:
         self.x = np.empty((batch, self.encoder.latent_bits), np.float32)
         self.tx = torch.from_numpy(self.x)
         self.one, self.minus_one = torch.tensor(1.0), torch.tensor(-1.0)
-        fns, bufs = _float_heads(float_head(self.bnn), self.x)
+        fns, bufs = vector_heads(fold(self.bnn), self.x)
         self.head, self.labels = fns["torch_f32"], bufs["torch_f32"]["labels"]
         self.split = {"encoder": 0.0, "threshold": 0.0, "head": 0.0}
 

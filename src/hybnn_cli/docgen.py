@@ -592,16 +592,24 @@ BENCH = "bench.json"
 
 @renderer("bench-table")
 def bench_table(results_dir: Path) -> str:
+    """Every case of `hybnn bench`: the XNOR kernel's rate and its ratios. A run with int8
+    contenders (bench format 3) leads with the ratio against the fastest dense contender of any
+    precision, the float32 and int8 ratios beside it; an earlier run renders as it always did."""
     r = _load(results_dir, BENCH, "hybnn-bench")
     setup = r["setup"]
+    int8 = any("speedup_vs_best_dense" in c for c in r["cases"])
     rows = []
     for c in r["cases"]:
         x = c["xnor"]
         head = "us_per_sample" in x
+        fastest = c.get("fastest", {})
         rows.append([f"`{c['name']}`",
                      f"{x['us_per_sample']:.3f} µs/sample" if head
                      else f"{x['ops_per_second'] / 1e9:,.0f} Gop/s",
+                     *([_ratio_cell(c, "best_dense", fastest.get("dense")),
+                        _ratio_cell(c, "best_float", fastest.get("float32"))] if int8 else []),
                      f"{c['speedup_vs_numpy']:.1f}×", f"{c['speedup_vs_torch']:.1f}×",
+                     *([_ratio_cell(c, "best_int8", fastest.get("int8"))] if int8 else []),
                      f"{c['speedup_vs_best_hidden_matmul']:.2f}×"
                      if "speedup_vs_best_hidden_matmul" in c else "",
                      *_peak_cells(c),
@@ -609,21 +617,39 @@ def bench_table(results_dir: Path) -> str:
     load = r["load_average"]
     blas = " ".join(str(b.get(k)) for b in setup["numpy_blas"][:1]
                     for k in ("internal_api", "architecture"))
+    what = ("each ratio is a contender's median time over the XNOR kernel's; the first is "
+            "against the fastest dense contender of any precision (float32: numpy, torch, at "
+            "batch 1 the compiled float head; int8: `torch._int_mm`, ONNX Runtime's "
+            "`MatMulInteger`), named in brackets" if int8 else
+            "each ratio is a float32 contender's median time over the XNOR kernel's")
     return (f"Kernel variant `{setup['kernel']['variant']}` on `{setup['llvm_cpu_name']}`, "
-            f"{setup['threads']} threads; each ratio is a float32 contender's median time over "
-            f"the XNOR kernel's, timed in the same process (numpy's BLAS: {blas or '?'}); "
+            f"{setup['threads']} threads; {what}, timed in the same process (numpy's BLAS: "
+            f"{blas or '?'}); "
             f"load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end; "
-            f"every case's outputs checked against the float contenders before timing"
-            f" ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
+            f"every case's outputs checked against the {'other' if int8 else 'float'} contenders "
+            f"before timing ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
             + _roofline_text(r)
-            + table(["case", "XNOR", "× numpy float32", "× torch float32",
+            + table(["case", "XNOR",
+                     *(["× fastest dense", "× best float32"] if int8 else []),
+                     "× numpy float32", "× torch float32", *(["× best int8"] if int8 else []),
                      "× float 200→128 matmul alone", "XNOR of its peak",
                      "best float32 of FMA peak", "check"], rows)
             + "".join(f"\n\n`{c['name']}`: the XNOR column is the one-code head "
                       f"(`{c['xnor']['api']}`); through `{c['xnor_run']['api']}` the same head "
-                      f"took {c['xnor_run']['us_per_sample']:.3f} µs/sample."
+                      f"took {c['xnor_run']['us_per_sample']:.3f} µs/sample"
+                      + (f"; the float32 head compiled (`{c['numba_f32']['api']}`) took "
+                         f"{c['numba_f32']['us_per_sample']:.3f} µs/sample" if "numba_f32" in c
+                         else "") + "."
                       for c in r["cases"] if "xnor_run" in c)
             + "\n\n" + source(BENCH, r))
+
+
+def _ratio_cell(case: dict, key: str, name: str | None) -> str:
+    """speedup_vs_<key> with the contender behind it, or "not measured" (a run without it)."""
+    x = case.get(f"speedup_vs_{key}")
+    if x is None:
+        return "not measured"
+    return f"{x:.1f}×" + (f" ({name.replace('_', ' ')})" if name else "")
 
 
 @renderer("bench-targets")
