@@ -766,14 +766,23 @@ def e2e(results_dir: Path) -> str:
     def iqr(c, n):
         return "–".join(f"{1e6 * t / n:.0f}" for t in c["iqr_seconds"])
 
+    best = "torch_best" in b and "torch_best" in one  # runs before it timed eager torch only
+
+    def label(k):
+        if k != "torch_best":
+            return k
+        return (f"torch_best ({b['torch_best_choice']['chosen']} at 4096, "
+                f"{one['torch_best_choice']['chosen']} at 1)")
+
     perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
                   "batch 1: µs, median (quartiles)",
                   "time split at 4096 (encoder / threshold+pack / head)", "time split at 1"],
-                 [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
+                 [[label(k), f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
                    f"{b[k]['images_per_second']:,.0f}",
                    f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k]),
                    split(one[k])]
-                  for k in ("torch", "bundle_float", "bundle_int8")])
+                  for k in ("torch", *(["torch_best"] if best else []), "bundle_float",
+                            "bundle_int8")])
     flags = set(r["machine"].get("cpu_flags", []))
     if not flags & {"avx512_vnni", "avx_vnni"}:
         perf += ("\n\nThis CPU has neither AVX-512 VNNI nor AVX-VNNI (the machine record's "
@@ -791,7 +800,8 @@ def e2e(results_dir: Path) -> str:
             f"{r['load_average_after'][0]:.1f} after, on a shared machine): the float bundle is "
             f"{b['speedup_float_vs_torch']:.1f}× torch at batch 4096 and "
             f"{one['speedup_float_vs_torch']:.1f}× at batch 1; int8 is "
-            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096.\n\n{perf}")
+            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096."
+            + (_torch_best_text(b, one) if best else "") + f"\n\n{perf}")
     pr = r.get("processes")
     if pr:
         c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
@@ -808,6 +818,23 @@ def e2e(results_dir: Path) -> str:
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
     return text + "\n\n" + source(E2E, r)
+
+
+def _torch_best_text(b: dict, one: dict) -> str:
+    """Torch at its best (`benchmarks/e2e.py`): what was chosen at each batch, the code bits that
+    differ from eager's, and the float bundle against it."""
+    def flips(c):
+        f = c["torch_best_choice"]["codes_vs_eager"]
+        return f"{f['flipped_bits']:,} of {f['bits']:,} code bits on {f['images']:,} images"
+
+    return (f" Torch at its best (`torch_best`: batch norm folded into the convolutions, then the "
+            f"fastest of that module eager, `torch.jit.freeze` + `optimize_for_inference` and "
+            f"`torch.compile`, chosen in the run at each batch: "
+            f"`{b['torch_best_choice']['chosen']}` at batch 4096, "
+            f"`{one['torch_best_choice']['chosen']}` at batch 1) differs from eager torch in "
+            f"{flips(b)} at batch 4096 and {flips(one)} at batch 1; the float bundle is "
+            f"{b['speedup_float_vs_torch_best']:.1f}× it at batch 4096 and "
+            f"{one['speedup_float_vs_torch_best']:.1f}× at batch 1.")
 
 
 INT8 = "int8.json"
