@@ -174,16 +174,34 @@ def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypat
         assert head[k]["seconds"] > 0 and head[k]["repeats"] >= 3
     assert head["speedup_vs_best_float"] == pytest.approx(
         min(head["numpy_f32"]["seconds"], head["torch_f32"]["seconds"]) / head["xnor"]["seconds"])
-    assert head["weight_bytes"] == {"binary": 128 * 4 * 8 + 2 * 2 * 8,
+    assert head["weight_bytes"] == {"binary": 128 * 4 * 8 + 2 * 2 * 8, "int8": 128 * 202,
                                     "float32": 4 * 128 * 202,
                                     "ratio": 4 * 128 * 202 / (128 * 4 * 8 + 2 * 2 * 8)}
+    # every case has the int8 contenders; the headline is against the fastest dense contender of
+    # any precision, the float32 and int8 ratios beside it, each naming its contender
+    for c in res["cases"]:
+        floats = [k for k in ("numpy_f32", "torch_f32", "numba_f32") if k in c]
+        int8 = ["torch_int8", "ort_int8"]
+        assert all(c[k]["seconds"] > 0 for k in int8), c["name"]
+        records = [c["torch_int8"][k] for k in ("layer1", "layer2")] if "batch" in c else [
+            c["torch_int8"]]  # torch._int_mm's shapes: a head calls it twice
+        assert all("padded" in x and "shape" in x for x in records), c["name"]
+        for key, group in (("best_float", floats), ("best_int8", int8),
+                           ("best_dense", floats + int8)):
+            best = min(group, key=lambda k, c=c: c[k]["seconds"])
+            assert c[f"speedup_vs_{key}"] == pytest.approx(c[best]["seconds"]
+                                                           / c["xnor"]["seconds"])
+            assert c["fastest"][{"best_float": "float32"}.get(key, key[5:])] == best
     one = res["cases"][1]  # batch 1: the one-code head, the run() path timed beside it
     assert one["xnor"]["api"].startswith("BNNRuntime.one_sample()")
     assert one["xnor_run"]["api"].startswith("BNNRuntime.run(")
     assert one["xnor_run"]["seconds"] > 0 and one["check"]["values"] == 1
+    assert one["numba_f32"]["api"].startswith("float_head.CompiledFloatHead")
+    assert "numba_f32" not in head
     assert "head 200-128-2 b=1: XNOR is the one-code head (BNNRuntime.one_sample()" in r.stdout
-    assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "float32": 256 * 256 * 4,
-                                               "ratio": 32.0}
+    assert "head 200-128-2 b=1: the float32 head compiled" in r.stdout
+    assert res["cases"][3]["weight_bytes"] == {"binary": 256 * 4 * 8, "int8": 256 * 256,
+                                               "float32": 256 * 256 * 4, "ratio": 32.0}
     # the roofline: both peaks measured in the run, each contender over its own peak (measured
     # at the start of each of a case's 3 timing rounds: the run's bound is the highest of all,
     # each case is set against the highest of its own)
@@ -284,7 +302,7 @@ def test_bench_network_and_float_head(shape):
     built from it gives the TaskBNN module's labels (numpy and torch, two classes and more)."""
     from hybnn_kernels.bits import pack_bits
 
-    from hybnn_cli import bench
+    from hybnn_cli import bench, float_head
     from hybnn_cli.bnn import BNNShape
     from hybnn_cli.export import torch_predict
 
@@ -308,10 +326,10 @@ def test_bench_network_and_float_head(shape):
     x = bits.astype(np.float32) * 2 - 1
     _, want = torch_predict(model, pack_bits(bits))
     assert len(set(want.tolist())) == c  # every class occurs: the labels say something
-    fh = bench.float_head(model)
+    fh = float_head.fold(model)
     assert all(v.dtype == np.float32 for v in fh.values())
     with torch.inference_mode():
-        heads, bufs = bench._float_heads(fh, x)
+        heads, bufs = float_head.vector_heads(fh, x)
         for name, run in heads.items():
             run()
             np.testing.assert_array_equal(bufs[name]["labels"], want, err_msg=name)

@@ -1,21 +1,25 @@
-"""The benchmark behind `hybnn bench`: XNOR-popcount kernels against numpy and torch float32 on the
-same work, in one process, every answer checked.
+"""The benchmark behind `hybnn bench`: XNOR-popcount kernels against numpy and torch float32 and
+against int8 (torch._int_mm, ONNX Runtime's MatMulInteger) on the same work, in one process,
+every answer checked.
 
-Cases: the BNN head 200 → 128 → 2 (kernel runtime against a float32 head built from the same
-network, and against the float hidden-layer matmul 200 → 128 alone), the fused hidden layer
-200 → 128, and square GEMMs.
+Cases: the BNN head 200 → 128 → 2 (kernel runtime against the float32 head built from the same
+network, `float_head`, compiled too at batch 1; against the same head in int8, `int8_matmul`; and
+against the float hidden-layer matmul 200 → 128 alone), the fused hidden layer 200 → 128, and
+square GEMMs. The headline ratio of a case, `speedup_vs_best_dense`, is against its fastest dense
+contender of any precision (`fastest` names it); the float32 and int8 ratios stay beside it.
 
 Method: every contender writes into a preallocated output; JIT compile and first-touch costs are
 paid in a warm-up outside the timing; each time is the median of several repeats, taken in three
 interleaved rounds of blocks (kernel, numpy, torch, kernel, ...) so that all contenders see the same
 drift in the load of a shared machine, with a short pause between blocks (OpenBLAS worker threads
 spin for a while after a call and slow whatever runs next); operations are counted as 2·M·N·K for
-float and binary alike, so the ratio of rates is the speedup on equal shapes.
+float, int8 and binary alike, so the ratio of rates is the speedup on equal shapes.
 
 Checks: after the warm-up, before any time counts, and again after the timing, every contender's
 output is compared with a reference from the same run (`_compare(check=...)`); a mismatch raises
 `HybnnError` and the benchmark fails. The float inputs are the ±1 values of the very bits the
-kernel reads, so dot products are small integers, exact in float32, and must be equal exactly.
+kernel reads (the int8 inputs the same values as int8), so dot products are small integers, exact
+in float32 and int32, and must be equal exactly.
 The head's labels must equal the float head's: the benchmark's BNN (`bench_bnn`) places every batch
 norm's decision between two reachable dot values, so float rounding cannot turn a label (see there).
 
@@ -40,7 +44,7 @@ from hybnn_cli.errors import HybnnError
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BENCH_FORMAT = "hybnn-bench"
-BENCH_VERSION = 2
+BENCH_VERSION = 3  # 3: int8 contenders, compiled float head at batch 1, speedup_vs_best_dense
 
 
 def run_in_clean_env(quick: bool, threads: int, log=sys.stderr) -> dict:
@@ -208,15 +212,48 @@ def _float_matmuls(x, wt) -> tuple[dict, dict]:
              "torch_f32": lambda: torch.matmul(tx, tw, out=to)}, outs)
 
 
+def _int8_matmuls(a8, w8, threads: int) -> tuple[dict, dict, dict]:
+    """The int8 contenders (`int8_matmul`) of a8 (M, K) @ w8ᵀ (w8 (N, K)), ±1 int8, each into
+    its own preallocated int32 output: (contenders, outputs, info per contender: how it was
+    called, torch's padding). Call inside `torch.inference_mode`."""
+    from hybnn_cli.int8_matmul import ort_int8_matmul, torch_int8_matmul
+
+    fns, outs, info = {}, {}, {}
+    for name, make in (("torch_int8", lambda: torch_int8_matmul(a8, w8)),
+                       ("ort_int8", lambda: ort_int8_matmul(a8, w8, threads))):
+        fns[name], outs[name], info[name] = make()
+    return fns, outs, info
+
+
+FLOAT32 = ("numpy_f32", "torch_f32", "numba_f32")  # float32 contenders (numba_f32: batch 1 only)
+INT8 = ("torch_int8", "ort_int8")
+
+
 def _ratios(res: dict, floats=("numpy_f32", "torch_f32"), key: str = "best_float") -> None:
     """speedup_vs_<contender> for each of `floats` and speedup_vs_<key> over the best of them (from
-    medians; from minima too), each the float time over the kernel's."""
+    medians; from minima too), each the contender's time over the kernel's."""
     x = res["xnor"]
     for name in floats:
         res[f"speedup_vs_{name.replace('_f32', '')}"] = res[name]["seconds"] / x["seconds"]
     res[f"speedup_vs_{key}"] = min(res[f]["seconds"] for f in floats) / x["seconds"]
     res[f"speedup_vs_{key}_from_minima"] = (min(res[f]["min_seconds"] for f in floats)
                                            / x["min_seconds"])
+
+
+def _headline(res: dict) -> None:
+    """The ratios of a case: XNOR against each dense contender (speedup_vs_<name>), against the
+    fastest float32 one (speedup_vs_best_float), the fastest int8 one (speedup_vs_best_int8) and
+    the fastest of any precision (speedup_vs_best_dense, the headline); `fastest` names the
+    contender behind each (by median)."""
+    floats = tuple(n for n in FLOAT32 if n in res)
+    int8 = tuple(n for n in INT8 if n in res)
+    _ratios(res, floats)
+    res["fastest"] = {"float32": min(floats, key=lambda n: res[n]["seconds"])}
+    for key, group in (("best_int8", int8), ("best_dense", floats + int8)):
+        if group:
+            _ratios(res, group, key)
+            res["fastest"][key.removeprefix("best_")] = min(group,
+                                                            key=lambda n: res[n]["seconds"])
 
 
 # ── the machine's own bounds ─────────────────────────────────────────────────────────────────
@@ -253,8 +290,8 @@ def fractions_of_peak(case: dict, roof: dict) -> dict:
 
 # ── cases ────────────────────────────────────────────────────────────────────────────────────
 def bench_gemm(size: int, threads: int, quick: bool) -> dict:
-    """Square M = N = K: XNOR on K-bit rows against float32 matmul of their ±1 values. Check: all
-    three give the same integer dot products."""
+    """Square M = N = K: XNOR on K-bit rows against float32 matmul and int8 matmul of their ±1
+    values. Check: all give the same integer dot products."""
     import numpy as np
     import torch
     from hybnn_kernels.xnor import prepack, xnor_gemm
@@ -269,30 +306,34 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     out = np.empty((m, n), np.int32)
     with torch.inference_mode():
         floats, fouts = _float_matmuls(xa, np.ascontiguousarray(xw.T))
+        int8s, iouts, iinfo = _int8_matmuls(xa.astype(np.int8), xw.astype(np.int8), threads)
         del xw
 
         def check():
-            for f, o in fouts.items():
+            for f, o in {**fouts, **iouts}.items():
                 _require(_equal(out, o), name, f"XNOR dot products differ from {f} on the same ±1 "
                          f"values at {int(np.count_nonzero(out != o))} of {out.size} entries")
 
         res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
                **_compare({"xnor": lambda: xnor_gemm(a, pw, k, out=out, threads=threads),
-                           **floats}, ops, *_budget(ops, quick), check=check,
+                           **floats, **int8s}, ops, *_budget(ops, quick), check=check,
                           peaks_threads=threads),
-               "weight_bytes": {"binary": pw.nbytes, "float32": 4 * n * k},
+               "weight_bytes": {"binary": pw.nbytes, "int8": n * k, "float32": 4 * n * k},
                "check": {"passed": True, "compared": "XNOR int32 dot products = numpy and torch "
-                         "float32 matmul of the same ±1 values, every entry, exactly",
-                         "values": out.size}}
-    _ratios(res)
+                         "float32 matmul and torch and ONNX Runtime int8 matmul of the same ±1 "
+                         "values, every entry, exactly", "values": out.size}}
+    for f, i in iinfo.items():
+        res[f].update(i)
+    _headline(res)
     res["weight_bytes"]["ratio"] = 4 * n * k / pw.nbytes
     return res
 
 
 def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     """The hidden layer alone, 200 → 128 at `batch`: fused XNOR + threshold + pack against float32
-    matmul (the float side does the matmul only, no batch norm or sign). Check: the numpy and
-    torch dots are equal, and the kernel's bits are (those dots >= the thresholds), packed."""
+    and int8 matmul (the dense side does the matmul only, no batch norm or sign). Check: the
+    numpy, torch and int8 dots are equal, and the kernel's bits are (those dots >= the
+    thresholds), packed."""
     import numpy as np
     import torch
     from hybnn_kernels.bits import pack_bits
@@ -309,22 +350,28 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     ops = 2.0 * m * n * k
     with torch.inference_mode():
         floats, fouts = _float_matmuls(x, np.ascontiguousarray(xw.T))
+        int8s, iouts, iinfo = _int8_matmuls(x.astype(np.int8), xw.astype(np.int8), threads)
 
         def check():
-            _require(_equal(fouts["numpy_f32"], fouts["torch_f32"]), name,
-                     "numpy and torch float32 dot products differ")
+            for f, o in {"torch_f32": fouts["torch_f32"], **iouts}.items():
+                _require(_equal(fouts["numpy_f32"], o), name,
+                         f"numpy float32 and {f} dot products differ")
             want = pack_bits((fouts["numpy_f32"] >= t).astype(np.uint8))
             _require(_equal(out, want), name, "the fused XNOR layer's bits differ from "
                      f"(float dot >= threshold) in {int(np.count_nonzero(out != want))} words")
 
         res = {"name": name, "m": m, "n": n, "k": k, "ops": ops,
                **_compare({"xnor": lambda: binary_dense(codes, layer, out=out, threads=threads),
-                           **floats}, ops, *_budget(ops, quick), check=check,
+                           **floats, **int8s}, ops, *_budget(ops, quick), check=check,
                           peaks_threads=threads),
-               "weight_bytes": {"binary": layer.weights.nbytes, "float32": 4 * n * k},
+               "weight_bytes": {"binary": layer.weights.nbytes, "int8": n * k,
+                                "float32": 4 * n * k},
                "check": {"passed": True, "compared": "fused layer's packed bits = (float32 dot "
-                         ">= threshold) packed; numpy dots = torch dots", "values": m * n}}
-    _ratios(res)
+                         ">= threshold) packed; numpy dots = torch dots = torch and ONNX Runtime "
+                         "int8 dots", "values": m * n}}
+    for f, i in iinfo.items():
+        res[f].update(i)
+    _headline(res)
     res["weight_bytes"]["ratio"] = 4 * n * k / layer.weights.nbytes
     return res
 
@@ -372,100 +419,19 @@ def bench_bnn(shape, seed: int = 0):
     return model
 
 
-def float_head(model) -> dict:
-    """The float32 head of a TaskBNN at its best, prepared once:
-
-    - weights signed once to ±1 float32, laid out (in, out) for x @ W;
-    - batch norm folded into a per-neuron scale s and shift b, s·d + b. In the hidden layer only
-      the side of zero matters (sign), so it reduces to one threshold per neuron on the dot:
-      s·d + b >= 0 ⇔ sign(s)·d >= −b/|s| — the weights of neurons with s < 0 are negated once;
-    - the hidden layer then yields h ∈ {0, 1} (the comparison's result, written in place), and
-      ±1 = 2h − 1, so the output dot is d2 = 2·(h @ W2) − ΣW2 and the scores s₂·d2 + b₂ are one
-      matrix product with a bias: h @ (2s₂·W2) + (b₂ − s₂·ΣW2).
-
-    Returns float32 arrays w1 (n_bits, hidden), t1 (hidden,), w2s = 2s₂·W2 (hidden, n_classes),
-    shift2 (n_classes,), and for the checks w2 = ±1 W2 (hidden, n_classes), w2_sum (n_classes,).
-    """
-    import numpy as np
-    import torch
-
-    def sign(w):
-        return torch.where(w < 0, -1.0, 1.0)
-
-    def scale_shift(bn):
-        s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        return s, bn.bias - bn.running_mean * s
-
-    with torch.no_grad():
-        s1, b1 = scale_shift(model.bn1)
-        w1 = sign(model.fc1.weight) * torch.where(s1 < 0, -1.0, 1.0)[:, None]
-        t1 = torch.where(s1 == 0, torch.where(b1 >= 0, -torch.inf, torch.inf), -b1 / s1.abs())
-        w2 = sign(model.fc2.weight)
-        s2, b2 = scale_shift(model.bn2)
-        w2_sum = w2.sum(1)
-        arrays = {"w1": w1.T, "t1": t1, "w2s": (w2 * (2 * s2)[:, None]).T,
-                  "shift2": b2 - s2 * w2_sum, "w2": w2.T, "w2_sum": w2_sum}
-        return {k: np.ascontiguousarray(v.numpy(), dtype=np.float32) for k, v in arrays.items()}
-
-
-def _float_heads(fh: dict, x) -> tuple[dict, dict]:
-    """numpy and torch versions of `float_head` on ±1 float32 inputs x (B, n_bits), each writing
-    into its own preallocated buffers: (contenders, buffers per contender: hidden h ∈ {0, 1},
-    scores, labels). Call the torch one inside `torch.inference_mode`.
-
-    numpy: x @ W1 → h, h >= t1 → h, [h, 1] @ [W2s; shift2] → scores (h has a constant column of
-    ones, so the bias costs no call), argmax. torch: matmul, ge, addmm (bias and product in one
-    call), argmax. With two classes the argmax is one comparison, score₁ > score₀ (ties → class 0,
-    as argmax)."""
-    import numpy as np
-    import torch
-
-    b, hidden, n_classes = x.shape[0], fh["w1"].shape[1], fh["w2s"].shape[1]
-    w1, t1 = fh["w1"], fh["t1"]
-    w2b = np.ascontiguousarray(np.vstack([fh["w2s"], fh["shift2"][None]]))
-    hb = np.ones((b, hidden + 1), np.float32)
-    nb = {"h": hb[:, :hidden], "scores": np.empty((b, n_classes), np.float32),
-          "labels": np.empty(b, np.int64)}
-    h, sc, lab = nb["h"], nb["scores"], nb["labels"]
-    s0, s1 = sc[:, 0], sc[:, -1]
-
-    def numpy_head():
-        np.matmul(x, w1, out=h)
-        np.greater_equal(h, t1, out=h)
-        np.matmul(hb, w2b, out=sc)
-        if n_classes == 2:
-            np.greater(s1, s0, out=lab)
-        else:
-            np.argmax(sc, axis=1, out=lab)
-
-    tb = {"h": np.empty((b, hidden), np.float32), "scores": np.empty((b, n_classes), np.float32),
-          "labels": np.empty(b, np.int64)}
-    tx, tw1, tt1, tw2s, tshift2 = (torch.from_numpy(a) for a in
-                                    (x, w1, t1, fh["w2s"], fh["shift2"]))
-    th, tsc, tlab = (torch.from_numpy(tb[k]) for k in ("h", "scores", "labels"))
-    ts0, ts1 = tsc[:, 0], tsc[:, -1]
-
-    def torch_head():
-        torch.matmul(tx, tw1, out=th)
-        torch.ge(th, tt1, out=th)
-        torch.addmm(tshift2, th, tw2s, out=tsc)
-        if n_classes == 2:
-            torch.gt(ts1, ts0, out=tlab)
-        else:
-            torch.argmax(tsc, 1, out=tlab)
-
-    return {"numpy_f32": numpy_head, "torch_f32": torch_head}, {"numpy_f32": nb, "torch_f32": tb}
-
-
 def bench_head(batch: int, threads: int, quick: bool) -> dict:
     """The whole BNN head 200 → 128 → 2 on `bench_bnn`: the kernel runtime (packed codes in,
-    scores and labels out) against the float32 head at its best (`float_head`, numpy and torch)
-    and against the float hidden-layer matmul 200 → 128 alone (numpy and torch).
+    scores and labels out) against the float32 head at its best (`float_head`: numpy and torch,
+    and at batch 1 compiled, entered as the XNOR one-code head is), against the same head in int8
+    (`int8_matmul.int8_heads`: torch and ONNX Runtime), and against the float hidden-layer matmul
+    200 → 128 alone (numpy and torch).
 
-    Checks: the float head's labels equal the TaskBNN module's (computed once, untimed: the float
-    head is the same network); the kernel's labels equal both float heads'; the kernel's scores
-    equal, bit for bit, its score table at the output dots the float head computed (so every
-    hidden bit and output dot agrees); both hidden matmuls equal the XNOR dot products."""
+    Checks: the float heads' labels equal the TaskBNN module's (computed once, untimed: the float
+    head is the same network); the kernel's labels equal every float head's; the kernel's scores
+    equal, bit for bit, its score table at the output dots each float head computed (so every
+    hidden bit and output dot agrees); the int8 heads' labels equal the TaskBNN module's, their
+    scores equal, bit for bit, (h @ W2)·2s₂ + shift2 at the exact hidden bits, and torch's hidden
+    bits equal those; both hidden matmuls equal the XNOR dot products."""
     import numpy as np
     import torch
     from hybnn_kernels.bits import pack_bits
@@ -473,27 +439,47 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
 
     from hybnn_cli.bnn import BNNShape
     from hybnn_cli.export import runtime_from_model, torch_predict
+    from hybnn_cli.float_head import CompiledFloatHead, fold, vector_heads
+    from hybnn_cli.int8_matmul import int8_heads, score_reference
 
     shape = BNNShape(200, 128, 2)
     name = f"head 200-128-2 b={batch}"
     model = bench_bnn(shape)
     rt = runtime_from_model(model)
-    fh = float_head(model)
+    fh = fold(model)
     rng = np.random.default_rng(batch)
     _, codes, x = _random_bits(rng, batch, shape.n_bits)
     _, want_labels = torch_predict(model, codes)
     # the hidden-layer dots of the float head's ±1 weights, by the kernel (untimed reference)
     dots1 = xnor_gemm(codes, pack_bits((fh["w1"].T > 0).astype(np.uint8)), shape.n_bits)
+    want_int8_scores = score_reference(dots1 >= fh["t1"], fh)
     ops = 2.0 * batch * (shape.n_bits * shape.hidden + shape.hidden * shape.n_classes)
     scores = np.empty((batch, shape.n_classes), np.float32)
     labels = np.empty(batch, np.int64)
     table = rt.score_table
     with torch.inference_mode():
-        heads, hbufs = _float_heads(fh, x)
+        heads, hbufs = vector_heads(fh, x)
+        compiled = None
+        if batch == 1:  # the compiled float head, as the XNOR one-code head, is batch 1's
+            compiled = heads["numba_f32"] = CompiledFloatHead(fh)
+            compiled.x[:] = x[0]
+            hbufs["numba_f32"] = {"h": compiled.h[None], "scores": compiled.scores[None],
+                                  "labels": np.empty(1, np.int64)}
+        int8s, ibufs, iinfo = int8_heads(fh, x, threads)
         mms, mouts = _float_matmuls(x, fh["w1"])
         matmuls = {f"{k}_matmul": fn for k, fn in mms.items()}
 
         def check():
+            if compiled is not None:  # its label is what the call returns
+                hbufs["numba_f32"]["labels"][0] = compiled()
+            for f, buf in ibufs.items():
+                _require(_equal(buf["labels"], want_labels), name,
+                         f"the {f} head's labels differ from the TaskBNN module's")
+                _require(_equal(buf["scores"].view(np.uint32), want_int8_scores.view(np.uint32)),
+                         name, f"the {f} head's scores differ from (h @ W2)·2s₂ + shift2 at the "
+                         "exact hidden bits")
+            _require(_equal(ibufs["torch_int8"]["h"], dots1 >= fh["t1"]), name,
+                     "the torch_int8 head's hidden bits differ from (XNOR dots >= thresholds)")
             for f, buf in hbufs.items():
                 _require(_equal(buf["labels"], want_labels), name,
                          f"the {f} float head's labels differ from the TaskBNN module's")
@@ -521,21 +507,28 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
             run = {"xnor": one, "xnor_run": run["xnor"]}
             check = _checking_both(check, run_one, run["xnor_run"])
         res = {"name": name, "batch": batch, "ops": ops,
-               **_compare({**run, **heads, **matmuls}, ops, *_budget(ops, quick), check=check,
-                          peaks_threads=threads),
+               **_compare({**run, **heads, **int8s, **matmuls}, ops, *_budget(ops, quick),
+                          check=check, peaks_threads=threads),
                "weight_bytes": {"binary": rt.weight_bytes,
+                                "int8": shape.hidden * (shape.n_bits + shape.n_classes),
                                 "float32": 4 * shape.hidden * (shape.n_bits + shape.n_classes)},
-               "check": {"passed": True, "compared": "XNOR labels = numpy and torch float head "
-                         "labels = TaskBNN labels; XNOR scores = score table at the float head's "
-                         "output dots, bit for bit; float hidden matmuls = XNOR dots",
+               "check": {"passed": True, "compared": "XNOR labels = numpy and torch (and at "
+                         "batch 1 compiled) float head labels = TaskBNN labels = torch and ONNX "
+                         "Runtime int8 head labels; XNOR scores = score table at each float "
+                         "head's output dots, bit for bit; int8 scores = (h @ W2)·2s₂ + shift2 at "
+                         "the exact hidden bits, bit for bit; float hidden matmuls = XNOR dots",
                          "values": batch}}
     if batch == 1:
         res["xnor"]["api"] = "BNNRuntime.one_sample(): label = head() on the code in head.code"
         res["xnor_run"]["api"] = "BNNRuntime.run(codes, threads, out=(scores, labels))"
-    for key in (*run, *heads, *matmuls):
+        res["numba_f32"]["api"] = ("float_head.CompiledFloatHead: label = head() on the ±1 "
+                                   "values in head.x")
+    for f, i in iinfo.items():
+        res[f].update(i)
+    for key in (*run, *heads, *int8s, *matmuls):
         res[key]["us_per_sample"] = res[key]["seconds"] / batch * 1e6
         res[key]["samples_per_second"] = batch / res[key]["seconds"]
-    _ratios(res)
+    _headline(res)
     _ratios(res, tuple(matmuls), "best_hidden_matmul")
     res["weight_bytes"]["ratio"] = res["weight_bytes"]["float32"] / rt.weight_bytes
     return res
@@ -554,15 +547,22 @@ def _checking_both(check, run_one, run_batch):
 
 METHOD = ("medians over repeats timed in 3 interleaved rounds per case (every contender sees the "
           "same load drift), JIT warm-up outside the timing, preallocated outputs for every "
-          "contender; ops = 2·M·N·K for float and binary; kernel weights pre-packed into panels, "
-          "float weights pre-signed to ±1 float32 and batch norm pre-folded; float inputs are the "
-          "±1 float32 values of the bits the kernel reads (unpacked outside the timing); torch in "
-          "inference_mode on plain tensors; at batch 1 the kernel is the one-code head "
-          "(BNNRuntime.one_sample: the code already in its input buffer, as each float "
-          "contender's input is already in its array), the general run() path timed beside it as "
-          "xnor_run; every output checked against a reference after the warm-up and after the "
-          "timing; each case's peaks (float32 FMA, the XNOR tile's loop) measured at the start of "
-          "each of its 3 rounds, its fractions of peak set against the highest of them")
+          "contender; ops = 2·M·N·K for float, int8 and binary; kernel weights pre-packed into "
+          "panels, float weights pre-signed to ±1 float32 and batch norm pre-folded; float inputs "
+          "are the ±1 float32 values of the bits the kernel reads (unpacked outside the timing); "
+          "torch in inference_mode on plain tensors; int8 contenders: torch._int_mm (int8 × int8 "
+          "→ int32, no padding needed by torch 2.13 on CPU, recorded per case) and ONNX Runtime "
+          "MatMulInteger (uint8 activations a + 1 with zero point 1, int8 weights a constant of "
+          "the graph; the head as one graph), inputs prepared outside the timing, every dot "
+          "product exact; at batch 1 the kernel is the one-code head (BNNRuntime.one_sample: the "
+          "code already in its input buffer, as each float contender's input is already in its "
+          "array), the general run() path timed beside it as xnor_run, and the float head also "
+          "compiled (numba_f32: float_head.CompiledFloatHead, a Numba cfunc entered through "
+          "ctypes as the one-code head is); the headline ratio (speedup_vs_best_dense) is against "
+          "the fastest dense contender of any precision, float32 and int8 ratios beside it; "
+          "every output checked against a reference after the warm-up and after the timing; each "
+          "case's peaks (float32 FMA, the XNOR tile's loop) measured at the start of each of its "
+          "3 rounds, its fractions of peak set against the highest of them")
 
 
 def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
@@ -600,7 +600,8 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Speedup of the XNOR kernel over numpy and torch float32 against GEMM size (PNG)."""
+    """Speedup of the XNOR kernel over numpy and torch float32 and over the faster int8 contender
+    against GEMM size (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -613,13 +614,16 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(sizes, [c["speedup_vs_numpy"] for c in gemm], "o-", label="vs numpy float32 (OpenBLAS)")
     ax.plot(sizes, [c["speedup_vs_torch"] for c in gemm], "s-", label="vs torch float32")
+    if all("speedup_vs_best_int8" in c for c in gemm):
+        ax.plot(sizes, [c["speedup_vs_best_int8"] for c in gemm], "^-",
+                label="vs the faster int8 (torch._int_mm, ONNX Runtime)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.axhline(1, color="grey", lw=0.8)
     ax.set_xlabel("M = N = K (bits for the kernel)")
     ax.set_ylabel("speedup (same 2·M·N·K operations)")
     m, s = result["machine"], result["setup"]
-    ax.set_title(f"XNOR-popcount GEMM vs float32 matmul (outputs checked equal)\n{m['cpu']} "
+    ax.set_title(f"XNOR-popcount GEMM vs dense matmul (outputs checked equal)\n{m['cpu']} "
                  f"({s['llvm_cpu_name']}), {s['threads']} threads, kernel variant "
                  f"{s['kernel']['variant']}, load average {result['load_average']['start'][0]:.1f}"
                  f" at start", fontsize=9)

@@ -634,16 +634,24 @@ BENCH = "bench.json"
 
 @renderer("bench-table")
 def bench_table(results_dir: Path) -> str:
+    """Every case of `hybnn bench`: the XNOR kernel's rate and its ratios. A run with int8
+    contenders (bench format 3) leads with the ratio against the fastest dense contender of any
+    precision, the float32 and int8 ratios beside it; an earlier run renders as it always did."""
     r = _load(results_dir, BENCH, "hybnn-bench")
     setup = r["setup"]
+    int8 = any("speedup_vs_best_dense" in c for c in r["cases"])
     rows = []
     for c in r["cases"]:
         x = c["xnor"]
         head = "us_per_sample" in x
+        fastest = c.get("fastest", {})
         rows.append([f"`{c['name']}`",
                      f"{x['us_per_sample']:.3f} µs/sample" if head
                      else f"{x['ops_per_second'] / 1e9:,.0f} Gop/s",
+                     *([_ratio_cell(c, "best_dense", fastest.get("dense")),
+                        _ratio_cell(c, "best_float", fastest.get("float32"))] if int8 else []),
                      f"{c['speedup_vs_numpy']:.1f}×", f"{c['speedup_vs_torch']:.1f}×",
+                     *([_ratio_cell(c, "best_int8", fastest.get("int8"))] if int8 else []),
                      f"{c['speedup_vs_best_hidden_matmul']:.2f}×"
                      if "speedup_vs_best_hidden_matmul" in c else "",
                      *_peak_cells(c),
@@ -651,21 +659,39 @@ def bench_table(results_dir: Path) -> str:
     load = r["load_average"]
     blas = " ".join(str(b.get(k)) for b in setup["numpy_blas"][:1]
                     for k in ("internal_api", "architecture"))
+    what = ("each ratio is a contender's median time over the XNOR kernel's; the first is "
+            "against the fastest dense contender of any precision (float32: numpy, torch, at "
+            "batch 1 the compiled float head; int8: `torch._int_mm`, ONNX Runtime's "
+            "`MatMulInteger`), named in brackets" if int8 else
+            "each ratio is a float32 contender's median time over the XNOR kernel's")
     return (f"Kernel variant `{setup['kernel']['variant']}` on `{setup['llvm_cpu_name']}`, "
-            f"{setup['threads']} threads; each ratio is a float32 contender's median time over "
-            f"the XNOR kernel's, timed in the same process (numpy's BLAS: {blas or '?'}); "
+            f"{setup['threads']} threads; {what}, timed in the same process (numpy's BLAS: "
+            f"{blas or '?'}); "
             f"load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end; "
-            f"every case's outputs checked against the float contenders before timing"
-            f" ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
+            f"every case's outputs checked against the {'other' if int8 else 'float'} contenders "
+            f"before timing ({'all passed' if r['checks_passed'] else 'SOME FAILED'}).\n\n"
             + _roofline_text(r)
-            + table(["case", "XNOR", "× numpy float32", "× torch float32",
+            + table(["case", "XNOR",
+                     *(["× fastest dense", "× best float32"] if int8 else []),
+                     "× numpy float32", "× torch float32", *(["× best int8"] if int8 else []),
                      "× float 200→128 matmul alone", "XNOR of its peak",
                      "best float32 of FMA peak", "check"], rows)
             + "".join(f"\n\n`{c['name']}`: the XNOR column is the one-code head "
                       f"(`{c['xnor']['api']}`); through `{c['xnor_run']['api']}` the same head "
-                      f"took {c['xnor_run']['us_per_sample']:.3f} µs/sample."
+                      f"took {c['xnor_run']['us_per_sample']:.3f} µs/sample"
+                      + (f"; the float32 head compiled (`{c['numba_f32']['api']}`) took "
+                         f"{c['numba_f32']['us_per_sample']:.3f} µs/sample" if "numba_f32" in c
+                         else "") + "."
                       for c in r["cases"] if "xnor_run" in c)
             + "\n\n" + source(BENCH, r))
+
+
+def _ratio_cell(case: dict, key: str, name: str | None) -> str:
+    """speedup_vs_<key> with the contender behind it, or "not measured" (a run without it)."""
+    x = case.get(f"speedup_vs_{key}")
+    if x is None:
+        return "not measured"
+    return f"{x:.1f}×" + (f" ({name.replace('_', ' ')})" if name else "")
 
 
 @renderer("bench-targets")
@@ -782,14 +808,23 @@ def e2e(results_dir: Path) -> str:
     def iqr(c, n):
         return "–".join(f"{1e6 * t / n:.0f}" for t in c["iqr_seconds"])
 
+    best = "torch_best" in b and "torch_best" in one  # runs before it timed eager torch only
+
+    def label(k):
+        if k != "torch_best":
+            return k
+        return (f"torch_best ({b['torch_best_choice']['chosen']} at 4096, "
+                f"{one['torch_best_choice']['chosen']} at 1)")
+
     perf = table(["pipeline", "batch 4096: µs per image (quartiles)", "images/s",
                   "batch 1: µs, median (quartiles)",
                   "time split at 4096 (encoder / threshold+pack / head)", "time split at 1"],
-                 [[k, f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
+                 [[label(k), f"{b[k]['us_per_image']:.1f} ({iqr(b[k], 4096)})",
                    f"{b[k]['images_per_second']:,.0f}",
                    f"{one[k]['us_per_image']:.1f} ({iqr(one[k], 1)})", split(b[k]),
                    split(one[k])]
-                  for k in ("torch", "bundle_float", "bundle_int8")])
+                  for k in ("torch", *(["torch_best"] if best else []), "bundle_float",
+                            "bundle_int8")])
     flags = set(r["machine"].get("cpu_flags", []))
     if not flags & {"avx512_vnni", "avx_vnni"}:
         perf += ("\n\nThis CPU has neither AVX-512 VNNI nor AVX-VNNI (the machine record's "
@@ -807,7 +842,8 @@ def e2e(results_dir: Path) -> str:
             f"{r['load_average_after'][0]:.1f} after, on a shared machine): the float bundle is "
             f"{b['speedup_float_vs_torch']:.1f}× torch at batch 4096 and "
             f"{one['speedup_float_vs_torch']:.1f}× at batch 1; int8 is "
-            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096.\n\n{perf}")
+            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096."
+            + (_torch_best_text(b, one) if best else "") + f"\n\n{perf}")
     pr = r.get("processes")
     if pr:
         c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
@@ -824,6 +860,23 @@ def e2e(results_dir: Path) -> str:
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
     return text + "\n\n" + source(E2E, r)
+
+
+def _torch_best_text(b: dict, one: dict) -> str:
+    """Torch at its best (`benchmarks/e2e.py`): what was chosen at each batch, the code bits that
+    differ from eager's, and the float bundle against it."""
+    def flips(c):
+        f = c["torch_best_choice"]["codes_vs_eager"]
+        return f"{f['flipped_bits']:,} of {f['bits']:,} code bits on {f['images']:,} images"
+
+    return (f" Torch at its best (`torch_best`: batch norm folded into the convolutions, then the "
+            f"fastest of that module eager, `torch.jit.freeze` + `optimize_for_inference` and "
+            f"`torch.compile`, chosen in the run at each batch: "
+            f"`{b['torch_best_choice']['chosen']}` at batch 4096, "
+            f"`{one['torch_best_choice']['chosen']}` at batch 1) differs from eager torch in "
+            f"{flips(b)} at batch 4096 and {flips(one)} at batch 1; the float bundle is "
+            f"{b['speedup_float_vs_torch_best']:.1f}× it at batch 4096 and "
+            f"{one['speedup_float_vs_torch_best']:.1f}× at batch 1.")
 
 
 INT8 = "int8.json"

@@ -227,13 +227,15 @@ def bench_cmd(
                                    "size here."),
     json_out: bool = JsonOut,
 ):
-    """Benchmark the XNOR-popcount kernels against numpy and torch float32, checking every answer.
+    """Benchmark the XNOR-popcount kernels against float32 and int8, checking every answer.
 
-    The BNN head runs against a float32 head built from the same network (weights pre-signed,
-    batch norm folded) and against the float hidden-layer matmul alone; every contender's output
-    is checked against a reference in the same run, and a mismatch fails the benchmark. Runs in a
-    child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses its best
-    kernel; records the machine and which BLAS kernel ran.
+    Dense contenders: numpy and torch float32, torch._int_mm and ONNX Runtime's MatMulInteger in
+    int8; the headline ratio is against the fastest of any precision. The BNN head runs against
+    a float32 head built from the same network (weights pre-signed, batch norm folded; at batch 1
+    also compiled), the same head in int8, and the float hidden-layer matmul alone; every
+    contender's output is checked against a reference in the same run, and a mismatch fails the
+    benchmark. Runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so
+    numpy uses its best kernel; records the machine and which BLAS kernel ran.
 
     No --seed: the inputs come from fixed seeds; only the timings vary between runs.
 
@@ -273,9 +275,9 @@ def _print_bench_table(result: dict) -> None:
     table = Table(title=f"{m['cpu']} ({s['llvm_cpu_name']}), {s['threads']} threads; kernel "
                   f"{s['kernel']['variant']}; numpy BLAS {blas}; torch {m['packages']['torch']}; "
                   f"every output checked")
-    for col in ("case", "XNOR", "numpy f32", "torch f32", "×numpy", "×torch",
-                "×float 200→128 matmul alone", "XNOR of its peak", "best f32 of FMA peak",
-                "weights (less)"):
+    for col in ("case", "XNOR", "numpy f32", "torch f32", "best int8", "×fastest dense",
+                "×best f32", "×numpy", "×torch", "×best int8", "×float 200→128 matmul alone",
+                "XNOR of its peak", "best f32 of FMA peak", "weights (less)"):
         table.add_column(col, justify="left" if col == "case" else "right")
 
     def rate(e):
@@ -283,16 +285,25 @@ def _print_bench_table(result: dict) -> None:
             return f"{e['us_per_sample']:.3g} µs/smp"
         return f"{e['ops_per_second'] / 1e9:,.0f} Gop/s"
 
+    def times(x, c=None):
+        return "" if x is None else f"{x:.1f}" + (f" ({c})" if c else "")
+
     for c in result["cases"]:
         wb = c["weight_bytes"]
         alone = c.get("speedup_vs_best_hidden_matmul")
         frac = c["fraction_of_peak"]
+        fastest = c.get("fastest", {})
+        int8 = fastest.get("int8")
         table.add_row(c["name"], rate(c["xnor"]), rate(c["numpy_f32"]), rate(c["torch_f32"]),
+                      f"{rate(c[int8])} ({int8})" if int8 else "",
+                      times(c.get("speedup_vs_best_dense"), fastest.get("dense")),
+                      times(c["speedup_vs_best_float"], fastest.get("float32")),
                       f"{c['speedup_vs_numpy']:.1f}", f"{c['speedup_vs_torch']:.1f}",
+                      times(c.get("speedup_vs_best_int8")),
                       "" if alone is None else f"{alone:.1f}", f"{frac['xnor']:.0%}",
                       f"{max(frac['numpy_f32'], frac['torch_f32']):.0%}",
                       f"{wb['binary']:,} B ({wb['ratio']:.0f}×)")
-    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console = Console() if sys.stdout.isatty() else Console(width=230)
     console.print(table)
     roof = result["roofline"]
     console.print(f"Roofline, measured in this run: float32 FMA peak "
@@ -305,3 +316,6 @@ def _print_bench_table(result: dict) -> None:
             console.print(f"{c['name']}: XNOR is the one-code head ({c['xnor']['api']}); "
                           f"through {c['xnor_run']['api']}: {rate(c['xnor_run'])}.",
                           highlight=False)
+        if "numba_f32" in c:
+            console.print(f"{c['name']}: the float32 head compiled ({c['numba_f32']['api']}): "
+                          f"{rate(c['numba_f32'])}.", highlight=False)
