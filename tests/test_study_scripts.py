@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -115,17 +116,48 @@ def test_federated_and_its_resume(study, tmp_path):
     assert json.loads(out.read_text())["runs"] == rec["runs"]
 
 
-def test_fedpriv(study, tmp_path):
+def seed_runs(row: dict, seeds: list[int]) -> list[dict]:
+    """A row over seeds: one run per seed, each with its own run record and command, and the
+    mean ± std over them of the final test accuracy."""
+    assert row["seeds"] == seeds and set(row["per_seed"]) == {str(s) for s in seeds}
+    runs = [row["per_seed"][str(s)] for s in seeds]
+    rows_of(row["per_seed"])
+    for seed, run in zip(seeds, runs, strict=True):
+        assert f"--seed {seed} " in run["command"]
+    accs = [run["test_acc"] for run in runs]
+    assert row["test_acc"]["values"] == accs
+    assert row["test_acc"]["mean"] == pytest.approx(sum(accs) / len(accs))
+    assert row["test_acc"]["std"] == pytest.approx(statistics.stdev(accs))
+    return runs
+
+
+def render(block: str, results_dir: Path) -> str:
+    from hybnn_cli import docgen
+
+    return docgen.render_text(f"<!-- generated: {block} -->\n<!-- /generated -->\n", results_dir)
+
+
+def test_fedpriv_over_seeds_and_its_docs_block(study, tmp_path):
     codes = Path(study["work"]) / json.loads(study["results"].read_text())["codes"][0]["path"]
     out = tmp_path / "feddp.json"
-    load_benchmark("fedpriv").main(["--study", "dp", "--codes", str(codes), "--reproduction",
-                                    str(study["results"]), "--task", "1", "--clients", "3",
-                                    "--fraction", "1", "--rounds", "2", "--local-epochs", "1",
-                                    "--noises", "0.5", "--models", str(tmp_path / "m"),
-                                    "--out", str(out)])
+    args = ["--study", "dp", "--codes", str(codes), "--reproduction", str(study["results"]),
+            "--task", "1", "--clients", "3", "--fraction", "1", "--rounds", "2",
+            "--local-epochs", "1", "--noises", "0.5", "--seeds", "0,1",
+            "--models", str(tmp_path / "m"), "--out", str(out)]
+    load_benchmark("fedpriv").main(args)
     rec = check_provenance(out, "hybnn-fedpriv")
-    assert set(rec["runs"]) == {"plain", "dp/0.5"} and len(rows_of(rec["runs"])) == 2
+    assert rec["format_version"] == 2 and rec["seeds"] == [0, 1] and "seed" not in rec
+    assert set(rec["runs"]) == {"plain", "dp/0.5"}
+    for row in rec["runs"].values():
+        seed_runs(row, [0, 1])
+        assert row["seconds_per_round"]["std"] >= 0
     assert out.with_suffix(".png").is_file()
+    text = render("fedpriv-dp", tmp_path)
+    plain = rec["runs"]["plain"]["test_acc"]
+    assert "seeds 0, 1 (mean ± std over them)" in text
+    assert f"| no DP | – | – | {100 * plain['mean']:.2f} ± {100 * plain['std']:.2f} |" in text
+    load_benchmark("fedpriv").main(args)  # a rerun keeps the runs made by this code
+    assert json.loads(out.read_text())["runs"] == rec["runs"]
 
 
 @pytest.fixture(scope="module")

@@ -91,6 +91,40 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * sd:.2f}"
 
 
+def acc_cell(x: float | dict | None) -> str:
+    """An accuracy in percent: one run's (a number, from a one-seed file) or the mean ± std over
+    seeds ({"mean", "std"}, `continual.study.mean_std`)."""
+    return _ms(x) if isinstance(x, dict) else pct(x)
+
+
+def mean_of(x: float | dict) -> float:
+    """A number, or the mean of a mean ± std."""
+    return x["mean"] if isinstance(x, dict) else x
+
+
+def seconds_cell(x: float | dict, std: float | None = None) -> str:
+    """Seconds: a number (with its `std` when known) or a mean ± std."""
+    if isinstance(x, dict):
+        x, std = x["mean"], x["std"]
+    return f"{x:.2f}" if std is None else f"{x:.2f} ± {std:.2f}"
+
+
+def seeds_text(r: dict) -> str:
+    """The seeds a file's accuracies come from: "seed 0" (a one-seed file) or "seeds 0, 1, 2
+    (mean ± std over them)"."""
+    if "seeds" not in r:
+        return f"seed {r['seed']}"
+    return f"seeds {', '.join(map(str, r['seeds']))} (mean ± std over them)"
+
+
+def partial_seeds(row: dict, r: dict) -> str:
+    """The note after a row over other seeds than its file's (a run not finished yet), such as
+    " (seeds 0, 1)"; else ""."""
+    if "seeds" not in row or row["seeds"] == r.get("seeds", row["seeds"]):
+        return ""
+    return f" (seeds {', '.join(map(str, row['seeds']))})"
+
+
 def entry_cell(e: dict | None) -> str:
     """A model's test accuracy over its seeds, as the study summarized it."""
     return "–" if not e else f"{100 * e['test_acc']:.2f} ± {100 * e['test_acc_std']:.2f}"
@@ -566,12 +600,15 @@ def _priv_setting(r: dict) -> str:
     sampled = max(1, round(r["fraction"] * r["clients"]))
     return (f"task {r['task']}, {r['clients']} clients, {r['fraction']:.0%} sampled per round "
             f"({sampled}), {r['rounds']} rounds × {r['local_epochs']} local epochs, learning "
-            f"rate {r['lr']:g} (chosen on validation by the reproduction study), seed "
-            f"{r['seed']}, {r['engine']} engine")
+            f"rate {r['lr']:g} (chosen on validation by the reproduction study), "
+            f"{seeds_text(r)}, {r['engine']} engine")
 
 
-def _priv_row(run: dict) -> list[str]:
-    return [pct(run["test_acc"]), pct(run["best_test_acc"]), f"{run['seconds_per_round']:.2f}"]
+def _priv_row(run: dict, r: dict) -> list[str]:
+    """A setting's final and best-round accuracy and seconds per round: one run's (version 1)
+    or mean ± std over its seeds (version 2)."""
+    return [acc_cell(run["test_acc"]) + partial_seeds(run, r), acc_cell(run["best_test_acc"]),
+            seconds_cell(run["seconds_per_round"])]
 
 
 @renderer("fedpriv-dp")
@@ -581,12 +618,12 @@ def fedpriv_dp(results_dir: Path) -> str:
     sampled = max(1, round(r["fraction"] * r["clients"]))
     rows = []
     if "plain" in r["runs"]:
-        rows.append(["no DP", "–", "–", *_priv_row(r["runs"]["plain"])])
+        rows.append(["no DP", "–", "–", *_priv_row(r["runs"]["plain"], r)])
     for key, run in sorted(((k, v) for k, v in r["runs"].items() if k.startswith("dp/")),
                            key=lambda kv: float(kv[0].removeprefix("dp/"))):
         sigma = float(key.removeprefix("dp/"))
         rows.append([f"{sigma:g}", f"{r['dp_clip']:g}", f"{sigma * r['dp_clip'] / sampled:.3g}",
-                     *_priv_row(run)])
+                     *_priv_row(run, r)])
     return (_priv_setting(r) + "; DP with client-side fixed clipping at norm "
             f"{r['dp_clip']:g} (DP coordinates):\n\n"
             + table(["noise multiplier σ", "clip C", "noise std σ·C/m", "final (%)",
@@ -599,10 +636,10 @@ def fedpriv_byzantine(results_dir: Path) -> str:
     r = read_priv(Path(results_dir) / name)
     rows = []
     if "plain" in r["runs"]:
-        rows.append(["fedavg, no attackers", *_priv_row(r["runs"]["plain"])])
+        rows.append(["fedavg, no attackers", *_priv_row(r["runs"]["plain"], r)])
     for key, run in sorted((k, v) for k, v in r["runs"].items() if k.startswith("byzantine/")):
         rows.append([f"{key.removeprefix('byzantine/')}, {r['byzantine_share']:.0%} attackers",
-                     *_priv_row(run)])
+                     *_priv_row(run, r)])
     return (_priv_setting(r) + f"; {r['byzantine_share']:.0%} of the clients send "
             "sign-flipped, amplified updates (global − 10·update):\n\n"
             + table(["aggregation", "final (%)", "best round (%)", "s/round"], rows)
