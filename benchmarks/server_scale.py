@@ -9,16 +9,18 @@ per-step compute and those bytes at a stated network bandwidth (computed where i
 `docgen.ddp_scaling`). Writes `benchmarks/results/ddp-scaling.json`.
 
 `union`: an encoder pretrained on mnist+fashion-mnist (120,000 images) against one pretrained on
-MNIST alone, same settings and seed: the validation and test accuracy of task BNNs 1–5 trained on
-each encoder's MNIST codes. Writes `benchmarks/results/union-encoder.json` after each encoder; a
-rerun with the same settings keeps the encoders already there made by the same code, so an
-interrupted run resumes.
+MNIST alone, same settings: the validation and test accuracy of task BNNs 1–5 trained on each
+encoder's MNIST codes, the whole pipeline (VAE and BNNs) once per seed (`--seeds`), mean ± std
+over the seeds with the per-seed values kept. Writes `benchmarks/results/union-encoder.json`
+(version 2) after each encoder and seed; a rerun with the same settings keeps the seeds already
+there made by the same code, so an interrupted run resumes.
 
 Each file's header is the provenance of its run (`results.run_record`, taken when it starts); each
-row (a pretraining run, an encoder) holds the record of the run that made it.
+row (a pretraining run, an encoder's seed) holds the record of the run that made it.
 
 Usage: python benchmarks/server_scale.py scaling [--epochs 2] [--work runs/server-scale]
        python benchmarks/server_scale.py union [--vae-epochs 3] [--bnn-epochs 30] [--threads 2]
+                                               [--seeds 0,1,2]
 Smaller data (tests): --dataset (scaling) or --datasets/--codes-dataset (union), --data-dir,
 --limit (the first N images of each split).
 """
@@ -36,6 +38,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCALING_FORMAT, UNION_FORMAT = "hybnn-ddp-scaling", "hybnn-union-encoder"
+SCALING_VERSION = 1
+UNION_VERSION = 2  # 2: several seeds (1: one, "seed" and each encoder's numbers at its top level)
 
 
 def _pretrain_run(label: str, launcher: list[str], threads: int, args, out: Path) -> dict:
@@ -131,27 +135,50 @@ def scaling(args) -> dict:
 
 
 def union(args, save) -> dict:
-    """Each encoder in turn (`save(body)` after each); an encoder already in `args.out`, made by
-    this code with these settings, is kept."""
+    """Each encoder in turn, each seed in turn (`save(body)` after each); a seed of an encoder
+    already in `args.out`, made by this code with these settings, is kept."""
     from hybnn_cli.results import read_result, same_code
     from hybnn_cli.threads import using
 
-    body = {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seed": 0,
+    seeds = [int(x) for x in args.seeds.split(",")]
+    body = {"vae_epochs": args.vae_epochs, "bnn_epochs": args.bnn_epochs, "seeds": seeds,
             "codes_dataset": args.codes_dataset, "threads": args.threads, "limit": args.limit,
             "encoders": []}
     old = read_result(args.out, UNION_FORMAT) if args.out.is_file() else {}
-    kept = {e["pretrain_dataset"]: e for e in old.get("encoders", [])
-            if all(old.get(k) == v for k, v in body.items() if k != "encoders")
-            and same_code(e.get("run"), args.run)}
+    same_settings = (old.get("format_version") == UNION_VERSION
+                     and all(old.get(k) == v for k, v in body.items()
+                             if k not in ("encoders", "seeds")))
+    kept = {e["pretrain_dataset"]: {s: r for s, r in e["per_seed"].items()
+                                    if same_code(r.get("run"), args.run)}
+            for e in old.get("encoders", []) if same_settings}
     with using(args.threads):
         for dataset in args.datasets.split(","):
-            body["encoders"].append(kept.get(dataset) or _union_one(args, dataset))
-            save(body)
+            per_seed: dict[str, dict] = {}
+            body["encoders"].append({})
+            for seed in seeds:
+                per_seed[str(seed)] = (kept.get(dataset, {}).get(str(seed))
+                                       or _union_one(args, dataset, seed))
+                body["encoders"][-1] = _union_encoder(dataset, per_seed)
+                save(body)
     return body
 
 
-def _union_one(args, dataset: str) -> dict:
-    """Pretrain on `dataset`, encode the codes data set, train BNNs for tasks 1–5 (seed 0)."""
+def _union_encoder(dataset: str, per_seed: dict[str, dict]) -> dict:
+    """An encoder's row: each task's validation and test accuracy, mean ± std over the seeds
+    (`continual.study.mean_std`), and the seeds' runs."""
+    from hybnn_cli.continual.study import mean_std
+
+    runs = [per_seed[s] for s in sorted(per_seed, key=int)]
+    tasks = {t: {split: mean_std([r["tasks"][t][split] for r in runs])
+                 for split in ("val_acc", "test_acc")} for t in runs[0]["tasks"]}
+    return {"pretrain_dataset": dataset, "n_pretrain_images": runs[0]["n_pretrain_images"],
+            "seeds": sorted(int(s) for s in per_seed), "tasks": tasks,
+            "vae_seconds": mean_std([r["vae_seconds"] for r in runs]), "per_seed": per_seed}
+
+
+def _union_one(args, dataset: str, seed: int) -> dict:
+    """Pretrain on `dataset`, encode the codes data set, train BNNs for tasks 1–5, all with
+    `seed`."""
     from hybnn_cli import stages
     from hybnn_cli.pretrain_data import load_pretrain_images
     from hybnn_cli.results import end_run, run_record
@@ -160,9 +187,9 @@ def _union_one(args, dataset: str) -> dict:
     from hybnn_cli.train_vae import VAEConfig
 
     run = run_record()
-    folder = args.work / dataset
+    folder = args.work / dataset / f"seed{seed}"
     t0 = time.perf_counter()
-    vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=0,
+    vae = stages.pretrain_vae(VAEConfig(dataset=dataset, epochs=args.vae_epochs, seed=seed,
                                         threads=args.threads, train_limit=args.limit),
                               folder / "vae.pt", args.data_dir)
     vae_s = time.perf_counter() - t0
@@ -172,13 +199,12 @@ def _union_one(args, dataset: str) -> dict:
     for t in ("1", "2", "3", "4", "5"):
         task = parse_task(t, None)
         m = stages.train_task_bnn(folder / "codes.h5", task,
-                                  BNNConfig(task=task.name, epochs=args.bnn_epochs, seed=0,
+                                  BNNConfig(task=task.name, epochs=args.bnn_epochs, seed=seed,
                                             threads=args.threads), folder / f"bnn-{t}.pt")
         tasks[task.name] = {"val_acc": m["val_acc"], "test_acc": m["test_acc"]}
-        print(dataset, task.name, tasks[task.name], flush=True)
+        print(dataset, f"seed {seed}", task.name, tasks[task.name], flush=True)
     n_images = len(load_pretrain_images(dataset, "train", args.data_dir))
-    return {"pretrain_dataset": dataset,
-            "n_pretrain_images": min(n_images, args.limit or n_images),
+    return {"seed": seed, "n_pretrain_images": min(n_images, args.limit or n_images),
             "vae_seconds": vae_s, "vae_train_loss": vae["train_loss"], "tasks": tasks,
             "run": end_run(run)}
 
@@ -192,6 +218,7 @@ def main(argv=None) -> None:
     p.add_argument("--vae-epochs", type=int, default=3)
     p.add_argument("--bnn-epochs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2, help="union: torch threads")
+    p.add_argument("--seeds", default="0,1,2", help="union: each encoder and its BNNs per seed")
     p.add_argument("--work", type=Path, default=Path("runs/server-scale"))
     p.add_argument("--out", type=Path)
     p.add_argument("--dataset", default="mnist", help="scaling: the pretraining images")
@@ -202,7 +229,8 @@ def main(argv=None) -> None:
     p.add_argument("--limit", type=int, default=None, help="the first N images of each split")
     p.add_argument("--reps", type=int, default=30, help="scaling: all-reduces timed")
     args = p.parse_args(argv)
-    fmt = SCALING_FORMAT if args.what == "scaling" else UNION_FORMAT
+    fmt, version = ((SCALING_FORMAT, SCALING_VERSION) if args.what == "scaling"
+                    else (UNION_FORMAT, UNION_VERSION))
     args.out = args.out or RESULTS / ("ddp-scaling.json" if args.what == "scaling"
                                       else "union-encoder.json")
     argv_rec = ["python", "benchmarks/server_scale.py",
@@ -210,7 +238,7 @@ def main(argv=None) -> None:
     args.run = start_run(args.out, argv_rec)
 
     def save(body: dict) -> None:
-        write_result(args.out, fmt, 1, body, argv=argv_rec, run=end_run(args.run))
+        write_result(args.out, fmt, version, body, argv=argv_rec, run=end_run(args.run))
 
     save(scaling(args) if args.what == "scaling" else union(args, save))
     print(f"wrote {args.out}")

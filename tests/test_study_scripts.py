@@ -231,15 +231,29 @@ def test_server_scale_scaling(generated_set, tmp_path):
     assert all(r["run"]["ended"] for r in rec["runs"]) and rec["steps_per_epoch"] == 2
 
 
-def test_server_scale_union_and_its_resume(generated_set, tmp_path):
-    out = tmp_path / "union.json"
+def test_server_scale_union_over_seeds_its_resume_and_docs_block(generated_set, tmp_path):
+    out = tmp_path / "union-encoder.json"
     args = ["union", "--vae-epochs", "1", "--bnn-epochs", "1", "--threads", "1", "--limit", "200",
-            "--datasets", f"mnist,mnist+{generated_set}", "--work", str(tmp_path / "w"),
-            "--out", str(out)]
+            "--datasets", f"mnist,mnist+{generated_set}", "--seeds", "0,1",
+            "--work", str(tmp_path / "w"), "--out", str(out)]
     script = load_benchmark("server_scale")
     script.main(args)
     rec = check_provenance(out, "hybnn-union-encoder")
+    assert rec["format_version"] == 2 and rec["seeds"] == [0, 1] and "seed" not in rec
     assert [e["pretrain_dataset"] for e in rec["encoders"]] == ["mnist", f"mnist+{generated_set}"]
-    assert all(set(e["tasks"]) == {f"task{t}" for t in range(1, 6)} for e in rec["encoders"])
-    script.main(args)  # the encoders made by this code with these settings are kept
+    for enc in rec["encoders"]:
+        assert enc["seeds"] == [0, 1] and [r["seed"] for r in rows_of(enc["per_seed"])] == [0, 1]
+        assert set(enc["tasks"]) == {f"task{t}" for t in range(1, 6)}
+        for task, accs in enc["tasks"].items():
+            for split in ("val_acc", "test_acc"):
+                values = [enc["per_seed"][s]["tasks"][task][split] for s in ("0", "1")]
+                assert accs[split]["values"] == values
+                assert accs[split]["mean"] == pytest.approx(statistics.fmean(values))
+                assert accs[split]["std"] == pytest.approx(statistics.stdev(values))
+    text = render("union-encoder", tmp_path)
+    assert "seeds 0, 1 (mean ± std over them)" in text
+    t1 = rec["encoders"][0]["tasks"]["task1"]
+    assert (f"| task1 | {100 * t1['val_acc']['mean']:.2f} ± {100 * t1['val_acc']['std']:.2f} / "
+            f"{100 * t1['test_acc']['mean']:.2f} ± {100 * t1['test_acc']['std']:.2f} |") in text
+    script.main(args)  # the seeds made by this code with these settings are kept
     assert json.loads(out.read_text())["encoders"] == rec["encoders"]

@@ -1156,15 +1156,20 @@ UNION = "union-encoder.json"
 
 @renderer("union-encoder")
 def union_encoder(results_dir: Path) -> str:
+    """Task BNNs on two encoders' codes: one seed's accuracies (version 1) or each the mean ±
+    std over the seeds, each seed pretraining its own encoder (version 2)."""
     r = _load(results_dir, UNION, "hybnn-union-encoder")
     encs = r["encoders"]
     tasks = list(encs[0]["tasks"])
-    rows = [[t, *(f"{pct(e['tasks'][t]['val_acc'])} / {pct(e['tasks'][t]['test_acc'])}"
+    rows = [[t, *(f"{acc_cell(e['tasks'][t]['val_acc'])} / {acc_cell(e['tasks'][t]['test_acc'])}"
                   for e in encs)] for t in tasks]
     head = [f"encoder pretrained on {e['pretrain_dataset']} ({e['n_pretrain_images']:,} "
-            f"images): val / test %" for e in encs]
+            f"images){partial_seeds(e, r)}: val / test %" for e in encs]
+    seeds = (f"seed {r['seed']}, BNNs {r['bnn_epochs']} epochs; one seed, so differences of a "
+             f"few tenths are within noise" if "seeds" not in r else
+             f"BNNs {r['bnn_epochs']} epochs; {seeds_text(r)}, each seed pretraining its own "
+             f"encoder and training its own BNNs")
     return (f"Task BNNs on MNIST codes from two encoders, each pretrained for "
             f"{r['vae_epochs']} epoch(s) over its own set (so the union's encoder took twice the "
-            f"steps), seed {r['seed']}, BNNs {r['bnn_epochs']} epochs; one seed, so differences "
-            f"of a few tenths are within noise.\n\n"
+            f"steps), {seeds}.\n\n"
             + table(["task", *head], rows) + "\n\n" + source(UNION, r))
