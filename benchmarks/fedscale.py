@@ -21,10 +21,10 @@ the peak resident set size of the `hybnn fed` process, which stays flat in N whe
 per client beyond a round.
 
 Writes `benchmarks/results/fedscale.json` (format `fed.results.SCALE_FORMAT`) after every run; a
-rerun skips the runs already there, so an interrupted study resumes; parts run apart (at the
-same time, into other files) are taken in with `--merge`; a grid row re-run with other
+rerun skips the runs already there, so an interrupted study resumes; a grid row re-run with other
 `--fed-options` replaces the row, which moves to the section "earlier" with its options; and the
 figure `benchmarks/results/fedscale.png` (accuracy per round, one panel per task and partition).
+The file is made by one command: no part of it is run apart and merged in.
 
 Usage: python benchmarks/fedscale.py --codes runs/codes.h5 [--tasks 3,5] [--clients 10,100,1000]
        [--partitions iid,dirichlet] [--uplinks float,bits] [--fraction 0.1] [--rounds 100]
@@ -163,28 +163,6 @@ def put_run(body: dict, key: str, run: dict) -> None:
     body["runs"][key] = run
 
 
-def merge_part(body: dict, before: dict, part: dict, sections) -> None:
-    """Take into `body` what a part changed. A part started as a copy of this file (`before`, the
-    file as it was when this run began), maybe an older copy: a row it holds that differs from
-    `before` is new, unless the file already keeps it under "earlier" (a copy made before a
-    re-run replaced that row); and a row under the part's "earlier" that is the file's current
-    grid row stays out of "earlier". A grid row replaced by one run with other --fed-options
-    moves to "earlier" (key + " " + its options): a re-run with new settings keeps the old
-    numbers (`put_run`)."""
-    for section in sections:
-        for k, row in part.get(section, {}).items():
-            if row == before[section].get(k):
-                continue
-            if section == "runs":
-                if row not in before["earlier"].values():
-                    put_run(body, k, row)
-            elif section == "earlier":
-                if row not in body["runs"].values():
-                    body["earlier"][k] = row
-            else:
-                body[section][k] = row
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--codes", type=Path, required=True)
@@ -213,10 +191,6 @@ def main(argv=None) -> None:
     p.add_argument("--memory-sampled", type=int, default=10)
     p.add_argument("--memory-rounds", type=int, default=2)
     p.add_argument("--skip-grid", action="store_true", help="only the engine and SecAgg+ runs")
-    p.add_argument("--merge", type=Path, action="append", default=[],
-                   help="another file of this study, a part of it run apart (e.g. at the same "
-                        "time) from a copy of this file: the rows it added or changed are taken "
-                        "in")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fedscale.json"))
     p.add_argument("--figure", type=Path, default=Path("benchmarks/results/fedscale.png"))
     p.add_argument("--models", type=Path, default=Path("runs/bench-fedscale"))
@@ -236,11 +210,6 @@ def main(argv=None) -> None:
             "centralized": old.get("centralized", {}), "runs": old.get("runs", {}),
             "engines": old.get("engines", {}), "secagg": old.get("secagg", {}),
             "memory": old.get("memory", {}), "earlier": old.get("earlier", {})}
-    sections = ("centralized", "runs", "engines", "secagg", "memory", "earlier")
-
-    before = {section: dict(body[section]) for section in sections}
-    for part in args.merge:
-        merge_part(body, before, read_scale(part), sections)
     argv_rec = ["python", "benchmarks/fedscale.py", *(argv or sys.argv[1:])]
 
     def save() -> None:
