@@ -257,3 +257,72 @@ def test_server_scale_union_over_seeds_its_resume_and_docs_block(generated_set, 
             f"{100 * t1['test_acc']['mean']:.2f} ± {100 * t1['test_acc']['std']:.2f} |") in text
     script.main(args)  # the seeds made by this code with these settings are kept
     assert json.loads(out.read_text())["encoders"] == rec["encoders"]
+
+
+def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
+    """The scale study on generated codes, 2 seeds: each grid row and the centralized reference
+    over the seeds, the timing runs once with their spread over rounds; every fedscale block
+    renders the file."""
+    from hybnn_cli.results import write_result
+    from tests.fed_codes import make_codes
+
+    codes = make_codes(tmp_path / "codes.h5", n_train=1200, n_test=300)
+    study = tmp_path / "reproduction.json"  # the learning rates "chosen" by a study
+    write_result(study, "hybnn-reproduction", 1, {
+        "tasks": [{"task": "task3", "hybnn": {"chosen": {"lr": 0.03}}}],
+        "ten_class": {"chosen": {"lr": 0.01, "hidden": 128}}})
+    out = tmp_path / "fedscale.json"
+    args = ["--codes", str(codes), "--study", str(study), "--tasks", "3", "--clients", "6",
+            "--partitions", "iid", "--uplinks", "float", "--fraction", "0.5", "--rounds", "2",
+            "--local-epochs", "1", "--seeds", "0,1", "--engines", "inprocess",
+            "--engine-config", "3/6/iid/float/2", "--secagg-config", "3/6/iid/2",
+            "--memory-clients", "", "--models", str(tmp_path / "m"), "--out", str(out),
+            "--figure", str(tmp_path / "fedscale.png")]
+    script = load_benchmark("fedscale")
+    script.main(args)
+    rec = check_provenance(out, "hybnn-fedscale")
+    assert rec["format_version"] == 2 and rec["seeds"] == [0, 1] and rec["timing_seed"] == 0
+    central = rec["centralized"]["task3"]
+    assert central["seeds"] == [0, 1] and len(rows_of(central["per_seed"])) == 2
+    assert central["test_acc"]["values"] == [central["per_seed"][s]["test_acc"]
+                                             for s in ("0", "1")]
+    [row] = rec["runs"].values()
+    runs = seed_runs(row, [0, 1])
+    within = row["rounds_to_within_1pt"]
+    assert within["values"] == [
+        next((i + 1 for i, a in enumerate(r["accuracy_curve"])
+              if a >= central["test_acc"]["mean"] - 0.01), None) for r in runs]
+    assert within["reached"] == sum(v is not None for v in within["values"])
+    for section in ("engines", "secagg"):  # timings: one run each, with their spread
+        for run in rows_of(rec[section]):
+            assert "--seed 0 " in run["command"] and run["seconds_per_round_std"] >= 0
+    assert len(rec["engines"]) == 1 and len(rec["secagg"]) == 2
+    assert (tmp_path / "fedscale.png").is_file()
+
+    from hybnn_cli import docgen
+
+    blocks = [n for n in docgen.RENDERERS if n.startswith("fedscale-")]
+    text = docgen.render_text("".join(f"<!-- generated: {n} -->\n<!-- /generated -->\n"
+                                      for n in blocks), tmp_path)
+    acc, c = row["test_acc"], central["test_acc"]
+    cells = (f"| {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
+             f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} |")
+    assert cells in text and "seeds 0, 1 (mean ± std over them)" in text
+    assert "| FedAvg | Adam 0.03, 128 |" in text  # the run's settings, from its first seed
+    assert "Timings: one run each, seed 0" in text
+    sampled = runs[0]["sampled_per_round"]
+    assert f"| 3 | 128 | 6 | {sampled} | iid | float |" in text
+    targets = docgen.fedscale_targets(tmp_path, clients=6, by_round=2)
+    held = {0: "no", 1: "1 of 2 seeds", 2: "**yes** (2 of 2 seeds)"}  # checks, seeds they held in
+    first = ", ".join("–" if w is None else str(w) for w in within["values"])
+    assert (f"{cells} {first} | {held[within['reached']]} | "
+            f"{held[sum(a >= c['mean'] - 0.01 for a in acc['values'])]} |") in targets
+    rec["earlier"]["task3/6/iid/float --server-opt adam"] = rec["runs"].pop("task3/6/iid/float")
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "fedscale.json").write_text(json.dumps(rec))
+    assert cells in docgen.fedscale_earlier(tmp_path / "earlier")
+    rec = json.loads(out.read_text())
+    script.main(args)  # a rerun keeps every run made by this code with the same command
+    again = json.loads(out.read_text())
+    for section in ("centralized", "runs", "engines", "secagg"):
+        assert again[section] == rec[section]

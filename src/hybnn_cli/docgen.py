@@ -361,8 +361,44 @@ def client_step(config: dict, lr: float) -> str:
     return f"{opt} {config.get('lr', lr):g}, {config.get('batch_size', 128)}"
 
 
+def _first_run(row: dict) -> dict:
+    """A grid row's run (version 1) or its first seed's (version 2): what all its seeds share."""
+    return row["per_seed"][min(row["per_seed"], key=int)] if "per_seed" in row else row
+
+
+def _within_cell(row: dict) -> str:
+    """The rounds a grid row took to come within 1 point of centralized: one run's (a round or
+    None) or the mean ± std over the seeds that came within, with how many did when not all."""
+    within, rounds = row["rounds_to_within_1pt"], len(_first_run(row)["accuracy_curve"])
+    if not isinstance(within, dict):
+        return within if within else f"not in {rounds}"
+    n = len(within["values"])
+    if not within["reached"]:
+        return f"not in {rounds}" + (f" (any of {n} seeds)" if n > 1 else "")
+    cell = f"{within['mean']:.1f} ± {within['std']:.1f}"
+    return cell if within["reached"] == n else f"{cell} ({within['reached']} of {n} seeds)"
+
+
+def _seed_count(hits: list[bool]) -> str:
+    """Whether a check held: for one run "**yes**" or "no"; over seeds, in how many."""
+    if all(hits):
+        return "**yes**" if len(hits) == 1 else f"**yes** ({len(hits)} of {len(hits)} seeds)"
+    return "no" if not any(hits) else f"{sum(hits)} of {len(hits)} seeds"
+
+
+def _scale_settings(r: dict) -> str:
+    """The grid's settings, said once above its tables."""
+    same = ("with the same learning rate" if "seeds" not in r
+            else "with the same learning rate and seeds, the mean over them the reference")
+    return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
+            f"{r['local_epochs']} local epochs, {seeds_text(r)} (Dirichlet: α = {r['alpha']}); "
+            f"centralized: `train-bnn` for {r['rounds'] * r['local_epochs']} epochs on the same "
+            f"codes {same}")
+
+
 @renderer("fedscale-table")
 def fedscale_table(results_dir: Path) -> str:
+    """The scale grid: one run per row (version 1) or mean ± std over the seeds (version 2)."""
     r = read_scale(Path(results_dir) / SCALE)
     rows = []
     for key, run in sorted(r["runs"].items(),
@@ -370,26 +406,21 @@ def fedscale_table(results_dir: Path) -> str:
                                            kv[0].split("/")[3], int(kv[0].split("/")[1]))):
         task, n, part, uplink = key.split("/")
         central = r["centralized"][task]["test_acc"]
-        within = run["rounds_to_within_1pt"]
         t = task.removeprefix("task")
-        cfg = run.get("config", {})
+        cfg = _first_run(run).get("config", {})
         rows.append([t, r.get("hidden_per_task", {}).get(t, 128), n, run["sampled_per_round"],
                      part, uplink, server_step(cfg),
                      client_step(cfg, r["lr_per_task"][t]),
-                     pct(central), pct(run["test_acc"]), pct(run["best_test_acc"]),
-                     within if within else f"not in {len(run['accuracy_curve'])}",
+                     acc_cell(central), acc_cell(run["test_acc"]) + partial_seeds(run, r),
+                     acc_cell(run["best_test_acc"]), _within_cell(run),
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
                      f"{(run['uplink_total'] + run['downlink_total']) / 1e6:,.1f}",
-                     f"{run['seconds_per_round']:.2f}"])
+                     seconds_cell(run["seconds_per_round"])])
     header = ["task", "hidden", "clients", "sampled per round", "partition", "uplink",
               "server step", "client optimizer, lr, batch", "centralized (%)", "final (%)",
               "best round (%)", "rounds to within 1 point of centralized", "up kB/round",
               "down kB/round", "MB in all", "s/round (in-process)"]
-    return (f"{r['fraction']:.0%} of the clients sampled per round, {r['rounds']} rounds × "
-            f"{r['local_epochs']} local epochs, seed {r['seed']} (Dirichlet: α = {r['alpha']}); "
-            f"centralized: `train-bnn` for {r['rounds'] * r['local_epochs']} epochs on the same "
-            f"codes with the same learning rate:\n\n" + table(header, rows) + "\n\n"
-            + source(SCALE, r))
+    return (_scale_settings(r) + ":\n\n" + table(header, rows) + "\n\n" + source(SCALE, r))
 
 
 @renderer("fedscale-targets")
@@ -404,18 +435,27 @@ def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100
         if int(n) != clients or part != "iid" or task == "taskall":
             continue
         within = run["rounds_to_within_1pt"]
-        central = r["centralized"][task]["test_acc"]
-        done = len(run["accuracy_curve"]) == by_round
-        reached = within is not None and within <= by_round
-        last = done and run["test_acc"] >= central - 0.01
-        cfg = run.get("config", {})
+        central = mean_of(r["centralized"][task]["test_acc"])
+        runs = [run["per_seed"][s] for s in sorted(run["per_seed"], key=int)] \
+            if "per_seed" in run else [run]
+        firsts = within["values"] if isinstance(within, dict) else [within]
+        reached = [w is not None and w <= by_round for w in firsts]
+        last = [len(x["accuracy_curve"]) == by_round and x["test_acc"] >= central - 0.01
+                for x in runs]
+        cfg = _first_run(run).get("config", {})
+        first = (within or "–") if not isinstance(within, dict) else \
+            ", ".join("–" if w is None else str(w) for w in within["values"])
         rows.append([task.removeprefix("task"), uplink, server_step(cfg),
                      client_step(cfg, r["lr_per_task"][task.removeprefix("task")]),
-                     pct(central), pct(run["test_acc"]), within or "–",
-                     "**yes**" if reached else "no", "**yes**" if last else "no"])
+                     acc_cell(r["centralized"][task]["test_acc"]),
+                     acc_cell(run["test_acc"]) + partial_seeds(run, r), first,
+                     _seed_count(reached), _seed_count(last)])
+    over = ("" if "seeds" not in r else
+            f" Over {seeds_text(r)}: the first round within 1 point per seed, and in how many "
+            f"seeds each check held.")
     return (f"Target: with {clients:,} IID clients ({r['fraction']:.0%} sampled per round), the "
             f"global model within 1 point of centralized `train-bnn` by round {by_round}, on "
-            f"each task below.\n\n"
+            f"each task below.{over}\n\n"
             + table(["task", "uplink", "server step", "client optimizer, lr, batch",
                      "centralized (%)", f"round {by_round} (%)",
                      "first round within 1 point", f"reached by round {by_round}",
@@ -431,12 +471,11 @@ def fedscale_earlier(results_dir: Path) -> str:
     rows = []
     for key, run in sorted(r.get("earlier", {}).items()):
         task, n, part, uplink = key.split(" ", 1)[0].split("/")
-        cfg, t = run.get("config", {}), task.removeprefix("task")
-        within = run["rounds_to_within_1pt"]
+        cfg, t = _first_run(run).get("config", {}), task.removeprefix("task")
         rows.append([t, n, part, uplink, server_step(cfg), client_step(cfg, r["lr_per_task"][t]),
-                     pct(r["centralized"][task]["test_acc"]), pct(run["test_acc"]),
-                     pct(run["final_val_acc"]) if "final_val_acc" in run else "–",
-                     within if within else f"not in {len(run['accuracy_curve'])}"])
+                     acc_cell(r["centralized"][task]["test_acc"]),
+                     acc_cell(run["test_acc"]) + partial_seeds(run, r),
+                     acc_cell(run.get("final_val_acc")), _within_cell(run)])
     if not rows:
         return "(none)\n\n" + source(SCALE, r)
     return table(["task", "clients", "partition", "uplink", "server step",
@@ -522,11 +561,21 @@ def fedscale_engines(results_dir: Path) -> str:
     for key, run in sorted(r["engines"].items()):
         engine, task, n, part, uplink, rounds = key.split("/")
         rows.append([engine, task.removeprefix("task"), n, run["sampled_per_round"], part, uplink,
-                     rounds, f"{run['seconds_per_round']:.2f}", f"{run['wall_seconds']:.0f}",
-                     pct(run["test_acc"])])
-    return (table(["engine", "task", "clients", "sampled per round", "partition", "uplink",
-                   "rounds", "s/round", "wall s (whole command)", "final (%)"], rows)
+                     rounds, seconds_cell(run["seconds_per_round"],
+                                          run.get("seconds_per_round_std")),
+                     f"{run['wall_seconds']:.0f}", pct(run["test_acc"])])
+    return (_timing_note(r) + table(["engine", "task", "clients", "sampled per round",
+                                     "partition", "uplink", "rounds", "s/round",
+                                     "wall s (whole command)", "final (%)"], rows)
             + "\n\n" + source(SCALE, r))
+
+
+def _timing_note(r: dict) -> str:
+    """Above the timing tables of a file over seeds: one run each, the spread over rounds."""
+    if "timing_seed" not in r:
+        return ""
+    return (f"Timings: one run each, seed {r['timing_seed']}; s/round: mean ± std over the run's "
+            f"rounds; its accuracy one seed's.\n\n")
 
 
 @renderer("fedscale-secagg")
@@ -538,8 +587,9 @@ def fedscale_secagg(results_dir: Path) -> str:
         rows.append([task.removeprefix("task"), n, run["sampled_per_round"], part, uplink, rounds,
                      "SecAgg+" if mode == "secagg" else "plain", pct(run["test_acc"]),
                      kb(run["uplink_per_round"]), kb(run["downlink_per_round"]),
-                     f"{run['seconds_per_round']:.2f}"])
-    return (table(["task", "clients", "sampled per round", "partition", "uplink", "rounds",
+                     seconds_cell(run["seconds_per_round"], run.get("seconds_per_round_std"))])
+    return (_timing_note(r)
+            + table(["task", "clients", "sampled per round", "partition", "uplink", "rounds",
                    "aggregation", "final (%)", "up kB/round", "down kB/round", "s/round"], rows)
             + "\n\n" + source(SCALE, r))
 

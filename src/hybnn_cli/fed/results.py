@@ -51,9 +51,9 @@ def over_seeds(per_seed: dict[str, dict]) -> dict:
     `summarize` in the scripts keeps of one `hybnn fed --json`): "seeds" (the seeds, in order),
     mean ± std over them ({"mean", "std", "values"}, `continual.study.mean_std`) of "test_acc",
     "best_test_acc", "final_val_acc" (None when a run has no validation split) and
-    "seconds_per_round" (each run's mean over its rounds); and the mean of the bytes
-    ("uplink_per_round", "downlink_per_round", "uplink_total", "downlink_total") and of
-    "sampled_per_round"."""
+    "seconds_per_round" (each run's mean over its rounds); the mean of the bytes
+    ("uplink_per_round", "downlink_per_round", "uplink_total", "downlink_total"); and
+    "sampled_per_round" (its mean if the seeds differ)."""
     from hybnn_cli.continual.study import mean_std  # imports torch: only where rows are made
 
     seeds = sorted(per_seed, key=int)
@@ -63,9 +63,11 @@ def over_seeds(per_seed: dict[str, dict]) -> dict:
         row[field] = mean_std([r[field] for r in runs])
     vals = [r.get("final_val_acc") for r in runs]
     row["final_val_acc"] = None if None in vals else mean_std(vals)
-    for field in ("uplink_per_round", "downlink_per_round", "uplink_total", "downlink_total",
-                  "sampled_per_round"):
+    for field in ("uplink_per_round", "downlink_per_round", "uplink_total", "downlink_total"):
         row[field] = sum(r[field] for r in runs) / len(runs)
+    sampled = {r["sampled_per_round"] for r in runs}  # the same in every seed, as a rule
+    row["sampled_per_round"] = (sampled.pop() if len(sampled) == 1
+                                else sum(r["sampled_per_round"] for r in runs) / len(runs))
     return row
 
 
