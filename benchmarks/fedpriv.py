@@ -26,48 +26,16 @@ Usage: python benchmarks/fedpriv.py --study dp|byzantine --codes runs/fedpriv/co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fedscale import hybnn, summarize  # noqa: E402
 
 from hybnn_cli.fed.results import PRIV_FORMAT, PRIV_VERSION, curve_over_seeds, over_seeds, read_priv
 from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
-
-
-def hybnn(cmd: list[str], env: dict) -> tuple[dict, float]:
-    """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "hybnn"), *cmd],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout), time.perf_counter() - t0
-
-
-def summarize(res: dict, seconds: float) -> dict:
-    """A run's row from `hybnn fed --json` (the fields `benchmarks/fedscale.py` keeps)."""
-    rounds = res["rounds"]
-    per_round = [r["seconds"] - p["seconds"] for p, r in zip([{"seconds": 0.0}] + rounds[:-1],
-                                                            rounds, strict=True)]
-    sampled = [len(r.get("clients", [])) for r in rounds]
-    return {"test_acc": res["final_test_acc"], "best_test_acc": res["best_test_acc"],
-            "initial_test_acc": res["initial_test_acc"], "accuracy_curve": res["accuracy_curve"],
-            "final_val_acc": res.get("final_val_acc"), "val_curve": res.get("val_curve"),
-            "uplink_per_round": res["bytes"]["uplink_per_round"],
-            "downlink_per_round": res["bytes"]["downlink_per_round"],
-            "uplink_total": res["bytes"]["uplink_total"],
-            "downlink_total": res["bytes"]["downlink_total"],
-            "sampled_per_round": sampled[-1] if sampled else 0,
-            "valid_updates": [r.get("valid_updates", 0) for r in rounds],
-            "seconds_per_round": sum(per_round) / max(len(per_round), 1),
-            "seconds_per_round_std": statistics.stdev(per_round) if len(per_round) > 1 else 0.0,
-            "wall_seconds": round(seconds, 1), "mode": res["mode"],
-            "encoder_sha256": res["encoder_sha256"], "config": res["config"]}
 
 
 def plot(body: dict, path: Path) -> None:
