@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 
 import pytest
 
@@ -112,3 +113,23 @@ def test_make_results_names_no_path_outside_the_checkout():
     for line in lines:
         assert results.outside_paths("make " + line) == [], line
         assert "--merge" not in line, line  # no result file assembled from parts
+
+
+def test_a_run_writing_its_result_file_is_not_a_modified_tree(tmp_path):
+    """A study rewrites its own result file as it goes: that is output, not a change of the code
+    that runs; a changed source file still is."""
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    out, code = tmp_path / "benchmarks" / "results" / "r.json", tmp_path / "a.py"
+    out.write_text("{}")
+    code.write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    out.write_text('{"rows": 1}')
+    assert results.git_state(tmp_path)["dirty"] is False
+    assert results.run_record(tmp_path)["diff_sha256"] is None
+    code.write_text("x = 2\n")
+    assert results.git_state(tmp_path)["dirty"] is True

@@ -89,13 +89,18 @@ def _git(root: Path, *args: str) -> str | None:
     return r.stdout if r.returncode == 0 else None
 
 
+# What a run writes, not what it runs: a study updating its own result file as it goes must not
+# mark its later rows as made by a modified tree.
+OUTPUTS = ":(exclude)benchmarks/results"
+
+
 def git_state(root: Path = REPO_ROOT) -> dict:
-    """The commit checked out at `root` and whether tracked files differ from it.
-    Outside a git checkout both are None."""
+    """The commit checked out at `root` and whether tracked files other than the result files
+    (`OUTPUTS`) differ from it. Outside a git checkout both are None."""
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", OUTPUTS)
     return {"commit": commit.strip(),
             "dirty": bool(status.strip()) if status is not None else None}
 
@@ -112,7 +117,7 @@ def run_record(root: Path = REPO_ROOT) -> dict:
     state = git_state(root)
     diff = None
     if state["dirty"]:
-        text = _git(root, "diff", "HEAD", "--no-color", "--no-ext-diff")
+        text = _git(root, "diff", "HEAD", "--no-color", "--no-ext-diff", "--", ".", OUTPUTS)
         diff = hashlib.sha256(text.encode()).hexdigest() if text is not None else None
     cpu, _ = cpu_info()
     return {**state, "diff_sha256": diff,
