@@ -1053,7 +1053,7 @@ def continual_table(results_dir: Path) -> str:
     chosen = r.get("chosen", {})
     picks = "; ".join(f"{s.replace('task/', '')}{' (task scenario)' if '/' in s else ''}: "
                       f"`{' '.join(c['options']) or 'defaults'}`"
-                      for s, c in chosen.items() if s != "rule")
+                      for s, c in chosen.items() if isinstance(c, dict))
     wall = "; ".join(_study_time(e, r["encoders"][e]) for e in encs
                      if "study_wall_seconds" in r["encoders"][e])
     notes = "".join(f" The `{e}` encoder: {r['encoders'][e]['note']}."
@@ -1118,7 +1118,7 @@ def continual_metrics(results_dir: Path) -> str:
 def continual_tuning(results_dir: Path) -> str:
     """The settings tried against the bias toward new classes, on validation only."""
     r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
-    chosen = {s: c["name"] for s, c in r.get("chosen", {}).items() if s != "rule"}
+    chosen = {s: c["name"] for s, c in r.get("chosen", {}).items() if isinstance(c, dict)}
     rows = []
     for key, run in sorted(r["tuning"].items()):
         group, name = key.rsplit("/", 1)  # group: a strategy (class) or "task/<strategy>"
