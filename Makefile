@@ -49,23 +49,22 @@ demo: setup
 #   fedscale.json         benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100
 #   bench.json            hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
 #   gemm-efficiency.json  benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
-#   e2e.json              benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2
-#   int8.json             benchmarks/int8.py --bundle $(SEED0)/bundle --threads 2
+#   e2e.json              benchmarks/e2e.py --bundle $(ENC)/bundle --venvs runs/e2e/venvs --threads 2
+#   int8.json             benchmarks/int8.py --bundle $(ENC)/bundle --threads 2
 #   ddp-scaling.json      benchmarks/server_scale.py scaling --epochs 1
 #   union-encoder.json    benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 # The other lines make inputs: $(SEED0) holds the study's first-seed VAE, codes and chosen BNNs
-# under stable names (benchmarks/study_artifacts.py) and their deploy bundle; the Fashion-MNIST
+# under stable names (benchmarks/study_artifacts.py); the Fashion-MNIST
 # VAE's codes of MNIST are the continual study's second encoder. $(ENC) holds the two encoders the
-# plan-run studies (benchmarks/plans/) use: MNIST and Fashion-MNIST VAEs, 10 epochs, seed 0.
+# plan-run studies (benchmarks/plans/) use: MNIST and Fashion-MNIST VAEs, 10 epochs, seed 0; and
+# the deploy bundle of the end-to-end and int8 benchmarks: the MNIST encoder with six heads
+# trained on its codes at the learning rates the reproduction study chose on validation.
 STUDY := runs/study
 SEED0 := runs/study-seed0
 ENC := runs/enc
 results: setup
 	$(BIN)/hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
 	$(BIN)/python benchmarks/study_artifacts.py --work $(STUDY) --out $(SEED0)
-	$(BIN)/hybnn export $(SEED0)/bnn-task1.pt $(SEED0)/bnn-task2.pt $(SEED0)/bnn-task3.pt \
-	  $(SEED0)/bnn-task4.pt $(SEED0)/bnn-task5.pt $(SEED0)/bnn-all.pt --vae $(SEED0)/vae.pt --int8 \
-	  --out $(SEED0)/bundle
 	$(BIN)/python benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
 	$(BIN)/python benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
@@ -84,8 +83,16 @@ results: setup
 	  --fed-options-from benchmarks/results/fedtune.json
 	$(BIN)/hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
 	$(BIN)/python benchmarks/gemm_efficiency.py --sizes 256 512 1024 2048 4096 --pairs 30
-	$(BIN)/python benchmarks/e2e.py --bundle $(SEED0)/bundle --venvs runs/e2e/venvs --threads 2
-	$(BIN)/python benchmarks/int8.py --bundle $(SEED0)/bundle --threads 2
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task 1 --epochs 100 --lr 0.003 --seed 0 --threads 1 --out $(ENC)/bnn-task1.pt
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task 2 --epochs 100 --lr 0.03 --seed 0 --threads 1 --out $(ENC)/bnn-task2.pt
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task 3 --epochs 100 --lr 0.03 --seed 0 --threads 1 --out $(ENC)/bnn-task3.pt
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task 4 --epochs 100 --lr 0.003 --seed 0 --threads 1 --out $(ENC)/bnn-task4.pt
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task 5 --epochs 100 --lr 0.01 --seed 0 --threads 1 --out $(ENC)/bnn-task5.pt
+	$(BIN)/hybnn train-bnn --codes $(ENC)/codes-mnist.h5 --task all --hidden 512 --epochs 100 --lr 0.03 --seed 0 --threads 1 --out $(ENC)/bnn-all.pt
+	$(BIN)/hybnn export $(ENC)/bnn-task1.pt $(ENC)/bnn-task2.pt $(ENC)/bnn-task3.pt $(ENC)/bnn-task4.pt \
+	  $(ENC)/bnn-task5.pt $(ENC)/bnn-all.pt --vae $(ENC)/vae-mnist.pt --int8 --seed 0 --out $(ENC)/bundle
+	$(BIN)/python benchmarks/e2e.py --bundle $(ENC)/bundle --venvs runs/e2e/venvs --threads 2
+	$(BIN)/python benchmarks/int8.py --bundle $(ENC)/bundle --threads 2
 	$(BIN)/python benchmarks/server_scale.py scaling --epochs 1
 	$(BIN)/python benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 	$(BIN)/hybnn report --docs
