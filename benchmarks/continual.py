@@ -182,8 +182,9 @@ def main(argv=None) -> None:
         assert_no_test(res, key)  # sealed: the command could not have read test
         body["tuning"][key] = brief(res, cmd, made)
         save()
-        print(f"tuning {key}: val {100 * res['val']['final_seen_acc']['mean']:.2f}% on all "
-              f"seen classes ({made['wall_seconds']:.0f} s)", flush=True)
+        metric = HEADLINE[scenario_of(key.rsplit("/", 1)[0])]
+        print(f"tuning {key}: val {metric} {100 * res['val'][metric]['mean']:.2f}% "
+              f"({made['wall_seconds']:.0f} s)", flush=True)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda j: tune(*j), jobs))

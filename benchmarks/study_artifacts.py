@@ -1,6 +1,5 @@
 """The reproduction study's first-seed models and codes under stable names, for the benchmarks that
-start from them (the deploy bundle of e2e.py and int8.py, and the codes of the federated and
-continual studies).
+start from them (the codes of `benchmarks/fedpriv.py`; a bundle of them for anyone who wants one).
 
 From the study's results (`benchmarks/results/reproduction.json`) and its work folder, where
 each artifact's name holds the digest of its stage's key (which changes with the code version),
