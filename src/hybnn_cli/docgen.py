@@ -539,7 +539,8 @@ def fedtune_rows(results_dir: Path) -> str:
         task, n, part, uplink = key.split("/")
         central = r["centralized"][task]["test_acc"]
         met = row["target_met"]
-        rows.append([task.removeprefix("task"), n, part, uplink, ", ".join(row["seeds"]),
+        seeds = ", ".join(sorted(row["seeds"], key=int))  # stored as they finished
+        rows.append([task.removeprefix("task"), n, part, uplink, seeds,
                      _ms(central), _ms(row["test_acc"]), _ms(row["final_val_acc"]),
                      f"{100 * row['gap_to_centralized']:.2f}",
                      "–" if met is None else ("**yes**" if met else "no")])
