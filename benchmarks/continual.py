@@ -26,7 +26,6 @@ Usage: python benchmarks/continual.py --codes mnist=runs/enc/codes-mnist.h5
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -40,7 +39,7 @@ from pathlib import Path
 from hybnn_cli.continual import HEADLINE
 from hybnn_cli.continual.run import ContinualConfig
 from hybnn_cli.continual.study import plot_curves
-from hybnn_cli.results import git_state, read_result, write_result
+from hybnn_cli.results import git_state, now_utc, read_result, write_result
 from hybnn_cli.sealed import assert_no_test, check_same_plan, choose, load_plan, sealed_env
 
 FORMAT = "hybnn-continual-benchmark"
@@ -85,21 +84,18 @@ def child_cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
 
 def hybnn(args: list[str], env: dict) -> tuple[dict, dict]:
     """Run `hybnn args` (ends in --json): its JSON answer and the run's own record (commit, dirty
     flag, load average and times when it ran)."""
     exe = str(Path(sys.executable).parent / "hybnn")
-    made = {**git_state(), "started": now(),
+    made = {**git_state(), "started": now_utc(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()]}
     t0 = time.perf_counter()
     proc = subprocess.run([exe, *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): hybnn {shlex.join(args)}\n{proc.stderr[-2000:]}")
-    made.update(ended=now(), wall_seconds=round(time.perf_counter() - t0, 1))
+    made.update(ended=now_utc(), wall_seconds=round(time.perf_counter() - t0, 1))
     return json.loads(proc.stdout), made
 
 

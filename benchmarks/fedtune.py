@@ -25,7 +25,6 @@ Usage: python benchmarks/fedtune.py --codes runs/enc/codes-mnist.h5
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shlex
 import statistics
@@ -37,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fedscale import hybnn, run_env, study_choices  # noqa: E402
 
-from hybnn_cli.results import git_state, read_result, write_result  # noqa: E402
+from hybnn_cli.continual.study import mean_std  # noqa: E402
+from hybnn_cli.results import git_state, now_utc, read_result, write_result  # noqa: E402
 from hybnn_cli.sealed import (  # noqa: E402
     assert_no_test,
     check_same_plan,
@@ -49,13 +49,6 @@ from hybnn_cli.sealed import (  # noqa: E402
 FORMAT, VERSION = "hybnn-fedtune", 2
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 def main(argv=None) -> None:
@@ -106,10 +99,10 @@ def main(argv=None) -> None:
     def run(key: str, cmd: list[str], store: dict, sealed: bool) -> dict | None:
         if store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd):
             return None  # done by an earlier, interrupted run of this plan
-        made = {**git_state(), "started": now(),
+        made = {**git_state(), "started": now_utc(),
                 "load_average_start": [round(x, 2) for x in os.getloadavg()]}
         res, secs = hybnn(cmd, sealed_env(env) if sealed else env)
-        made.update(ended=now(), wall_seconds=round(secs, 1))
+        made.update(ended=now_utc(), wall_seconds=round(secs, 1))
         if cmd[0] == "train-bnn":  # the centralized reference
             row = {"test_acc": res["test_acc"], "command": "hybnn " + shlex.join(cmd),
                    "made": made}

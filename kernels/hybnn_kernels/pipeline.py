@@ -216,8 +216,9 @@ def read_manifest(path) -> dict:
     return m
 
 
-def make_session(onnx_path: Path, threads: int):
-    """An ONNX Runtime session on the CPU execution provider with `threads` intra-op threads."""
+def make_session(onnx_path: Path | bytes, threads: int):
+    """An ONNX Runtime session on the CPU execution provider with `threads` intra-op threads, of
+    an ONNX file or of a serialized model in memory."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -227,11 +228,13 @@ def make_session(onnx_path: Path, threads: int):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(onnx_path), sess_options=so,
+        model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)
+        return ort.InferenceSession(model, sess_options=so,
                                     providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own types for a malformed model
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BundleError(f"{onnx_path}: ONNX Runtime cannot load it ({first[:200]})") from None
+        name = "an in-memory model" if isinstance(onnx_path, bytes) else onnx_path
+        raise BundleError(f"{name}: ONNX Runtime cannot load it ({first[:200]})") from None
 
 
 def load_bundle(path, threads: int = 2, int8: bool = False, heads=None,

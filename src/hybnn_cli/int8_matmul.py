@@ -80,18 +80,10 @@ def torch_int8_matmul(a: np.ndarray, w: np.ndarray, dims=None):
 
 
 def _session(model, threads: int):
-    """An ONNX Runtime session of an in-memory model, set up as the bundle's sessions are
-    (`hybnn_kernels.pipeline.make_session`)."""
-    import onnxruntime as ort
+    """An ONNX Runtime session of an in-memory model, set up as the bundle's sessions are."""
+    from hybnn_kernels.pipeline import make_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    return make_session(model.SerializeToString(), threads)
 
 
 def _model(nodes, inputs, outputs, inits):
