@@ -42,8 +42,8 @@ demo: setup
 #   reproduction.json     hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
 #   federated.json        benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
 #   exactness.json        benchmarks/exactness.py --work $(STUDY)
-#   feddp.json            benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
-#   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
+#   feddp.json            benchmarks/fedpriv.py --study dp --codes $(ENC)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
+#   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(ENC)/codes-mnist.h5
 #   continual.json        benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5
 #   fedtune.json          benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 2
 #   fedscale.json         benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100
@@ -67,14 +67,14 @@ results: setup
 	$(BIN)/python benchmarks/study_artifacts.py --work $(STUDY) --out $(SEED0)
 	$(BIN)/python benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
-	$(BIN)/python benchmarks/fedpriv.py --study dp --codes $(SEED0)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
-	$(BIN)/python benchmarks/fedpriv.py --study byzantine --codes $(SEED0)/codes-mnist.h5
 	test -f $(ENC)/codes-mnist.h5 || { $(BIN)/hybnn pretrain-vae --epochs 10 --threads 1 --seed 0 \
 	  --out $(ENC)/vae-mnist.pt && $(BIN)/hybnn extract --vae $(ENC)/vae-mnist.pt --threads 1 \
 	  --out $(ENC)/codes-mnist.h5; }
 	test -f $(ENC)/codes-fashion-on-mnist.h5 || { $(BIN)/hybnn pretrain-vae --dataset fashion-mnist \
 	  --epochs 10 --threads 1 --seed 0 --out $(ENC)/vae-fashion.pt && $(BIN)/hybnn extract \
 	  --vae $(ENC)/vae-fashion.pt --threads 1 --dataset mnist --out $(ENC)/codes-fashion-on-mnist.h5; }
+	$(BIN)/python benchmarks/fedpriv.py --study dp --codes $(ENC)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
+	$(BIN)/python benchmarks/fedpriv.py --study byzantine --codes $(ENC)/codes-mnist.h5
 	$(BIN)/python benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5 \
 	  --codes fashion=$(ENC)/codes-fashion-on-mnist.h5 \
 	  --note "fashion=Fashion-MNIST VAE, 10 epochs, seed 0, never saw a digit" --jobs 2
