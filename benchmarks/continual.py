@@ -37,10 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hybnn_cli.continual import HEADLINE
-from hybnn_cli.continual.run import ContinualConfig
-from hybnn_cli.continual.study import plot_curves
-from hybnn_cli.results import git_state, now_utc, read_result, write_result
+from hybnn_cli.continual.sequence import ContinualConfig
 from hybnn_cli.sealed import assert_no_test, check_same_plan, choose, load_plan, sealed_env
+from hybnn_cli.study.continual_runs import plot_curves
+from hybnn_cli.study.provenance import git_state, now_utc, read_result, write_result
 
 FORMAT = "hybnn-continual-benchmark"
 VERSION = 3  # 3: tuning sealed under a committed plan (the plan's record in the file)

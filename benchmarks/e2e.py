@@ -64,8 +64,8 @@ class TorchPipeline:
     def __init__(self, vae_path, bnn_path, batch: int, encoder=None):
         import torch
 
-        from hybnn_cli.checkpoint import load_bnn, load_vae
-        from hybnn_cli.float_head import fold, vector_heads
+        from hybnn_cli.bench.float_head import fold, vector_heads
+        from hybnn_cli.models.checkpoint import load_bnn, load_vae
 
         self.eager = load_vae(vae_path)[0].encoder.eval()
         self.encoder = self.eager if encoder is None else encoder
@@ -81,7 +81,7 @@ class TorchPipeline:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        from hybnn_cli.train_vae import images_to_tensor
+        from hybnn_cli.data.tensors import images_to_tensor
 
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -165,7 +165,7 @@ def folded_encoder(encoder):
     import torch
     from torch import nn
 
-    from hybnn_cli.bundle_export import LEAKY_SLOPE, fold_encoder
+    from hybnn_cli.deploy.export_bundle import LEAKY_SLOPE, fold_encoder
 
     convs, (fw, fb) = fold_encoder(encoder)
     layers = []
@@ -220,7 +220,7 @@ def best_torch_encoder(eager, images: np.ndarray, candidates=tuple(TORCH_CANDIDA
     candidate asked for fails."""
     import torch
 
-    from hybnn_cli.train_vae import images_to_tensor
+    from hybnn_cli.data.tensors import images_to_tensor
 
     builders = {"folded": lambda module, x: module, "jit": _jit, "compile": _compile}
     x = images_to_tensor(images)
@@ -275,7 +275,7 @@ def code_flips(encoder, eager, images: np.ndarray, batch: int) -> dict:
     compiled encoder keeps its one shape)."""
     import torch
 
-    from hybnn_cli.train_vae import images_to_tensor
+    from hybnn_cli.data.tensors import images_to_tensor
 
     flipped = rows = 0
     diff = 0.0
@@ -303,9 +303,9 @@ def agreement(bundle: Path, images, labels, threads: int) -> dict:
     import torch
     from hybnn_kernels import load_bundle, pack_signs
 
-    from hybnn_cli.bundle_export import torch_logits
-    from hybnn_cli.checkpoint import load_bnn, load_vae
-    from hybnn_cli.export import torch_predict
+    from hybnn_cli.deploy.export_bundle import torch_logits
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.checkpoint import load_bnn, load_vae
 
     m = json.loads((bundle / "bundle.json").read_text())
     vae, _ = load_vae(m["encoder"]["checkpoint"]["path"])
@@ -356,9 +356,9 @@ def speed_at(batch: int, reps: int, min_total: float, bundle: Path, images, head
     import torch
     from hybnn_kernels import load_bundle, pack_signs
 
-    from hybnn_cli.checkpoint import load_bnn
-    from hybnn_cli.export import torch_predict
-    from hybnn_cli.train_vae import images_to_tensor
+    from hybnn_cli.data.tensors import images_to_tensor
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.checkpoint import load_bnn
 
     x = images[:batch]
     tp = TorchPipeline(vae_path, bnn_path, batch)
@@ -467,9 +467,9 @@ print(int(p.classify(x, [sys.argv[3]])[sys.argv[3]][0]), "numba" in sys.modules)
 COLD_TORCH = """
 import sys, json, numpy as np, torch
 torch.set_num_threads(2)
-from hybnn_cli.checkpoint import load_bnn, load_vae
-from hybnn_cli.extract import encode_images
-from hybnn_cli.export import torch_predict
+from hybnn_cli.models.checkpoint import load_bnn, load_vae
+from hybnn_cli.codes.extract import encode_images
+from hybnn_cli.deploy.export_head import torch_predict
 m = json.load(open(sys.argv[1] + '/bundle.json'))
 vae, _ = load_vae(m['encoder']['checkpoint']['path'])
 bnn, ck = load_bnn(m['heads'][sys.argv[3]]['checkpoint']['path'])
@@ -571,8 +571,8 @@ def main(argv=None) -> int:
     unknown = [c for c in candidates if c not in TORCH_CANDIDATES]
     if unknown or not candidates:
         p.error(f"--torch-candidates: choose from {', '.join(TORCH_CANDIDATES)}")
-    from hybnn_cli.data import find_file, get_spec, load_split
-    from hybnn_cli.results import end_run, start_run, write_result
+    from hybnn_cli.data.datasets import find_file, get_spec, load_split
+    from hybnn_cli.study.provenance import end_run, start_run, write_result
 
     argv_rec = ["python", "benchmarks/e2e.py", *(argv if argv is not None else sys.argv[1:])]
     run = start_run(a.out, argv_rec)  # provenance of the run, taken when it starts

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hybnn_cli.checkpoint import load_bnn
-from hybnn_cli.codes import check_encoder, read_codes
-from hybnn_cli.export import torch_predict, write_deploy
-from hybnn_cli.predict import load_model, model_task
-from hybnn_cli.results import end_run, read_result, start_run, write_result
+from hybnn_cli.codes.store import check_encoder, read_codes
+from hybnn_cli.deploy.export_head import torch_predict, write_deploy
+from hybnn_cli.deploy.predict_head import load_model, model_task
+from hybnn_cli.models.checkpoint import load_bnn
+from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 
 FORMAT = "hybnn-exactness"
 

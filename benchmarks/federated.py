@@ -30,8 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from hybnn_cli.fed.results import FORMAT, VERSION, read_federated
-from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
+from hybnn_cli.study.fed_records import FORMAT, VERSION, read_federated
+from hybnn_cli.study.provenance import (
+    end_run,
+    read_result,
+    run_record,
+    same_code,
+    start_run,
+    write_result,
+)
 
 VARIANTS = {
     "iid": [],

@@ -34,8 +34,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fedscale import hybnn, summarize  # noqa: E402
 
-from hybnn_cli.fed.results import PRIV_FORMAT, PRIV_VERSION, curve_over_seeds, over_seeds, read_priv
-from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
+from hybnn_cli.study.fed_records import (
+    PRIV_FORMAT,
+    PRIV_VERSION,
+    curve_over_seeds,
+    over_seeds,
+    read_priv,
+)
+from hybnn_cli.study.provenance import (
+    end_run,
+    read_result,
+    run_record,
+    same_code,
+    start_run,
+    write_result,
+)
 
 
 def plot(body: dict, path: Path) -> None:

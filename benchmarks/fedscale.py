@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybnn_cli.fed.results import (
+from hybnn_cli.study.fed_records import (
     SCALE_FORMAT,
     SCALE_VERSION,
     curve_over_seeds,
@@ -56,7 +56,14 @@ from hybnn_cli.fed.results import (
     read_scale,
     rounds_to_within_over_seeds,
 )
-from hybnn_cli.results import end_run, read_result, run_record, same_code, start_run, write_result
+from hybnn_cli.study.provenance import (
+    end_run,
+    read_result,
+    run_record,
+    same_code,
+    start_run,
+    write_result,
+)
 
 
 def hybnn(cmd: list[str], env: dict, peak: dict | None = None) -> tuple[dict, float]:
@@ -191,7 +198,7 @@ def grid_row(per_seed: dict, central: float, fed_options: str) -> dict:
 
 def central_entry(epochs: int, per_seed: dict) -> dict:
     """The centralized reference of a task: its runs and their test accuracy, mean ± std."""
-    from hybnn_cli.continual.study import mean_std
+    from hybnn_cli.study.continual_runs import mean_std
 
     seeds = sorted(per_seed, key=int)
     return {"epochs": epochs, "seeds": [int(s) for s in seeds],

@@ -36,8 +36,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fedscale import hybnn, run_env, study_choices  # noqa: E402
 
-from hybnn_cli.continual.study import mean_std  # noqa: E402
-from hybnn_cli.results import git_state, now_utc, read_result, write_result  # noqa: E402
 from hybnn_cli.sealed import (  # noqa: E402
     assert_no_test,
     check_same_plan,
@@ -45,6 +43,8 @@ from hybnn_cli.sealed import (  # noqa: E402
     load_plan,
     sealed_env,
 )
+from hybnn_cli.study.continual_runs import mean_std  # noqa: E402
+from hybnn_cli.study.provenance import git_state, now_utc, read_result, write_result  # noqa: E402
 
 FORMAT, VERSION = "hybnn-fedtune", 2
 

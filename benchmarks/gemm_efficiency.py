@@ -31,7 +31,7 @@ from hybnn_kernels.parallel import threads_for
 from hybnn_kernels.roofline import xnor_peak
 from hybnn_kernels.xnor import _run, prepack, xnor_gemm
 
-from hybnn_cli.results import end_run, start_run, write_result
+from hybnn_cli.study.provenance import end_run, start_run, write_result
 
 FORMAT = "hybnn-gemm-efficiency"
 BLOCK_SECONDS = 0.02

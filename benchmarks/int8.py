@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from hybnn_kernels.pipeline import make_session, read_manifest
 
-from hybnn_cli.bundle_export import FLOAT_NODES, INPUT, calibration_images, quantize_int8
-from hybnn_cli.data import load_split
-from hybnn_cli.results import end_run, start_run, write_result
+from hybnn_cli.data.datasets import load_split
+from hybnn_cli.deploy.export_bundle import FLOAT_NODES, INPUT, calibration_images, quantize_int8
+from hybnn_cli.study.provenance import end_run, start_run, write_result
 
 FORMAT = "hybnn-int8"
 VERSION = 1

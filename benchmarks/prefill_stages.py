@@ -22,10 +22,10 @@ import argparse
 import time
 from pathlib import Path
 
+from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.options import parse_seeds
-from hybnn_cli.reproduce import Study, StudyConfig
-from hybnn_cli.stagecache import Reporter, StageBusy
-from hybnn_cli.tasks import parse_task
+from hybnn_cli.study.reproduce import Study, StudyConfig
+from hybnn_cli.study.work_cache import Reporter, StageBusy
 
 
 class PrintDone(Reporter):

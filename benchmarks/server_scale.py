@@ -43,7 +43,7 @@ UNION_VERSION = 2  # 2: several seeds (1: one, "seed" and each encoder's numbers
 
 
 def _pretrain_run(label: str, launcher: list[str], threads: int, args, out: Path) -> dict:
-    from hybnn_cli.results import end_run, run_record
+    from hybnn_cli.study.provenance import end_run, run_record
 
     cmd = [*launcher, "pretrain-vae", "--epochs", str(args.epochs), "--seed", "0", "--threads",
            str(threads), "--device", "cpu", "--json", "--out", str(out),
@@ -109,13 +109,13 @@ def allreduce_seconds(numel: int, reps: int = 30) -> list[float]:
 
 
 def scaling(args) -> dict:
-    from hybnn_cli.vae import BinaryVAE
+    from hybnn_cli.models.vae import BinaryVAE
 
     work = args.work
     one = [sys.executable, "-m", "hybnn_cli"]
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            "2", "-m", "hybnn_cli"]
-    from hybnn_cli.pretrain_data import load_pretrain_images
+    from hybnn_cli.data.pretrain_sets import load_pretrain_images
 
     runs = [_pretrain_run("1 process × 2 threads", one, 2, args, work / "p1t2.pt"),
             _pretrain_run("1 process × 1 thread", one, 1, args, work / "p1t1.pt"),
@@ -137,7 +137,7 @@ def scaling(args) -> dict:
 def union(args, save) -> dict:
     """Each encoder in turn, each seed in turn (`save(body)` after each); a seed of an encoder
     already in `args.out`, made by this code with these settings, is kept."""
-    from hybnn_cli.results import read_result, same_code
+    from hybnn_cli.study.provenance import read_result, same_code
     from hybnn_cli.threads import using
 
     seeds = [int(x) for x in args.seeds.split(",")]
@@ -166,7 +166,7 @@ def union(args, save) -> dict:
 def _union_encoder(dataset: str, per_seed: dict[str, dict]) -> dict:
     """An encoder's row: each task's validation and test accuracy, mean ± std over the seeds
     (`continual.study.mean_std`), and the seeds' runs."""
-    from hybnn_cli.continual.study import mean_std
+    from hybnn_cli.study.continual_runs import mean_std
 
     runs = [per_seed[s] for s in sorted(per_seed, key=int)]
     tasks = {t: {split: mean_std([r["tasks"][t][split] for r in runs])
@@ -179,12 +179,11 @@ def _union_encoder(dataset: str, per_seed: dict[str, dict]) -> dict:
 def _union_one(args, dataset: str, seed: int) -> dict:
     """Pretrain on `dataset`, encode the codes data set, train BNNs for tasks 1–5, all with
     `seed`."""
-    from hybnn_cli import stages
-    from hybnn_cli.pretrain_data import load_pretrain_images
-    from hybnn_cli.results import end_run, run_record
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import BNNConfig
-    from hybnn_cli.train_vae import VAEConfig
+    from hybnn_cli.data.pretrain_sets import load_pretrain_images
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.study.provenance import end_run, run_record
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import BNNConfig, VAEConfig
 
     run = run_record()
     folder = args.work / dataset / f"seed{seed}"
@@ -210,7 +209,7 @@ def _union_one(args, dataset: str, seed: int) -> dict:
 
 
 def main(argv=None) -> None:
-    from hybnn_cli.results import end_run, start_run, write_result
+    from hybnn_cli.study.provenance import end_run, start_run, write_result
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("scaling", "union"))

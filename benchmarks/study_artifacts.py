@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from hybnn_cli.fileio import atomic_path
-from hybnn_cli.results import read_result
+from hybnn_cli.study.provenance import read_result
 
 
 def first_seed_files(study: dict, work: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybnn_cli import data
+from hybnn_cli.data import datasets as data
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -66,7 +66,7 @@ def fake_root(tmp_path_factory) -> Path:
 def latest_in_tmp(monkeypatch, tmp_path_factory):
     """Commands record their last outputs in runs/latest.json of the working folder; a test run
     in-process from the project root must not write (or read) the user's own record."""
-    from hybnn_cli import latest
+    from hybnn_cli.cli import latest
 
     monkeypatch.setattr(latest, "LATEST", tmp_path_factory.mktemp("latest") / "latest.json")
 
@@ -111,8 +111,8 @@ def mnist_and_fashion_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory, fake_root) -> dict:
     """A VAE trained for one epoch on the fake data, and its codes file."""
-    from hybnn_cli import stages
-    from hybnn_cli.train_vae import VAEConfig
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import VAEConfig
 
     out = tmp_path_factory.mktemp("pipeline")
     cfg = VAEConfig(dataset="fake", epochs=1, batch_size=64, latent_bits=200, threads=1)
@@ -123,9 +123,9 @@ def tiny_pipeline(tmp_path_factory, fake_root) -> dict:
 
 # ── deploy bundles (tests/test_bundle.py, tests/test_wheel.py) ──────────────────────────────────
 def _train_bnn(tiny, out: Path, task: str, seed: int = 0) -> Path:
-    from hybnn_cli import stages
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import BNNConfig
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import BNNConfig
 
     cfg = BNNConfig(task=parse_task(task).name, epochs=2, batch_size=32, threads=1, seed=seed)
     path = out / f"bnn-{task}.pt"
@@ -139,7 +139,7 @@ def bundle(tiny_pipeline, tmp_path_factory):
     from typer.testing import CliRunner
 
     from hybnn_cli.cli import app
-    from hybnn_cli.data import load_split
+    from hybnn_cli.data.datasets import load_split
 
     out = tmp_path_factory.mktemp("bundle")
     bnns = [_train_bnn(tiny_pipeline, out, "3"), _train_bnn(tiny_pipeline, out, "all")]

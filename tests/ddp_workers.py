@@ -35,8 +35,9 @@ def train_record(cfg_dict: dict, images: np.ndarray, test: np.ndarray, group) ->
     """Train a fresh VAE (seeded) on `images`; the parameters' SHA-256 after every step, the
     full state's at the end, and the metrics."""
     from hybnn_cli.fileio import state_sha256
-    from hybnn_cli.train_vae import VAEConfig, train_vae
-    from hybnn_cli.vae import BinaryVAE
+    from hybnn_cli.models.vae import BinaryVAE
+    from hybnn_cli.train.configs import VAEConfig
+    from hybnn_cli.train.vae_loop import train_vae
 
     cfg = VAEConfig(**cfg_dict)
     torch.set_num_threads(cfg.threads)  # the CLI does this through `threads.using`
@@ -53,11 +54,12 @@ def ddp_worker(rank: int, world: int, port: int, folder: str, plan: dict) -> Non
     """One process of the 2-process job: train_vae step by step (`train_record`), then the
     pretrain-vae stage and its resume (every checkpoint write logged), then sharded extraction
     with rank 0 merging; the record goes to <folder>/rank<r>.json."""
-    from hybnn_cli import checkpoint as ck
-    from hybnn_cli import data, stages
+    from hybnn_cli.data import datasets as data
     from hybnn_cli.distributed import process_group
-    from hybnn_cli.shards import extract_parallel
-    from hybnn_cli.train_vae import VAEConfig
+    from hybnn_cli.models import checkpoint as ck
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import VAEConfig
+    from hybnn_cli.train.stages import extract_parallel
 
     set_torchrun_env(rank, world, port)
     folder = Path(folder)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from hybnn_kernels import pack_bits
 
-from hybnn_cli.codes import codes_writer
+from hybnn_cli.codes.store import codes_writer
 from hybnn_cli.fed.config import FedConfig
 
 N_BITS = 200

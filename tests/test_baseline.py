@@ -3,12 +3,18 @@
 import pytest
 import torch
 
-from hybnn_cli.baseline import BaselineConfig, BinaryCNN, binarize_input, distinct_inputs, predict
-from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.layers import BinaryConv2d, BinaryLinear
-from hybnn_cli.summary import model_summary
-from hybnn_cli.tasks import parse_task
-from hybnn_cli.train_bnn import train_epoch
+from hybnn_cli.data.tasks import parse_task
+from hybnn_cli.models.binary_cnn import (
+    BaselineConfig,
+    BinaryCNN,
+    binarize_input,
+    distinct_inputs,
+    predict,
+)
+from hybnn_cli.models.bnn import BNNShape, TaskBNN
+from hybnn_cli.models.layers import BinaryConv2d, BinaryLinear
+from hybnn_cli.models.summary import model_summary
+from hybnn_cli.train.bnn_loop import train_epoch
 
 
 def test_binarizations_on_the_pixel_range():
@@ -33,7 +39,7 @@ def test_sign_input_collapses_generated_images_to_one_prediction():
 
 
 def test_sign_baseline_on_mnist_scores_the_share_of_the_class_it_always_predicts(mnist_dir):
-    from hybnn_cli import stages
+    from hybnn_cli.train import stages
 
     task = parse_task("1")
     cfg = BaselineConfig(task=task.name, binarize="sign", epochs=1, train_limit=600, threads=1)

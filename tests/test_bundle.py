@@ -25,7 +25,7 @@ def test_manifest_records_files_hashes_and_provenance(bundle):
     from hybnn_kernels.pipeline import file_sha256
 
     from hybnn_cli import __version__
-    from hybnn_cli.checkpoint import load_vae
+    from hybnn_cli.models.checkpoint import load_vae
 
     m = json.loads((bundle["bundle"] / "bundle.json").read_text())
     assert m == {k: v for k, v in bundle["manifest"].items() if k != "out"}
@@ -61,9 +61,9 @@ def test_bundle_codes_and_labels_match_the_torch_pipeline(bundle):
     import torch
     from hybnn_kernels import load_bundle, pack_signs, unpack_bits
 
-    from hybnn_cli.bundle_export import torch_logits
-    from hybnn_cli.checkpoint import load_bnn, load_vae
-    from hybnn_cli.export import torch_predict
+    from hybnn_cli.deploy.export_bundle import torch_logits
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.checkpoint import load_bnn, load_vae
 
     vae, _ = load_vae(bundle["vae"])
     want_logits = torch_logits(vae.encoder, bundle["images"])
@@ -306,7 +306,7 @@ def test_image_batches_never_exceed_the_batch_size_and_keep_the_order(tmp_path):
     batch_size images that run across file boundaries."""
     import gzip
 
-    from hybnn_cli.image_files import iter_batches, open_images
+    from hybnn_cli.data.image_files import iter_batches, open_images
     from tests.conftest import idx_bytes
 
     rng = np.random.default_rng(0)

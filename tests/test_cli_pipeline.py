@@ -10,11 +10,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hybnn_cli import checkpoint as ck
 from hybnn_cli.cli import app
-from hybnn_cli.codes import read_codes
-from hybnn_cli.data import load_split
+from hybnn_cli.codes.store import read_codes
+from hybnn_cli.data.datasets import load_split
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.models import checkpoint as ck
 from tests.naive import bnn_predict_ref
 
 runner = CliRunner()
@@ -198,7 +198,7 @@ def test_bad_inputs_give_one_line_errors(tiny_pipeline, tmp_path, no_network):
 def test_task_without_samples_is_refused(tiny_pipeline, tmp_path):
     import h5py
 
-    from hybnn_cli.codes import read_codes
+    from hybnn_cli.codes.store import read_codes
     codes = tmp_path / "codes.h5"
     shutil.copy(tiny_pipeline["codes"], codes)
     labels = read_codes(codes, "test").labels

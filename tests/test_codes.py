@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hybnn_kernels import pack_signs, unpack_signs
 
-from hybnn_cli.codes import codes_writer, read_attrs, read_codes
+from hybnn_cli.codes.store import codes_writer, read_attrs, read_codes
 from hybnn_cli.errors import HybnnError
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from hybnn_cli import float_head, int8_matmul
-from hybnn_cli.bench import bench_bnn
-from hybnn_cli.bnn import BNNShape
-from hybnn_cli.export import torch_predict
+from hybnn_cli.bench import float_head, int8_matmul
+from hybnn_cli.bench.runner import bench_bnn
+from hybnn_cli.deploy.export_head import torch_predict
+from hybnn_cli.models.bnn import BNNShape
 from tests.naive import pack_ref, xnor_gemm_ref
 
 # odd M, K below, at and past a word (64), N not a multiple of 8

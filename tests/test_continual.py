@@ -15,10 +15,10 @@ from hybnn_kernels import n_words, pack_bits, unpack_bits
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
-from hybnn_cli.codes import codes_writer
+from hybnn_cli.codes.store import codes_writer
 from hybnn_cli.continual.generative import CodeGenerator
 from hybnn_cli.continual.memory import ReplayMemory
-from hybnn_cli.continual.run import (
+from hybnn_cli.continual.sequence import (
     ContinualConfig,
     align_weights,
     load_data,

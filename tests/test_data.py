@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from hybnn_cli import data
+from hybnn_cli.data import datasets as data
 from hybnn_cli.errors import HybnnError
 from tests.conftest import idx_bytes
 

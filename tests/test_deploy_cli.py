@@ -19,9 +19,9 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def trained(tiny_pipeline, tmp_path_factory):
     """A task-3 BNN trained for 2 epochs on the tiny pipeline's codes, and its deploy file."""
-    from hybnn_cli import stages
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import BNNConfig
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import BNNConfig
 
     out = tmp_path_factory.mktemp("deploy")
     cfg = BNNConfig(task="task3", epochs=2, batch_size=32, threads=1)
@@ -41,10 +41,10 @@ def test_export_checks_against_torch(trained):
 
 
 def test_predict_codes_matches_torch_accuracy(trained):
-    from hybnn_cli.checkpoint import load_bnn
-    from hybnn_cli.codes import read_codes
-    from hybnn_cli.export import torch_predict
-    from hybnn_cli.tasks import parse_task
+    from hybnn_cli.codes.store import read_codes
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.checkpoint import load_bnn
 
     r = runner.invoke(app, ["predict", "--model", str(trained["deploy"]), "--codes",
                             str(trained["codes"]), "--json"])
@@ -62,9 +62,9 @@ def test_predict_codes_matches_torch_accuracy(trained):
 
 
 def test_predict_images_png_npy_idx(trained):
-    from hybnn_cli.checkpoint import load_bnn, load_vae
-    from hybnn_cli.data import load_split
-    from hybnn_cli.train_vae import images_to_tensor
+    from hybnn_cli.data.datasets import load_split
+    from hybnn_cli.data.tensors import images_to_tensor
+    from hybnn_cli.models.checkpoint import load_bnn, load_vae
 
     images, _ = load_split("fake", "test", trained["root"])
     x = images[:3]
@@ -147,8 +147,8 @@ def test_commands_have_help_with_an_example():
 def test_bench_quick_runs_end_to_end_with_every_check_passed(tmp_path, monkeypatch):
     """`hybnn bench --quick` once, for real: a child process without the OpenBLAS overrides, every
     case checked against its reference, a result file with its provenance header."""
-    from hybnn_cli import bench
-    from hybnn_cli.results import read_result
+    from hybnn_cli.bench import runner as bench
+    from hybnn_cli.study.provenance import read_result
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # must not reach the benchmark process
     out, png = tmp_path / "bench.json", tmp_path / "speedup.png"
@@ -257,7 +257,7 @@ def test_bench_fails_in_one_line_when_the_kernel_head_gives_a_wrong_label(tmp_pa
 def test_bench_case_fails_when_one_xnor_dot_product_is_wrong(monkeypatch):
     from hybnn_kernels import xnor
 
-    from hybnn_cli import bench
+    from hybnn_cli.bench import runner as bench
     from hybnn_cli.errors import HybnnError
 
     right = xnor.xnor_gemm
@@ -275,7 +275,7 @@ def test_bench_case_fails_when_one_xnor_dot_product_is_wrong(monkeypatch):
 
 
 def test_bench_child_reports_a_failed_check_as_json(monkeypatch, capsys):
-    from hybnn_cli import bench
+    from hybnn_cli.bench import runner as bench
     from hybnn_cli.errors import HybnnError
 
     def failing(quick, threads):
@@ -287,7 +287,7 @@ def test_bench_child_reports_a_failed_check_as_json(monkeypatch, capsys):
 
 
 def test_bench_clean_env_drops_the_openblas_overrides(monkeypatch):
-    from hybnn_cli import bench
+    from hybnn_cli.bench import runner as bench
 
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
@@ -302,9 +302,10 @@ def test_bench_network_and_float_head(shape):
     built from it gives the TaskBNN module's labels (numpy and torch, two classes and more)."""
     from hybnn_kernels.bits import pack_bits
 
-    from hybnn_cli import bench, float_head
-    from hybnn_cli.bnn import BNNShape
-    from hybnn_cli.export import torch_predict
+    from hybnn_cli.bench import float_head
+    from hybnn_cli.bench import runner as bench
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.bnn import BNNShape
 
     shape = BNNShape(*shape)
     model = bench.bench_bnn(shape)

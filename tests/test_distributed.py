@@ -15,15 +15,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from hybnn_cli import checkpoint as ck
-from hybnn_cli import stages
-from hybnn_cli.codes import read_codes
+from hybnn_cli.codes.shards import parse_shard, shard_range
+from hybnn_cli.codes.store import read_codes
+from hybnn_cli.data.pretrain_sets import load_pretrain_images
 from hybnn_cli.device import resolve_device, to_cpu
 from hybnn_cli.distributed import SINGLE
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.pretrain_data import load_pretrain_images
-from hybnn_cli.shards import parse_shard, shard_range
-from hybnn_cli.train_vae import VAEConfig
+from hybnn_cli.models import checkpoint as ck
+from hybnn_cli.train import stages
+from hybnn_cli.train.configs import VAEConfig
 from tests import ddp_workers
 from tests.conftest import make_images, write_fake_dataset
 from tests.test_cli_pipeline import one_line_error, run
@@ -65,7 +65,7 @@ def test_every_training_command_refuses_cuda_without_a_gpu(command, tmp_path):
 def test_checkpoint_written_on_a_gpu_loads_on_the_cpu(tmp_path):
     """A file whose tensors are tagged cuda:0 (as a GPU run would write them without to_cpu)
     loads here through map_location="cpu", with the same weights."""
-    from hybnn_cli.vae import BinaryVAE
+    from hybnn_cli.models.vae import BinaryVAE
 
     model = BinaryVAE(16)
     payload = {"format": ck.VAE_FORMAT, "format_version": ck.FORMAT_VERSION,
@@ -118,7 +118,7 @@ def _images(n: int, seed: int) -> np.ndarray:
 def two_ranks(tiny_pipeline, fake_root, tmp_path_factory) -> dict:
     """One 2-process gloo job (spawned, loopback) running `ddp_workers.ddp_worker`; each
     rank's record, and one process's `train_record` on the same data for comparison."""
-    from hybnn_cli import data
+    from hybnn_cli.data import datasets as data
 
     folder = tmp_path_factory.mktemp("ddp")
     np.save(folder / "train.npy", _images(384, 0))
@@ -238,7 +238,7 @@ def test_merged_shards_equal_a_single_extract_bit_for_bit(tiny_pipeline, tmp_pat
 
 def test_merge_copies_in_chunks(tiny_pipeline, tmp_path, monkeypatch):
     """Memory stays flat: no write to the merged file is larger than CHUNK codes."""
-    from hybnn_cli import shards
+    from hybnn_cli.codes import shards
 
     monkeypatch.setattr(shards, "CHUNK", 50)
     seen = []
@@ -278,7 +278,7 @@ def test_merge_refuses_overlap_missing_and_other_encoders(tiny_pipeline, tmp_pat
 def test_overlapping_ranges_are_refused_even_with_distinct_indices(tiny_pipeline, tmp_path):
     """A shard file whose recorded range overlaps its neighbour's (edited, or from another
     slicing rule) is refused by the range walk, not only by the index check."""
-    from hybnn_cli.shards import check_cover
+    from hybnn_cli.codes.shards import check_cover
 
     infos = [({}, {"index": 0, "count": 2, "ranges": {"train": [0, 6, 10], "test": [0, 1, 2]}}),
              ({}, {"index": 1, "count": 2, "ranges": {"train": [5, 10, 10], "test": [1, 2, 2]}})]
@@ -306,7 +306,7 @@ def test_shard_files_are_codes_files_with_their_range(tiny_pipeline, tmp_path):
 
 # ── the union pretraining set ─────────────────────────────────────────────────────────────────
 def test_union_of_mnist_and_fashion_has_120000_images(mnist_and_fashion_dir):
-    from hybnn_cli.data import load_split
+    from hybnn_cli.data.datasets import load_split
 
     union = load_pretrain_images("mnist+fashion-mnist", "train", mnist_and_fashion_dir)
     assert union.shape == (120_000, 28, 28) and union.dtype == np.uint8
@@ -330,7 +330,7 @@ def test_union_of_a_known_set_and_an_idx_folder(fake_root, tmp_path):
     """`fake` is verified by its MD5 sums; `extra`, unknown to hybnn, is read as found."""
     import shutil
 
-    from hybnn_cli.data import read_idx
+    from hybnn_cli.data.datasets import read_idx
 
     shutil.copytree(fake_root / "fake", tmp_path / "fake")
     write_fake_dataset(tmp_path / "extra", n_train=40, n_test=8, seed=5)
@@ -344,8 +344,8 @@ def test_union_of_a_known_set_and_an_idx_folder(fake_root, tmp_path):
 
 # ── the generated README blocks ───────────────────────────────────────────────────────────────
 def test_server_scale_blocks_render_from_their_result_files(tmp_path):
-    from hybnn_cli import docgen
-    from hybnn_cli.results import write_result
+    from hybnn_cli.study import docgen
+    from hybnn_cli.study.provenance import write_result
 
     run0 = {"label": "1 process × 2 threads", "processes": 1, "epoch_seconds": [23.45],
             "train_loss": [159.0], "test_recon": 90.6, "load_average": [1.0, 2.0]}

@@ -1,6 +1,6 @@
 """The README's and docs' numbers are the result files' numbers.
 
-Every generated block (`hybnn_cli.docgen`) must equal what its renderer makes of the files in
+Every generated block (`hybnn_cli.study.docgen`) must equal what its renderer makes of the files in
 benchmarks/results/ now; every result file records the commit that made it; and the prose outside
 the blocks holds no digit but the few not-measured phrases listed below."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hybnn_cli import docgen
+from hybnn_cli.study import docgen
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,5 +173,6 @@ def test_the_readme_layout_table_names_every_module():
     packages = [ROOT / "src/hybnn_cli", ROOT / "kernels/hybnn_kernels", *subpackages]
     modules = {p.stem for d in packages for p in d.glob("*.py") if not p.stem.startswith("__")}
     assert modules - named == set(), "modules missing from the README's layout table"
-    folders = {"hybnn_kernels", "tests", "benchmarks", "plans", *(d.name for d in subpackages)}
+    folders = {"hybnn_cli", "hybnn_kernels", "tests", "benchmarks", "plans",
+               *(d.name for d in subpackages)}
     assert {n for n in named if n not in modules} <= folders

@@ -24,9 +24,9 @@ def e2e():
 @pytest.fixture(scope="module")
 def bundle(tiny_pipeline, tmp_path_factory):
     """Task 3's BNN of the tiny pipeline in a bundle with its int8 encoder."""
-    from hybnn_cli import stages
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import BNNConfig
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import BNNConfig
 
     out = tmp_path_factory.mktemp("e2e-bundle")
     task = parse_task("3")
@@ -42,15 +42,15 @@ def bundle(tiny_pipeline, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder_and_images(tiny_pipeline):
-    from hybnn_cli.checkpoint import load_vae
-    from hybnn_cli.data import load_split
+    from hybnn_cli.data.datasets import load_split
+    from hybnn_cli.models.checkpoint import load_vae
 
     images, _ = load_split("fake", "test", tiny_pipeline["root"])
     return load_vae(tiny_pipeline["vae"])[0].encoder.eval(), images
 
 
 def test_folded_encoder_computes_eager_logits(e2e, encoder_and_images):
-    from hybnn_cli.train_vae import images_to_tensor
+    from hybnn_cli.data.tensors import images_to_tensor
 
     encoder, images = encoder_and_images
     folded = e2e.folded_encoder(encoder)
@@ -136,7 +136,7 @@ def test_torch_compile_candidate_runs_or_says_why(e2e, encoder_and_images):
     if c["ok"]:
         assert rec["chosen"] == "compile" and c["max_abs_logit_diff"] < 1e-3
         with torch.inference_mode():
-            from hybnn_cli.train_vae import images_to_tensor
+            from hybnn_cli.data.tensors import images_to_tensor
 
             x = images_to_tensor(images[:4])
             np.testing.assert_allclose(fn(x).numpy(), encoder(x).numpy(), atol=1e-3)

@@ -12,15 +12,15 @@ from hybnn_kernels.deploy_file import check_arrays, read_deploy
 from hybnn_kernels.head_numpy import NumpyHead
 from hybnn_kernels.runtime import DeployFileError, load_deploy
 
-from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.errors import HybnnError
-from hybnn_cli.export import (
+from hybnn_cli.deploy.export_head import (
     export_arrays,
     runtime_from_model,
     torch_predict,
     verify_export,
     write_deploy,
 )
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.models.bnn import BNNShape, TaskBNN
 from tests.naive import xnor_gemm_ref
 
 

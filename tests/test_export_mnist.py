@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.export import runtime_from_model, torch_predict
-from hybnn_cli.tasks import parse_task
-from hybnn_cli.train_bnn import BNNConfig, codes_to_tensor, train_bnn
+from hybnn_cli.data.tasks import parse_task
+from hybnn_cli.data.tensors import codes_to_tensor
+from hybnn_cli.deploy.export_head import runtime_from_model, torch_predict
+from hybnn_cli.models.bnn import BNNShape, TaskBNN
+from hybnn_cli.train.bnn_loop import train_bnn
+from hybnn_cli.train.configs import BNNConfig
 
 
 @pytest.fixture(scope="module")
 def mnist_codes(mnist_dir):
-    from hybnn_cli.data import load_split
-    from hybnn_cli.extract import encode_batches
-    from hybnn_cli.vae import BinaryVAE
+    from hybnn_cli.codes.extract import encode_batches
+    from hybnn_cli.data.datasets import load_split
+    from hybnn_cli.models.vae import BinaryVAE
 
     images, labels = load_split("mnist", "test", mnist_dir)
     torch.manual_seed(0)

@@ -16,16 +16,16 @@ from flwr.app import Array, ArrayRecord
 from flwr.clientapp import ClientApp
 from typer.testing import CliRunner
 
-from hybnn_cli import checkpoint as ck
 from hybnn_cli.cli import app as cli_app
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed import client_app
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.inprocess import run_inprocess
+from hybnn_cli.fed.local_training import initial_model, model_shape
 from hybnn_cli.fed.partition import dirichlet_partition, iid_partition
 from hybnn_cli.fed.payload import UpdateSpec, decode_update, encode_update
 from hybnn_cli.fed.strategy import check_arrays
-from hybnn_cli.fed.task import initial_model, model_shape
+from hybnn_cli.models import checkpoint as ck
 from tests.fed_codes import FAKE_SHA, small
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from hybnn_cli import checkpoint as ck
-from hybnn_cli.bnn import BNNShape
 from hybnn_cli.cli import app as cli_app
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
-from hybnn_cli.fed.task import initial_model, local_train
+from hybnn_cli.fed.local_training import initial_model, local_train
+from hybnn_cli.models import checkpoint as ck
+from hybnn_cli.models.bnn import BNNShape
 
 runner = CliRunner()
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from flwr.clientapp import ClientApp
 
-from hybnn_cli import checkpoint as ck
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed import client_app
 from hybnn_cli.fed.certs import make_node_key
@@ -26,6 +25,7 @@ from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.deployment import Federation
 from hybnn_cli.fed.inprocess import run_inprocess
 from hybnn_cli.fed.processes import Processes, SignalGuard
+from hybnn_cli.models import checkpoint as ck
 from tests.fed_codes import make_codes
 
 

@@ -13,7 +13,6 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from typer.testing import CliRunner
 
-from hybnn_cli import checkpoint as ck
 from hybnn_cli.cli import app as cli_app
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed import client_app
@@ -21,6 +20,7 @@ from hybnn_cli.fed.dp import dp_clip_if_asked
 from hybnn_cli.fed.inprocess import run_inprocess
 from hybnn_cli.fed.robust import FLIP_SCALE, attacker_partitions, combine, sign_flip
 from hybnn_cli.fed.strategy import update_norm
+from hybnn_cli.models import checkpoint as ck
 from tests.fed_codes import small
 
 pytestmark = pytest.mark.usefixtures("flower_env")

@@ -105,7 +105,7 @@ def test_thousands_of_tiny_clients_train(codes):
 def test_clients_holding_one_code_each_still_learn(codes):
     # as many clients as training samples: each holds one code, which trains with batch norm on
     # its running statistics (one sample has no batch statistics)
-    from hybnn_cli.fed.task import task_data
+    from hybnn_cli.fed.local_training import task_data
 
     n = len(task_data(str(codes), "3")["train"][1])
     res = run_inprocess(small(codes, clients=n, fraction=20 / n, rounds=2, partition="iid"))
@@ -116,8 +116,8 @@ def test_clients_holding_one_code_each_still_learn(codes):
 def test_one_sample_batch_trains_weights_but_not_batch_norm_statistics():
     import torch
 
-    from hybnn_cli.bnn import BNNShape, TaskBNN
-    from hybnn_cli.train_bnn import train_epoch
+    from hybnn_cli.models.bnn import BNNShape, TaskBNN
+    from hybnn_cli.train.bnn_loop import train_epoch
 
     torch.manual_seed(0)
     model = TaskBNN(BNNShape(16, 8, 2))

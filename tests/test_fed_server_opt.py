@@ -13,14 +13,14 @@ from flwr.serverapp.strategy import FedAdam, FedAvgM, FedYogi
 from flwr.supercore.task_identity import TaskIdentity
 from typer.testing import CliRunner
 
-from hybnn_cli import checkpoint as ck
 from hybnn_cli.cli import app as cli_app
+from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.inprocess import run_inprocess
 from hybnn_cli.fed.server_opt import BETA2, TAU, ServerOptimizer, is_identity
-from hybnn_cli.taskdata import load_task_codes
-from hybnn_cli.tasks import parse_task
-from hybnn_cli.train_bnn import evaluate
+from hybnn_cli.models import checkpoint as ck
+from hybnn_cli.train.bnn_loop import evaluate
+from hybnn_cli.train.task_samples import load_task_codes
 from tests.fed_codes import small
 
 pytestmark = pytest.mark.usefixtures("flower_env")

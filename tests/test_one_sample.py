@@ -13,8 +13,8 @@ import pytest
 import torch
 from hybnn_kernels import tile
 
-from hybnn_cli.bnn import BNNShape
-from hybnn_cli.export import runtime_from_model, torch_predict
+from hybnn_cli.deploy.export_head import runtime_from_model, torch_predict
+from hybnn_cli.models.bnn import BNNShape
 from tests.test_export import random_codes, trained_looking_bnn
 
 

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from hybnn_cli import results
 from hybnn_cli.errors import HybnnError
+from hybnn_cli.study import provenance as results
 
 ROOT = results.REPO_ROOT
 

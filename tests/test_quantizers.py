@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from hybnn_cli.layers import BinaryLinear, clip_latent_weights
-from hybnn_cli.quantizers import bernoulli_ste, sign, sign_ste, threshold_bits
-from hybnn_cli.vae import BinaryVAE, bernoulli_kl, vae_loss
+from hybnn_cli.models.layers import BinaryLinear, clip_latent_weights
+from hybnn_cli.models.quantizers import bernoulli_ste, sign, sign_ste, threshold_bits
+from hybnn_cli.models.vae import BinaryVAE, bernoulli_kl, vae_loss
 
 
 def test_sign_maps_zero_and_negative_zero_to_plus_one():

@@ -133,8 +133,8 @@ def test_study_end_to_end_on_a_small_configuration(tmp_path, mnist_and_fashion_d
     # report redraws from the JSON alone, and adds Figure 7 once federated results exist
     for p in out.glob("*.png"):
         p.unlink()
-    from hybnn_cli.fed.results import FORMAT, VERSION
-    from hybnn_cli.results import write_result
+    from hybnn_cli.study.fed_records import FORMAT, VERSION
+    from hybnn_cli.study.provenance import write_result
 
     write_result(out / "federated.json", FORMAT, VERSION,
                  {"runs": {"iid/task1/seed0": {"accuracy_curve": [0.6, 0.8]}}})
@@ -149,7 +149,7 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
     import subprocess
     import sys
 
-    from hybnn_cli.stagecache import Reporter, StageBusy, StageCache
+    from hybnn_cli.study.work_cache import Reporter, StageBusy, StageCache
 
     cache = StageCache(tmp_path, Reporter())
     key = {"stage": "demo", "seed": 0}
@@ -179,9 +179,9 @@ def test_a_stage_locked_by_a_live_process_is_not_run_twice(tmp_path):
 
 
 def test_federated_curves_come_from_the_one_federated_format(tmp_path):
-    from hybnn_cli.fed.results import FORMAT, VERSION
-    from hybnn_cli.report import find_federated
-    from hybnn_cli.results import write_result
+    from hybnn_cli.study.fed_records import FORMAT, VERSION
+    from hybnn_cli.study.provenance import write_result
+    from hybnn_cli.study.reproduction_report import find_federated
 
     run = {"accuracy_curve": [0.5, 0.75], "test_acc": 0.75}
     write_result(tmp_path / "federated.json", FORMAT, VERSION,

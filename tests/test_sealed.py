@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from hybnn_cli import sealed
 from hybnn_cli.cli import app
-from hybnn_cli.codes import read_codes
-from hybnn_cli.data import load_split
+from hybnn_cli.codes.store import read_codes
+from hybnn_cli.data.datasets import load_split
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.inprocess import run_inprocess
 from tests.fed_codes import make_codes, small

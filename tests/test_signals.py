@@ -12,13 +12,14 @@ import time
 
 import pytest
 
-from hybnn_cli import data
+from hybnn_cli.data import datasets as data
 
 # A `hybnn` entry point for the child: registers the generated `fake` dataset (the parent's
 # fixture made it) and slows encoding to 20 ms per batch, so the signal surely lands mid-write.
 LAUNCHER = """
 import json, sys, time
-from hybnn_cli import data, stages
+from hybnn_cli.data import datasets as data
+from hybnn_cli.train import stages
 spec = json.loads(sys.argv.pop(1))
 data.DATASETS["fake"] = data.DatasetSpec(name="fake", folder="fake", files=data.MNIST.files,
                                          md5=spec, mirrors=(), class_names=data.MNIST.class_names)

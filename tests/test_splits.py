@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hybnn_cli.data.splits import train_val_indices
 from hybnn_cli.errors import HybnnError
-from hybnn_cli.splits import train_val_indices
 
 
 def test_split_is_a_stratified_partition():
@@ -36,10 +36,10 @@ def test_zero_fraction_keeps_everything_and_bad_fractions_are_refused():
 def test_task_codes_hold_out_the_split_of_the_whole_training_set(tmp_path):
     """A task's validation codes are the task's samples among the indices the split holds out
     of the whole training split (so code i and image i land on the same side)."""
-    from hybnn_cli.codes import read_codes
-    from hybnn_cli.taskdata import load_task_codes
-    from hybnn_cli.tasks import parse_task
-    from hybnn_cli.train_bnn import codes_to_tensor
+    from hybnn_cli.codes.store import read_codes
+    from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.data.tensors import codes_to_tensor
+    from hybnn_cli.train.task_samples import load_task_codes
     from tests.fed_codes import make_codes
 
     codes = make_codes(tmp_path / "codes.h5")

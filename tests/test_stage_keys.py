@@ -9,8 +9,8 @@ import pytest
 
 
 def test_a_stage_key_holds_the_code_version(tmp_path, monkeypatch):
-    from hybnn_cli import stagecache
-    from hybnn_cli.stagecache import Reporter, StageCache
+    from hybnn_cli.study import work_cache as stagecache
+    from hybnn_cli.study.work_cache import Reporter, StageCache
 
     key = {"stage": "demo", "seed": 0}
     made = []
@@ -72,10 +72,10 @@ def test_the_code_version_follows_the_source_of_the_modules_a_stage_imports(tmp_
 
 def test_the_study_stages_code_version_covers_the_stage_code_and_the_kernels():
     from hybnn_cli import fileio
-    from hybnn_cli.reproduce import STUDY_MODULES
+    from hybnn_cli.study.reproduce import STUDY_MODULES
 
     names = set(fileio._closure(STUDY_MODULES))
-    assert {"hybnn_cli.stages", "hybnn_cli.reproduce", "hybnn_cli.train_vae",
-            "hybnn_cli.train_bnn", "hybnn_cli.baseline", "hybnn_cli.extract",
-            "hybnn_cli.data", "hybnn_kernels.bits", "hybnn_kernels.xnor"} <= names
-    assert not {"hybnn_cli.docgen", "hybnn_cli.cli"} & names
+    assert {"hybnn_cli.train.stages", "hybnn_cli.study.reproduce", "hybnn_cli.train.vae_loop",
+            "hybnn_cli.train.bnn_loop", "hybnn_cli.models.binary_cnn", "hybnn_cli.codes.extract",
+            "hybnn_cli.data.datasets", "hybnn_kernels.bits", "hybnn_kernels.xnor"} <= names
+    assert not {"hybnn_cli.study.docgen", "hybnn_cli.cli"} & names

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from hybnn_cli.results import read_result
 from hybnn_cli.sealed import found_test_keys
+from hybnn_cli.study.provenance import read_result
 from tests.benchmark_scripts import load_benchmark
 from tests.fed_codes import make_codes
 
@@ -85,7 +85,7 @@ def test_fedtune_screens_sealed_then_reads_test_for_the_rows_only(codes, tmp_pat
     assert row["gap_to_centralized"] == central["test_acc"]["mean"] - row["test_acc"]["mean"]
     assert row["target_met"] == (row["gap_to_centralized"] <= 0.01)
     # the docs render the file: the screen and the rows
-    from hybnn_cli import docgen
+    from hybnn_cli.study import docgen
 
     screen = docgen.RENDERERS["fedtune-screen"](tmp_path)
     assert f"**{r['chosen']['name']}**" in screen and "a draft plan" in screen

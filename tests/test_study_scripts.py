@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hybnn_cli import data
-from hybnn_cli.results import REPO_ROOT, RESULTS_DIR, same_code
+from hybnn_cli.data import datasets as data
+from hybnn_cli.study.provenance import REPO_ROOT, RESULTS_DIR, same_code
 from tests.benchmark_scripts import load_benchmark
 from tests.conftest import write_fake_dataset
 
@@ -132,7 +132,7 @@ def seed_runs(row: dict, seeds: list[int]) -> list[dict]:
 
 
 def render(block: str, results_dir: Path) -> str:
-    from hybnn_cli import docgen
+    from hybnn_cli.study import docgen
 
     return docgen.render_text(f"<!-- generated: {block} -->\n<!-- /generated -->\n", results_dir)
 
@@ -263,7 +263,7 @@ def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
     """The scale study on generated codes, 2 seeds: each grid row and the centralized reference
     over the seeds, the timing runs once with their spread over rounds; every fedscale block
     renders the file."""
-    from hybnn_cli.results import write_result
+    from hybnn_cli.study.provenance import write_result
     from tests.fed_codes import make_codes
 
     codes = make_codes(tmp_path / "codes.h5", n_train=1200, n_test=300)
@@ -299,7 +299,7 @@ def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
     assert len(rec["engines"]) == 1 and len(rec["secagg"]) == 2
     assert (tmp_path / "fedscale.png").is_file()
 
-    from hybnn_cli import docgen
+    from hybnn_cli.study import docgen
 
     blocks = [n for n in docgen.RENDERERS if n.startswith("fedscale-")]
     text = docgen.render_text("".join(f"<!-- generated: {n} -->\n<!-- /generated -->\n"

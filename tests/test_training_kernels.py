@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hybnn_cli.fused as fused
-import hybnn_cli.layers as layers
-from hybnn_cli.bnn import BNNShape, TaskBNN
-from hybnn_cli.quantizers import sign, sign_ste
+import hybnn_cli.models.fused as fused
+import hybnn_cli.models.layers as layers
+from hybnn_cli.models.bnn import BNNShape, TaskBNN
+from hybnn_cli.models.quantizers import sign, sign_ste
 
 OFF = 1 << 62  # a size limit no tensor reaches: the torch path
 

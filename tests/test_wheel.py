@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hybnn_cli.cli.common import TRAIN_EXTRA
+from hybnn_cli.cli.app import TRAIN_EXTRA
 from tests.conftest import predict_json
 
 ROOT = Path(__file__).resolve().parents[1]

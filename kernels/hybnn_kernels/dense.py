@@ -4,9 +4,9 @@
 
 The threshold is applied to the popcount inside the register tile (dot >= t ⇔ popcount <= ⌊(n_bits −
 t)/2⌋), and the tile's comparison mask is ORed straight into the output words, so the hidden
-activations of a BNN never leave bit form. A batch norm followed by sign folds into such a threshold
-(`hybnn_cli.export`); a neuron whose batch-norm scale is negative is stored with flipped weight
-bits.
+activations of a BNN never leave bit form. A batch norm followed by sign folds into such a
+threshold (`hybnn_cli.deploy.export_head`); a neuron whose batch-norm scale is negative is stored
+with flipped weight bits.
 """
 
 from __future__ import annotations

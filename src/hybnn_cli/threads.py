@@ -2,7 +2,7 @@
 threads and the XNOR kernels' (Numba's) threads alike. The default is every core this process may
 use, shared out among the processes `torchrun` starts on this machine (LOCAL_WORLD_SIZE).
 `using` sets both for the length of a command and restores them afterwards; every command goes
-through it, so the rule lives here only."""
+through it, and `child_env` gives a child process the same count, so the rule lives here only."""
 
 from __future__ import annotations
 
@@ -68,3 +68,12 @@ def using(threads: int | None) -> Iterator[int]:
         numba.set_num_threads(before[0])
         if torch:
             torch.set_num_threads(before[1])
+
+
+def child_env(threads: int, base: dict | None = None) -> dict[str, str]:
+    """The environment of a child process that computes with `threads` threads: `base` (default:
+    this process's environment) with the thread counts of OpenMP, OpenBLAS and MKL set, which
+    torch and numpy read when they start."""
+    count = str(threads)
+    return {**(os.environ if base is None else base), "OMP_NUM_THREADS": count,
+            "OPENBLAS_NUM_THREADS": count, "MKL_NUM_THREADS": count}

@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.dp import dp_clip_if_asked
+from hybnn_cli.fed.local_training import client_data, local_train, model_shape, scratch_model
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, binary_weight_keys, encode_update
 from hybnn_cli.fed.robust import attacker_partitions, sign_flip
 from hybnn_cli.fed.secagg import (
@@ -33,7 +34,6 @@ from hybnn_cli.fed.secagg import (
     secagg_if_asked,
     stat_scales,
 )
-from hybnn_cli.fed.task import client_data, local_train, model_shape, scratch_model
 
 app = ClientApp(mods=[secagg_if_asked, dp_clip_if_asked])
 

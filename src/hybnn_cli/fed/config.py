@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.server_opt import SERVER_OPTS, SERVER_SCHEDULES, is_identity
-from hybnn_cli.train_bnn import BNNConfig
+from hybnn_cli.train.configs import BNNConfig
 
 PARTITIONS = ("iid", "dirichlet")
 UPLINKS = ("float", "bits")

@@ -36,6 +36,7 @@ from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.flower_setup import (
     CONNECTION,
     flower_bin,
+    flower_env,
     free_port,
     json_out,
     toml_value,
@@ -44,6 +45,7 @@ from hybnn_cli.fed.flower_setup import (
     write_flwr_home,
 )
 from hybnn_cli.fed.processes import Processes
+from hybnn_cli.threads import child_env
 
 
 # ── a whole run ──────────────────────────────────────────────────────────────────────────────
@@ -62,10 +64,8 @@ class Federation:
         self.port = free_port()
         self.tls = make_tls(self.run_dir / "tls") if tls else None
         bin_dir = str(Path(sys.executable).parent)  # Flower finds flower-superexec on PATH
-        self.env = {**os.environ, "FLWR_HOME": str(self.run_dir / "flwr-home"),
+        self.env = {**flower_env(child_env(1)), "FLWR_HOME": str(self.run_dir / "flwr-home"),
                     "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-                    "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-                    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                     "PYTHONUNBUFFERED": "1"}
         write_flwr_home(self.run_dir / "flwr-home", self.port, self.tls and self.tls["ca"])
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ local SuperLink."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,15 @@ from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import FedConfig
 
 CONNECTION = "hybnn-local"
+# what every Flower process hybnn starts is told: no telemetry, no update check, and no runtime
+# installation of the app's dependencies (the environment running hybnn has them)
+FLOWER_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+              "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+
+
+def flower_env(base: dict | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) with `FLOWER_ENV` set."""
+    return {**(os.environ if base is None else base), **FLOWER_ENV}
 
 
 def free_port() -> int:

@@ -26,7 +26,7 @@ from flwr.app import Array, ArrayRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from hybnn_kernels import n_words, pack_signs, unpack_signs
 
-from hybnn_cli.layers import BinaryConv2d, BinaryLinear
+from hybnn_cli.models.layers import BinaryConv2d, BinaryLinear
 
 
 def binary_weight_keys(model: torch.nn.Module) -> tuple[str, ...]:

@@ -22,16 +22,16 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from hybnn_cli import checkpoint as ck
+from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.dp import ClientSideDP, dp_scales
+from hybnn_cli.fed.local_training import evaluate_model, initial_model, model_shape, task_data
 from hybnn_cli.fed.partition import partition_indices
 from hybnn_cli.fed.payload import UpdateSpec, arrays_to_state, state_to_arrays
 from hybnn_cli.fed.server_opt import ServerOptimizer
 from hybnn_cli.fed.strategy import RobustFedAvg, sample_size
-from hybnn_cli.fed.task import evaluate_model, initial_model, model_shape, task_data
 from hybnn_cli.fileio import atomic_path
-from hybnn_cli.tasks import parse_task
+from hybnn_cli.models import checkpoint as ck
 
 RoundFn = Callable[[dict], None]
 

@@ -15,7 +15,7 @@ step: exactly as Flower's `FedAvgM`, `FedAdam` and `FedYogi` (flwr 1.42) compute
 checks it).
 
 `schedule` = `cosine` lets η decay over the run's R rounds as the clients' learning rate does
-(`train_bnn.lr_at`): η_r = η·(1 + cos(π·(r − 1)/R))/2 in round r. An adaptive step moves every
+(`train.configs.lr_at`): η_r = η·(1 + cos(π·(r − 1)/R))/2 in round r. An adaptive step moves every
 coordinate by about η whatever the size of its pseudo-gradient (m/√v is about ±1 where Δ is
 steady, about ±0.2 where it is noise), so with a constant η the model keeps moving by that much
 and never settles; the clients' own cosine does not reach the server's step, since √v scales
@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybnn_cli.train.configs import BNNConfig, lr_at
+
 SERVER_OPTS = ("sgd", "adam", "yogi")
 SERVER_SCHEDULES = ("constant", "cosine")
 BETA2 = 0.99
@@ -51,8 +53,6 @@ def is_identity(opt: str, lr: float, momentum: float, schedule: str = "constant"
 
 def server_lr_at(lr: float, schedule: str, server_round: int, rounds: int) -> float:
     """η in round `server_round` (1-based) of `rounds`: the clients' schedule, over rounds."""
-    from hybnn_cli.train_bnn import BNNConfig, lr_at  # torch: not for is_identity's readers
-
     return lr_at(BNNConfig(lr=lr, schedule=schedule, epochs=rounds), server_round - 1)
 
 

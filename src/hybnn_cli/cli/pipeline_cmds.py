@@ -1,0 +1,279 @@
+"""The pipeline's commands: pretrain the VAE, extract codes (and merge shards), train and
+evaluate a task BNN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hybnn_cli.cli import latest
+from hybnn_cli.cli.app import (
+    DataDir,
+    Device,
+    JsonOut,
+    Seed,
+    Threads,
+    ValFraction,
+    app,
+    check_out,
+    epoch_bar,
+    handle_errors,
+    print_json,
+    val_text,
+)
+from hybnn_cli.cli.progress import make_progress
+from hybnn_cli.data.datasets import get_spec
+from hybnn_cli.data.tasks import parse_task
+from hybnn_cli.device import resolve_device
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.threads import using as using_threads
+
+
+@app.command("pretrain-vae")
+@handle_errors
+def pretrain_vae_cmd(
+    dataset: str = typer.Option("mnist", "--dataset", help="mnist, fashion-mnist, "
+                                "mnist+fashion-mnist (both training sets, 120,000 images), or "
+                                "any IDX set under the data folder, alone or joined with +."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Epochs (the paper: 20)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2, help="Images per step in all; "
+                                   "under torchrun each of N processes takes batch-size / N."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    latent_bits: int = typer.Option(200, "--latent-bits", min=1, help="Bits in the code."),
+    kl_weight: float = typer.Option(1.0, "--kl-weight", help="Weight of the KL term."),
+    train_limit: int = typer.Option(None, "--train-limit", min=2,
+                                    help="Use only the first N training images (quick runs)."),
+    seed: int = Seed,
+    threads: int = Threads,
+    out: Path = typer.Option(Path("runs/vae.pt"), "--out", help="Checkpoint to write; a PNG of "
+                             "reconstructions is written beside it."),
+    resume: Path = typer.Option(None, "--resume", help="Continue from this checkpoint."),
+    device: str = Device,
+    data_dir: Path = DataDir,
+    json_out: bool = JsonOut,
+):
+    """Pretrain the binary-latent VAE and save its checkpoint.
+
+    Data-parallel on N processes (one machine or several): start it with torchrun, e.g.
+    torchrun --standalone --nproc-per-node 2 -m hybnn_cli pretrain-vae --threads 1. Each process
+    trains on batch-size / N images of every step (gloo on the CPU, nccl on CUDA) and keeps its
+    own batch norm statistics (torch's SyncBatchNorm does not run on the CPU); rank 0 alone
+    writes the checkpoint and PNG and shows progress.
+
+    Example: hybnn pretrain-vae --epochs 20 --out runs/vae.pt
+    """
+    from hybnn_cli.data.pretrain_sets import check_pretrain_dataset
+    from hybnn_cli.distributed import process_group
+
+    check_out(out)
+    from hybnn_cli.train.configs import VAEConfig
+
+    check_pretrain_dataset(dataset, data_dir)
+    with process_group(device) as group, using_threads(threads) as n:
+        cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
+                        latent_bits=latent_bits, kl_weight=kl_weight, seed=seed, threads=n,
+                        train_limit=train_limit, device=str(group.device))
+        result = _pretrain(cfg, out, data_dir, resume, group, json_out or not group.is_main)
+    if not group.is_main:
+        return
+    latest.remember("vae", out)
+    if json_out:
+        print_json({"out": str(out), **result})
+    else:
+        typer.echo(f"Saved {out} and {out.with_suffix('.png')}")
+
+
+def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
+    """stages.pretrain_vae with a progress bar and one line per epoch (unless quiet)."""
+    from hybnn_cli.train import stages
+
+    epochs = cfg.epochs
+    with make_progress(disable=quiet) as progress:
+        bar = progress.add_task("pretrain-vae", total=None, status="")
+
+        def on_step(epoch, step, n_steps, loss):
+            progress.update(bar, total=n_steps, completed=step,
+                            description=f"epoch {epoch + 1}/{epochs}", status=f"loss {loss:.2f}")
+
+        def on_epoch(epoch, m):
+            if not quiet:
+                progress.console.print(
+                    f"epoch {m['epoch']:3d}  loss {m['train_loss']:.2f}  test recon "
+                    f"{m['test_recon']:.2f}  test KL {m['test_kl']:.2f}  "
+                    f"({m['epoch_seconds']:.1f} s)", highlight=False)
+
+        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group)
+
+
+@app.command("extract")
+@handle_errors
+def extract_cmd(
+    out: Path = typer.Option(latest.DEFAULTS["codes"], "--out", help="Codes file to write "
+                             "(HDF5); later commands find it without --codes."),
+    vae: Path = typer.Option(None, "--vae", help=latest.HELP["vae"]),
+    dataset: str = typer.Option("mnist", "--dataset", help="Dataset to encode (mnist or "
+                                "fashion-mnist); may differ from the pretraining set."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1),
+    limit: int = typer.Option(None, "--limit", min=1, help="Encode only the first N images of "
+                              "each split."),
+    shard: str = typer.Option(None, "--shard", help="K/N: encode only the K-th (from 0) of N "
+                              "contiguous slices of each split; join them with merge-codes. "
+                              "Under torchrun each process takes its own shard and rank 0 "
+                              "merges them into --out."),
+    threads: int = Threads,
+    device: str = Device,
+    data_dir: Path = DataDir,
+    json_out: bool = JsonOut,
+):
+    """Encode a dataset's train and test splits into packed binary codes.
+
+    No --seed: encoding is deterministic; the codes file records the VAE's seed.
+
+    Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
+    (in slices: hybnn extract --shard 0/2 --out s0.h5, … then hybnn merge-codes s0.h5 s1.h5
+    --out runs/codes.h5; or torchrun --standalone --nproc-per-node 2 -m hybnn_cli extract)
+    """
+    from hybnn_cli.codes.shards import parse_shard
+    from hybnn_cli.distributed import process_group
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.stages import extract_parallel
+
+    check_out(out)
+    get_spec(dataset)
+    part = parse_shard(shard) if shard else None
+    with process_group(device) as group, using_threads(threads), \
+            make_progress(disable=json_out or not group.is_main) as progress:
+        if group.parallel and part:
+            raise HybnnError("--shard: under torchrun each process takes its own shard; "
+                             "leave --shard out")
+        vae = latest.resolve("vae", vae)
+        bar = progress.add_task("extract", total=None, status="")
+        step = lambda n: progress.advance(bar, n)  # noqa: E731
+        if group.parallel:
+            result = extract_parallel(group, vae, out, dataset, data_dir, batch_size, limit, step)
+        else:
+            result = stages.extract_codes(vae, out, dataset, data_dir, batch_size, limit, step,
+                                          str(group.device), part)
+    if not group.is_main:
+        return
+    if part is None:  # a shard is not a codes file for the later stages
+        latest.remember("codes", out)
+    if json_out:
+        print_json(result)
+    else:
+        typer.echo(f"Wrote {out}: {result['n_train']} train and {result['n_test']} test codes of "
+                   f"{result['n_bits']} bits (encoder {result['encoder_sha256'][:12]}…)")
+
+
+@app.command("merge-codes")
+@handle_errors
+def merge_codes_cmd(
+    shards: list[Path] = typer.Argument(..., help="The shard files (extract --shard K/N), in "
+                                        "any order."),
+    out: Path = typer.Option(..., "--out", help="Codes file to write (HDF5)."),
+    json_out: bool = JsonOut,
+):
+    """Join the shards of one extraction into one codes file, equal to a single extract.
+
+    It refuses shards from different encoders, overlapping or repeated shards and missing ones,
+    and copies the codes in chunks (memory stays flat in the data set's size).
+
+    No --seed: merging is deterministic; the codes file records the VAE's seed.
+
+    Example: hybnn merge-codes runs/s0.h5 runs/s1.h5 --out runs/codes.h5
+    """
+    from hybnn_cli.codes.shards import merge_codes
+
+    check_out(out)
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task("merge-codes", total=None, status="")
+        result = merge_codes(shards, out, on_rows=lambda n: progress.advance(bar, n))
+    if json_out:
+        print_json(result)
+    else:
+        typer.echo(f"Wrote {out}: {result['n_train']} train and {result['n_test']} test codes "
+                   f"from {result['shards']} shards (encoder {result['encoder_sha256'][:12]}…)")
+
+
+@app.command("train-bnn")
+@handle_errors
+def train_bnn_cmd(
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
+    task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
+                             "(10 classes). Default 3."),
+    digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
+    epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs (the paper: 100)."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2),
+    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (latent weights live in "
+                             "[−1, 1]). The README lists what validation chose per task "
+                             "(`hybnn reproduce`); compare settings with --val-fraction, "
+                             "never on test accuracy."),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine or constant."),
+    hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons (the paper: 128)."),
+    val_fraction: float = ValFraction,
+    seed: int = Seed,
+    threads: int = Threads,
+    out: Path = typer.Option(None, "--out", help="Checkpoint to write "
+                             "(default runs/bnn-<task>.pt)."),
+    resume: Path = typer.Option(None, "--resume", help="Continue from this BNN checkpoint."),
+    device: str = Device,
+    json_out: bool = JsonOut,
+):
+    """Train the task BNN on codes and report its validation and test accuracy.
+
+    It trains on the training split minus a validation slice (--val-fraction), shows the
+    validation accuracy after every epoch, and reads the test split once, at the end.
+
+    Example: hybnn train-bnn --codes runs/codes.h5 --task 3
+    """
+    if schedule not in ("cosine", "constant"):
+        raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
+    dev = resolve_device(device)
+    t = parse_task(task, digits)
+    out = out or Path(f"runs/bnn-{t.name}.pt")
+    check_out(out)
+    from hybnn_cli.train import stages
+    from hybnn_cli.train.configs import BNNConfig
+
+    codes = latest.resolve("codes", codes)
+    with using_threads(threads) as n, epoch_bar(f"train-bnn {t.name}", epochs,
+                                                  json_out) as on_epoch:
+        cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
+                        schedule=schedule, hidden=hidden, seed=seed, threads=n,
+                        val_fraction=val_fraction, device=str(dev))
+        result = stages.train_task_bnn(codes, t, cfg, out, resume, on_epoch)
+    if json_out:
+        print_json({"out": str(out), **result})
+    else:
+        what = " vs ".join(map(str, t.classes)) if t.n_classes <= 3 else f"{t.n_classes} classes"
+        typer.echo(f"{t.name} ({what}): {val_text(result)}test accuracy "
+                   f"{result['test_acc']:.2%}  → {out}")
+
+
+@app.command("evaluate")
+@handle_errors
+def evaluate_cmd(
+    model: Path = typer.Argument(..., help="BNN checkpoint (.pt)."),
+    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
+    split: str = typer.Option("test", "--split", help="test, or val / train: the validation "
+                              "slice of the training split and the rest of it."),
+    threads: int = Threads,
+    json_out: bool = JsonOut,
+):
+    """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
+
+    No --seed: evaluation is deterministic.
+
+    Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
+    """
+    from hybnn_cli.train import stages
+
+    codes = latest.resolve("codes", codes)
+    with using_threads(threads):
+        result = stages.evaluate_task_bnn(model, codes, split)
+    if json_out:
+        print_json(result)
+    else:
+        typer.echo(f"{result['task']} {split}: accuracy {result['acc']:.2%} "
+                   f"on {result['n']} codes")

@@ -1,0 +1,79 @@
+"""Prediction from a deploy bundle: image files in, classes out, without torch.
+
+The bundle's encoder runs in ONNX Runtime, the heads on the XNOR kernels (`hybnn_kernels.pipeline`);
+images are read batch by batch (`image_files`), so memory stays flat in the number of images
+except for the labels themselves. With `labels` (an IDX labels file), each head's accuracy on the
+images of its classes is reported too. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hybnn_cli.data.image_files import iter_batches, open_images
+from hybnn_cli.errors import HybnnError
+
+
+def load(bundle: Path, threads: int, int8: bool = False, heads: list[str] | None = None):
+    from hybnn_kernels.pipeline import BundleError, load_bundle
+
+    try:
+        return load_bundle(bundle, threads, int8, heads or None)
+    except BundleError as e:
+        raise HybnnError(str(e)) from None
+
+
+def read_labels(path: Path, n: int) -> np.ndarray:
+    from hybnn_cli.data.datasets import read_idx
+
+    if not Path(path).is_file():
+        raise HybnnError(f"{path}: no such labels file")
+    y = read_idx(path, ndim=1)
+    if len(y) != n:
+        raise HybnnError(f"{path}: {len(y)} labels for {n} images")
+    return y.astype(np.int64)
+
+
+def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: bool = False,
+                   heads: list[str] | None = None, batch_size: int = 4096,
+                   labels: Path | None = None,
+                   on_start: Callable[[int], None] | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> dict:
+    """Classify every image of `images` with the bundle's heads (all, or those named)."""
+    if batch_size < 1:
+        raise HybnnError(f"--batch-size must be >= 1, got {batch_size}")
+    sources = open_images(images)
+    n = sum(s.n for s in sources)
+    y = read_labels(labels, n) if labels is not None else None
+    pipe = load(bundle, threads, int8, heads)
+    if on_start:
+        on_start(n)
+    preds = {name: np.empty(n, dtype=np.int64) for name in pipe.heads}
+    t0 = time.perf_counter()
+    done = 0
+    for batch in iter_batches(sources, batch_size):
+        for name, lab in pipe.classify(batch).items():
+            preds[name][done:done + len(batch)] = lab
+        done += len(batch)
+        if on_batch:
+            on_batch(len(batch))
+    seconds = time.perf_counter() - t0
+    out = {}
+    for name, pred in preds.items():
+        h = pipe.heads[name]
+        r = {"classes": h.classes.tolist(), "labels": pred.tolist(),
+             "predicted_counts": {str(k): int(v) for k, v in
+                                  zip(*np.unique(pred, return_counts=True), strict=True)}}
+        if y is not None:
+            idx = np.flatnonzero(np.isin(y, h.classes))
+            r["n_task"] = int(len(idx))
+            r["accuracy"] = float(np.mean(pred[idx] == y[idx])) if len(idx) else None
+        out[name] = r
+    return {"model": str(bundle), "encoder": "int8" if int8 else "float", "n": int(n),
+            "threads": threads, "batch_size": batch_size, "seconds": seconds,
+            "images_per_second": n / seconds if seconds else None,
+            "time_split_seconds": pipe.timings.to_dict(), "heads": out}
