@@ -53,18 +53,15 @@ demo: setup
 #   int8.json             benchmarks/int8.py --bundle $(ENC)/bundle --threads 2
 #   ddp-scaling.json      benchmarks/server_scale.py scaling --epochs 1
 #   union-encoder.json    benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
-# The other lines make inputs: $(SEED0) holds the study's first-seed VAE, codes and chosen BNNs
-# under stable names (benchmarks/study_artifacts.py); the Fashion-MNIST
-# VAE's codes of MNIST are the continual study's second encoder. $(ENC) holds the two encoders the
-# plan-run studies (benchmarks/plans/) use: MNIST and Fashion-MNIST VAEs, 10 epochs, seed 0; and
-# the deploy bundle of the end-to-end and int8 benchmarks: the MNIST encoder with six heads
+# The other lines make inputs. $(ENC) holds the two encoders the plan-run studies
+# (benchmarks/plans/) and the DP and Byzantine studies use: MNIST and Fashion-MNIST VAEs, 10 epochs,
+# seed 0 (the Fashion-MNIST VAE's codes of MNIST are the continual study's second encoder); and the
+# deploy bundle of the end-to-end and int8 benchmarks: the MNIST encoder with six heads
 # trained on its codes at the learning rates the reproduction study chose on validation.
 STUDY := runs/study
-SEED0 := runs/study-seed0
 ENC := runs/enc
 results: setup
 	$(BIN)/hybnn reproduce --threads 1 --vae-epochs 10 --no-fashion --work $(STUDY)
-	$(BIN)/python benchmarks/study_artifacts.py --work $(STUDY) --out $(SEED0)
 	$(BIN)/python benchmarks/federated.py --work $(STUDY) --variants iid,bits,dirichlet
 	$(BIN)/python benchmarks/exactness.py --work $(STUDY)
 	test -f $(ENC)/codes-mnist.h5 || { $(BIN)/hybnn pretrain-vae --epochs 10 --threads 1 --seed 0 \
