@@ -175,6 +175,4 @@ ROWS: list[tuple[str, str, Callable[[Path], Row]]] = [
 @renderer("headline")
 def headline(results_dir: Path) -> str:
     rows = [[f"[{title}]({page})", *row(Path(results_dir))] for title, page, row in ROWS]
-    return (table(["result", "what was measured", "figure (spread)", "file, commit"], rows)
-            + "\n\nEach row's page holds the full tables, the settings and the command that made "
-              "the file.")
+    return table(["result", "what was measured", "figure (spread)", "file, commit"], rows)
