@@ -163,16 +163,96 @@ def test_a_changed_number_is_caught(tmp_path):
     assert docgen.render_text(text) != text
 
 
-def test_the_readme_layout_table_names_every_module():
-    """Every module of the two packages and their subpackages appears in the README's layout
-    table (as `name` or `name.py`), and every module the table names exists."""
-    text = (ROOT / "README.md").read_text()
-    layout = text[text.index("## Layout"):text.index("## Development")]
+def test_the_architecture_layout_table_names_every_module():
+    """Every module of the two packages and their subpackages appears in the layout table of
+    docs/architecture.md (as `name` or `name.py`), and every module the table names exists."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    layout = text[text.index("\n## Layout\n"):]
+    layout = layout[:layout.find("\n## ", 1)] if "\n## " in layout[1:] else layout
     named = set(re.findall(r"`(?:[\w/]+/)?([a-z0-9_]+)(?:\.py)?/?`", layout))
     subpackages = [p.parent for p in (ROOT / "src/hybnn_cli").glob("*/__init__.py")]
     packages = [ROOT / "src/hybnn_cli", ROOT / "kernels/hybnn_kernels", *subpackages]
     modules = {p.stem for d in packages for p in d.glob("*.py") if not p.stem.startswith("__")}
-    assert modules - named == set(), "modules missing from the README's layout table"
+    assert modules - named == set(), "modules missing from docs/architecture.md's layout table"
     folders = {"hybnn_cli", "hybnn_kernels", "tests", "benchmarks", "plans",
                *(d.name for d in subpackages)}
     assert {n for n in named if n not in modules} <= folders
+
+
+def _blocks_by_doc() -> dict[str, list[str]]:
+    return {rel: docgen.block_names((ROOT / rel).read_text()) for rel in docgen.DOCS
+            if (ROOT / rel).is_file()}
+
+
+def test_every_generated_block_appears_exactly_once():
+    """A block is the output of its renderer, so it lives in one place: the page of its topic
+    (the README holds the headline table and links to the rest)."""
+    where: dict[str, list[str]] = {}
+    for rel, names in _blocks_by_doc().items():
+        for name in names:
+            where.setdefault(name, []).append(rel)
+    twice = {name: places for name, places in where.items() if len(places) > 1}
+    assert not twice, f"generated blocks in more than one place: {twice}"
+    assert where.get("headline") == ["README.md"]
+    assert "fedscale-earlier" not in docgen.RENDERERS  # replaced rows are not shown
+
+
+def test_every_page_in_docs_exists():
+    missing = [rel for rel in docgen.DOCS if not (ROOT / rel).is_file()]
+    assert not missing, f"docgen.DOCS names pages that do not exist: {missing}"
+
+
+_ISSUE = re.compile(r"\bissues?\b|#\d+\b", re.I)
+
+
+@pytest.mark.parametrize("rel", docgen.DOCS)
+def test_no_issue_references(rel):
+    """The docs describe the project as it is, not the tracker that shaped it."""
+    found = [line for line in (ROOT / rel).read_text().splitlines() if _ISSUE.search(line)]
+    assert not found, f"{rel}: references to issues:\n" + "\n".join(found)
+
+
+def test_an_issue_reference_is_caught():
+    for line in ("the issue's target", "as issue 12 asked", "Issue #7", "see #24"):
+        assert _ISSUE.search(line), line
+    assert not _ISSUE.search("the tissue of the encoder, 200-bit codes")
+
+
+def test_the_headline_renders_a_row_per_result():
+    """One row per main result, each linking to an existing page and naming its result file and
+    that file's commit."""
+    from hybnn_cli.study import headline
+
+    text = docgen.RENDERERS["headline"](docgen.RESULTS_DIR)
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
+    assert len(rows) == len(headline.ROWS) >= 5
+    for line, (title, page, _) in zip(rows, headline.ROWS, strict=True):
+        assert line.startswith(f"| [{title}]({page}) |") and (ROOT / page).is_file(), line
+        name = re.search(r"\[`([\w-]+\.json)`\]\(benchmarks/results/\1\)", line)
+        assert name, f"{title}: no result file linked"
+        commit = json.loads((docgen.RESULTS_DIR / name[1]).read_text())["commit"][:12]
+        assert f"commit `{commit}`" in line, f"{title}: not the commit of {name[1]}"
+        figure = line.split(" | ")[2]
+        assert re.search(r"\d ± \d|\(\d[\d.]*–\d", figure) or "×" in figure, figure
+        assert len(line.strip(" |").split(" | ")) == 4, line
+
+
+def test_the_headline_follows_its_files(tmp_path):
+    """A changed figure in a result file changes the headline."""
+    import shutil
+
+    for p in docgen.RESULTS_DIR.glob("*.json"):
+        shutil.copy(p, tmp_path / p.name)
+    rec = json.loads((tmp_path / "continual.json").read_text())
+    rec["runs"]["mnist/class/replay"]["test"]["final_seen_acc"].update(mean=0.1234, std=0.0056)
+    (tmp_path / "continual.json").write_text(json.dumps(rec))
+    text = docgen.RENDERERS["headline"](tmp_path)
+    assert "replay 12.34 ± 0.56" in text
+    assert text != docgen.RENDERERS["headline"](docgen.RESULTS_DIR)
+
+
+def test_the_formats_page_lists_every_result_file():
+    text = (ROOT / "docs" / "formats.md").read_text()
+    listed = set(re.findall(r"^\| `([\w-]+\.json)` \|", text, re.M))
+    files = {p.name for p in docgen.RESULTS_DIR.glob("*.json")}
+    assert files and files == listed, f"docs/formats.md's result files: {sorted(files ^ listed)}"

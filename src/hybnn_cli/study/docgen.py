@@ -22,7 +22,9 @@ from hybnn_cli.study.fed_records import read_federated, read_priv, read_scale
 from hybnn_cli.study.provenance import read_result
 
 RESULTS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
-DOCS = ("README.md", "docs/reproduction.md", "docs/federated.md", "benchmarks/README.md")
+DOCS = ("README.md", "docs/architecture.md", "docs/cli.md", "docs/continual.md", "docs/deploy.md",
+        "docs/federated.md", "docs/formats.md", "docs/pretraining.md", "docs/reproduction.md",
+        "docs/results.md", "benchmarks/README.md")
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
                    re.S)
 
@@ -461,27 +463,6 @@ def fedscale_targets(results_dir: Path, clients: int = 1000, by_round: int = 100
                      "first round within 1 point", f"reached by round {by_round}",
                      f"round {by_round}'s model within 1 point"], rows)
             + "\n\n" + source(SCALE, r))
-
-
-@renderer("fedscale-earlier")
-def fedscale_earlier(results_dir: Path) -> str:
-    """The grid rows a re-run with other settings replaced (`fedscale.py` keeps them under
-    "earlier"), with the settings they were run with."""
-    r = read_scale(Path(results_dir) / SCALE)
-    rows = []
-    for key, run in sorted(r.get("earlier", {}).items()):
-        task, n, part, uplink = key.split(" ", 1)[0].split("/")
-        cfg, t = _first_run(run).get("config", {}), task.removeprefix("task")
-        rows.append([t, n, part, uplink, server_step(cfg), client_step(cfg, r["lr_per_task"][t]),
-                     acc_cell(r["centralized"][task]["test_acc"]),
-                     acc_cell(run["test_acc"]) + partial_seeds(run, r),
-                     acc_cell(run.get("final_val_acc")), _within_cell(run)])
-    if not rows:
-        return "(none)\n\n" + source(SCALE, r)
-    return table(["task", "clients", "partition", "uplink", "server step",
-                  "client optimizer, lr, batch", "centralized (%)", "final (%)",
-                  "final validation (%)", "rounds to within 1 point of centralized"],
-                 rows) + "\n\n" + source(SCALE, r)
 
 
 TUNE = "fedtune.json"  # benchmarks/fedtune.py: federated settings chosen on validation
@@ -1224,3 +1205,7 @@ def union_encoder(results_dir: Path) -> str:
             f"{r['vae_epochs']} epoch(s) over its own set (so the union's encoder took twice the "
             f"steps), {seeds}.\n\n"
             + table(["task", *head], rows) + "\n\n" + source(UNION, r))
+
+
+# ── renderer modules: importing one registers its blocks (at the end: they import this module) ──
+from hybnn_cli.study import headline  # noqa: E402, F401
