@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,7 +140,7 @@ class ContinualStudy:
     result file `out` (recorded as made by the command `argv`) after every run."""
 
     def __init__(self, plan: Plan, encoders: dict[str, str], work: Path, out: Path,
-                 argv: list[str], jobs: int = 2, notes: list[str] = ()):
+                 argv: list[str], jobs: int = 2, notes: Iterable[str] = ()):
         pb = plan.body
         if pb["tuning_encoder"] not in encoders:
             raise HybnnError(f"the plan tunes on the {pb['tuning_encoder']!r} encoder: give "
@@ -153,7 +154,7 @@ class ContinualStudy:
         check_same_plan(old, plan, str(self.out))
         self.body = new_body(plan, encoders, old, list(notes))
         self.common = self.body["common"]
-        self.chosen: dict[str, dict] = {}  # group → the candidate chosen (`choose`)
+        self.chosen: dict[str, dict] = {}  # group → its candidate (`choose_settings`)
 
     def save(self) -> None:
         write_result(self.out, FORMAT, VERSION, self.body, argv=self.argv)
@@ -165,7 +166,7 @@ class ContinualStudy:
 
     def run(self) -> dict:
         self.tune()
-        self.choose()
+        self.choose_settings()
         for enc, codes in self.encoders.items():
             self.study_encoder(enc, codes)
         self.save()
@@ -201,7 +202,7 @@ class ContinualStudy:
         print(f"tuning {key}: val {metric} {100 * res['val'][metric]['mean']:.2f}% "
               f"({made['wall_seconds']:.0f} s)", flush=True)
 
-    def choose(self) -> None:
+    def choose_settings(self) -> None:
         """Per group, the candidate the plan's rule and tie-break choose, on validation."""
         chosen = {}
         for group, cands in self.pb["candidates"].items():
@@ -290,7 +291,7 @@ def draw(body: dict, path: Path, scenarios: list[str], strategies: list[str]) ->
 
 def run_continual_study(plan: Plan, encoders: dict[str, str], work: Path, out: Path,
                         figure: Path, argv: list[str], jobs: int = 2,
-                        notes: list[str] = ()) -> dict:
+                        notes: Iterable[str] = ()) -> dict:
     """The whole study (`ContinualStudy`), then its figure; returns the result file's body."""
     body = ContinualStudy(plan, encoders, work, out, argv, jobs, notes).run()
     draw(body, figure, plan.body["scenarios"], plan.body["strategies"])
