@@ -10,7 +10,8 @@ Jobs:
   (start it once the VAEs are done).
 A stage another live process is making is skipped (its lock file); run the job again later.
 Each stage's record holds the version of the code that made it and the record of its run
-(`stagecache`), so `hybnn reproduce` reuses only stages made by its own code.
+(`stagecache`), so `hybnn reproduce` reuses only stages made by its own code. The work is
+`hybnn_cli.study.reproduction_work.prefill`.
 
 Example: python benchmarks/prefill_stages.py --threads 1 --vae-epochs 10 1:threshold 3:sign vae:0
          python benchmarks/prefill_stages.py --quick --seeds 0 --work runs/reproduce-quick vae:0
@@ -19,19 +20,11 @@ Example: python benchmarks/prefill_stages.py --threads 1 --vae-epochs 10 1:thres
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.options import parse_seeds
 from hybnn_cli.study.reproduce import Study, StudyConfig
-from hybnn_cli.study.work_cache import Reporter, StageBusy
-
-
-class PrintDone(Reporter):
-    def done(self, description: str, result: str, cached: bool) -> None:
-        print(time.strftime("%H:%M:%S"), "reused" if cached else "done", description, result,
-              flush=True)
+from hybnn_cli.study.reproduction_work import PrintDone, prefill
 
 
 def main(argv=None) -> None:
@@ -50,23 +43,7 @@ def main(argv=None) -> None:
                               "seeds": parse_seeds(args.seeds) if args.seeds else None}.items()
             if v is not None}
     cfg = (StudyConfig.quick if args.quick else StudyConfig)(threads=args.threads, **over)
-    study = Study(cfg, args.work, args.data_dir, reporter=PrintDone())
-
-    def codes_of() -> dict:
-        return {s: study.codes(study.vae("mnist", s), "mnist") for s in cfg.seeds}
-
-    for job in args.jobs:
-        try:
-            if job.startswith("vae:"):
-                seed = int(job[4:])
-                study.codes(study.vae("mnist", seed), "mnist")
-            elif job.startswith("bnn:"):
-                study.bnn_entry(codes_of(), "mnist", parse_task(job[4:]))
-            else:
-                task, binarize = job.split(":")
-                study.cnn_entry("mnist", parse_task(task), binarize)
-        except StageBusy as e:  # another process has it: go on with the next job
-            print(time.strftime("%H:%M:%S"), "busy", job, e, flush=True)
+    prefill(Study(cfg, args.work, args.data_dir, reporter=PrintDone()), args.jobs)
 
 
 if __name__ == "__main__":

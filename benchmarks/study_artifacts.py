@@ -9,6 +9,7 @@ it copies into `--out`:
   BNN when the study has it), the BNN of that seed at the setting chosen on validation;
 - `artifacts.json`: where each file came from (the study, its commit, the seed).
 Then `hybnn export <out>/bnn-*.pt --vae <out>/vae.pt --int8 --out <out>/bundle` makes the bundle.
+The work is `hybnn_cli.study.reproduction_work.copy_first_seed`.
 
 Usage: python benchmarks/study_artifacts.py [--study benchmarks/results/reproduction.json]
            [--work runs/study] [--out runs/study-seed0]
@@ -17,31 +18,11 @@ Usage: python benchmarks/study_artifacts.py [--study benchmarks/results/reproduc
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
-from hybnn_cli.fileio import atomic_path
-from hybnn_cli.study.provenance import read_result
-
-
-def first_seed_files(study: dict, work: Path) -> dict[str, Path]:
-    """Stable name → the study's artifact, for the first seed."""
-    seed = study["config"]["seeds"][0]
-    vae, codes = study["vaes"][0], study["codes"][0]
-    if vae is None or codes is None:
-        sys.exit("the study's first VAE or its codes are not done; run `hybnn reproduce` first")
-    files = {"vae.pt": work / vae["path"], "codes-mnist.h5": work / codes["path"]}
-    entries = {row["task"]: row["hybnn"] for row in study["tasks"]}
-    if study.get("ten_class"):
-        entries["all"] = study["ten_class"]
-    for task, entry in entries.items():
-        if entry is None:
-            sys.exit(f"the study's {task} BNN is not done; run `hybnn reproduce` first")
-        [run] = [r for r in entry["runs"] if r["seed"] == seed]
-        files[f"bnn-{task}.pt"] = work / run["path"]
-    return files
+from hybnn_cli.errors import HybnnError
+from hybnn_cli.study.reproduction_work import copy_first_seed
 
 
 def main(argv=None) -> None:
@@ -51,17 +32,11 @@ def main(argv=None) -> None:
                    help="the study's work folder")
     p.add_argument("--out", type=Path, default=Path("runs/study-seed0"))
     args = p.parse_args(argv)
-    study = read_result(args.study, "hybnn-reproduction")
-    files = first_seed_files(study, args.work)
-    for name, src in files.items():
-        with atomic_path(args.out / name) as tmp:
-            shutil.copyfile(src, tmp)
-        print(f"{src} → {args.out / name}", file=sys.stderr)
-    with atomic_path(args.out / "artifacts.json") as tmp:
-        tmp.write_text(json.dumps({"study": str(args.study), "study_commit": study["commit"],
-                                   "seed": study["config"]["seeds"][0],
-                                   "files": {n: str(s) for n, s in files.items()}}, indent=1))
+    copy_first_seed(args.study, args.work, args.out)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HybnnError as e:
+        sys.exit(str(e))

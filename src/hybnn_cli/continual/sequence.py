@@ -297,24 +297,7 @@ class Sequence:
                     xb, yb = torch.cat([xb, xr]), torch.cat([yb, yr])
                     allowed = torch.cat([allowed, _allowed(yr, seen, d.n_classes, cfg.scenario,
                                                            self.task_of, d.tasks)])
-                scores = self.model(xb)
-                loss = F.cross_entropy(_masked(scores if shift is None else scores + shift,
-                                               allowed), yb)
-                if teacher is not None:
-                    with torch.no_grad():
-                        target = F.softmax(teacher(xb)[:, old] / DISTILL_T, dim=1)
-                    loss = loss + cfg.distill * DISTILL_T ** 2 * F.kl_div(
-                        F.log_softmax(scores[:, old] / DISTILL_T, dim=1), target,
-                        reduction="batchmean")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                clip_latent_weights(self.model)
-                if ema is not None:
-                    with torch.no_grad():
-                        for a, p in zip(ema, self.model.parameters(), strict=True):
-                            a.lerp_(p, 1 - cfg.ema)
-                loss_sum += loss.item() * len(yb)
+                loss_sum += self._step(xb, yb, allowed, shift, teacher, old, opt, ema) * len(yb)
                 n_seen += len(yb)
             if on_epoch:
                 on_epoch(t, epoch, {"loss": loss_sum / max(n_seen, 1)})
@@ -336,6 +319,30 @@ class Sequence:
             scores["test"] = self.evaluate(d.test, t)
         self.history.append({"task": t + 1, "classes": cur, **scores,
                              "train_seconds": round(self.train_seconds, 3)})
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, allowed: torch.Tensor,
+              shift: torch.Tensor | None, teacher: torch.nn.Module | None, old: list[int],
+              opt: torch.optim.Optimizer, ema: list[torch.Tensor] | None) -> float:
+        """One optimizer step on a batch: cross-entropy over the `allowed` outputs (shifted by
+        the logit adjustment `shift`), plus distillation from `teacher` on the `old` classes;
+        then the latent weights clipped and the weight average `ema` moved. Returns the loss."""
+        cfg = self.cfg
+        scores = self.model(xb)
+        loss = F.cross_entropy(_masked(scores if shift is None else scores + shift, allowed), yb)
+        if teacher is not None:
+            with torch.no_grad():
+                target = F.softmax(teacher(xb)[:, old] / DISTILL_T, dim=1)
+            loss = loss + cfg.distill * DISTILL_T ** 2 * F.kl_div(
+                F.log_softmax(scores[:, old] / DISTILL_T, dim=1), target, reduction="batchmean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        clip_latent_weights(self.model)
+        if ema is not None:
+            with torch.no_grad():
+                for a, p in zip(ema, self.model.parameters(), strict=True):
+                    a.lerp_(p, 1 - cfg.ema)
+        return loss.item()
 
     def _replay(self, n: int, classes: list[int], rng: np.random.Generator):
         """n replayed codes as ±1 rows with labels: drawn from the memory, or generated

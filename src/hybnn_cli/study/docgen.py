@@ -1,8 +1,9 @@
 """Generated text in the README and the docs: every number they quote comes from a result file.
 
 A block of Markdown between `<!-- generated: NAME -->` and `<!-- /generated -->` is the output of
-the renderer NAME (registered below) on the result files in `benchmarks/results/`; each block ends
-with the file(s) it came from and their commit. `hybnn report --docs` rewrites the blocks in place;
+the renderer NAME (registered with `renderer`, here or in a study's module imported at the end)
+on the result files in `benchmarks/results/`; each block ends with the file(s) it came from and
+their commit. `hybnn report --docs` rewrites the blocks in place;
 `tests/test_docs_sync.py` fails when a block differs from what its files give now. Prose outside
 the blocks states no measured number.
 """
@@ -14,7 +15,6 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from hybnn_cli.continual import HEADLINE
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.server_opt import is_identity
 from hybnn_cli.fileio import atomic_path
@@ -127,151 +127,10 @@ def partial_seeds(row: dict, r: dict) -> str:
     return f" (seeds {', '.join(map(str, row['seeds']))})"
 
 
-def entry_cell(e: dict | None) -> str:
-    """A model's test accuracy over its seeds, as the study summarized it."""
-    return "–" if not e else f"{100 * e['test_acc']:.2f} ± {100 * e['test_acc_std']:.2f}"
-
-
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-# ── the reproduction study ────────────────────────────────────────────────────────────────────
-STUDY = "reproduction.json"
-
-
-def _study(results_dir: Path) -> dict:
-    return _load(results_dir, STUDY, "hybnn-reproduction")
-
-
-@renderer("study-settings")
-def study_settings(results_dir: Path) -> str:
-    r = _study(results_dir)
-    c = r["config"]
-    vae_s = [x for v in r["vaes"] if v for x in v["epoch_seconds"]]
-    recon = [v["final"]["test_recon"] for v in r["vaes"] if v]
-    kl = [v["final"]["test_kl"] for v in r["vaes"] if v and "test_kl" in v["final"]]
-    lrs = ", ".join(f"{x:g}" for x in c["bnn_lrs"])
-    cnn_lrs = ", ".join(f"{x:g}" for x in c["baseline_lrs"])
-    lines = [
-        f"Seeds {', '.join(map(str, c['seeds']))}: seed s pretrains VAE s ({c['vae_epochs']} "
-        f"epochs, Adam 1e-3, batch 128) and trains every model with seed s. "
-        f"{100 * c['val_fraction']:.0f}% of each digit of the MNIST training split is held out "
-        f"for validation (the same images for every model). Each model's learning rate is "
-        f"chosen per task on the first seed's validation accuracy: task BNN (Adam, "
-        f"{c['bnn_epochs']} epochs, cosine schedule, batch 128) from {{{lrs}}}, binary CNN (Adam, "
-        f"{c['baseline_epochs']} epochs, cosine schedule, batch 128) from {{{cnn_lrs}}}; the "
-        f"10-class BNN also chooses its hidden width from "
-        f"{{{', '.join(map(str, c['ten_class_hidden']))}}}. Epoch counts were fixed, not tuned. "
-        f"The test split is read only by the runs at the chosen settings.",
-    ]
-    if recon:
-        lines.append(f"\nVAEs: final test reconstruction {statistics.fmean(recon):.1f} nats per "
-                     f"image" + (f", KL {statistics.fmean(kl):.1f} nats" if kl else "")
-                     + f" (mean over seeds); epoch time median {statistics.median(vae_s):.1f} s, "
-                     f"range {min(vae_s):.1f}–{max(vae_s):.1f} s ({c['threads']} torch "
-                     f"thread(s), machine shared with other jobs).")
-    return "\n".join(lines) + "\n\n" + source(STUDY, r)
-
-
-@renderer("accuracy-table")
-def accuracy_table(results_dir: Path) -> str:
-    r = _study(results_dir)
-    bins = r["config"]["binarizations"]
-    names = {"sign": "binary CNN, `sign` input (the paper's)",
-             "threshold": "CNN, `threshold` input", "none": "CNN, real-valued first layer"}
-    rows = []
-    for t in r["tasks"]:
-        rows.append([t["task"], " vs ".join(map(str, t["classes"])), t["n_test"],
-                     entry_cell(t["hybnn"])] + [entry_cell(t["baselines"].get(b)) for b in bins])
-    out = table(["task", "digits", "test images", "HyBNN (BNN on codes)"]
-                + [names.get(b, b) for b in bins], rows)
-    ten = r.get("ten_class")
-    if ten:
-        out += (f"\n\n10 classes on the same codes (`--task all`, {ten['n_test']:,} test images): "
-                f"**{entry_cell(ten)}%** with hidden width {ten['chosen']['hidden']} and lr "
-                f"{ten['chosen']['lr']:g} (chosen on validation; per seed: "
-                + ", ".join(f"{pct(x['test_acc'])}" for x in ten["runs"]) + ").")
-    return (f"Test accuracy in %, mean ± standard deviation over seeds "
-            f"{', '.join(map(str, r['config']['seeds']))}:\n\n" + out + "\n\n" + source(STUDY, r))
-
-
-@renderer("tuning-table")
-def tuning_table(results_dir: Path) -> str:
-    from hybnn_cli.study.reproduction_report import tuning_table as tt
-
-    r = _study(results_dir)
-    return tt(r) + "\n\n" + source(STUDY, r)
-
-
-@renderer("per-seed-table")
-def per_seed_table(results_dir: Path) -> str:
-    r = _study(results_dir)
-    seeds = r["config"]["seeds"]
-    rows = []
-    entries = [(t["task"], "HyBNN", t["hybnn"]) for t in r["tasks"]]
-    if r.get("ten_class"):
-        entries.append(("all", "HyBNN", r["ten_class"]))
-    entries += [(t["task"], f"CNN `{b}`", e) for t in r["tasks"]
-                for b, e in t["baselines"].items()]
-    for task, model, e in entries:
-        if not e:
-            continue
-        by_seed = {x["seed"]: x for x in e["runs"]}
-        rows.append([task, model, ", ".join(f"{k} {v:g}" for k, v in e["chosen"].items())]
-                    + [f"{pct(by_seed[s]['val_acc'])} / {pct(by_seed[s]['test_acc'])}"
-                       if s in by_seed else "–" for s in seeds])
-    return (table(["task", "model", "setting"] + [f"seed {s}: val / test %" for s in seeds], rows)
-            + "\n\n" + source(STUDY, r))
-
-
-@renderer("sign-collapse")
-def sign_collapse(results_dir: Path) -> str:
-    r = _study(results_dir)
-    rows = []
-    for t in r["tasks"]:
-        b = t["baselines"].get("sign")
-        if not b:
-            continue
-        counts = t["test_class_counts"]
-        preds = [x for x in b["predicted_class_counts"]]
-        only = [i for i, n in enumerate(preds) if n]
-        rows.append([t["task"], (t.get("distinct_test_inputs") or {}).get("sign", "–"),
-                     ", ".join(f"{c}: {n:,}" for c, n in zip(t["classes"], counts, strict=True)),
-                     f"always {t['classes'][only[0]]}" if len(only) == 1 else "both",
-                     pct(counts[only[0]] / sum(counts)) if len(only) == 1 else "–",
-                     pct(b["runs"][0]["test_acc"])])
-    return (table(["task", "different test inputs after sign", "test images per digit",
-                   "first seed's CNN predicts", "that digit's share %", "its accuracy %"], rows)
-            + "\n\n" + source(STUDY, r))
-
-
-@renderer("sizes")
-def sizes(results_dir: Path) -> str:
-    r = _study(results_dir)
-    s = r["model_sizes"]
-
-    def kib(key):
-        return f"{s[key]['total']['bytes'] / 1024:.2f} KiB"
-    return (f"Sizes: task BNN {kib('hybnn_task_bnn')} "
-            f"({s['hybnn_task_bnn']['total']['binary_params']:,} binary weights), binary CNN "
-            f"{kib('binary_cnn')}, the shared float encoder {kib('vae_encoder')}.\n\n"
-            + source(STUDY, r))
-
-
-@renderer("fashion-table")
-def fashion_table(results_dir: Path) -> str:
-    r = _study(results_dir)
-    f = r.get("fashion")
-    if not f:
-        return ("The transfer study was not part of this run (`--no-fashion`).\n\n"
-                + source(STUDY, r))
-    rows = [[" vs ".join(p["class_names"]), entry_cell(p["mnist_vae"]),
-             entry_cell(p["fashion_vae"]), entry_cell(p["threshold"])] for p in f["pairs"]]
-    return (table(["pair", "MNIST VAE codes", "Fashion VAE codes", "binary CNN `threshold`"], rows)
-            + "\n\n" + source(STUDY, r))
 
 
 # ── federated ─────────────────────────────────────────────────────────────────────────────────
@@ -679,25 +538,6 @@ def fedpriv_byzantine(results_dir: Path) -> str:
 
 
 # ── the runtime ───────────────────────────────────────────────────────────────────────────────
-EXACT = "exactness.json"
-
-
-@renderer("exactness")
-def exactness(results_dir: Path) -> str:
-    r = _load(results_dir, EXACT, "hybnn-exactness")
-    rows = r["results"]
-    tasks = sorted({x["task"] for x in rows})
-    mism = sum(x["mismatches"] for x in rows)
-    identical = sum(x["scores_bit_identical"] for x in rows)
-    codes = sum(x["n_codes"] for x in rows)
-    agree = sum(x["accuracy_kernel"] == x["accuracy_torch"] for x in rows)
-    return (f"Exactness: {len(rows)} exported BNNs (tasks {', '.join(tasks)}; every seed of the "
-            f"accuracy table) against their torch models on all test codes of their encoder "
-            f"({codes:,} predictions): {mism} mismatched predictions, class scores bit-identical "
-            f"for {identical} of {len(rows)} models, kernel accuracy equal to torch's for "
-            f"{agree} of {len(rows)}.\n\n" + source(EXACT, r))
-
-
 BENCH = "bench.json"
 
 
@@ -973,239 +813,9 @@ def int8_variants(results_dir: Path) -> str:
             + "\n\n" + source(INT8, r))
 
 
-# ── continual learning ───────────────────────────────────────────────────────────────────────
-CONTINUAL = "continual.json"
-_STRATEGY_TEXT = {"none": "none (fine-tuning)", "replay": "replay, 2,000 codes",
-                  "generative": "generative (Bernoulli mixtures)", "joint": "joint (upper bound)"}
 
-
-def _cont_cell(run: dict | None, metric: str) -> str:
-    if not run:
-        return "not run"
-    m = run["test"][metric]
-    return f"{100 * m['mean']:.2f} ± {100 * m['std']:.2f}"
-
-
-def _kb(n: int) -> str:
-    return f"{n / 1e3:,.1f} kB"
-
-
-def _study_time(name: str, enc: dict) -> str:
-    text = (f"{name}: {enc['study_wall_seconds'] / 60:.1f} min with {enc.get('jobs', 2)} runs "
-            f"at a time")
-    if "study_cpu_seconds" in enc:
-        text += (f" (load average {enc['load_average_start'][0]:.1f} at the start, "
-                 f"{enc['load_average_end'][0]:.1f} at the end; the runs' CPU time "
-                 f"{enc['study_cpu_seconds'] / 60:.1f} min)")
-    if "rerun" in enc:  # runs redone with new settings; the others reused from the study above
-        r = enc["rerun"]
-        text += (f", then {', '.join(k.split('/', 1)[1] for k in r['runs'])} rerun at the "
-                 f"settings chosen since: {r['study_wall_seconds'] / 60:.1f} min with "
-                 f"{r['jobs']} runs at a time (load average {r['load_average_start'][0]:.1f} "
-                 f"at the start, {r['load_average_end'][0]:.1f} at the end; the runs' CPU time "
-                 f"{r['study_cpu_seconds'] / 60:.1f} min)")
-    return text
-
-
-@renderer("continual-table")
-def continual_table(results_dir: Path) -> str:
-    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
-    encs = list(r["encoders"])
-    runs = r["runs"]
-    seeds = ", ".join(map(str, r["seeds"]))
-    head = ["scenario", "method", "source", "memory"] + [f"{e} encoder (%)" for e in encs]
-    rows = []
-    for scenario in ("class", "task"):
-        metric = "final_seen_acc" if scenario == "class" else "average_acc"
-        for strategy in ("none", "replay", "generative", "joint"):
-            any_run = next((runs[k] for e in encs if (k := f"{e}/{scenario}/{strategy}")
-                            in runs), None)
-            mem = _kb(any_run["memory_bytes"]) if any_run else "–"
-            if strategy == "joint" and any_run:
-                mem = f"all codes ({mem})"
-            rows.append([scenario, _STRATEGY_TEXT[strategy], "measured", mem]
-                        + [_cont_cell(runs.get(f"{e}/{scenario}/{strategy}"), metric)
-                           for e in encs])
-        for name, a in r["anchors"][scenario].items():
-            if not isinstance(a, dict):  # format 1 recorded the figure alone, unchecked
-                a = {"accuracy": a, "checked": False}
-            mem = "1.5 MB (= 62,720 codes)" if "iCaRL" in name else "–"
-            rows.append([scenario, name, "quoted" if a["checked"] else "quoted, unverified",
-                         mem, f"{a['accuracy']:.2f} (pixels)"] + [""] * (len(encs) - 1))
-    chosen = r.get("chosen", {})
-    picks = "; ".join(f"{s.replace('task/', '')}{' (task scenario)' if '/' in s else ''}: "
-                      f"`{' '.join(c['options']) or 'defaults'}`"
-                      for s, c in chosen.items() if isinstance(c, dict))
-    wall = "; ".join(_study_time(e, r["encoders"][e]) for e in encs
-                     if "study_wall_seconds" in r["encoders"][e])
-    notes = "".join(f" The `{e}` encoder: {r['encoders'][e]['note']}."
-                    for e in encs if r["encoders"][e].get("note"))
-    plan = (f" {_plan_line(r)} Every tuning candidate ran sealed (it could not read the "
-            f"test split); only the runs below read it." if "plan" in r else
-            " (Chosen before the sealed protocol: the candidates' runs read test too.)")
-    return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds {seeds}, "
-            f"{r['epochs_per_task']} epochs per task: class scenario on all ten digits, task "
-            f"scenario averaged over the five tasks. Quoted rows: {r['anchor_source']}; "
-            f"\"unverified\" marks a quoted figure not checked against the paper's table here. "
-            f"Settings chosen on validation ({picks}).{plan}{notes} Study time per encoder "
-            f"(4 strategies × 2 scenarios × {len(r['seeds'])} seeds, one thread per run): "
-            f"{wall or 'not recorded'}.\n\n"
-            + table(head, rows) + "\n\n" + source(CONTINUAL, r))
-
-
-@renderer("continual-anchors")
-def continual_anchors(results_dir: Path) -> str:
-    """Each measured row against the quoted anchors of its scenario: which it is above, below,
-    or within one standard deviation of (the table's means)."""
-    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
-    rows = []
-    for key, run in r["runs"].items():
-        enc, scenario, strategy = key.split("/")
-        m = run["test"][HEADLINE[scenario]]
-        where: dict[str, list[str]] = {"above": [], "within one std of": [], "below": []}
-        for name, a in r["anchors"][scenario].items():
-            diff = 100 * m["mean"] - (a["accuracy"] if isinstance(a, dict) else a)
-            word = ("within one std of" if abs(diff) <= 100 * m["std"]
-                    else "above" if diff > 0 else "below")
-            where[word].append(f"{name.split(' (')[0]} ({diff:+.2f})")
-        rows.append([enc, scenario, _STRATEGY_TEXT[strategy],
-                     *(", ".join(v) or "–" for v in where.values())])
-    order = ["none", "replay", "generative", "joint"]
-    rows.sort(key=lambda x: (x[0], x[1], [_STRATEGY_TEXT[k] for k in order].index(x[2])))
-    return ("Each measured row's mean against the quoted figures of its scenario, the "
-            "difference in points in brackets (the quoted rows train an MLP on pixels: anchors, "
-            "not a like-for-like comparison):\n\n"
-            + table(["encoder", "scenario", "method", "above", "within one std of", "below"],
-                    rows)
-            + "\n\n" + source(CONTINUAL, r))
-
-
-@renderer("continual-metrics")
-def continual_metrics(results_dir: Path) -> str:
-    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
-    rows = []
-    for key, run in r["runs"].items():
-        enc, scenario, strategy = key.split("/")
-        rows.append([enc, scenario, strategy, _cont_cell(run, "final_seen_acc"),
-                     _cont_cell(run, "average_acc"), _cont_cell(run, "forgetting"),
-                     _cont_cell(run, "backward_transfer"), _kb(run["memory_bytes"]),
-                     f"{run['train_seconds']['mean']:.0f}"])
-    rows.sort(key=lambda x: (x[0], x[1], ["none", "replay", "generative", "joint"].index(x[2])))
-    return (table(["encoder", "scenario", "strategy", "seen classes (%)", "average accuracy (%)",
-                   "forgetting (points)", "backward transfer (points)", "memory",
-                   "training s per seed"], rows) + "\n\n" + source(CONTINUAL, r))
-
-
-@renderer("continual-tuning")
-def continual_tuning(results_dir: Path) -> str:
-    """The settings tried against the bias toward new classes, on validation only."""
-    r = _load(results_dir, CONTINUAL, "hybnn-continual-benchmark")
-    chosen = {s: c["name"] for s, c in r.get("chosen", {}).items() if isinstance(c, dict)}
-    rows = []
-    for key, run in sorted(r["tuning"].items()):
-        group, name = key.rsplit("/", 1)  # group: a strategy (class) or "task/<strategy>"
-        scenario = run["config"]["scenario"]
-        m = re.search(r"--epochs-per-task \d+ (.*?) --seeds", run["command"])
-        opts = m[1] if m else "–"
-        val = run["val"][HEADLINE[scenario]]
-        rows.append([scenario, run["config"]["strategy"], name, f"`{opts}`",
-                     ", ".join(map(str, run["config"].get("seeds", [0]))),
-                     f"{100 * val['mean']:.2f}"
-                     + (f" ({', '.join(f'{100 * v:.2f}' for v in val['values'])})"
-                        if len(val["values"]) > 1 else ""),
-                     "chosen" if chosen.get(group) == name else ""])
-    rows.sort(key=lambda x: (x[0], x[1], x[2]))
-    return (f"`{next(iter(r['encoders']))}` encoder; validation accuracy after the fifth task "
-            f"(class scenario: on all ten digits; task scenario: averaged over the five tasks), "
-            f"mean over the seeds listed (each seed's in brackets); the test split plays no part "
-            f"(rule: {r.get('chosen', {}).get('rule', 'not chosen yet')}):\n\n"
-            + table(["scenario", "strategy", "candidate", "options", "seeds", "validation (%)",
-                     ""], rows)
-            + "\n\n" + source(CONTINUAL, r))
-
-
-# ── pretraining at server scale ───────────────────────────────────────────────────────────────
-SCALING = "ddp-scaling.json"
-
-
-BANDWIDTHS_GBIT = (1, 10)
-MACHINES = (1, 2, 4, 8, 16)
-
-
-def scaling_model(r: dict) -> tuple[float, str, list[list]]:
-    """Epoch time on N machines: steps · (compute per step / N + ring all-reduce of the gradient
-    at a bandwidth), with the compute per step of the fastest one-process run measured."""
-    ones = [x for x in r["runs"] if x["processes"] == 1]
-    best = min(ones, key=lambda x: min(x["epoch_seconds"]))
-    compute = min(best["epoch_seconds"]) / r["steps_per_epoch"]
-    rows = []
-    for n in MACHINES:
-        cells = []
-        for gbit in BANDWIDTHS_GBIT:
-            comm = 2 * (n - 1) / n * r["gradient_bytes_per_step"] / (gbit * 1e9 / 8)
-            epoch = r["steps_per_epoch"] * (compute / n + comm)
-            cells.append(f"{epoch:.1f} s ({r['steps_per_epoch'] * compute / epoch:.1f}×)")
-        rows.append([n, *cells])
-    return compute, best["label"], rows
-
-
-@renderer("ddp-scaling")
-def ddp_scaling(results_dir: Path) -> str:
-    r = _load(results_dir, SCALING, "hybnn-ddp-scaling")
-    rows = [[x["label"], " / ".join(f"{s:.1f}" for s in x["epoch_seconds"]),
-             f"{x['train_loss'][-1]:.2f}", f"{x['test_recon']:.2f}",
-             f"{x['load_average'][0]:.1f} → {x['load_average'][1]:.1f}"] for x in r["runs"]]
-    ar = r["allreduce_loopback_2proc_seconds"]
-    compute, base, model_rows = scaling_model(r)
-    return (f"VAE pretraining on full MNIST ({r['epochs']} epoch(s), global batch "
-            f"{r['batch_size']}, seed 0) on this machine: {r['machine']['cores']} cores shared "
-            f"with other users' jobs. The load average at the start and end of each run is "
-            f"listed: where it exceeds the cores, the times measure the contention more than the "
-            f"code (a process with more threads than it gets cores waits for them), and they "
-            f"say nothing of a dedicated server. On an idle machine of two cores, two 1-thread "
-            f"processes do the arithmetic of one 2-thread process plus an all-reduce per step, "
-            f"so little gain is to be expected from them; the model below, built on these "
-            f"inflated step times, makes the all-reduce look cheaper than on an idle machine."
-            f"\n\n"
-            + table(["run", "seconds per epoch", "final training loss", "test recon (nats)",
-                     "load average"], rows)
-            + f"\n\nEach step all-reduces the encoder + decoder gradient: {r['parameters']:,} "
-              f"float32 values, {r['gradient_bytes_per_step'] / 1e6:.2f} MB, "
-              f"{r['steps_per_epoch']} times an epoch; between 2 gloo processes on loopback that "
-              f"took {1e3 * ar['median']:.2f} ms (median of {ar['reps']}).\n\n"
-              f"A model, not a measurement, for N machines: epoch(N) = steps · (compute per step "
-              f"/ N + 2 (N − 1) / N · gradient bytes / bandwidth), with the compute of "
-              f"{1e3 * compute:.0f} ms per step of the fastest one-process run above ({base}); "
-              f"it ignores latency, the overlap DDP makes between backward and all-reduce, and "
-              f"the lower efficiency of smaller per-process batches.\n\n"
-            + table(["machines", *(f"epoch at {g} Gbit/s (speed-up)" for g in BANDWIDTHS_GBIT)],
-                    model_rows)
-            + "\n\n" + source(SCALING, r))
-
-
-UNION = "union-encoder.json"
-
-
-@renderer("union-encoder")
-def union_encoder(results_dir: Path) -> str:
-    """Task BNNs on two encoders' codes: one seed's accuracies (version 1) or each the mean ±
-    std over the seeds, each seed pretraining its own encoder (version 2)."""
-    r = _load(results_dir, UNION, "hybnn-union-encoder")
-    encs = r["encoders"]
-    tasks = list(encs[0]["tasks"])
-    rows = [[t, *(f"{acc_cell(e['tasks'][t]['val_acc'])} / {acc_cell(e['tasks'][t]['test_acc'])}"
-                  for e in encs)] for t in tasks]
-    head = [f"encoder pretrained on {e['pretrain_dataset']} ({e['n_pretrain_images']:,} "
-            f"images){partial_seeds(e, r)}: val / test %" for e in encs]
-    seeds = (f"seed {r['seed']}, BNNs {r['bnn_epochs']} epochs; one seed, so differences of a "
-             f"few tenths are within noise" if "seeds" not in r else
-             f"BNNs {r['bnn_epochs']} epochs; {seeds_text(r)}, each seed pretraining its own "
-             f"encoder and training its own BNNs")
-    return (f"Task BNNs on MNIST codes from two encoders, each pretrained for "
-            f"{r['vae_epochs']} epoch(s) over its own set (so the union's encoder took twice the "
-            f"steps), {seeds}.\n\n"
-            + table(["task", *head], rows) + "\n\n" + source(UNION, r))
-
-
-# ── renderer modules: importing one registers its blocks (at the end: they import this module) ──
-from hybnn_cli.study import headline  # noqa: E402, F401
+# ── the studies' blocks: importing a study's module registers its renderers (at the end: they
+# import this module) ──────────────────────────────────────────────────────────────────────────
+from hybnn_cli.study import (  # noqa: E402, I001
+    continual_study, ddp_scaling, exactness, headline, reproduction_docs, union_encoder,  # noqa: F401
+)

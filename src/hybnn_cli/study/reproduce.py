@@ -45,12 +45,12 @@ from hybnn_cli.study.provenance import (
     row_commits,
     run_record,
 )
-from hybnn_cli.study.reproduction_report import RESULTS_FORMAT
 from hybnn_cli.study.work_cache import STAGE_MODULES, Reporter, StageCache, config_key
 from hybnn_cli.train import stages
 from hybnn_cli.train.configs import BNNConfig, VAEConfig
 from hybnn_cli.train.task_samples import load_task_images
 
+RESULTS_FORMAT = "hybnn-reproduction"  # reproduction.json; `reproduction_report` draws it
 RESULTS_VERSION = 2
 # the code that makes the study's stages: the stage functions and this module's wrappers of them
 STUDY_MODULES = (*STAGE_MODULES, "hybnn_cli.study.reproduce")

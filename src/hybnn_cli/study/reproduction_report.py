@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
+from hybnn_cli.study.docgen import table
 
-RESULTS_FORMAT = "hybnn-reproduction"
 MODEL_COLORS = {"hybnn": "tab:blue", "sign": "tab:red", "threshold": "tab:green",
                 "none": "tab:orange"}
 MODEL_LABELS = {"hybnn": "HyBNN (BNN on codes)", "sign": "binary CNN, sign input",
@@ -29,6 +29,8 @@ MODEL_LABELS = {"hybnn": "HyBNN (BNN on codes)", "sign": "binary CNN, sign input
 
 # ── reading ───────────────────────────────────────────────────────────────────────────────────
 def load_results(path) -> dict:
+    from hybnn_cli.study.reproduce import RESULTS_FORMAT  # the study's, which wrote the file
+
     path = Path(path)
     if not path.is_file():
         raise HybnnError(f"{path}: no such results file; run `hybnn reproduce` first")
@@ -86,12 +88,6 @@ def _s(x) -> str:
     return "–" if x is None else f"{x:.1f}"
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def accuracy_table(results: dict) -> str:
     bins = results["config"]["binarizations"]
     header = ["Task", "Classes", "Test images (class shares)", "HyBNN"] + [
@@ -101,7 +97,7 @@ def accuracy_table(results: dict) -> str:
         shares = " / ".join(f"{100 * s:.1f}%" for s in t["test_class_shares"] or [])
         rows.append([t["task"], " vs ".join(map(str, t["classes"])), f"{t['n_test']} ({shares})",
                      _pct_sd(t["hybnn"])] + [_pct_sd(t["baselines"].get(b)) for b in bins])
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def tuning_table(results: dict) -> str:
@@ -123,8 +119,8 @@ def tuning_table(results: dict) -> str:
             chosen = all(c.get(k) == v for k, v in e["chosen"].items())
             cells.append(f"**{cell}**" if chosen else cell)
         rows.append([task, model, "; ".join(cells)])
-    return _table(["Task", "Model", "Validation accuracy per candidate (first seed; chosen in "
-                   "bold)"], rows)
+    return table(["Task", "Model", "Validation accuracy per candidate (first seed; chosen in "
+                  "bold)"], rows)
 
 
 def sign_table(results: dict) -> str:
@@ -145,9 +141,9 @@ def sign_table(results: dict) -> str:
                      ", ".join(f"{c}: {n}" for c, n in zip(t["classes"], pred, strict=True)),
                      f"{t['classes'][only[0]]} (always)" if constant else "both",
                      _pct(share), _pct(b["test_acc"])])
-    return _table(["Task", "Different test inputs after sign", "Test images per class",
-                   "Predictions per class", "Predicted class", "Its share of the test pair",
-                   "Accuracy (sign)"], rows)
+    return table(["Task", "Different test inputs after sign", "Test images per class",
+                  "Predictions per class", "Predicted class", "Its share of the test pair",
+                  "Accuracy (sign)"], rows)
 
 
 def cpu_to_99(run: dict) -> float | None:
@@ -174,9 +170,9 @@ def cost_table(results: dict) -> str:
                          _s(r["train_seconds"]), r["time_to_99"]["epoch"],
                          _s(r["time_to_99"]["seconds"]), _s(cpu_to_99(r)),
                          _pct(r["runs"][0]["test_acc"])])
-    return _table(["Task", "Model", "Epochs", "CPU s", "Wall s",
-                   "Epoch reaching 99% of final val. acc.", "Training wall s to it",
-                   "CPU s to it (est.)", "Test accuracy"], rows)
+    return table(["Task", "Model", "Epochs", "CPU s", "Wall s",
+                  "Epoch reaching 99% of final val. acc.", "Training wall s to it",
+                  "CPU s to it (est.)", "Test accuracy"], rows)
 
 
 def sizes_table(results: dict) -> str:
@@ -189,16 +185,16 @@ def sizes_table(results: dict) -> str:
         tot = s["total"]
         rows.append([names.get(key, key), f"{tot['binary_params']:,}", f"{tot['float_params']:,}",
                      f"{tot['float_buffers']:,}", f"{tot['bits']:,}", _kib(tot["bytes"])])
-    return _table(["Model", "Binary parameters (1 bit)", "Float parameters (32 bit)",
-                   "Float BN statistics (32 bit)", "Bits", "Size"], rows)
+    return table(["Model", "Binary parameters (1 bit)", "Float parameters (32 bit)",
+                  "Float BN statistics (32 bit)", "Bits", "Size"], rows)
 
 
 def layers_table(summary: dict) -> str:
     rows = [[r["name"], r["type"], f"{r['binary_params']:,}", f"{r['float_params']:,}",
              f"{r['float_buffers']:,}", _kib(r["bytes"])]
             for r in summary["layers"] + [summary["total"]]]
-    return _table(["Layer", "Type", "Binary params", "Float params", "Float BN statistics",
-                   "Size"], rows)
+    return table(["Layer", "Type", "Binary params", "Float params", "Float BN statistics",
+                  "Size"], rows)
 
 
 def _kib(nbytes: float) -> str:
@@ -211,9 +207,9 @@ def fashion_table(results: dict) -> str:
         rows.append([" vs ".join(p["class_names"]), " vs ".join(map(str, p["classes"])),
                      _pct(_acc(p["mnist_vae"])), _pct(_acc(p["fashion_vae"])),
                      _pct(_acc(p["threshold"]))])
-    return _table(["Pair", "Classes", "BNN on codes, MNIST-pretrained VAE",
-                   "BNN on codes, Fashion-pretrained VAE", "binary CNN `threshold` on images"],
-                  rows)
+    return table(["Pair", "Classes", "BNN on codes, MNIST-pretrained VAE",
+                  "BNN on codes, Fashion-pretrained VAE", "binary CNN `threshold` on images"],
+                 rows)
 
 
 def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
@@ -241,10 +237,10 @@ def markdown(results: dict, figures: dict[str, Path] | None = None) -> str:
     ten = results.get("ten_class")
     if ten:
         out += ["## 10 classes on the same codes\n",
-                _table(["Model", "Epochs", "Test accuracy", "CPU s (first seed)", "Wall s"],
-                       [[f"BNN 200→{ten['chosen']['hidden']}→10 on MNIST codes, lr "
-                         f"{ten['chosen']['lr']:g}", len(ten["history"]), _pct_sd(ten),
-                         _s(ten.get("cpu_seconds")), _s(ten["train_seconds"])]]), ""]
+                table(["Model", "Epochs", "Test accuracy", "CPU s (first seed)", "Wall s"],
+                      [[f"BNN 200→{ten['chosen']['hidden']}→10 on MNIST codes, lr "
+                        f"{ten['chosen']['lr']:g}", len(ten["history"]), _pct_sd(ten),
+                        _s(ten.get("cpu_seconds")), _s(ten["train_seconds"])]]), ""]
     vae, codes = results["vaes"][0], results["codes"][0]
     out += ["## Training cost\n"]
     if vae and codes:
