@@ -17,10 +17,10 @@ from pathlib import Path
 from hybnn_cli.continual import HEADLINE
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
-from hybnn_cli.study.fed_cells import SCALE, client_step, server_step  # fedscale_earlier's
-from hybnn_cli.study.fed_cells import first_run as _first_run  # (they go with it)
-from hybnn_cli.study.fed_cells import within_cell as _within_cell
-from hybnn_cli.study.fed_records import read_scale
+from hybnn_cli.study.fed_cells import SCALE, client_step, server_step  # fedscale_earlier's,
+from hybnn_cli.study.fed_cells import first_run as _first_run  # going with it (the federated
+from hybnn_cli.study.fed_cells import within_cell as _within_cell  # blocks render in fed_*.py)
+from hybnn_cli.study.fed_records import read_scale  # fedscale_earlier's
 from hybnn_cli.study.provenance import read_result
 
 RESULTS_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "results"
