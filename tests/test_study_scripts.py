@@ -312,7 +312,9 @@ def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
     assert "Timings: one run each, seed 0" in text
     sampled = runs[0]["sampled_per_round"]
     assert f"| 3 | 128 | 6 | {sampled} | iid | float |" in text
-    targets = docgen.fedscale_targets(tmp_path, clients=6, by_round=2)
+    from hybnn_cli.study.fed_scale import fedscale_targets
+
+    targets = fedscale_targets(tmp_path, clients=6, by_round=2)
     held = {0: "no", 1: "1 of 2 seeds", 2: "**yes** (2 of 2 seeds)"}  # checks, seeds they held in
     first = ", ".join("–" if w is None else str(w) for w in within["values"])
     assert (f"{cells} {first} | {held[within['reached']]} | "

@@ -40,8 +40,6 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     """Run cfg.rounds rounds of validated FedAvg on `grid`; return the run's summary."""
     task = parse_task(cfg.task)
     data = task_data(cfg.codes, cfg.task)
-    x_test, y_test = data.get("test", (None, None))  # none in a sealed run (`sealed`)
-    x_val, y_val = data["val"]
     # the clients split the train set this way: refuse an impossible split before round 1
     parts = partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha,
                               cfg.seed)
@@ -51,6 +49,36 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     shape = model_shape(data["n_bits"], cfg)
     model = initial_model(shape, cfg.seed)
     spec = UpdateSpec.for_model(model, cfg.uplink)
+    strategy, base = build_strategy(cfg, spec, largest)
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "rounds.jsonl").write_text("")
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    evaluate_fn = round_evaluator(model, data, cfg, base, history, t0, out_dir, on_round)
+    result = strategy.start(grid, state_to_arrays(model.state_dict()), num_rounds=cfg.rounds,
+                            timeout=cfg.round_timeout,
+                            train_config=ConfigRecord({"encoder-sha256": sha}),
+                            evaluate_fn=evaluate_fn)
+    del result  # `model` holds the last global model: evaluate_fn loaded it after each round
+    summary = run_summary(task, cfg, data, history, time.perf_counter() - t0)
+    if cfg.out:
+        ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
+                           cfg.seed, shape=shape.to_dict(),
+                           task={"name": task.name, "classes": list(task.classes)},
+                           encoder_sha256=sha, codes=str(cfg.codes),
+                           metrics={k: v for k, v in summary.items() if k != "config"})
+    if out_dir:
+        with atomic_path(out_dir / "result.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def build_strategy(cfg: FedConfig, spec: UpdateSpec, largest: int):
+    """(the strategy the server runs, the validating strategy under it that keeps the rounds'
+    statistics): SecAgg+ FedAvg or the robust FedAvg (with its server optimizer), wrapped in
+    client-side DP when `cfg.dp`. `largest`: the most samples a client holds."""
     if cfg.secagg:
         from hybnn_cli.fed.secagg import SecAggFedAvg
 
@@ -71,12 +99,16 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
         strategy = ClientSideDP(base, cfg.dp_noise, cfg.dp_clip,
                                 sample_size(cfg.clients, cfg.fraction, cfg.min_valid), spec,
                                 cfg.seed)
-    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "rounds.jsonl").write_text("")
-    history: list[dict] = []
-    t0 = time.perf_counter()
+    return strategy, base
+
+
+def round_evaluator(model, data: dict, cfg: FedConfig, base, history: list[dict], t0: float,
+                    out_dir: Path | None, on_round: RoundFn | None):
+    """The server's `evaluate_fn`: loads the global model into `model`, evaluates it on the
+    validation split (and on test unless sealed), adds the round's client statistics from
+    `base`, appends the row to `history` (and to `out_dir`/rounds.jsonl) and calls `on_round`."""
+    x_test, y_test = data.get("test", (None, None))  # none in a sealed run (`sealed`)
+    x_val, y_val = data["val"]
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays_to_state(arrays))
@@ -106,36 +138,30 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
             on_round(row)
         return MetricRecord(metrics)
 
-    result = strategy.start(grid, state_to_arrays(model.state_dict()), num_rounds=cfg.rounds,
-                            timeout=cfg.round_timeout,
-                            train_config=ConfigRecord({"encoder-sha256": sha}),
-                            evaluate_fn=evaluate_fn)
-    del result  # `model` holds the last global model: evaluate_fn loaded it after each round
+    return evaluate_fn
+
+
+def run_summary(task, cfg: FedConfig, data: dict, history: list[dict], seconds: float) -> dict:
+    """What `hybnn fed --json` prints of a run: its settings, the validation (and, unless sealed,
+    test) accuracy per round, final and best, the bytes and the rounds' rows."""
     rounds = [r for r in history if r["round"] > 0]
     summary = {
         "task": task.name, "classes": list(task.classes), "config": cfg.to_dict(),
-        "seed": cfg.seed, "encoder_sha256": sha, "n_val": len(y_val),
+        "seed": cfg.seed, "encoder_sha256": data["attrs"]["encoder_sha256"],
+        "n_val": len(data["val"][1]),
         "final_val_acc": rounds[-1]["val_acc"] if rounds else None,
         "best_val_acc": max((r["val_acc"] for r in rounds), default=None),
         "val_curve": [r["val_acc"] for r in rounds],
         "bytes": byte_totals(rounds), "rounds": rounds,
-        "train_seconds": time.perf_counter() - t0, "out": cfg.out or None,
+        "train_seconds": seconds, "out": cfg.out or None,
     }
+    x_test, y_test = data.get("test", (None, None))  # none in a sealed run (`sealed`)
     if x_test is not None:
         summary.update(n_test=len(y_test),
                        initial_test_acc=history[0]["test_acc"] if history else None,
                        final_test_acc=rounds[-1]["test_acc"] if rounds else None,
                        best_test_acc=max((r["test_acc"] for r in rounds), default=None),
                        accuracy_curve=[r["test_acc"] for r in rounds])
-    if cfg.out:
-        ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
-                           cfg.seed, shape=shape.to_dict(),
-                           task={"name": task.name, "classes": list(task.classes)},
-                           encoder_sha256=sha, codes=str(cfg.codes),
-                           metrics={k: v for k, v in summary.items() if k != "config"})
-    if out_dir:
-        with atomic_path(out_dir / "result.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
     return summary
 
 

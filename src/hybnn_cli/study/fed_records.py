@@ -1,4 +1,4 @@
-"""The federated benchmark's result file (`benchmarks/federated.py` writes it; the report and the
+"""The federated benchmark's result file (`fed_benchmark` writes it; the report and the
 generated docs read it): one defined, versioned format.
 
 Body (after the provenance header of `hybnn_cli.study.provenance`): "clients", "rounds", "seeds",
@@ -48,8 +48,8 @@ def curves_by_variant(data: dict) -> dict[str, list[dict]]:
 # ── rows over several seeds (the scale study and the privacy and robustness study) ──────────
 def over_seeds(per_seed: dict[str, dict]) -> dict:
     """A row's numbers over its seeds, from its runs (`per_seed` {"<seed>": run}, each run what
-    `summarize` in the scripts keeps of one `hybnn fed --json`): "seeds" (the seeds, in order),
-    mean ± std over them ({"mean", "std", "values"}, `continual.study.mean_std`) of "test_acc",
+    `fed_runner.summarize` keeps of one `hybnn fed --json`): "seeds" (the seeds, in order),
+    mean ± std over them ({"mean", "std", "values"}, `continual_runs.mean_std`) of "test_acc",
     "best_test_acc", "final_val_acc" (None when a run has no validation split) and
     "seconds_per_round" (each run's mean over its rounds); the mean of the bytes
     ("uplink_per_round", "downlink_per_round", "uplink_total", "downlink_total"); and
@@ -78,7 +78,7 @@ def curve_over_seeds(row: dict) -> tuple[list[float], list[float]]:
             [statistics.stdev(c) if len(c) > 1 else 0.0 for c in curves])
 
 
-# ── the scale study (`benchmarks/fedscale.py`) ────────────────────────────────────────────────
+# ── the scale study (`fed_scale`, `benchmarks/fedscale.py`) ───────────────────────────────────────
 SCALE_FORMAT = "hybnn-fedscale"
 SCALE_VERSION = 2
 SCALE_READS = (1, 2)
@@ -100,7 +100,8 @@ SecAgg+ and memory runs), "threads", "lr_per_task" {task: lr}, "hidden_per_task"
 A run holds "accuracy_curve", "test_acc", "best_test_acc", "final_val_acc", "val_curve",
 "uplink_per_round"/"downlink_per_round"/"uplink_total"/"downlink_total" (payload bytes, all
 sampled clients), "sampled_per_round", "seconds_per_round" and "seconds_per_round_std" (mean and
-std over its rounds), "wall_seconds", "mode", "config", "command" and "run" (`results.run_record`).
+std over its rounds), "wall_seconds", "mode", "config", "command" and "run"
+(`provenance.run_record`).
 
 Version 1 (one seed, still read by the docs): "seed" instead of "seeds" and "timing_seed", no
 "fed_options"; each accuracy a number: a grid row is one run + "rounds_to_within_1pt" (a round or
@@ -131,7 +132,7 @@ def rounds_to_within_over_seeds(curves: list[list[float]], reference: float,
             "reached": len(hit)}
 
 
-# ── the privacy and robustness study (`benchmarks/fedpriv.py`) ────────────────────────────────
+# ── the privacy and robustness study (`fed_priv`, `benchmarks/fedpriv.py`) ────────────────────────
 PRIV_FORMAT = "hybnn-fedpriv"
 PRIV_VERSION = 2
 PRIV_READS = (1, 2)
@@ -140,9 +141,9 @@ PRIV_READS = (1, 2)
 "byzantine_share", "study_commit", and "runs" {"plain" | "dp/<noise>" | "byzantine/<rule>": a
 row over seeds (`over_seeds`: "seeds", "per_seed" {"<seed>": run}, "test_acc",
 "best_test_acc", "final_val_acc", "seconds_per_round" as {"mean", "std", "values"}, ...)}, each
-run holding what `benchmarks/fedpriv.py` records of one (`summarize`: "accuracy_curve",
+run holding what `fed_priv` records of one (`fed_runner.summarize`: "accuracy_curve",
 "test_acc", bytes, "seconds_per_round", "wall_seconds", "config", ...), its "command" and "run"
-(`results.run_record`). "plain": no DP, no attackers, FedAvg (the reference of both studies);
+(`provenance.run_record`). "plain": no DP, no attackers, FedAvg (the reference of both studies);
 "dp/<σ>": DP with noise multiplier σ and clip "dp_clip"; "byzantine/<rule>": a
 "byzantine_share" of sign-flipping clients, aggregated by <rule>.
 
