@@ -23,9 +23,12 @@ from hybnn_cli.study import e2e_study
 from hybnn_cli.study.e2e_torch import TORCH_CANDIDATES
 from hybnn_cli.study.provenance import REPO_ROOT
 
+EXAMPLE = ("Example: python benchmarks/e2e.py --bundle runs/e2e/bundle "
+           "--venvs runs/e2e/venvs --threads 2")
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EXAMPLE)
     p.add_argument("--bundle", type=Path, default=Path("runs/e2e/bundle"))
     p.add_argument("--venvs", type=Path, default=Path("runs/e2e/venvs"))
     p.add_argument("--threads", type=int, default=2)

@@ -16,9 +16,11 @@ import sys
 
 from hybnn_cli.study import gemm_peaks
 
+EXAMPLE = "Example: python benchmarks/gemm_efficiency.py --sizes 256 512 --pairs 30"
+
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EXAMPLE)
     p.add_argument("--sizes", type=int, nargs="+", default=list(gemm_peaks.SIZES))
     p.add_argument("--pairs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from hybnn_cli.study import int8_encoders
 
+EXAMPLE = "Example: python benchmarks/int8.py --bundle runs/e2e/bundle --threads 2"
+
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EXAMPLE)
     p.add_argument("--bundle", type=Path, default=Path("runs/e2e/bundle"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calibration", type=int, default=2000)

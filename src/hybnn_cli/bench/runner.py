@@ -149,7 +149,7 @@ def run(quick: bool = False, threads: int = 2, log=sys.stderr) -> dict:
     cases = []
     t_start, load_start = time.time(), os.getloadavg()
     with using_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
-        # every case measures the peaks in each of its timing rounds (`_compare`): the speed
+        # every case measures the peaks in each of its timing rounds (`timing.compare`): the speed
         # of a shared (or virtual) machine drifts within a run, so each case is set against the
         # bound at the moments it ran
         todo = [(f"BNN head, batch {b}", bench_head, b) for b in (4096, 1)]
