@@ -32,13 +32,13 @@ def test_writes_fractions_for_each_size_with_provenance(tmp_path):
 
 
 def test_refuses_a_kernel_that_computes_wrong_dots(monkeypatch, tmp_path):
-    real = gemm_peaks._run
+    real = gemm_peaks.kernel()
 
     def off_by_one(a, panels, n, n_bits, out, n_chunks):
         status = real(a, panels, n, n_bits, out, n_chunks)
         out[0, 0] += 2
         return status
 
-    monkeypatch.setattr(gemm_peaks, "_run", off_by_one)
+    monkeypatch.setattr(gemm_peaks, "kernel", lambda: off_by_one)
     with pytest.raises(SystemExit, match="kernel_alone differs from the float64 product"):
         gemm_peaks.measure(64, 1, 2, np.random.default_rng(0))

@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from hybnn_cli.study.docgen import pct, renderer, source, table
-from hybnn_cli.study.provenance import read_result
+from hybnn_cli.study.e2e_processes import processes
+from hybnn_cli.study.e2e_speed import speed
+from hybnn_cli.study.e2e_torch import log
+from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 
 FORMAT = "hybnn-e2e"
 E2E = "e2e.json"
@@ -36,10 +39,6 @@ def run(bundle: Path, out: Path, argv: list[str], *, venvs: Path, threads: int, 
     """The whole study: agreement, speed and (unless `quick`) the new processes; written to `out`
     with the provenance of this run (taken as it starts, `argv` the command recorded)."""
     from hybnn_cli.data.datasets import find_file, get_spec, load_split
-    from hybnn_cli.study.e2e_processes import processes
-    from hybnn_cli.study.e2e_speed import speed
-    from hybnn_cli.study.e2e_torch import log
-    from hybnn_cli.study.provenance import end_run, start_run, write_result
 
     run_rec = start_run(out, argv)  # provenance of the run, taken when it starts
     images, labels = load_split(dataset, "test", data_dir)
@@ -72,7 +71,6 @@ def agreement(bundle: Path, images, labels, threads: int) -> dict:
     from hybnn_cli.deploy.export_bundle import torch_logits
     from hybnn_cli.deploy.export_head import torch_predict
     from hybnn_cli.models.checkpoint import load_bnn, load_vae
-    from hybnn_cli.study.e2e_torch import log
 
     m = json.loads((bundle / "bundle.json").read_text())
     vae, _ = load_vae(m["encoder"]["checkpoint"]["path"])

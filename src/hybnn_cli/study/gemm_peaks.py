@@ -24,11 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hybnn_kernels import tile
-from hybnn_kernels.bits import pack_bits
-from hybnn_kernels.parallel import threads_for
-from hybnn_kernels.roofline import xnor_peak
-from hybnn_kernels.xnor import _run, prepack, xnor_gemm
 
 from hybnn_cli.study.docgen import renderer, source, table
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
@@ -39,7 +34,23 @@ BLOCK_SECONDS = 0.02
 SIZES = (256, 512, 1024, 2048, 4096)
 
 
+def kernel():
+    """The compiled kernel `xnor_gemm` calls (`hybnn_kernels.xnor._run`), timed alone."""
+    from hybnn_kernels.xnor import _run
+
+    return _run
+
+
 def measure(size: int, pairs: int, threads: int, rng) -> dict:
+    """One size: both contenders checked against the float64 product (exits on a difference),
+    then timed in `pairs` pairs of a short XNOR peak measurement and a block of calls; the
+    quartiles of the blocks' rates over the peak just before them."""
+    from hybnn_kernels.bits import pack_bits
+    from hybnn_kernels.parallel import threads_for
+    from hybnn_kernels.roofline import xnor_peak
+    from hybnn_kernels.xnor import prepack, xnor_gemm
+
+    alone = kernel()
     bits_a = rng.integers(0, 2, size=(size, size), dtype=np.int8)
     bits_w = rng.integers(0, 2, size=(size, size), dtype=np.int8)
     a, pw = pack_bits(bits_a), prepack(pack_bits(bits_w), size)
@@ -48,7 +59,7 @@ def measure(size: int, pairs: int, threads: int, rng) -> dict:
     n_chunks = threads_for(ops, threads)  # the path xnor_gemm takes at this size
     contenders = {
         "xnor_gemm": lambda: xnor_gemm(a, pw, size, out=out, threads=threads),
-        "kernel_alone": lambda: _run(a, pw.panels, size, size, out, n_chunks),
+        "kernel_alone": lambda: alone(a, pw.panels, size, size, out, n_chunks),
     }
     want = (2.0 * bits_a - 1) @ (2.0 * bits_w - 1).T
     for name, fn in contenders.items():
@@ -82,6 +93,8 @@ def measure(size: int, pairs: int, threads: int, rng) -> dict:
 def run(sizes: list[int], pairs: int, threads: int, seed: int, out, argv: list[str]) -> dict:
     """Measure every size (`measure`) and write the result to `out` with the provenance of this
     run (taken as it starts, `argv` the command recorded); returns the result."""
+    from hybnn_kernels import tile
+
     run_rec = start_run(out, argv)
     rng = np.random.default_rng(seed)
     rows = []

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hybnn_cli.study.docgen import renderer, source, table
-from hybnn_cli.study.provenance import read_result
+from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 
 FORMAT = "hybnn-int8"
 VERSION = 1
@@ -68,7 +68,6 @@ def run(bundle: Path, out: Path, argv: list[str], *, threads: int, calibration: 
 
     from hybnn_cli.data.datasets import load_split
     from hybnn_cli.deploy.export_bundle import INPUT
-    from hybnn_cli.study.provenance import end_run, start_run, write_result
 
     run_rec = start_run(out, argv)
     float_path = bundle / read_manifest(bundle)["encoder"]["file"]
