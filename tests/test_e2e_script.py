@@ -1,7 +1,8 @@
-"""`benchmarks/e2e.py`'s torch at its best: the encoder with batch norm folded computes eager's
-logits, the fastest working candidate is chosen and recorded (a failing one with its error), and
-the whole script runs on a tiny bundle and generated images with the best-torch path checked
-against the TaskBNN on its own codes. Correctness only: speed is the benchmark's job."""
+"""`benchmarks/e2e.py` and its study's torch at its best (`study.e2e_torch`): the encoder with
+batch norm folded computes eager's logits, the fastest working candidate is chosen and recorded (a
+failing one with its error), and the whole script runs on a tiny bundle and generated images with
+the best-torch path checked against the TaskBNN on its own codes. Correctness only: speed is the
+benchmark's job."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
+from hybnn_cli.study import e2e_torch
 from tests.benchmark_scripts import load_benchmark
 
 
@@ -49,53 +51,53 @@ def encoder_and_images(tiny_pipeline):
     return load_vae(tiny_pipeline["vae"])[0].encoder.eval(), images
 
 
-def test_folded_encoder_computes_eager_logits(e2e, encoder_and_images):
+def test_folded_encoder_computes_eager_logits(encoder_and_images):
     from hybnn_cli.data.tensors import images_to_tensor
 
     encoder, images = encoder_and_images
-    folded = e2e.folded_encoder(encoder)
+    folded = e2e_torch.folded_encoder(encoder)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     x = images_to_tensor(images)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x), encoder(x), atol=1e-4, rtol=1e-4)
 
 
-def test_a_failing_candidate_is_recorded_and_the_other_chosen(e2e, encoder_and_images,
-                                                              monkeypatch):
+def test_a_failing_candidate_is_recorded_and_the_other_chosen(encoder_and_images, monkeypatch):
     def broken(module, x):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    monkeypatch.setattr(e2e, "_compile", broken)
+    monkeypatch.setattr(e2e_torch, "_compile", broken)
     encoder, images = encoder_and_images
-    fn, rec = e2e.best_torch_encoder(encoder, images[:8], ("jit", "compile"), reps=2)
+    fn, rec = e2e_torch.best_torch_encoder(encoder, images[:8], ("jit", "compile"), reps=2)
     assert rec["chosen"] == "jit" and rec["batch"] == 8
     assert rec["candidates"]["compile"] == {
-        "how": e2e.TORCH_CANDIDATES["compile"], "ok": False,
+        "how": e2e_torch.TORCH_CANDIDATES["compile"], "ok": False,
         "error": "RuntimeError: no C++ compiler",
         "seconds_to_fail": rec["candidates"]["compile"]["seconds_to_fail"]}
     jit = rec["candidates"]["jit"]
     assert jit["ok"] and jit["median_seconds"] > 0 and jit["repeats"] == 6
     assert isinstance(jit["flipped_bits"], int) and jit["max_abs_logit_diff"] < 1e-3
-    monkeypatch.setattr(e2e, "_jit", broken)  # nothing works: the folded module, eager
-    fn, rec = e2e.best_torch_encoder(encoder, images[:8], ("jit", "compile"), reps=1)
+    monkeypatch.setattr(e2e_torch, "_jit", broken)  # nothing works: the folded module, eager
+    fn, rec = e2e_torch.best_torch_encoder(encoder, images[:8], ("jit", "compile"), reps=1)
     assert rec["chosen"] == "folded" and not rec["candidates"]["jit"]["ok"]
-    fn, rec = e2e.best_torch_encoder(encoder, images[:8], tuple(e2e.TORCH_CANDIDATES), reps=1)
+    fn, rec = e2e_torch.best_torch_encoder(encoder, images[:8],
+                                           tuple(e2e_torch.TORCH_CANDIDATES), reps=1)
     assert rec["chosen"] == "folded" and rec["candidates"]["folded"]["ok"]
 
 
-def test_code_flips_counts_every_image_in_padded_batches(e2e, encoder_and_images):
+def test_code_flips_counts_every_image_in_padded_batches(encoder_and_images):
     encoder, images = encoder_and_images
-    folded = e2e.folded_encoder(encoder)
+    folded = e2e_torch.folded_encoder(encoder)
     with torch.inference_mode():
         def flip_three(x):  # a stand-in encoder that flips three bits of the first image
             out = encoder(x).clone()
             out[0, :3] = -out[0, :3] - (out[0, :3] == 0).float()
             return out
 
-        rec = e2e.code_flips(flip_three, encoder, images[:21], batch=8)  # 8 + 8 + 5 (padded)
+        rec = e2e_torch.code_flips(flip_three, encoder, images[:21], batch=8)  # 8 + 8 + 5 (padded)
     assert rec["images"] == 21 and rec["bits"] == 21 * encoder.latent_bits
     assert rec["flipped_bits"] == 9 and rec["images_with_a_flipped_bit"] == 3
-    assert e2e.code_flips(folded, encoder, images[:5], batch=1)["images"] == 5
+    assert e2e_torch.code_flips(folded, encoder, images[:5], batch=1)["images"] == 5
 
 
 def test_e2e_quick_runs_with_torch_at_its_best(e2e, bundle, tmp_path):
@@ -126,12 +128,12 @@ def test_e2e_refuses_an_unknown_candidate(e2e, capsys):
 
 
 @pytest.mark.slow
-def test_torch_compile_candidate_runs_or_says_why(e2e, encoder_and_images):
+def test_torch_compile_candidate_runs_or_says_why(encoder_and_images):
     """torch.compile on this CPU-only, offline machine (inductor builds C++ with the system
     compiler; up to tens of seconds): it gives eager's logits up to rounding, or its failure is
     recorded and the folded module runs eager."""
     encoder, images = encoder_and_images
-    fn, rec = e2e.best_torch_encoder(encoder, images[:4], ("compile",), reps=2)
+    fn, rec = e2e_torch.best_torch_encoder(encoder, images[:4], ("compile",), reps=2)
     c = rec["candidates"]["compile"]
     if c["ok"]:
         assert rec["chosen"] == "compile" and c["max_abs_logit_diff"] < 1e-3

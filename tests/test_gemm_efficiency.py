@@ -1,13 +1,16 @@
-"""`benchmarks/gemm_efficiency.py`: it checks every contender's output before timing, and writes
-each size's fractions of the adjacent peak with the provenance header."""
+"""`benchmarks/gemm_efficiency.py` and its study, `study.gemm_peaks`: it checks every contender's
+output before timing, and writes each size's fractions of the adjacent peak with the provenance
+header."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
+from hybnn_cli.study import gemm_peaks
 from tests.benchmark_scripts import load_benchmark
 
 
@@ -26,18 +29,21 @@ def test_writes_fractions_for_each_size_with_provenance(tmp_path):
     for x in r["results"]:
         for name in ("xnor_gemm", "kernel_alone"):
             f = x[name]["fraction_of_peak"]
-            assert x[name]["blocks"] == 2 and 0 < f["q1"] <= f["median"] <= f["q3"] < 10
+            # ordered quartiles of a positive, finite fraction; no upper bound: the peak and the
+            # kernel are timed at different moments, and on a loaded machine their ratio says
+            # nothing about correctness (a bound of 10 failed there)
+            assert x[name]["blocks"] == 2 and 0 < f["q1"] <= f["median"] <= f["q3"]
+            assert math.isfinite(f["q3"])
 
 
 def test_refuses_a_kernel_that_computes_wrong_dots(monkeypatch, tmp_path):
-    script = load_script()
-    real = script._run
+    real = gemm_peaks.kernel()
 
     def off_by_one(a, panels, n, n_bits, out, n_chunks):
         status = real(a, panels, n, n_bits, out, n_chunks)
         out[0, 0] += 2
         return status
 
-    monkeypatch.setattr(script, "_run", off_by_one)
+    monkeypatch.setattr(gemm_peaks, "kernel", lambda: off_by_one)
     with pytest.raises(SystemExit, match="kernel_alone differs from the float64 product"):
-        script.measure(64, 1, 2, np.random.default_rng(0))
+        gemm_peaks.measure(64, 1, 2, np.random.default_rng(0))

@@ -143,19 +143,28 @@ def int8_heads(fh: dict, x: np.ndarray, threads: int, dims=None) -> tuple[dict, 
     labels, and for torch the hidden h ∈ {0, 1}, info per contender). Call the torch one inside
     `torch.inference_mode`. `dims` forces torch's padded shapes as {"layer1": (B, K, H),
     "layer2": (B, H, C)} (tests); padded classes never win (their shift is −inf)."""
-    import torch
-    from onnx import TensorProto, helper, numpy_helper
-
-    b, (n_in, hidden), n_classes = x.shape[0], fh["w1"].shape, fh["w2"].shape[1]
+    n_in = fh["w1"].shape[0]
     x8 = np.ascontiguousarray(x, dtype=np.int8)
     w1 = fh["w1"].astype(np.int8)  # (n_in, hidden) ±1
     w2 = fh["w2"].astype(np.int8)  # (hidden, n_classes) ±1
     t1 = int_thresholds(fh["t1"], n_in)
-    scale2, shift2 = fh["scale2"], fh["shift2"]
+    torch_head, tbuf, tinfo = _torch_int8_head(x8, w1, t1, w2, fh, dims or {})
+    ort_head, obuf = _ort_int8_head(x8, w1, t1, w2, fh, threads)
+    info = {"torch_int8": tinfo,
+            "ort_int8": {"op": "one graph: MatMulInteger (uint8 x + 1, zero point 1) → "
+                         "GreaterOrEqual → Cast → MatMulInteger → Cast → Mul → Add → ArgMax"}}
+    return ({"torch_int8": torch_head, "ort_int8": ort_head},
+            {"torch_int8": tbuf, "ort_int8": obuf}, info)
 
-    # torch: every buffer at the shapes torch._int_mm takes (padding, where needed, is zeros in
-    # x and W1, neurons that never fire, classes that never win)
-    forced = dims or {}
+
+def _torch_int8_head(x8, w1, t1, w2, fh: dict, forced: dict):
+    """The int8 head in torch: (contender, buffers h, scores, labels, padding record). Every
+    buffer at the shapes torch._int_mm takes (padding, where needed, is zeros in x and W1,
+    neurons that never fire, classes that never win)."""
+    import torch
+
+    b, (n_in, hidden), n_classes = x8.shape[0], w1.shape, w2.shape[1]
+    scale2, shift2 = fh["scale2"], fh["shift2"]
     (bp, kp, hp), why1 = ((forced["layer1"], "padding forced by the caller") if "layer1" in forced
                           else int_mm_dims(b, n_in, hidden))
     (bp2, hp2, cp), why2 = ((forced["layer2"], "padding forced by the caller")
@@ -191,8 +200,17 @@ def int8_heads(fh: dict, x: np.ndarray, threads: int, dims=None) -> tuple[dict, 
 
     tbuf = {"h": h8.numpy()[:b, :hidden], "scores": tsc.numpy()[:b, :n_classes],
             "labels": tlab.numpy()[:b]}
+    info = {"layer1": _padding_record((b, n_in, hidden), (bp2, kp, hp2), why1),
+            "layer2": _padding_record((b, hidden, n_classes), (bp2, hp2, cp), why2)}
+    return torch_head, tbuf, info
 
-    # ONNX Runtime: the whole head as one graph
+
+def _ort_int8_head(x8, w1, t1, w2, fh: dict, threads: int):
+    """The int8 head in ONNX Runtime, the whole head as one graph: (contender, buffers scores,
+    labels)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    b, n_in, n_classes = x8.shape[0], w1.shape[0], w2.shape[1]
     au = as_uint8_activations(x8)
     obuf = {"scores": np.empty((b, n_classes), np.float32), "labels": np.empty(b, np.int64)}
     T = TensorProto
@@ -210,16 +228,9 @@ def int8_heads(fh: dict, x: np.ndarray, threads: int, dims=None) -> tuple[dict, 
          helper.make_tensor_value_info("labels", T.INT64, ["b"])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(t1, "t1"),
          numpy_helper.from_array(np.array(1, np.uint8), "x_zero_point"),
-         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(scale2, "scale2"),
-         numpy_helper.from_array(shift2, "shift2")])
-    ort_head = _bind(_session(model, threads), {"x": au}, obuf)
-    info = {"torch_int8": {"layer1": _padding_record((b, n_in, hidden), (bp2, kp, hp2), why1),
-                           "layer2": _padding_record((b, hidden, n_classes), (bp2, hp2, cp),
-                                                     why2)},
-            "ort_int8": {"op": "one graph: MatMulInteger (uint8 x + 1, zero point 1) → "
-                         "GreaterOrEqual → Cast → MatMulInteger → Cast → Mul → Add → ArgMax"}}
-    return ({"torch_int8": torch_head, "ort_int8": ort_head},
-            {"torch_int8": tbuf, "ort_int8": obuf}, info)
+         numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(fh["scale2"], "scale2"),
+         numpy_helper.from_array(fh["shift2"], "shift2")])
+    return _bind(_session(model, threads), {"x": au}, obuf), obuf
 
 
 def score_reference(h: np.ndarray, fh: dict) -> np.ndarray:

@@ -1,0 +1,193 @@
+"""Speed in the end-to-end benchmark (`benchmarks/e2e.py`, `e2e_study`): throughput at a large
+batch and latency at batch 1 for torch eager, torch at its best (`e2e_torch`), the bundle with
+its float encoder and with its int8 encoder, each with the time split (encoder, threshold + pack,
+head). Every contender's labels are checked against the torch TaskBNN's before its time counts
+(the int8 encoder's codes differ, so its labels are checked against its own codes through the
+torch head, and so are torch-at-its-best's); the contenders are then timed in interleaved rounds
+(`compare_speed`: all of them see the same drift of a shared machine), medians reported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hybnn_cli.study.e2e_torch import (
+    TORCH_CANDIDATES,
+    TorchPipeline,
+    best_torch_encoder,
+    code_flips,
+    log,
+    timed,
+)
+
+
+class BundlePipeline:
+    """One head of a loaded bundle as a callable: images → labels."""
+
+    def __init__(self, pipe, head: str):
+        self.pipe, self.head = pipe, head
+
+    def __call__(self, images):
+        return self.pipe.classify(images, [self.head])[self.head]
+
+
+def compare_speed(contenders: dict, make_input, reps: int, min_total: float, rounds: int = 3,
+                  per_image: int = 1) -> dict:
+    """Interleaved rounds (all contenders see the same drift of a shared machine); medians."""
+    times = {k: [] for k in contenders}
+    splits = {}
+    for c in contenders.values():  # warm-up (JIT, thread pools, first touch)
+        c["fn"](make_input(0))
+        c["reset"]()
+    for _ in range(rounds):
+        for name, c in contenders.items():
+            i = [0]
+
+            def call(c=c, i=i):
+                c["fn"](make_input(i[0]))
+                i[0] += 1
+
+            time.sleep(0.05)
+            times[name] += timed(call, max(1, reps // rounds), min_total / rounds)
+    for name, c in contenders.items():
+        total = sum(times[name])
+        splits[name] = {k: v / total for k, v in c["split"]().items()}
+        c["reset"]()
+    out = {}
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        q1, q3 = np.percentile(ts, [25, 75])
+        out[name] = {"median_seconds": med, "us_per_image": 1e6 * med / per_image,
+                     "images_per_second": per_image / med, "iqr_seconds": [q1, q3],
+                     "min_seconds": min(ts), "repeats": len(ts),
+                     "time_share": splits[name]}
+    return out
+
+
+def speed_at(batch: int, reps: int, min_total: float, bundle: Path, images, head: str,
+             threads: int, vae_path, bnn_path, candidates=tuple(TORCH_CANDIDATES),
+             flip_images: int | None = None, quick: bool = False) -> dict:
+    """Every pipeline at `batch`, checked, then timed in interleaved rounds. Torch at its best is
+    chosen here, at this batch (`best_torch_encoder`), and its codes compared with eager's on the
+    first `flip_images` images (all by default)."""
+    from hybnn_kernels import load_bundle
+
+    x = images[:batch]
+    tp = TorchPipeline(vae_path, bnn_path, batch)
+    best_encoder, choice = best_torch_encoder(tp.eager, x, candidates,
+                                              reps=(1 if quick else 3) if batch > 64 else
+                                              (20 if quick else 200))
+    choice["codes_vs_eager"] = code_flips(best_encoder, tp.eager, images[:flip_images], batch)
+    log(f"torch at its best, batch {batch}: {choice['codes_vs_eager']['flipped_bits']} of "
+        f"{choice['codes_vs_eager']['bits']:,} code bits differ from eager's")
+    tb = TorchPipeline(vae_path, bnn_path, batch, encoder=best_encoder)
+    # a warm process: the heads compiled at load (the numpy cold path is for a process's first
+    # calls; `cold_start` measures that)
+    fl = load_bundle(bundle, threads, heads=[head], compiled=True)
+    q8 = load_bundle(bundle, threads, int8=True, heads=[head], compiled=True)
+    checks, want, best_labels = _checks(batch, x, head, bnn_path, tp, tb, best_encoder, fl, q8)
+    choice["labels_differing_from_eager"] = int(np.count_nonzero(best_labels != want))
+    n_img = len(images)
+
+    def make_input(i):
+        return x if batch > 1 else images[i % n_img:i % n_img + 1]
+
+    r = compare_speed(_contenders(tp, tb, fl, q8, head), make_input, reps, min_total,
+                      per_image=batch)
+    r["checks"] = checks
+    r["torch_best_choice"] = choice
+    r["speedup_float_vs_torch"] = (r["torch"]["median_seconds"]
+                                   / r["bundle_float"]["median_seconds"])
+    r["speedup_float_vs_torch_best"] = (r["torch_best"]["median_seconds"]
+                                        / r["bundle_float"]["median_seconds"])
+    r["speedup_torch_best_vs_eager"] = (r["torch"]["median_seconds"]
+                                        / r["torch_best"]["median_seconds"])
+    r["speedup_int8_vs_float"] = (r["bundle_float"]["median_seconds"]
+                                  / r["bundle_int8"]["median_seconds"])
+    log(f"batch {batch}: torch {r['torch']['us_per_image']:.2f} µs/image, torch at its best "
+        f"({choice['chosen']}) {r['torch_best']['us_per_image']:.2f}, bundle float "
+        f"{r['bundle_float']['us_per_image']:.2f}, int8 {r['bundle_int8']['us_per_image']:.2f} "
+        f"(float {r['speedup_float_vs_torch']:.2f}× torch, "
+        f"{r['speedup_float_vs_torch_best']:.2f}× torch at its best)")
+    return r
+
+
+def _checks(batch: int, x, head: str, bnn_path, tp, tb, best_encoder, fl, q8):
+    """The checks before any time counts: the torch float head = the TaskBNN module on the torch
+    codes; the float bundle = torch; the int8 bundle and torch at its best = the TaskBNN module on
+    their own codes. Returns (the checks, torch's labels, torch-at-its-best's labels); exits with
+    the checks when one fails."""
+    import torch
+    from hybnn_kernels import pack_signs
+
+    from hybnn_cli.data.tensors import images_to_tensor
+    from hybnn_cli.deploy.export_head import torch_predict
+    from hybnn_cli.models.checkpoint import load_bnn
+
+    model, _ = load_bnn(bnn_path)
+    with torch.inference_mode():
+        want = tp(x)
+        best_labels = tb(x)
+        best_codes = pack_signs(best_encoder(images_to_tensor(x)).numpy())
+    taskbnn = tp.classes[torch_predict(model, fl.encode(x))[1]]
+    checks = {"torch_float_head_equals_taskbnn": bool(np.array_equal(want, taskbnn)),
+              "torch_best_equals_taskbnn_on_its_codes": bool(np.array_equal(
+                  best_labels, tp.classes[torch_predict(model, best_codes)[1]])),
+              "bundle_float_equals_torch": bool(np.array_equal(BundlePipeline(fl, head)(x),
+                                                               want)),
+              "bundle_int8_equals_taskbnn_on_its_codes": bool(np.array_equal(
+                  BundlePipeline(q8, head)(x), tp.classes[torch_predict(model,
+                                                                         q8.encode(x))[1]]))}
+    if not all(checks.values()):
+        raise SystemExit(f"e2e batch {batch}: a check failed: {checks}")
+    return checks, want, best_labels
+
+
+def _contenders(tp, tb, fl, q8, head: str) -> dict:
+    """The four pipelines as `compare_speed` contenders: each callable with how to read and reset
+    its time split."""
+    def bundle_split(p):
+        return lambda: {"encoder": p.timings.encoder, "threshold_pack": p.timings.pack,
+                        "head": p.timings.head}
+
+    def bundle_reset(p):
+        def reset():
+            p.timings.encoder = p.timings.pack = p.timings.head = 0.0
+            p.timings.images = 0
+        return reset
+
+    def torch_reset(t):
+        return lambda: t.split.update(encoder=0.0, threshold=0.0, head=0.0)
+
+    return {
+        "torch": {"fn": tp, "split": lambda: dict(tp.split), "reset": torch_reset(tp)},
+        "torch_best": {"fn": tb, "split": lambda: dict(tb.split), "reset": torch_reset(tb)},
+        "bundle_float": {"fn": BundlePipeline(fl, head), "split": bundle_split(fl),
+                         "reset": bundle_reset(fl)},
+        "bundle_int8": {"fn": BundlePipeline(q8, head), "split": bundle_split(q8),
+                        "reset": bundle_reset(q8)},
+    }
+
+
+def speed(bundle: Path, images, head: str, threads: int, quick: bool, batch: int = 4096,
+          candidates=tuple(TORCH_CANDIDATES)) -> dict:
+    """Every pipeline at the large `batch` and at batch 1 (`speed_at`), on `threads` threads."""
+    import numba
+    import torch
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    m = json.loads((bundle / "bundle.json").read_text())
+    paths = m["encoder"]["checkpoint"]["path"], m["heads"][head]["checkpoint"]["path"]
+    # codes against eager's: every image at the large batch; at batch 1 (a call per image) the
+    # first few hundred
+    return {f"batch_{b}": speed_at(b, reps, min_total, bundle, images, head, threads, *paths,
+                                   candidates=candidates, flip_images=flips, quick=quick)
+            for b, reps, min_total, flips in (
+                (batch, 5 if quick else 15, 0.0 if quick else 3.0, None),
+                (1, 200 if quick else 3000, 0.0 if quick else 3.0, 32 if quick else 500))}
