@@ -10,7 +10,7 @@ Jobs:
   (start it once the VAEs are done).
 A stage another live process is making is skipped (its lock file); run the job again later.
 Each stage's record holds the version of the code that made it and the record of its run
-(`stagecache`), so `hybnn reproduce` reuses only stages made by its own code. The work is
+(`study.work_cache`), so `hybnn reproduce` reuses only stages made by its own code. The work is
 `hybnn_cli.study.reproduction_work.prefill`.
 
 Example: python benchmarks/prefill_stages.py --threads 1 --vae-epochs 10 1:threshold 3:sign vae:0

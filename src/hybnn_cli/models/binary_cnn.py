@@ -14,7 +14,7 @@ The input binarization (`binarize`), applied to pixels in [0, 1]:
   inputs: BinaryNet's first layer).
 
 The model takes image tensors (B, 1, 28, 28) in [0, 1] and returns class scores, so the task
-BNN's loop (`train_bnn.train_bnn`, `train_epoch`, `evaluate`) trains it unchanged.
+BNN's loop (`train.bnn_loop.train_bnn`, `train_epoch`, `evaluate`) trains it unchanged.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ BINARIZE = ("sign", "threshold", "none")
 
 @dataclass
 class BaselineConfig:
-    """Training settings; `train_bnn.train_bnn` reads epochs, batch_size, lr, schedule and seed
+    """Training settings; `train.bnn_loop.train_bnn` reads epochs, batch_size, lr, schedule and seed
     from it exactly as from a `BNNConfig`."""
 
     task: str = "3"

@@ -93,7 +93,7 @@ def mean_sd(values: list[float]) -> str:
 
 def acc_cell(x: float | dict | None) -> str:
     """An accuracy in percent: one run's (a number, from a one-seed file) or the mean ± std over
-    seeds ({"mean", "std"}, `continual.study.mean_std`)."""
+    seeds ({"mean", "std"}, `study.continual_runs.mean_std`)."""
     return _ms(x) if isinstance(x, dict) else pct(x)
 
 

@@ -84,8 +84,8 @@ TORCH_CANDIDATES = {
 
 def folded_encoder(encoder):
     """The encoder as a plain module with batch norm folded into the convolutions, the bundle's
-    folding (`bundle_export.fold_encoder`: computed in float64, stored in float32): three Conv2d
-    with bias + LeakyReLU, Flatten, Linear; eval mode, no gradients."""
+    folding (`deploy.export_bundle.fold_encoder`: computed in float64, stored in float32): three
+    Conv2d with bias + LeakyReLU, Flatten, Linear; eval mode, no gradients."""
     import torch
     from torch import nn
 
@@ -152,7 +152,7 @@ def best_torch_encoder(eager, images: np.ndarray, candidates=tuple(TORCH_CANDIDA
     with torch.inference_mode():
         ref = eager(x)
     record = {"batch": int(len(images)), "batch_norm": "folded into the convolutions "
-              "(bundle_export.fold_encoder)", "candidates": {}}
+              "(deploy.export_bundle.fold_encoder)", "candidates": {}}
     fns = {}
     for name in candidates:
         t0 = time.perf_counter()

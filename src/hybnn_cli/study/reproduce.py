@@ -2,7 +2,7 @@
 five MNIST digit pairs), the 10-class result on codes, and the encoder-transfer study on
 Fashion-MNIST, run stage by stage into a work folder.
 
-Stages are cached in the work folder (`stagecache`: a codes file is keyed by its encoder's
+Stages are cached in the work folder (`work_cache`: a codes file is keyed by its encoder's
 weights, every stage by the version of the code that makes it: `STUDY_MODULES` and what they
 import); a stage whose record is present and whose key matches is skipped; an interrupted VAE
 resumes from its last saved epoch, and a VAE checkpoint put at the stage's path

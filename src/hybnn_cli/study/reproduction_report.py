@@ -1,6 +1,6 @@
 """The reproduction report: the markdown tables and PNG figures drawn from `reproduction.json`
 (and, for the federated curves, from the federated benchmark files `federated*.json` beside it,
-format `fed.results`), without retraining anything.
+format `study.fed_records`), without retraining anything.
 
 One figure per claim:
 - `reproduction-fig4-accuracy.png`: accuracy per epoch, per task, HyBNN and the binary CNNs
@@ -47,7 +47,7 @@ def load_results(path) -> dict:
 
 def find_federated(results_dir: Path) -> list[tuple[str, list[dict]]]:
     """(panel title, curves) for each federated benchmark file (`federated*.json`, the format of
-    `fed.results`) in the folder: one panel per variant, one curve per task and seed."""
+    `study.fed_records`) in the folder: one panel per variant, one curve per task and seed."""
     from hybnn_cli.study.fed_records import FORMAT, curves_by_variant, read_federated
 
     found = []
