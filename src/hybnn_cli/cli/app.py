@@ -32,7 +32,8 @@ from hybnn_cli.threads import HELP as THREADS_HELP
 app = typer.Typer(
     name="hybnn",
     help=f"Hybrid binary neural networks: a frozen binary-latent VAE encoder feeds {CODE_BITS}-bit "
-    "codes to small task BNNs that run with XNOR and popcount.",
+    "codes to small task BNNs that run with XNOR and popcount.\n\nExample: hybnn pretrain-vae && "
+    "hybnn extract --out runs/codes.h5 && hybnn train-bnn --task 3",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -1,5 +1,5 @@
 """Typer options made from a settings dataclass, so that a setting's default and help are written
-once, beside the dataclass (`fed.config.FedConfig`, `continual.config.ContinualConfig`).
+once, beside the dataclass (`fed.config.FedConfig`, `continual.settings.ContinualConfig`).
 
 `config_options(Config, HELP)` decorates a command whose first parameter receives the settings:
 every field named in `HELP` becomes an option `--field-name` whose default is the field's default

@@ -1,5 +1,5 @@
 """Continual learning on codes (Split-MNIST, `hybnn continual`); its settings and their defaults
-are `continual.config.ContinualConfig`'s."""
+are `continual.settings.ContinualConfig`'s."""
 
 from __future__ import annotations
 
@@ -10,29 +10,28 @@ import typer
 from hybnn_cli.cli.app import JsonOut, Threads, app, handle_errors, print_json
 from hybnn_cli.cli.config_options import config_options
 from hybnn_cli.cli.progress import make_progress
-from hybnn_cli.continual.config import HELP, ContinualConfig
+from hybnn_cli.continual.settings import HELP, ContinualConfig
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.options import parse_seeds
 from hybnn_cli.threads import resolve as resolve_threads
 from hybnn_cli.threads import using as using_threads
 
+# the command's own options (the run's settings come from ContinualConfig: `config_options`)
+Codes = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file (with labels).")
+Seeds = typer.Option("0", "--seeds", help="Seeds, e.g. 0,1,2 (one run each; saved with the "
+                     "results).")
+Out = typer.Option(Path("runs/continual"), "--out", help="Folder for the checkpoints (one per "
+                   "seed, after each task) and <scenario>-<strategy>.json.")
+Resume = typer.Option(False, "--resume", help="Continue each seed from its checkpoint in --out "
+                      "(same settings required).")
+
 
 @app.command("continual")
 @handle_errors
 @config_options(ContinualConfig, HELP, first=("codes",))
-def continual_cmd(
-    settings: dict,
-    codes: Path = typer.Option(Path("runs/codes.h5"), "--codes", help="Codes file (with labels)."),
-    seeds: str = typer.Option("0", "--seeds", help="Seeds, e.g. 0,1,2 (one run each; saved "
-                              "with the results)."),
-    threads: int = Threads,
-    out: Path = typer.Option(Path("runs/continual"), "--out", help="Folder for the checkpoints "
-                             "(one per seed, after each task) and <scenario>-<strategy>.json."),
-    resume: bool = typer.Option(False, "--resume", help="Continue each seed from its checkpoint "
-                                "in --out (same settings required)."),
-    json_out: bool = JsonOut,
-):
-    """Learn the digit pairs one after another (Split-MNIST on codes).
+def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threads: int = Threads,
+                  out: Path = Out, resume: bool = Resume, json_out: bool = JsonOut):
+    """Learn the digit pairs one after another (Split-MNIST).
 
     It reports the accuracy on every task seen, average accuracy, forgetting, backward
     transfer, memory and time. Options left out take the values the continual study chose on

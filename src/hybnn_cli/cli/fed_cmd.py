@@ -18,30 +18,31 @@ from hybnn_cli.fed.config import HELP, FedConfig
 from hybnn_cli.threads import HELP as THREADS_HELP
 from hybnn_cli.threads import resolve as resolve_threads
 
+# the command's own options (the run's settings come from FedConfig: `config_options`)
+Codes = typer.Option(None, "--codes", help=latest.HELP["codes"] + " The clients split its train "
+                     "set; the server tests on its test set.")
+Out = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
+                   "runs/fed-<task>.pt).")
+Engine = typer.Option("inprocess", "--engine", help="inprocess (one process, no SuperLink), "
+                      "simulation (Flower's Simulation Engine on Ray, as `flwr run .`) or "
+                      "deployment (a SuperLink and one SuperNode per client on loopback, with TLS "
+                      "and SuperNode authentication).")
+Deployment = typer.Option(False, "--deployment", help="Alias of --engine deployment.")
+RunDir = typer.Option(None, "--run-dir", help="With the simulation or deployment engine: folder "
+                      "for logs and outputs, and the deployment's certificates and keys "
+                      "(default: a new folder under runs/).")
+FedThreads = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " On the simulation "
+                          "engine, Ray runs one client per thread at a time; on the deployment "
+                          "engine they are shared out among the clients' processes (at least 1 "
+                          "each).")
+
 
 @app.command("fed")
 @handle_errors
 @config_options(FedConfig, HELP, first=("codes",))
-def fed_cmd(
-    settings: dict,
-    codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"] + " The clients "
-                               "split its train set; the server tests on its test set."),
-    out: Path = typer.Option(None, "--out", help="Checkpoint of the final global BNN (default "
-                             "runs/fed-<task>.pt)."),
-    engine: str = typer.Option("inprocess", "--engine", help="inprocess (one process, no "
-                               "SuperLink), simulation (Flower's Simulation Engine on Ray, as "
-                               "`flwr run .`) or deployment (a SuperLink and one SuperNode per "
-                               "client on loopback, with TLS and SuperNode authentication)."),
-    deployment: bool = typer.Option(False, "--deployment", help="Alias of --engine deployment."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="With the simulation or deployment "
-                                 "engine: folder for logs and outputs, and the deployment's "
-                                 "certificates and keys (default: a new folder under runs/)."),
-    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP + " On the "
-                                "simulation engine, Ray runs one client per thread at a time; "
-                                "on the deployment engine they are shared out among the "
-                                "clients' processes (at least 1 each)."),
-    json_out: bool = JsonOut,
-):
+def fed_cmd(settings: dict, codes: Path = Codes, out: Path = Out, engine: str = Engine,
+            deployment: bool = Deployment, run_dir: Path = RunDir, threads: int = FedThreads,
+            json_out: bool = JsonOut):
     """Train the task BNN by federated learning on Flower.
 
     By default the clients train with SGD and the server steps with FedAdam, the optimizers the

@@ -60,7 +60,7 @@ def pretrain_vae_cmd(
 ):
     """Pretrain the binary-latent VAE and save its checkpoint.
 
-    Data-parallel on N processes (one machine or several): start it with torchrun, e.g.
+    Data-parallel on N processes (one machine or several) when started with torchrun, e.g.
     torchrun --standalone --nproc-per-node 2 -m hybnn_cli pretrain-vae --threads 1. Each process
     trains on batch-size / N images of every step (gloo on the CPU, nccl on CUDA) and keeps its
     own batch norm statistics (torch's SyncBatchNorm does not run on the CPU); rank 0 alone
@@ -130,13 +130,13 @@ def extract_cmd(
     data_dir: Path = DataDir,
     json_out: bool = JsonOut,
 ):
-    """Encode a dataset's train and test splits into packed binary codes.
+    """Encode a dataset's splits into packed binary codes.
 
-    No --seed: encoding is deterministic; the codes file records the VAE's seed.
+    The train and test splits go to one codes file. To encode in slices, give each process
+    --shard K/N and join the files with hybnn merge-codes, or start it with torchrun. No --seed:
+    encoding is deterministic; the codes file records the VAE's seed.
 
     Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
-    (in slices: hybnn extract --shard 0/2 --out s0.h5, … then hybnn merge-codes s0.h5 s1.h5
-    --out runs/codes.h5; or torchrun --standalone --nproc-per-node 2 -m hybnn_cli extract)
     """
     from hybnn_cli.codes.shards import parse_shard
     from hybnn_cli.distributed import process_group
@@ -178,12 +178,12 @@ def merge_codes_cmd(
     out: Path = typer.Option(..., "--out", help="Codes file to write (HDF5)."),
     json_out: bool = JsonOut,
 ):
-    """Join the shards of one extraction into one codes file, equal to a single extract.
+    """Join the shards of one extraction into one codes file.
 
-    It refuses shards from different encoders, overlapping or repeated shards and missing ones,
-    and copies the codes in chunks (memory stays flat in the data set's size).
-
-    No --seed: merging is deterministic; the codes file records the VAE's seed.
+    The result equals a single extract. It refuses shards from different encoders, overlapping
+    or repeated shards and missing ones, and copies the codes in chunks (memory stays flat in
+    the data set's size). No --seed: merging is deterministic; the codes file records the VAE's
+    seed.
 
     Example: hybnn merge-codes runs/s0.h5 runs/s1.h5 --out runs/codes.h5
     """
@@ -227,7 +227,7 @@ def train_bnn_cmd(
     device: str = Device,
     json_out: bool = JsonOut,
 ):
-    """Train the task BNN on codes and report its validation and test accuracy.
+    """Train the task BNN on codes.
 
     It trains on the training split minus a validation slice (--val-fraction), shows the
     validation accuracy after every epoch, and reads the test split once, at the end.
@@ -267,9 +267,10 @@ def evaluate_cmd(
     threads: int = Threads,
     json_out: bool = JsonOut,
 ):
-    """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
+    """Accuracy of a BNN checkpoint on a codes file.
 
-    No --seed: evaluation is deterministic.
+    The codes must come from the encoder the BNN was trained on. No --seed: evaluation is
+    deterministic.
 
     Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
     """

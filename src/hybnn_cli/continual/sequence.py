@@ -65,15 +65,15 @@ import torch.nn.functional as F
 from hybnn_kernels import n_words, unpack_signs
 
 from hybnn_cli.codes.store import read_codes
-from hybnn_cli.continual.config import (  # noqa: F401  (the settings, re-exported)
+from hybnn_cli.continual.generative import CodeGenerator
+from hybnn_cli.continual.memory import ReplayMemory
+from hybnn_cli.continual.settings import (  # noqa: F401  (the settings, re-exported)
     LOSSES,
     READOUTS,
     SCENARIOS,
     STRATEGIES,
     ContinualConfig,
 )
-from hybnn_cli.continual.generative import CodeGenerator
-from hybnn_cli.continual.memory import ReplayMemory
 from hybnn_cli.data.splits import train_val_indices
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance
