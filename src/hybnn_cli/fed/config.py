@@ -147,7 +147,7 @@ class FedConfig:
         if not (math.isfinite(self.dp_noise) and self.dp_noise >= 0):
             raise HybnnError(f"the DP noise multiplier must be >= 0, got {self.dp_noise}")
         if not (math.isfinite(self.dp_clip) and self.dp_clip >= 0):
-            raise HybnnError(f"the DP clipping norm must be > 0, got {self.dp_clip}")
+            raise HybnnError(f"the DP clipping norm must be >= 0 (0: no DP), got {self.dp_clip}")
         if self.dp_noise > 0 and not self.dp:
             raise HybnnError("DP noise needs a clipping norm: give --dp-clip C > 0 too")
         if self.aggregate not in AGGREGATES:
