@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from hybnn_kernels.layout import CODE_BITS
+
 from hybnn_cli.errors import HybnnError
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -339,8 +341,8 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     from hybnn_kernels.bits import pack_bits
     from hybnn_kernels.dense import binary_dense, make_dense
 
-    m, n, k = batch, 128, 200
-    name = f"hidden 200-128 b={batch}"
+    m, n, k = batch, 128, CODE_BITS
+    name = f"hidden {k}-128 b={batch}"
     rng = np.random.default_rng(7)
     _, codes, x = _random_bits(rng, m, k)
     _, w, xw = _random_bits(rng, n, k)
@@ -442,8 +444,8 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
     from hybnn_cli.deploy.export_head import runtime_from_model, torch_predict
     from hybnn_cli.models.bnn import BNNShape
 
-    shape = BNNShape(200, 128, 2)
-    name = f"head 200-128-2 b={batch}"
+    shape = BNNShape(CODE_BITS, 128, 2)
+    name = f"head {CODE_BITS}-128-2 b={batch}"
     model = bench_bnn(shape)
     rt = runtime_from_model(model)
     fh = fold(model)
