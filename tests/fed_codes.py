@@ -37,7 +37,8 @@ def make_codes(path: Path, n_train: int = 6000, n_test: int = 1000, flip: float 
 
 
 def small(codes: Path, **kw) -> FedConfig:
-    """A 3-client, 3-round, 1-local-epoch run of task 3 on `codes`."""
+    """A 3-client, 3-round, 1-local-epoch run of task 3 on `codes`, plain FedAvg with Adam
+    clients (the optimizers named, not left to FedConfig's defaults)."""
     base = dict(codes=str(codes), task="3", clients=3, rounds=3, local_epochs=1, batch_size=64,
-                lr=0.03)
+                lr=0.03, client_opt="adam", server_opt="sgd")
     return FedConfig(**{**base, **kw})

@@ -85,7 +85,7 @@ def test_client_opt_settings_are_checked(kw, message):
 def test_client_opt_goes_through_flowers_run_config():
     cfg = FedConfig.from_run_config({"client-opt": "sgd", "lr": 10.0})
     assert (cfg.client_opt, cfg.lr) == ("sgd", 10.0)
-    assert FedConfig().client_opt == "adam"
+    assert FedConfig.from_run_config({"server-opt": "sgd"}).client_opt == "adam"
 
 
 @pytest.mark.usefixtures("flower_env")

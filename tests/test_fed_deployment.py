@@ -65,7 +65,8 @@ def test_loopback_deployment_with_tls_and_auth(tmp_path, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "unused-flwr-home"))
     codes = make_codes(tmp_path / "codes.h5")
     cfg = FedConfig(codes=str(codes), task="3", clients=2, rounds=2, local_epochs=1,
-                    batch_size=64, lr=0.03, out=str(tmp_path / "fed.pt"))
+                    batch_size=64, lr=0.03, client_opt="adam", server_opt="sgd",
+                    out=str(tmp_path / "fed.pt"))
     with Federation(tmp_path / "run", n_nodes=2) as fed:
         fed.start_superlink()
         fed.start_nodes()
@@ -115,7 +116,8 @@ def test_killed_supernode_does_not_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setenv("FLWR_HOME", str(tmp_path / "unused-flwr-home"))
     codes = make_codes(tmp_path / "codes.h5")
     cfg = FedConfig(codes=str(codes), task="3", clients=3, rounds=3, local_epochs=1,
-                    batch_size=64, lr=0.03, round_timeout=60.0)
+                    batch_size=64, lr=0.03, client_opt="adam", server_opt="sgd",
+                    round_timeout=60.0)
     with Federation(tmp_path / "run", n_nodes=3) as fed:
         fed.start_superlink()
         fed.start_nodes()

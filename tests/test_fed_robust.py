@@ -106,7 +106,7 @@ def test_dp_server_rejects_an_unclipped_update(codes):
 
 @pytest.mark.parametrize("kw, message", [
     (dict(dp_noise=-0.1, dp_clip=1.0), "noise multiplier must be >= 0"),
-    (dict(dp_clip=-1.0), "clipping norm must be > 0"),
+    (dict(dp_clip=-1.0), "clipping norm must be >= 0"),
     (dict(dp_noise=1.0), "needs a clipping norm"),
     (dict(dp_clip=1.0, uplink="bits"), "use --uplink float"),
     (dict(dp_clip=1.0, secagg=True), "DP and --secagg together are not supported"),
@@ -125,7 +125,7 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--dp-clip", "0"], "--dp-clip must be > 0, got 0.0"),
+    (["--dp-clip", "-1"], "the DP clipping norm must be >= 0 (0: no DP), got -1.0"),
     (["--dp-noise", "-1", "--dp-clip", "1"], "the DP noise multiplier must be >= 0, got -1.0"),
     (["--dp-clip", "1", "--secagg"], "DP and --secagg together are not supported"),
 ])

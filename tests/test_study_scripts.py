@@ -277,7 +277,8 @@ def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
             "--local-epochs", "1", "--seeds", "0,1", "--engines", "inprocess",
             "--engine-config", "3/6/iid/float/2", "--secagg-config", "3/6/iid/2",
             "--memory-clients", "", "--models", str(tmp_path / "m"), "--out", str(out),
-            "--figure", str(tmp_path / "fedscale.png")]
+            "--figure", str(tmp_path / "fedscale.png"),
+            "--fed-options", "--client-opt adam --server-opt sgd"]  # FedAvg, named
     script = load_benchmark("fedscale")
     script.main(args)
     rec = check_provenance(out, "hybnn-fedscale")

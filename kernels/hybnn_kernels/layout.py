@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 WORD_BITS = 64
+# the width of hybnn's codes: the VAE's binary latent, the task BNN's input (the paper's 200 bits)
+CODE_BITS = 200
 
 
 def n_words(n_bits: int) -> int:

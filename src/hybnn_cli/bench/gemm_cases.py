@@ -9,6 +9,8 @@ equal exactly.
 
 from __future__ import annotations
 
+from hybnn_kernels.layout import CODE_BITS
+
 from hybnn_cli.bench.speedups import headline
 from hybnn_cli.bench.timing import budget, compare, equal, require
 
@@ -103,8 +105,8 @@ def bench_hidden(batch: int, threads: int, quick: bool) -> dict:
     from hybnn_kernels.bits import pack_bits
     from hybnn_kernels.dense import binary_dense, make_dense
 
-    m, n, k = batch, 128, 200
-    name = f"hidden 200-128 b={batch}"
+    m, n, k = batch, 128, CODE_BITS
+    name = f"hidden {k}-128 b={batch}"
     rng = np.random.default_rng(7)
     _, codes, x = random_bits(rng, m, k)
     _, w, xw = random_bits(rng, n, k)

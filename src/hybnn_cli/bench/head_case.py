@@ -9,6 +9,8 @@ norm's decision between two reachable dot values, so float rounding cannot turn 
 
 from __future__ import annotations
 
+from hybnn_kernels.layout import CODE_BITS
+
 from hybnn_cli.bench.gemm_cases import float_matmuls, random_bits
 from hybnn_cli.bench.speedups import headline, ratios
 from hybnn_cli.bench.timing import budget, compare, equal, require
@@ -82,8 +84,8 @@ def bench_head(batch: int, threads: int, quick: bool) -> dict:
     from hybnn_cli.deploy.export_head import runtime_from_model, torch_predict
     from hybnn_cli.models.bnn import BNNShape
 
-    shape = BNNShape(200, 128, 2)
-    name = f"head 200-128-2 b={batch}"
+    shape = BNNShape(CODE_BITS, 128, 2)
+    name = f"head {CODE_BITS}-128-2 b={batch}"
     model = bench_bnn(shape)
     rt = runtime_from_model(model)
     fh = fold(model)

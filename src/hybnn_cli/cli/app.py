@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import signal
 import sys
 from pathlib import Path
 
 import typer
+from hybnn_kernels.layout import CODE_BITS
 from rich.console import Console
 from rich.markup import escape
 
@@ -29,8 +31,9 @@ from hybnn_cli.threads import HELP as THREADS_HELP
 
 app = typer.Typer(
     name="hybnn",
-    help="Hybrid binary neural networks: a frozen binary-latent VAE encoder feeds 200-bit codes "
-    "to small task BNNs that run with XNOR and popcount.",
+    help=f"Hybrid binary neural networks: a frozen binary-latent VAE encoder feeds {CODE_BITS}-bit "
+    "codes to small task BNNs that run with XNOR and popcount.\n\nExample: hybnn pretrain-vae && "
+    "hybnn extract --out runs/codes.h5 && hybnn train-bnn --task 3",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -47,11 +50,25 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
-    """Hybrid binary neural networks: a frozen binary-latent VAE encoder feeds 200-bit codes to
-    small task BNNs that run with XNOR and popcount.
+    """Hybrid binary neural networks from the command line.
 
     Example: hybnn pretrain-vae && hybnn extract --out runs/codes.h5 && hybnn train-bnn --task 3
     """
+
+
+def unwrap(doc: str) -> str:
+    """A docstring with the lines of each paragraph joined: the terminal wraps it, at any width."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def unwrap_help(typer_app: typer.Typer) -> None:
+    """Give every registered command its unwrapped docstring as help, and its first paragraph
+    (one short sentence) as the summary `hybnn --help` lists."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback.__doc__:
+            info.help = unwrap(info.callback.__doc__)
+            info.short_help = info.short_help or info.help.split("\n\n")[0]
 
 
 # Packages of the `train` extra (pyproject.toml): a command that needs one where only the runtime

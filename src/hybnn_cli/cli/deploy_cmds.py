@@ -46,19 +46,17 @@ def export_cmd(
     threads: int = Threads,
     json_out: bool = JsonOut,
 ):
-    """Export a trained BNN to a deploy file that runs without torch (XNOR-popcount kernels),
-    or, with --vae, a deploy bundle: encoder (ONNX) + task heads, image in, class out.
+    """Export a trained BNN to a torch-free deploy file or bundle.
 
-    Batch norm + sign become one integer threshold per hidden neuron; the output layer's scores
-    are tabulated by torch itself, so predictions equal the torch model's bit for bit. In a
-    bundle the encoder's batch norms are folded into its convolutions; the export reports how
-    many code bits differ from the torch encoder's on the calibration images.
-
-    --seed only picks the calibration images of a bundle; a deploy file records the BNN's seed.
+    A deploy file runs the BNN on the XNOR-popcount kernels; with --vae, a deploy bundle holds
+    the encoder (ONNX) and the task heads of every checkpoint given: image in, class out. Batch
+    norm + sign become one integer threshold per hidden neuron; the output layer's scores are
+    tabulated by torch itself, so predictions equal the torch model's bit for bit. In a bundle
+    the encoder's batch norms are folded into its convolutions; the export reports how many
+    code bits differ from the torch encoder's on the calibration images. --seed only picks the
+    calibration images of a bundle; a deploy file records the BNN's seed.
 
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
-
-    Bundle: hybnn export runs/bnn-task1.pt runs/bnn-task3.pt --vae runs/vae.pt --out runs/bundle
     """
     if vae is not None:
         return _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check,
@@ -141,16 +139,14 @@ def predict_cmd(
                                    "batch (memory stays flat in the number of images)."),
     json_out: bool = JsonOut,
 ):
-    """Classify with an exported BNN on the XNOR-popcount kernels (torch-free BNN), or images
-    with a deploy bundle: encoder in ONNX Runtime, heads on the kernels, no torch imported.
+    """Classify codes or images with an exported BNN or bundle.
 
-    No --seed: prediction is deterministic.
+    A deploy file classifies codes (--codes) on the XNOR-popcount kernels, or images through a
+    torch encoder (--encoder); a deploy bundle classifies images with its encoder in ONNX
+    Runtime and its heads on the kernels, without importing torch. No --seed: prediction is
+    deterministic.
 
     Example: hybnn predict --model runs/bundle t10k-images-idx3-ubyte.gz --json
-
-    Codes: hybnn predict --model runs/bnn-task3.h5 --codes runs/codes.h5 --json
-
-    Images through torch: hybnn predict --model runs/bnn-task3.h5 --encoder runs/vae.pt digit.png
     """
     if model.is_dir():
         if codes is not None or encoder is not None:
@@ -227,17 +223,18 @@ def bench_cmd(
                                    "size here."),
     json_out: bool = JsonOut,
 ):
-    """Benchmark the XNOR-popcount kernels against float32 and int8, checking every answer.
+    """Benchmark the XNOR kernels against float32 and int8.
 
     Dense contenders: numpy and torch float32, torch._int_mm and ONNX Runtime's MatMulInteger in
     int8; the headline ratio is against the fastest of any precision. The BNN head runs against
     a float32 head built from the same network (weights pre-signed, batch norm folded; at batch 1
-    also compiled), the same head in int8, and the float hidden-layer matmul alone; every
+    also compiled), the same head in int8, and the float hidden-layer matmul alone. Every
     contender's output is checked against a reference in the same run, and a mismatch fails the
-    benchmark. Runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so
-    numpy uses its best kernel; records the machine and which BLAS kernel ran.
+    benchmark.
 
-    No --seed: the inputs come from fixed seeds; only the timings vary between runs.
+    It runs in a child process with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, so numpy uses
+    its best kernel, and records the machine and which BLAS kernel ran. No --seed: the inputs
+    come from fixed seeds; only the timings vary between runs.
 
     Example: hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
     """

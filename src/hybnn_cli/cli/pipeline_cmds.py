@@ -28,20 +28,25 @@ from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.device import resolve_device
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.threads import using as using_threads
+from hybnn_cli.train.configs import BNNConfig, VAEConfig
 
 
 @app.command("pretrain-vae")
 @handle_errors
 def pretrain_vae_cmd(
-    dataset: str = typer.Option("mnist", "--dataset", help="mnist, fashion-mnist, "
+    dataset: str = typer.Option(VAEConfig.dataset, "--dataset", help="mnist, fashion-mnist, "
                                 "mnist+fashion-mnist (both training sets, 120,000 images), or "
                                 "any IDX set under the data folder, alone or joined with +."),
-    epochs: int = typer.Option(20, "--epochs", min=1, help="Epochs (the paper: 20)."),
-    batch_size: int = typer.Option(128, "--batch-size", min=2, help="Images per step in all; "
+    epochs: int = typer.Option(VAEConfig.epochs, "--epochs", min=1,
+                               help="Epochs (the paper: 20)."),
+    batch_size: int = typer.Option(VAEConfig.batch_size, "--batch-size", min=2,
+                                   help="Images per step in all; "
                                    "under torchrun each of N processes takes batch-size / N."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
-    latent_bits: int = typer.Option(200, "--latent-bits", min=1, help="Bits in the code."),
-    kl_weight: float = typer.Option(1.0, "--kl-weight", help="Weight of the KL term."),
+    lr: float = typer.Option(VAEConfig.lr, "--lr", help="Adam learning rate."),
+    latent_bits: int = typer.Option(VAEConfig.latent_bits, "--latent-bits", min=1,
+                                    help="Bits in the code."),
+    kl_weight: float = typer.Option(VAEConfig.kl_weight, "--kl-weight",
+                                     help="Weight of the KL term."),
     train_limit: int = typer.Option(None, "--train-limit", min=2,
                                     help="Use only the first N training images (quick runs)."),
     seed: int = Seed,
@@ -55,7 +60,7 @@ def pretrain_vae_cmd(
 ):
     """Pretrain the binary-latent VAE and save its checkpoint.
 
-    Data-parallel on N processes (one machine or several): start it with torchrun, e.g.
+    Data-parallel on N processes (one machine or several) when started with torchrun, e.g.
     torchrun --standalone --nproc-per-node 2 -m hybnn_cli pretrain-vae --threads 1. Each process
     trains on batch-size / N images of every step (gloo on the CPU, nccl on CUDA) and keeps its
     own batch norm statistics (torch's SyncBatchNorm does not run on the CPU); rank 0 alone
@@ -67,7 +72,6 @@ def pretrain_vae_cmd(
     from hybnn_cli.distributed import process_group
 
     check_out(out)
-    from hybnn_cli.train.configs import VAEConfig
 
     check_pretrain_dataset(dataset, data_dir)
     with process_group(device) as group, using_threads(threads) as n:
@@ -126,13 +130,13 @@ def extract_cmd(
     data_dir: Path = DataDir,
     json_out: bool = JsonOut,
 ):
-    """Encode a dataset's train and test splits into packed binary codes.
+    """Encode a dataset's splits into packed binary codes.
 
-    No --seed: encoding is deterministic; the codes file records the VAE's seed.
+    The train and test splits go to one codes file. To encode in slices, give each process
+    --shard K/N and join the files with hybnn merge-codes, or start it with torchrun. No --seed:
+    encoding is deterministic; the codes file records the VAE's seed.
 
     Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
-    (in slices: hybnn extract --shard 0/2 --out s0.h5, … then hybnn merge-codes s0.h5 s1.h5
-    --out runs/codes.h5; or torchrun --standalone --nproc-per-node 2 -m hybnn_cli extract)
     """
     from hybnn_cli.codes.shards import parse_shard
     from hybnn_cli.distributed import process_group
@@ -174,12 +178,12 @@ def merge_codes_cmd(
     out: Path = typer.Option(..., "--out", help="Codes file to write (HDF5)."),
     json_out: bool = JsonOut,
 ):
-    """Join the shards of one extraction into one codes file, equal to a single extract.
+    """Join the shards of one extraction into one codes file.
 
-    It refuses shards from different encoders, overlapping or repeated shards and missing ones,
-    and copies the codes in chunks (memory stays flat in the data set's size).
-
-    No --seed: merging is deterministic; the codes file records the VAE's seed.
+    The result equals a single extract. It refuses shards from different encoders, overlapping
+    or repeated shards and missing ones, and copies the codes in chunks (memory stays flat in
+    the data set's size). No --seed: merging is deterministic; the codes file records the VAE's
+    seed.
 
     Example: hybnn merge-codes runs/s0.h5 runs/s1.h5 --out runs/codes.h5
     """
@@ -203,14 +207,17 @@ def train_bnn_cmd(
     task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
                              "(10 classes). Default 3."),
     digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
-    epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs (the paper: 100)."),
-    batch_size: int = typer.Option(128, "--batch-size", min=2),
-    lr: float = typer.Option(1e-2, "--lr", help="Adam learning rate (latent weights live in "
-                             "[−1, 1]). The README lists what validation chose per task "
+    epochs: int = typer.Option(BNNConfig.epochs, "--epochs", min=1,
+                               help="Epochs (the paper: 100)."),
+    batch_size: int = typer.Option(BNNConfig.batch_size, "--batch-size", min=2),
+    lr: float = typer.Option(BNNConfig.lr, "--lr", help="Adam learning rate (latent weights "
+                             "live in [−1, 1]). The README lists what validation chose per task "
                              "(`hybnn reproduce`); compare settings with --val-fraction, "
                              "never on test accuracy."),
-    schedule: str = typer.Option("cosine", "--schedule", help="cosine or constant."),
-    hidden: int = typer.Option(128, "--hidden", min=1, help="Hidden neurons (the paper: 128)."),
+    schedule: str = typer.Option(BNNConfig.schedule, "--schedule",
+                                 help="cosine or constant."),
+    hidden: int = typer.Option(BNNConfig.hidden, "--hidden", min=1,
+                               help="Hidden neurons (the paper: 128)."),
     val_fraction: float = ValFraction,
     seed: int = Seed,
     threads: int = Threads,
@@ -220,7 +227,7 @@ def train_bnn_cmd(
     device: str = Device,
     json_out: bool = JsonOut,
 ):
-    """Train the task BNN on codes and report its validation and test accuracy.
+    """Train the task BNN on codes.
 
     It trains on the training split minus a validation slice (--val-fraction), shows the
     validation accuracy after every epoch, and reads the test split once, at the end.
@@ -234,7 +241,6 @@ def train_bnn_cmd(
     out = out or Path(f"runs/bnn-{t.name}.pt")
     check_out(out)
     from hybnn_cli.train import stages
-    from hybnn_cli.train.configs import BNNConfig
 
     codes = latest.resolve("codes", codes)
     with using_threads(threads) as n, epoch_bar(f"train-bnn {t.name}", epochs,
@@ -261,9 +267,10 @@ def evaluate_cmd(
     threads: int = Threads,
     json_out: bool = JsonOut,
 ):
-    """Accuracy of a trained BNN checkpoint on a codes file (made by the same encoder).
+    """Accuracy of a BNN checkpoint on a codes file.
 
-    No --seed: evaluation is deterministic.
+    The codes must come from the encoder the BNN was trained on. No --seed: evaluation is
+    deterministic.
 
     Example: hybnn evaluate runs/bnn-task3.pt --codes runs/codes.h5
     """

@@ -59,7 +59,11 @@ def baseline_cmd(
     data_dir: Path = DataDir,
     json_out: bool = JsonOut,
 ):
-    """Train the paper's baseline, a binary CNN on images, and report its test accuracy.
+    """Train the paper's baseline, a binary CNN on images.
+
+    It shows the training and validation accuracy after every epoch, then the test accuracy and
+    how many images were predicted as each class (a model that predicts one class for all is
+    the paper's failure).
 
     Example: hybnn baseline --task 3 --binarize sign --epochs 15
     """
@@ -130,34 +134,24 @@ def reproduce_cmd(
     data_dir: Path = DataDir,
     json_out: bool = JsonOut,
 ):
-    """Run the paper's comparison and the Fashion-MNIST transfer study; write the results JSON,
-    a markdown table and PNG figures. Stages already done (same config and seed) are reused, so
-    an interrupted run continues where it stopped.
+    """Run the paper's comparison and the Fashion-MNIST study.
 
-    Each model's learning rate (and the 10-class BNN's hidden width) is chosen from a short list
-    on the validation accuracy of the first seed; the chosen setting is trained with every seed,
-    and the test split is read only for those runs: tables give mean ± standard deviation.
+    It writes the results JSON, a markdown table and PNG figures. Stages already done (same
+    config and seed) are reused, so an interrupted run continues where it stopped. Each model's
+    learning rate (and the 10-class BNN's hidden width) is chosen from a short list on the
+    validation accuracy of the first seed; the chosen setting is trained with every seed, and
+    the test split is read only for those runs: tables give mean ± standard deviation.
 
     Example: hybnn reproduce --quick
     """
-    from hybnn_cli.models.binary_cnn import check_binarize
     from hybnn_cli.study import reproduce
     from hybnn_cli.study.provenance import check_rerunnable
     from hybnn_cli.study.reproduction_report import write_report
 
-    task_list = parse_pair_tasks(tasks)
-    bins = parse_list(binarize, "--binarize")
-    for b in bins:
-        check_binarize(b)
-    overrides = {k: v for k, v in {"vae_epochs": vae_epochs,
-                                   "fashion_vae_epochs": fashion_vae_epochs,
-                                   "bnn_epochs": bnn_epochs,
-                                   "baseline_epochs": baseline_epochs, "limit": limit,
-                                   "seeds": parse_seeds(seeds) if seeds else None}.items()
-                 if v is not None}
-    make = reproduce.StudyConfig.quick if quick else reproduce.StudyConfig
-    cfg = make(**overrides, tasks=task_list, binarizations=bins, ten_class=ten_class,
-               fashion=fashion, threads=resolve_threads(threads))
+    cfg = _study_config(quick, tasks, binarize, threads, vae_epochs=vae_epochs,
+                        fashion_vae_epochs=fashion_vae_epochs, bnn_epochs=bnn_epochs,
+                        baseline_epochs=baseline_epochs, limit=limit, ten_class=ten_class,
+                        fashion=fashion, seeds=parse_seeds(seeds) if seeds else None)
     work = work or Path("runs/reproduce-quick" if quick else "runs/reproduce")
     results_dir = results_dir or (work / "results" if quick else Path("benchmarks/results"))
     argv = sys.argv[1:] if Path(sys.argv[0]).name in ("hybnn", "__main__.py") else ["reproduce"]
@@ -165,26 +159,42 @@ def reproduce_cmd(
     results_path = results_dir / "reproduction.json"
     check_rerunnable(results_path, command)  # before hours of work, not after
     with using_threads(cfg.threads), make_progress(disable=json_out) as progress:
-        reporter = _StudyProgress(progress, json_out)
-        results = reproduce.run_study(cfg, work, data_dir, reporter, command=command,
-                                      cached_only=cached_only)
+        results = reproduce.run_study(cfg, work, data_dir, _StudyProgress(progress, json_out),
+                                      command=command, cached_only=cached_only)
     reproduce.write_results(results, results_path)
-    written = write_report(results, results_dir)
-    files = [str(results_path)] + [str(p) for p in written.values()]
+    files = [str(results_path)] + [str(p) for p in write_report(results, results_dir).values()]
     if json_out:
         print_json({"results": str(results_path), "files": files})
     else:
-        def acc(r):
-            return (f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_std']:.2f}%" if r
-                    else "not done")
+        _print_reproduction(results, files, results_dir)
 
-        for row in results["tasks"]:
-            accs = "  ".join(f"{b} {acc(r)}" for b, r in row["baselines"].items())
-            typer.echo(f"{row['task']}: HyBNN {acc(row['hybnn'])}  CNN {accs}")
-        if results["missing"]:
-            typer.echo(f"{len(results['missing'])} stages not done yet: "
-                       + "; ".join(results["missing"]))
-        typer.echo(f"Wrote {len(files)} files to {results_dir}")
+
+def _study_config(quick: bool, tasks: str, binarize: str, threads: int | None, ten_class: bool,
+                  fashion: bool, **overrides):
+    """The study's settings: the full or --quick configuration with the options given."""
+    from hybnn_cli.models.binary_cnn import check_binarize
+    from hybnn_cli.study.reproduce import StudyConfig
+
+    bins = parse_list(binarize, "--binarize")
+    for b in bins:
+        check_binarize(b)
+    make = StudyConfig.quick if quick else StudyConfig
+    return make(**{k: v for k, v in overrides.items() if v is not None},
+                tasks=parse_pair_tasks(tasks), binarizations=bins, ten_class=ten_class,
+                fashion=fashion, threads=resolve_threads(threads))
+
+
+def _print_reproduction(results: dict, files: list[str], results_dir: Path) -> None:
+    def acc(r):
+        return f"{100 * r['test_acc']:.2f} ± {100 * r['test_acc_std']:.2f}%" if r else "not done"
+
+    for row in results["tasks"]:
+        accs = "  ".join(f"{b} {acc(r)}" for b, r in row["baselines"].items())
+        typer.echo(f"{row['task']}: HyBNN {acc(row['hybnn'])}  CNN {accs}")
+    if results["missing"]:
+        typer.echo(f"{len(results['missing'])} stages not done yet: "
+                   + "; ".join(results["missing"]))
+    typer.echo(f"Wrote {len(files)} files to {results_dir}")
 
 
 class _StudyProgress:
@@ -227,10 +237,10 @@ def report_cmd(
                               "file's folder (run from the project's root)."),
     json_out: bool = JsonOut,
 ):
-    """Redraw the reproduction's table and figures from its JSON, without retraining; with
-    --docs, regenerate every result quoted in README.md and docs/ from benchmarks/results/.
+    """Redraw the reproduction's table and figures from its JSON.
 
-    No --seed: it only redraws what the JSON holds.
+    Nothing is retrained. With --docs it also regenerates every result quoted in README.md and
+    docs/ from benchmarks/results/. No --seed: it only redraws what the JSON holds.
 
     Example: hybnn report --results benchmarks/results/reproduction.json --docs
     """

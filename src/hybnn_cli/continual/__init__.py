@@ -1,6 +1,7 @@
 """Continual learning on codes (`hybnn continual`): Split-MNIST learned one digit pair after
 another by the task BNN, with a replay memory of codes (`memory`), per-class generators in code
-space (`generative`), and the task sequence with its metrics and checkpoints (`sequence`). Layer 6.
+space (`generative`), the task sequence with its metrics and checkpoints (`sequence`), and the
+settings of a run with their defaults (`settings`, torch-free). Layer 6.
 
 May import: `deploy` and every layer below it; never `fed`, `bench`, `study` or `cli`.
 """

@@ -56,7 +56,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +66,14 @@ from hybnn_kernels import n_words, unpack_signs
 
 from hybnn_cli.codes.store import read_codes
 from hybnn_cli.continual.generative import CodeGenerator
-from hybnn_cli.continual.memory import POLICIES, ReplayMemory
+from hybnn_cli.continual.memory import ReplayMemory
+from hybnn_cli.continual.settings import (  # noqa: F401  (the settings, re-exported)
+    LOSSES,
+    READOUTS,
+    SCENARIOS,
+    STRATEGIES,
+    ContinualConfig,
+)
 from hybnn_cli.data.splits import train_val_indices
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path, provenance
@@ -75,71 +82,9 @@ from hybnn_cli.models.layers import clip_latent_weights
 from hybnn_cli.sealed import sealed
 from hybnn_cli.train.configs import cosine_lr
 
-SCENARIOS = ("class", "task")
-STRATEGIES = ("none", "replay", "generative", "joint")
-LOSSES = ("ace", "la", "plain")
-READOUTS = ("scores", "nme")
 CKPT_FORMAT = "hybnn-continual-checkpoint"
 CKPT_VERSION = 1
 DISTILL_T = 2.0  # distillation temperature
-
-
-@dataclass
-class ContinualConfig:
-    scenario: str = "class"
-    strategy: str = "replay"
-    memory: int = 2000  # codes kept by `replay`
-    memory_policy: str = "balanced"  # balanced or reservoir
-    components: int = 50  # mixture components per class (`generative`)
-    epochs_per_task: int = 20
-    batch_size: int = 128  # new codes per batch
-    replay_ratio: float = 1.0  # replayed (or generated) codes per new code in each batch
-    balanced_batches: bool = False  # replay ratio = old classes / new classes instead
-    loss: str = "plain"  # plain, ace or la (class scenario, replay and generative only)
-    finetune_epochs: int = 0  # balanced fine-tuning at the end of each task (0: none)
-    finetune_lr: float = 1e-3
-    finetune_head: bool = False  # fine-tune only the output layer's per-class scale and offset
-    finetune_per_class: int = 1000  # pseudo-codes per class per fine-tuning epoch (`generative`)
-    distill: float = 0.0  # weight of the distillation loss on the old classes' scores
-    flip: float = 0.0  # probability of flipping each bit of a replayed code (augmentation)
-    align: bool = False  # weight aligning of the new classes' scores after each task (WA)
-    readout: str = "scores"  # scores, or nme: nearest mean of exemplars on the hidden layer
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0: none)
-    lr: float = 1e-2
-    hidden: int = 512
-    seed: int = 0
-    threads: int = 2
-    val_fraction: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ContinualConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def check(self, n_classes: int | None = None) -> None:
-        if self.strategy not in STRATEGIES:
-            raise HybnnError(f"unknown strategy '{self.strategy}': use {', '.join(STRATEGIES)}")
-        if self.scenario not in SCENARIOS:
-            raise HybnnError(f"unknown scenario '{self.scenario}': use {' or '.join(SCENARIOS)}")
-        if self.memory_policy not in POLICIES:
-            raise HybnnError(f"unknown memory policy '{self.memory_policy}': use "
-                             f"{' or '.join(POLICIES)}")
-        if self.loss not in LOSSES:
-            raise HybnnError(f"unknown loss '{self.loss}': use {' or '.join(LOSSES)}")
-        if self.readout not in READOUTS:
-            raise HybnnError(f"unknown read-out '{self.readout}': use {' or '.join(READOUTS)}")
-        if self.readout == "nme" and self.strategy != "replay":
-            raise HybnnError("--readout nme needs the stored codes of --strategy replay")
-        if not 0 <= self.ema < 1:
-            raise HybnnError(f"--ema must be in [0, 1), got {self.ema}")
-        if n_classes is not None and self.strategy == "replay" and self.memory < n_classes:
-            raise HybnnError(f"--memory {self.memory} is less than the {n_classes} classes: the "
-                             f"memory must keep at least one code per class")
-        if self.replay_ratio < 0 or self.epochs_per_task < 1 or self.batch_size < 2:
-            raise HybnnError("replay ratio must be >= 0, epochs per task >= 1, batch size >= 2")
 
 
 @dataclass
@@ -254,7 +199,6 @@ class Sequence:
     # one task
     def learn_task(self, t: int, on_epoch: Callable[[int, int, dict], None] | None = None):
         cfg, d = self.cfg, self.data
-        torch.set_num_threads(cfg.threads)
         t0 = time.perf_counter()
         cur = list(d.tasks[t])
         seen = [c for cs in d.tasks[:t + 1] for c in cs]

@@ -5,8 +5,8 @@ updates) minus the global model the clients started from is a pseudo-gradient Δ
 moves the global model x by it (Hsu et al. 2019 for momentum; Reddi et al. 2021, "Adaptive
 Federated Optimization", for Adam and Yogi), with η = `server_lr`, β1 = `server_momentum`:
 
-- `sgd`:  m ← β1·m + Δ;  x ← x + η·m  (FedAvgM; η = 1, β1 = 0 is plain FedAvg: the default,
-  and then no step is taken at all, so a default run is today's run bit for bit);
+- `sgd`:  m ← β1·m + Δ;  x ← x + η·m  (FedAvgM; η = 1, β1 = 0 is plain FedAvg, the default
+  under SecAgg+ and DP, and then no step is taken at all: the aggregate is the new model);
 - `adam`: m ← β1·m + (1 − β1)·Δ;  v ← β2·v + (1 − β2)·Δ²;  x ← x + η̂·m / (√v + τ);
 - `yogi`: v ← v − (1 − β2)·Δ²·sign(v − Δ²), otherwise as adam but with η̂ = η;
 
@@ -19,7 +19,7 @@ checks it).
 coordinate by about η whatever the size of its pseudo-gradient (m/√v is about ±1 where Δ is
 steady, about ±0.2 where it is noise), so with a constant η the model keeps moving by that much
 and never settles; the clients' own cosine does not reach the server's step, since √v scales
-with Δ. `constant` (the default) is Flower's.
+with Δ. `constant` (the default for sgd) is Flower's.
 
 Why not Flower's `FedAvgM`, `FedAdam`, `FedYogi` themselves: they step every array of the model
 the same way, and their state lives in the strategy object they are. Here only the trained

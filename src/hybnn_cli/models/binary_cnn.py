@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from hybnn_kernels.layout import CODE_BITS
 from torch import nn
 
 from hybnn_cli.errors import HybnnError
@@ -84,7 +85,7 @@ def _fc_block(fin: int, fout: int) -> list[nn.Module]:
 
 
 class BinaryCNN(nn.Module):
-    def __init__(self, n_classes: int = 2, binarize: str = "sign", code_bits: int = 200,
+    def __init__(self, n_classes: int = 2, binarize: str = "sign", code_bits: int = CODE_BITS,
                  hidden: int = 128):
         super().__init__()
         self.binarize = check_binarize(binarize)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from hybnn_kernels.layout import CODE_BITS
 from torch import nn
 
 from hybnn_cli.models.layers import BinaryLinear
@@ -18,7 +19,7 @@ from hybnn_cli.models.quantizers import sign_ste
 
 @dataclass(frozen=True)
 class BNNShape:
-    n_bits: int = 200
+    n_bits: int = CODE_BITS
     hidden: int = 128
     n_classes: int = 2
 

@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from hybnn_kernels.layout import CODE_BITS
 from torch import nn
 
 from hybnn_cli.models.quantizers import bernoulli_ste, threshold_bits
@@ -25,7 +26,7 @@ def _down(cin: int, cout: int) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    def __init__(self, latent_bits: int = 200):
+    def __init__(self, latent_bits: int = CODE_BITS):
         super().__init__()
         self.latent_bits = latent_bits
         self.features = nn.Sequential(_down(1, 32), _down(32, 64), _down(64, 128))
@@ -46,7 +47,7 @@ class Decoder(nn.Module):
     (7→14→28). Lighter than the encoder's mirror image (about 42 against 45 ms per batch of 128
     here), which keeps a full-MNIST epoch near 20 s on two cores; only the encoder is kept."""
 
-    def __init__(self, latent_bits: int = 200):
+    def __init__(self, latent_bits: int = CODE_BITS):
         super().__init__()
         self.fc = nn.Sequential(nn.Linear(latent_bits, 64 * 7 * 7), nn.LeakyReLU(0.2))
         self.up = nn.Sequential(nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1, bias=False),
@@ -59,7 +60,7 @@ class Decoder(nn.Module):
 
 
 class BinaryVAE(nn.Module):
-    def __init__(self, latent_bits: int = 200):
+    def __init__(self, latent_bits: int = CODE_BITS):
         super().__init__()
         self.encoder = Encoder(latent_bits)
         self.decoder = Decoder(latent_bits)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from hybnn_kernels.layout import CODE_BITS
+
 
 @dataclass
 class VAEConfig:
@@ -13,7 +15,7 @@ class VAEConfig:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    latent_bits: int = 200
+    latent_bits: int = CODE_BITS
     kl_weight: float = 1.0
     seed: int = 0
     threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)

@@ -1,0 +1,171 @@
+"""The settings of a continual run (`ContinualConfig`) and their defaults, torch-free: `hybnn
+continual`'s options are made from the fields and `HELP` (`cli.config_options`), and the run
+checks its settings here, with one line naming the option.
+
+The defaults are the best found: per scenario and strategy, the options the continual study chose
+on validation (benchmarks/results/continual.json, "chosen"; tests/test_defaults.py keeps the two
+equal) are `CHOSEN`; a setting left at None takes its value from there, else from `BASE`. By the
+study's rule, none and joint take no options, and in the task scenario a strategy without a
+choice of its own takes the class scenario's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from hybnn_cli.continual.memory import POLICIES
+from hybnn_cli.errors import HybnnError
+
+SCENARIOS = ("class", "task")
+STRATEGIES = ("none", "replay", "generative", "joint")
+LOSSES = ("ace", "la", "plain")
+READOUTS = ("scores", "nme")
+
+BASE = {"loss": "plain", "flip": 0.0, "balanced_batches": False, "hidden": 512}
+CHOSEN = {
+    ("class", "replay"): {"loss": "la", "flip": 0.1, "hidden": 2048},
+    ("class", "generative"): {"loss": "la", "balanced_batches": True},
+    ("task", "replay"): {"loss": "plain", "flip": 0.1, "balanced_batches": True, "hidden": 2048},
+    ("task", "generative"): {"loss": "la", "balanced_batches": True},  # the class scenario's
+}
+
+
+@dataclass
+class ContinualConfig:
+    scenario: str = "class"
+    strategy: str = "replay"
+    memory: int = 2000  # codes kept by `replay`
+    memory_policy: str = "balanced"  # balanced or reservoir
+    components: int = 50  # mixture components per class (`generative`)
+    epochs_per_task: int = 20
+    batch_size: int = 128  # new codes per batch
+    replay_ratio: float = 1.0  # replayed (or generated) codes per new code in each batch
+    balanced_batches: bool | None = None  # replay ratio = old classes / new classes instead
+    loss: str | None = None  # plain, ace or la (replay and generative)
+    finetune_epochs: int = 0  # balanced fine-tuning at the end of each task (0: none)
+    finetune_lr: float = 1e-3
+    finetune_head: bool = False  # fine-tune only the output layer's per-class scale and offset
+    finetune_per_class: int = 1000  # pseudo-codes per class per fine-tuning epoch (`generative`)
+    distill: float = 0.0  # weight of the distillation loss on the old classes' scores
+    flip: float | None = None  # probability of flipping each bit of a replayed code
+    align: bool = False  # weight aligning of the new classes' scores after each task (WA)
+    readout: str = "scores"  # scores, or nme: nearest mean of exemplars on the hidden layer
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: none)
+    lr: float = 1e-2
+    hidden: int | None = None
+    seed: int = 0
+    threads: int = 0  # CPU threads (torch and kernels); 0: every core (`threads.resolve`)
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        chosen = CHOSEN.get((self.scenario, self.strategy), {})
+        for name, base in BASE.items():
+            if getattr(self, name) is None:
+                setattr(self, name, chosen.get(name, base))
+        self.check()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ContinualConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def check(self, n_classes: int | None = None) -> None:
+        """Raise HybnnError naming the option when a setting is out of range or the settings
+        contradict each other; with `n_classes`, also when the memory cannot keep every class."""
+        if self.strategy not in STRATEGIES:
+            raise HybnnError(f"unknown strategy '{self.strategy}': use {', '.join(STRATEGIES)}")
+        if self.scenario not in SCENARIOS:
+            raise HybnnError(f"unknown scenario '{self.scenario}': use {' or '.join(SCENARIOS)}")
+        if self.memory_policy not in POLICIES:
+            raise HybnnError(f"unknown memory policy '{self.memory_policy}': use "
+                             f"{' or '.join(POLICIES)}")
+        if self.loss not in LOSSES:
+            raise HybnnError(f"unknown loss '{self.loss}': use {' or '.join(LOSSES)}")
+        if self.readout not in READOUTS:
+            raise HybnnError(f"unknown read-out '{self.readout}': use {' or '.join(READOUTS)}")
+        if self.readout == "nme" and self.strategy != "replay":
+            raise HybnnError("--readout nme needs the stored codes of --strategy replay")
+        if not 0 <= self.ema < 1:
+            raise HybnnError(f"--ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.flip <= 0.5:
+            raise HybnnError(f"--flip must be in [0, 0.5], got {self.flip}")
+        for name in ("memory", "components", "hidden", "epochs_per_task"):
+            if getattr(self, name) < 1:
+                raise HybnnError(f"--{name.replace('_', '-')} must be at least 1, got "
+                                 f"{getattr(self, name)}")
+        for name in ("replay_ratio", "distill", "finetune_epochs"):
+            if not getattr(self, name) >= 0:
+                raise HybnnError(f"--{name.replace('_', '-')} must be >= 0, got "
+                                 f"{getattr(self, name)}")
+        for name in ("lr", "finetune_lr"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise HybnnError(f"--{name.replace('_', '-')} must be > 0, got "
+                                 f"{getattr(self, name)}")
+        if self.batch_size < 2:
+            raise HybnnError(f"--batch-size must be at least 2, got {self.batch_size}")
+        if not 0 <= self.val_fraction <= 0.9:
+            raise HybnnError(f"--val-fraction must be in [0, 0.9], got {self.val_fraction}")
+        if n_classes is not None and self.strategy == "replay" and self.memory < n_classes:
+            raise HybnnError(f"--memory {self.memory} is less than the {n_classes} classes: the "
+                             f"memory must keep at least one code per class")
+
+
+def default_text(name: str) -> str:
+    """How a setting's default depends on the scenario and strategy, for its help."""
+    where = {}
+    for (scenario, strategy), chosen in CHOSEN.items():
+        if name in chosen and chosen[name] != BASE[name]:
+            where.setdefault(_shown(chosen[name]), []).append(f"{scenario} {strategy}")
+    parts = [f"{value} for {', '.join(runs)}" for value, runs in where.items()]
+    return f" (default: {'; '.join(parts + [f'else {_shown(BASE[name])}'])})"
+
+
+def _shown(value) -> str:
+    return {True: "on", False: "off"}.get(value, str(value)) if isinstance(value, bool) else \
+        str(value)
+
+
+# The help of `hybnn continual`'s option for each setting (`cli.config_options` makes the options
+# from the fields named here, with the fields' defaults).
+HELP = {
+    "scenario": "class (one output layer for all classes seen; the task is not told at test "
+                "time) or task (the task is known; outputs masked to its two classes).",
+    "strategy": "none (fine-tuning), replay (a memory of codes), generative (per-class Bernoulli "
+                "mixtures, no stored codes) or joint (all tasks so far; upper bound).",
+    "memory": "Codes kept by replay (a code of n bits costs ceil(n / 8) bytes, plus a label "
+              "byte).",
+    "memory_policy": "balanced (each class an equal share) or reservoir.",
+    "components": "Mixture components per class (generative).",
+    "epochs_per_task": "Epochs of training on each task's codes.",
+    "batch_size": "New codes per batch.",
+    "replay_ratio": "Replayed codes per new code in each batch.",
+    "balanced_batches": "Replay as many codes per old class as new codes per new class in each "
+                        "batch (replay ratio = old / new classes)" + default_text(
+                            "balanced_batches") + ".",
+    "loss": "ace (new codes compete only within their task, replayed codes across all seen "
+            "classes), la (logit adjustment by each class's share of the batches) or plain"
+            + default_text("loss") + ".",
+    "finetune_epochs": "Balanced fine-tuning on the memory at the end of each task.",
+    "finetune_lr": "Learning rate of the balanced fine-tuning.",
+    "finetune_head": "Fine-tune only the output layer's per-class scale and offset (a bias "
+                     "correction of the scores).",
+    "flip": "Probability of flipping each bit of a replayed code (augmentation), in [0, 0.5]"
+            + default_text("flip") + ".",
+    "distill": "Weight of distillation toward the previous task's model on the old classes' "
+               "scores.",
+    "align": "Weight aligning (WA) after each task: scale the new classes' scores to the old "
+             "classes' mean output weight norm (class scenario).",
+    "readout": "scores, or nme: nearest mean of the memory's codes on the hidden layer (iCaRL; "
+               "replay only).",
+    "ema": "Decay per step of an exponential moving average of the weights, taken at the end of "
+           "each task (0: none; e.g. 0.999).",
+    "lr": "Adam learning rate (cosine over each task).",
+    "hidden": "Hidden width of the BNN" + default_text("hidden") + ".",
+    "val_fraction": "Share of each class of the training split held out for validation (the same "
+                    "images in every run; 0: none). Choose settings on the validation accuracy, "
+                    "never on the test accuracy.",
+}
