@@ -53,8 +53,8 @@ def test_every_setting_is_an_option_with_the_dataclass_default(name, cls, module
             assert f"--{f.name.replace('_', '-')}" in param.opts
 
 
-def test_fed_options_reach_the_config_unchanged(monkeypatch, tmp_path):
-    """What the command builds from its options left out is FedConfig() itself."""
+def fed_config_of(monkeypatch, tmp_path, options: list[str]) -> FedConfig:
+    """The FedConfig `hybnn fed OPTIONS --codes … --out … --threads 1` builds (nothing runs)."""
     seen = {}
 
     def fake_run(cfg, engine, run_dir, on_round, cpus):
@@ -64,11 +64,17 @@ def test_fed_options_reach_the_config_unchanged(monkeypatch, tmp_path):
     monkeypatch.setattr("hybnn_cli.fed.launch.run_federation", fake_run)
     codes = tmp_path / "codes.h5"
     codes.write_bytes(b"")
-    res = runner.invoke(app, ["fed", "--codes", str(codes), "--out", str(tmp_path / "f.pt"),
-                              "--threads", "1", "--json"])
+    res = runner.invoke(app, ["fed", *options, "--codes", str(codes), "--out",
+                              str(tmp_path / "f.pt"), "--threads", "1", "--json"])
     assert res.exit_code == 0, res.output
-    made = seen["cfg"].to_dict()
-    expected = FedConfig(codes=str(codes), out=str(tmp_path / "f.pt"), threads=1).to_dict()
+    return seen["cfg"]
+
+
+def test_fed_options_reach_the_config_unchanged(monkeypatch, tmp_path):
+    """What the command builds from its options left out is FedConfig() itself."""
+    made = fed_config_of(monkeypatch, tmp_path, []).to_dict()
+    expected = FedConfig(codes=str(tmp_path / "codes.h5"), out=str(tmp_path / "f.pt"),
+                         threads=1).to_dict()
     assert made == expected
 
 

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hybnn_cli.continual import HEADLINE
+from hybnn_cli.continual.settings import BASE
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.sealed import Plan, assert_no_test, check_same_plan, choose, sealed_env
 from hybnn_cli.study.docgen import _plan_line, renderer, source, table
@@ -65,14 +66,19 @@ def scenario_of(group: str) -> str:
     return group.split("/")[0] if "/" in group else "class"
 
 
+# The settings the plan's candidates are written against: `hybnn continual`'s defaults when the
+# plan was committed (`continual.settings.BASE`). Every command names them first, so a candidate's
+# own options override them (the last value given counts) and the defaults the study's choices
+# later became do not change what a plan runs.
+PLAN_BASE = ["--loss", BASE["loss"], "--flip", str(BASE["flip"]),
+             "--balanced-batches" if BASE["balanced_batches"] else "--no-balanced-batches",
+             "--hidden", str(BASE["hidden"])]
+
+
 def hidden_of(cmd: list[str]) -> int:
     """The hidden width a command trains (the last --hidden given counts)."""
     widths = [int(cmd[i + 1]) for i, a in enumerate(cmd) if a == "--hidden"]
-    if widths:
-        return widths[-1]
-    from hybnn_cli.continual.sequence import ContinualConfig  # imports torch: only here
-
-    return ContinualConfig.hidden
+    return widths[-1] if widths else BASE["hidden"]
 
 
 def with_seed(cmd: list[str], seed: str) -> list[str]:
@@ -179,7 +185,8 @@ class ContinualStudy:
         seeds = ",".join(map(str, pb["tuning_seeds"]))
         return [(f"{group}/{name}",
                  ["continual", "--codes", codes, "--scenario", scenario_of(group),
-                  "--strategy", group.split("/")[-1], *self.common, *extra, "--seeds", seeds,
+                  "--strategy", group.split("/")[-1], *PLAN_BASE, *self.common, *extra,
+                  "--seeds", seeds,
                   "--out", str(self.work / "tuning" / f"{group.replace('/', '-')}-{name}"),
                   "--resume", "--json"])
                 for group, cands in pb["candidates"].items() for name, extra in cands.items()]
@@ -229,7 +236,8 @@ class ContinualStudy:
                 extra = chosen[group]["options"] if group else []
                 jobs.append((f"{enc}/{scenario}/{strategy}",
                              ["continual", "--codes", codes, "--scenario", scenario,
-                              "--strategy", strategy, *self.common, *extra, "--seeds", seeds,
+                              "--strategy", strategy, *PLAN_BASE, *self.common, *extra,
+                              "--seeds", seeds,
                               "--out", str(self.work / "study" / enc / f"{scenario}-{strategy}"),
                               "--resume", "--json"]))
         return jobs

@@ -24,6 +24,7 @@ from hybnn_cli.study.e2e_torch import (
     log,
     timed,
 )
+from hybnn_cli.threads import using
 
 
 class BundlePipeline:
@@ -177,17 +178,15 @@ def _contenders(tp, tb, fl, q8, head: str) -> dict:
 def speed(bundle: Path, images, head: str, threads: int, quick: bool, batch: int = 4096,
           candidates=tuple(TORCH_CANDIDATES)) -> dict:
     """Every pipeline at the large `batch` and at batch 1 (`speed_at`), on `threads` threads."""
-    import numba
-    import torch
+    import torch  # noqa: F401  (loaded first, so that `using` sets its threads too)
 
-    torch.set_num_threads(threads)
-    numba.set_num_threads(threads)
     m = json.loads((bundle / "bundle.json").read_text())
     paths = m["encoder"]["checkpoint"]["path"], m["heads"][head]["checkpoint"]["path"]
     # codes against eager's: every image at the large batch; at batch 1 (a call per image) the
     # first few hundred
-    return {f"batch_{b}": speed_at(b, reps, min_total, bundle, images, head, threads, *paths,
-                                   candidates=candidates, flip_images=flips, quick=quick)
-            for b, reps, min_total, flips in (
-                (batch, 5 if quick else 15, 0.0 if quick else 3.0, None),
-                (1, 200 if quick else 3000, 0.0 if quick else 3.0, 32 if quick else 500))}
+    with using(threads):
+        return {f"batch_{b}": speed_at(b, reps, min_total, bundle, images, head, threads, *paths,
+                                       candidates=candidates, flip_images=flips, quick=quick)
+                for b, reps, min_total, flips in (
+                    (batch, 5 if quick else 15, 0.0 if quick else 3.0, None),
+                    (1, 200 if quick else 3000, 0.0 if quick else 3.0, 32 if quick else 500))}

@@ -28,6 +28,7 @@ from hybnn_cli.study.e2e_processes import processes
 from hybnn_cli.study.e2e_speed import speed
 from hybnn_cli.study.e2e_torch import log
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
+from hybnn_cli.threads import using
 
 FORMAT = "hybnn-e2e"
 E2E = "e2e.json"
@@ -65,7 +66,6 @@ def agreement(bundle: Path, images, labels, threads: int) -> dict:
     """Every head of the bundle on every test image, for the float and the int8 encoder: code
     bits that differ from the torch encoder's, labels that differ from the torch pipeline's, the
     accuracy of both on the images of the head's classes."""
-    import torch
     from hybnn_kernels import load_bundle, pack_signs
 
     from hybnn_cli.deploy.export_bundle import torch_logits
@@ -74,41 +74,41 @@ def agreement(bundle: Path, images, labels, threads: int) -> dict:
 
     m = json.loads((bundle / "bundle.json").read_text())
     vae, _ = load_vae(m["encoder"]["checkpoint"]["path"])
-    torch.set_num_threads(threads)
-    want_codes = pack_signs(torch_logits(vae.encoder, images))
-    y = labels.astype(np.int64)
-    out = {}
-    for variant in ("float", "int8"):
-        pipe = load_bundle(bundle, threads, int8=variant == "int8")
-        codes = np.concatenate([pipe.encode(images[s:s + 4096])
-                                for s in range(0, len(images), 4096)])
-        flipped = int(np.unpackbits((codes ^ want_codes).view(np.uint8)).sum())
-        rows = {}
-        for name, entry in m["heads"].items():
-            model, _ = load_bnn(entry["checkpoint"]["path"])
-            classes = np.asarray(entry["classes"])
-            torch_labels = classes[torch_predict(model, want_codes)[1]]
-            got = pipe.classify_codes(codes, [name])[name]
-            task = np.isin(y, classes)
-            acc_t = float(np.mean(torch_labels[task] == y[task]))
-            acc_b = float(np.mean(got[task] == y[task]))
-            rows[name] = {"n": int(len(y)), "n_task": int(task.sum()),
-                          "labels_differing": int(np.count_nonzero(got != torch_labels)),
-                          "labels_identical_fraction": float(np.mean(got == torch_labels)),
-                          "labels_differing_on_task_images":
-                              int(np.count_nonzero(got[task] != torch_labels[task])),
-                          "accuracy_torch": acc_t, "accuracy_bundle": acc_b,
-                          "accuracy_diff_points": 100 * (acc_b - acc_t)}
-        out[variant] = {"bits": int(want_codes.shape[0] * m["encoder"]["latent_bits"]),
-                        "flipped_bits": flipped,
-                        "flipped_fraction": flipped / (len(images) * m["encoder"]["latent_bits"]),
-                        "images_with_a_flipped_bit": int(np.count_nonzero(
-                            (codes != want_codes).any(axis=1))),
-                        "heads": rows}
-        log(f"agreement {variant}: {flipped} flipped bits; " + ", ".join(
-            f"{k} {v['labels_differing']} labels differ, acc {v['accuracy_torch']:.4f} → "
-            f"{v['accuracy_bundle']:.4f}" for k, v in rows.items()))
-    return out
+    with using(threads):  # torch's and the kernels' threads, restored after
+        want_codes = pack_signs(torch_logits(vae.encoder, images))
+        y = labels.astype(np.int64)
+        out = {}
+        for variant in ("float", "int8"):
+            pipe = load_bundle(bundle, threads, int8=variant == "int8")
+            codes = np.concatenate([pipe.encode(images[s:s + 4096])
+                                    for s in range(0, len(images), 4096)])
+            flipped = int(np.unpackbits((codes ^ want_codes).view(np.uint8)).sum())
+            rows = {}
+            for name, entry in m["heads"].items():
+                model, _ = load_bnn(entry["checkpoint"]["path"])
+                classes = np.asarray(entry["classes"])
+                torch_labels = classes[torch_predict(model, want_codes)[1]]
+                got = pipe.classify_codes(codes, [name])[name]
+                task = np.isin(y, classes)
+                acc_t = float(np.mean(torch_labels[task] == y[task]))
+                acc_b = float(np.mean(got[task] == y[task]))
+                rows[name] = {"n": int(len(y)), "n_task": int(task.sum()),
+                              "labels_differing": int(np.count_nonzero(got != torch_labels)),
+                              "labels_identical_fraction": float(np.mean(got == torch_labels)),
+                              "labels_differing_on_task_images":
+                                  int(np.count_nonzero(got[task] != torch_labels[task])),
+                              "accuracy_torch": acc_t, "accuracy_bundle": acc_b,
+                              "accuracy_diff_points": 100 * (acc_b - acc_t)}
+            n_bits = len(images) * m["encoder"]["latent_bits"]
+            out[variant] = {"bits": int(want_codes.shape[0] * m["encoder"]["latent_bits"]),
+                            "flipped_bits": flipped, "flipped_fraction": flipped / n_bits,
+                            "images_with_a_flipped_bit": int(np.count_nonzero(
+                                (codes != want_codes).any(axis=1))),
+                            "heads": rows}
+            log(f"agreement {variant}: {flipped} flipped bits; " + ", ".join(
+                f"{k} {v['labels_differing']} labels differ, acc {v['accuracy_torch']:.4f} → "
+                f"{v['accuracy_bundle']:.4f}" for k, v in rows.items()))
+        return out
 
 
 @renderer("e2e")

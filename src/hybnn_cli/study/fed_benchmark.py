@@ -19,7 +19,7 @@ from pathlib import Path
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.study.docgen import mean_sd, renderer, source, table
 from hybnn_cli.study.fed_records import FORMAT, VERSION, read_federated
-from hybnn_cli.study.fed_runner import hybnn, run_env
+from hybnn_cli.study.fed_runner import FEDAVG, hybnn, run_env
 from hybnn_cli.study.provenance import (
     end_run,
     read_result,
@@ -81,7 +81,7 @@ def run_fed_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
 
 def command(variant: str, codes: Path, task: str, seed: int, lr: float,
             args: argparse.Namespace, out: Path) -> list[str]:
-    return ["fed", "--codes", str(codes), "--task", task, "--clients", str(args.clients),
+    return ["fed", *FEDAVG, "--codes", str(codes), "--task", task, "--clients", str(args.clients),
             "--rounds", str(args.rounds), "--seed", str(seed), "--lr", repr(lr),
             *VARIANTS[variant], "--out", str(out), "--json"]
 

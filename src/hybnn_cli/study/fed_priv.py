@@ -34,7 +34,7 @@ from hybnn_cli.study.fed_records import (
     over_seeds,
     read_priv,
 )
-from hybnn_cli.study.fed_runner import Runs, run_env, save_accuracy_figure
+from hybnn_cli.study.fed_runner import FEDAVG, Runs, run_env, save_accuracy_figure
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 
 
@@ -58,7 +58,7 @@ def run_priv_study(args: argparse.Namespace, argv: list[str]) -> dict:
         kept = body["runs"].get(key, {}).get("per_seed", {})
         per_seed = {}
         for seed in body["seeds"]:
-            cmd = ["fed", "--codes", str(args.codes), "--task", args.task,
+            cmd = ["fed", *FEDAVG, "--codes", str(args.codes), "--task", args.task,
                    "--clients", str(args.clients), "--fraction", repr(args.fraction),
                    "--rounds", str(args.rounds), "--local-epochs", str(args.local_epochs),
                    "--lr", repr(body["lr"]), "--seed", str(seed), "--threads", str(args.threads),

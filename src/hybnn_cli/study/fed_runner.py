@@ -23,6 +23,14 @@ from hybnn_cli.fed.flower_setup import flower_env
 from hybnn_cli.study.provenance import end_run, read_result, run_record, same_code
 from hybnn_cli.threads import child_env
 
+# The optimizers the federated studies' plans and rows are written against: plain FedAvg with Adam
+# clients, `hybnn fed`'s defaults before the tuning study's choice became its default. Every study
+# command names them first, so a row's own options (its --lr, a candidate's or --fed-options)
+# override them (the last value given counts), and a later default does not change what a
+# recorded command runs.
+FEDAVG = ["--client-opt", "adam", "--server-opt", "sgd", "--server-lr", "1.0",
+          "--server-momentum", "0.0", "--server-schedule", "constant"]
+
 
 def hybnn(cmd: list[str], env: dict, peak: dict | None = None) -> tuple[dict, float]:
     """Run `hybnn cmd` (ends in --json); its JSON output and wall seconds. `peak`, if given,

@@ -49,7 +49,7 @@ from hybnn_cli.study.fed_records import (
     read_scale,
     rounds_to_within_over_seeds,
 )
-from hybnn_cli.study.fed_runner import Runs, run_env, save_accuracy_figure, study_choices
+from hybnn_cli.study.fed_runner import FEDAVG, Runs, run_env, save_accuracy_figure, study_choices
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 
 
@@ -143,7 +143,7 @@ class ScaleStudy:
                 fraction: float | None = None, extra: str = "") -> list[str]:
         a = self.args
         fraction = a.fraction if fraction is None else fraction
-        return ["fed", "--codes", str(a.codes), "--task", task,
+        return ["fed", *FEDAVG, "--codes", str(a.codes), "--task", task,
                 "--hidden", str(self.hidden[task]), "--clients", str(clients),
                 "--fraction", repr(fraction), "--rounds", str(rounds),
                 "--local-epochs", str(a.local_epochs), "--lr", repr(self.lrs[task]),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from hybnn_cli.sealed import assert_no_test, check_same_plan, choose, load_plan, sealed_env
 from hybnn_cli.study.docgen import _plan_line, acc_cell, pct, renderer, source, table
-from hybnn_cli.study.fed_runner import hybnn, run_env, study_choices
+from hybnn_cli.study.fed_runner import FEDAVG, hybnn, run_env, study_choices
 from hybnn_cli.study.provenance import git_state, now_utc, read_result, write_result
 
 FORMAT, VERSION = "hybnn-fedtune", 2
@@ -76,7 +76,7 @@ class TuneStudy:
     def fed_cmd(self, task: str, clients: int, partition: str, uplink: str, seed: int,
                 options: str, name: str) -> list[str]:
         sc, lr = self.sc, self.chosen_lr[task]
-        return ["fed", "--codes", str(self.args.codes), "--task", task,
+        return ["fed", *FEDAVG, "--codes", str(self.args.codes), "--task", task,
                 "--hidden", str(int(lr.get("hidden", 128))), "--clients", str(clients),
                 "--fraction", repr(sc["fraction"]), "--rounds", str(sc["rounds"]),
                 "--local-epochs", str(sc["local_epochs"]), "--lr", repr(lr["lr"]),
