@@ -215,7 +215,7 @@ def fedtune_screen(results_dir: Path) -> str:
         name = key.rsplit("/", 1)[0]
         rows.append([("**" + name + "**") if name == chosen else name,
                      key.rsplit("/", 1)[1].removeprefix("seed"),
-                     f"`{r['candidates'][name]}`" if r["candidates"][name] else "(defaults)",
+                     f"`{r['candidates'][name]}`" if r["candidates"][name] else "(plain FedAvg)",
                      pct(run["final_val_acc"]), pct(run["best_val_acc"]),
                      f"`{run['made']['commit'][:12]}`"])
     rows.sort(key=lambda x: x[3], reverse=True)
@@ -224,7 +224,8 @@ def fedtune_screen(results_dir: Path) -> str:
     return (f"Task {task.removeprefix('task')}, {n} clients ({part}, {uplink} uplink, "
             f"{r['fraction']:.0%} sampled per round), {rounds.removesuffix('rounds')} rounds; "
             f"every run sealed (it cannot read the test split); validation split of {n_val} codes; "
-            f"chosen in bold. {_plan_line(r)}\n\n"
+            f"chosen in bold; each candidate's options are given after plain FedAvg's (Adam "
+            f"clients, the server averaging). {_plan_line(r)}\n\n"
             + table(["candidate", "seed", "hybnn fed options", "final validation (%)",
                      "best round (%)", "commit"], rows)
             + "\n\n" + source(TUNE, r))
