@@ -11,7 +11,9 @@ seen only during its turn. One BNN (`models.bnn.TaskBNN`, one output per class) 
 Strategies: `none` (fine-tuning), `replay` (a `ReplayMemory` of codes mixed into every batch),
 `generative` (pseudo-codes from per-class `CodeGenerator`s mixed into every batch), `joint` (all
 codes of the tasks so far, the upper bound; its batches hold batch_size codes per task so far, so
-each task takes the same number of steps as in the other strategies). Against the pull toward the
+each task takes the same number of steps as in the other strategies), and the learners that
+cannot forget, `mixture` and `prototype` (`class_models`: no network; each class's model fitted
+on its own codes when its task comes). `task_order` permutes the tasks. Against the pull toward the
 newest classes in the class scenario (Wu et al. 2019, "Large scale incremental learning"; Castro
 et al. 2018, "End-to-end incremental learning"; Caccia et al. 2022, "New insights on reducing
 abrupt representation change"; Li and Hoiem 2016, "Learning without forgetting") these settings,
