@@ -219,9 +219,11 @@ def test_bad_values_give_one_line_errors(codes_file, tmp_path, strategy):
             "--out", tmp_path]
     one_line_error(run(*base, "--components", 0), "--components must be at least 1, got 0")
     # the smallest class of the training split (after the validation slice) has fewer codes
-    fewest = int(np.bincount(load_data(codes_file).train.labels).min())
-    one_line_error(run(*base, "--components", fewest + 1),
-                   f"--components {fewest + 1} is more than the {fewest} training codes of class")
+    counts = np.bincount(load_data(codes_file).train.labels)
+    fewest, c = int(counts.min()), int(counts.argmin())
+    one_line_error(run(*base, "--components", counts.max() + 1),
+                   f"--components {counts.max() + 1} is more than the {fewest} training codes "
+                   f"of class {c}; use at most {fewest}")
     for order in ("1,2,3,4", "1,2,2,4,5", "1,2,3,4,6", "a,b", "1,2,3,4,5,6"):
         one_line_error(run(*base, "--task-order", order),
                        f"--task-order '{order}' is not a permutation of the tasks 1 to")

@@ -42,7 +42,9 @@ class ClassModels:
     def check_counts(self, labels: np.ndarray) -> None:
         """HybnnError (one line) when a class in `labels` has fewer codes than components."""
         counts = np.bincount(labels, minlength=self.n_classes)
-        for c in np.flatnonzero((counts > 0) & (counts < self.components)).tolist():
+        present = np.flatnonzero(counts)
+        c = int(present[counts[present].argmin()]) if len(present) else 0
+        if len(present) and counts[c] < self.components:
             raise HybnnError(f"--components {self.components} is more than the {counts[c]} "
                              f"training codes of class {c}; use at most {counts[c]}")
 
