@@ -10,7 +10,7 @@ import typer
 from hybnn_cli.cli.app import JsonOut, Threads, app, handle_errors, print_json
 from hybnn_cli.cli.config_options import config_options
 from hybnn_cli.cli.progress import make_progress
-from hybnn_cli.continual.settings import HELP, ContinualConfig
+from hybnn_cli.continual.settings import CLASS_MODELS, HELP, ContinualConfig
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.options import parse_seeds
 from hybnn_cli.threads import resolve as resolve_threads
@@ -40,6 +40,9 @@ def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threa
 
     Example: hybnn continual --codes runs/codes.h5 --scenario class --strategy replay
     --seeds 0,1,2
+
+    Learners that cannot forget (one model per class, fitted on its own codes):
+    hybnn continual --codes runs/codes.h5 --strategy prototype --components 10
     """
     from hybnn_cli.continual import sequence
     from hybnn_cli.study import continual_runs as study
@@ -64,12 +67,13 @@ def task_printer(progress, cfg: ContinualConfig, seed_list: list[int], n_tasks: 
     """The on_task and on_epoch callbacks: the bar, and without --json one line per task."""
     from hybnn_cli.study.continual_runs import run_name
 
-    per_seed = n_tasks * cfg.epochs_per_task
+    epochs = 1 if cfg.strategy in CLASS_MODELS else cfg.epochs_per_task  # a fit is one step
+    per_seed = n_tasks * epochs
     bar = progress.add_task(f"continual {run_name(cfg)}", total=len(seed_list) * per_seed,
                             status="")
 
     def on_epoch(s, t, e, m):
-        done = seed_list.index(s) * per_seed + t * cfg.epochs_per_task + e + 1
+        done = seed_list.index(s) * per_seed + t * epochs + e + 1
         progress.update(bar, completed=done, status=f"seed {s} task {t + 1}")
 
     def on_task(s, t, h):

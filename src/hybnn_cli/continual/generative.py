@@ -6,6 +6,9 @@ codes when its task ends, then kept; the codes themselves are dropped. To stay s
 probabilities μ are stored as bytes (μ = q / 256 + 1/512, q ∈ 0..255) and the weights π as
 float32: K·D + 4·K bytes per class (10,800 for K = 50 components of 200 bits).
 Samples are packed like real codes (`hybnn_kernels.pack_bits`), padding bits 0.
+
+The EM (`em_mixture`) and the log-likelihood of codes under a mixture (`log_likelihood`) serve
+the per-class classifiers of `class_models` as well.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from hybnn_kernels import pack_bits, unpack_bits
 EM_ITERS = 40
 
 
-def fit_mixture(bits: np.ndarray, k: int, seed: int, iters: int = EM_ITERS) -> tuple:
-    """EM for a K-component Bernoulli mixture on {0, 1} rows; returns (weights (K,) float32,
-    quantized probabilities (K, D) uint8)."""
+def em_mixture(bits: np.ndarray, k: int, seed, iters: int = EM_ITERS) -> tuple:
+    """EM for a K-component Bernoulli mixture on {0, 1} rows (K at most the number of rows);
+    returns (weights π (K,), probabilities μ (K, D)), float64, every μ inside [0.001, 0.999].
+    `seed`: anything `np.random.default_rng` takes."""
     x = bits.astype(np.float64)
     n = len(x)
     k = max(1, min(k, n))
@@ -36,8 +40,27 @@ def fit_mixture(bits: np.ndarray, k: int, seed: int, iters: int = EM_ITERS) -> t
         nk = r.sum(0) + 1e-9
         mu = np.clip((r.T @ x + 0.5) / (nk[:, None] + 1.0), 1e-3, 1 - 1e-3)
         pi = nk / nk.sum()
+    return pi, mu
+
+
+def fit_mixture(bits: np.ndarray, k: int, seed: int, iters: int = EM_ITERS) -> tuple:
+    """`em_mixture` with its probabilities quantized to bytes; returns (weights (K,) float32,
+    quantized probabilities (K, D) uint8)."""
+    pi, mu = em_mixture(bits, k, seed, iters)
     q = np.clip(np.floor(mu * 256), 0, 255).astype(np.uint8)
     return pi.astype(np.float32), q
+
+
+def log_likelihood(bits: np.ndarray, weights: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """log p(x) = log Σ_k π_k Π_j μ_kj^x_j (1 − μ_kj)^(1−x_j) of each {0, 1} row x (N, D) under
+    one mixture (weights π (K,), probabilities μ (K, D) strictly inside (0, 1)), float64 (N,):
+    log p(x | k) = x · (log μ_k − log(1 − μ_k)) + Σ_j log(1 − μ_kj), then a stable log-sum-exp."""
+    mu = probs.astype(np.float64)
+    log_q = np.log1p(-mu)
+    logp = bits.astype(np.float64) @ (np.log(mu) - log_q).T + log_q.sum(1) + np.log(
+        weights.astype(np.float64))
+    top = logp.max(1)
+    return top + np.log(np.exp(logp - top[:, None]).sum(1))
 
 
 class CodeGenerator:

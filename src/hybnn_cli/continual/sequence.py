@@ -11,7 +11,9 @@ seen only during its turn. One BNN (`models.bnn.TaskBNN`, one output per class) 
 Strategies: `none` (fine-tuning), `replay` (a `ReplayMemory` of codes mixed into every batch),
 `generative` (pseudo-codes from per-class `CodeGenerator`s mixed into every batch), `joint` (all
 codes of the tasks so far, the upper bound; its batches hold batch_size codes per task so far, so
-each task takes the same number of steps as in the other strategies). Against the pull toward the
+each task takes the same number of steps as in the other strategies), and the learners that
+cannot forget, `mixture` and `prototype` (`class_models`: no network; each class's model fitted
+on its own codes when its task comes). `task_order` permutes the tasks. Against the pull toward the
 newest classes in the class scenario (Wu et al. 2019, "Large scale incremental learning"; Castro
 et al. 2018, "End-to-end incremental learning"; Caccia et al. 2022, "New insights on reducing
 abrupt representation change"; Li and Hoiem 2016, "Learning without forgetting") these settings,
@@ -56,7 +58,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +67,11 @@ import torch.nn.functional as F
 from hybnn_kernels import n_words, unpack_signs
 
 from hybnn_cli.codes.store import read_codes
+from hybnn_cli.continual.class_models import LEARNERS
 from hybnn_cli.continual.generative import CodeGenerator
 from hybnn_cli.continual.memory import ReplayMemory
 from hybnn_cli.continual.settings import (  # noqa: F401  (the settings, re-exported)
+    CLASS_MODELS,
     LOSSES,
     READOUTS,
     SCENARIOS,
@@ -184,9 +188,16 @@ class Sequence:
 
     def __init__(self, cfg: ContinualConfig, data: SequenceData):
         cfg.check(data.n_classes)
+        data = replace(data, tasks=[data.tasks[i] for i in cfg.tasks_in_order(len(data.tasks))])
         self.cfg, self.data = cfg, data
         torch.manual_seed(cfg.seed)
-        self.model = TaskBNN(BNNShape(data.n_bits, cfg.hidden, data.n_classes))
+        # the learners that cannot forget (`class_models`) take the place of the network
+        self.learner = (LEARNERS[cfg.strategy](data.n_bits, data.n_classes, cfg.components)
+                        if cfg.strategy in CLASS_MODELS else None)
+        if self.learner is not None:
+            self.learner.check_counts(data.train.labels)
+        self.model = (TaskBNN(BNNShape(data.n_bits, cfg.hidden, data.n_classes))
+                      if self.learner is None else None)
         self.memory = ReplayMemory(cfg.memory, n_words(data.n_bits), cfg.memory_policy, cfg.seed)
         self.generator = CodeGenerator(data.n_bits, cfg.components)
         self.task_of = torch.zeros(data.n_classes, dtype=torch.long)
@@ -198,6 +209,8 @@ class Sequence:
 
     # one task
     def learn_task(self, t: int, on_epoch: Callable[[int, int, dict], None] | None = None):
+        if self.learner is not None:
+            return self._fit_class_models(t, on_epoch)
         cfg, d = self.cfg, self.data
         t0 = time.perf_counter()
         cur = list(d.tasks[t])
@@ -256,7 +269,24 @@ class Sequence:
             self._finetune(t, seen)
         if cfg.align and t > 0 and cfg.scenario == "class":
             align_weights(self.model.bn2, cur, old)
-        self.train_seconds += time.perf_counter() - t0
+        self._record(t, time.perf_counter() - t0)
+
+    def _fit_class_models(self, t: int, on_epoch: Callable[[int, int, dict], None] | None):
+        """Task t for a learner that cannot forget: each of its classes' models fitted on that
+        class's training codes alone (seeded by the run's seed and the class, not by t)."""
+        d = self.data
+        t0 = time.perf_counter()
+        idx = np.flatnonzero(np.isin(d.train.labels, list(d.tasks[t])))
+        self.learner.fit(d.train.codes[idx], d.train.labels[idx], seed=self.cfg.seed)
+        if on_epoch:
+            on_epoch(t, 0, {})
+        self._record(t, time.perf_counter() - t0)
+
+    def _record(self, t: int, seconds: float) -> None:
+        """Task t is learned (in `seconds`): evaluate and append to the history."""
+        d = self.data
+        cur = list(d.tasks[t])
+        self.train_seconds += seconds
         self.tasks_done = t + 1
         scores = {"val": self.evaluate(d.val, t)}
         if d.test is not None:
@@ -358,14 +388,19 @@ class Sequence:
         seen = [c for cs in d.tasks[:t + 1] for c in cs]
         idx = np.flatnonzero(np.isin(split.labels, seen))
         y = torch.from_numpy(split.labels[idx])
+        allowed = _allowed(y, seen, d.n_classes, self.cfg.scenario, self.task_of, d.tasks)
+        if self.learner is not None:
+            pred = torch.from_numpy(self.learner.predict(split.codes[idx], allowed.numpy()))
+            return self._accuracies(pred, y, t)
         self.model.eval()
         if self.cfg.readout == "nme":
             scores = self._nme_scores(split.x[idx])
         else:
             scores = torch.cat([self.model(split.x[idx[i:i + 8192]])
                                 for i in range(0, len(idx), 8192)])
-        pred = _masked(scores, _allowed(y, seen, d.n_classes, self.cfg.scenario, self.task_of,
-                                        d.tasks)).argmax(1)
+        return self._accuracies(_masked(scores, allowed).argmax(1), y, t)
+
+    def _accuracies(self, pred: torch.Tensor, y: torch.Tensor, t: int) -> dict:
         right = (pred == y).numpy()
         tasks = self.task_of[y].numpy()
         return {"per_task": [float(right[tasks == j].mean()) for j in range(t + 1)],
@@ -388,6 +423,8 @@ class Sequence:
     # state
     def memory_bytes(self) -> int:
         s = self.cfg.strategy
+        if self.learner is not None:
+            return self.learner.nbytes()
         if s == "replay":
             return self.memory.nbytes(self.data.n_bits)
         if s == "generative":
@@ -402,10 +439,13 @@ class Sequence:
     def state(self) -> dict:
         mem = self.memory.state_dict()
         gen = self.generator.state_dict()
+        learner = {} if self.learner is None else {"learner": {
+            k: v if k == "classes" else [torch.from_numpy(a) for a in v]
+            for k, v in self.learner.state_dict().items()}}
         return {**provenance(CKPT_FORMAT, CKPT_VERSION, self.cfg.to_dict(), self.cfg.seed),
                 "encoder_sha256": self.data.encoder_sha256, "tasks_done": self.tasks_done,
                 "history": json.dumps(self.history), "train_seconds": self.train_seconds,
-                "model": self.model.state_dict(),
+                "model": self.model.state_dict() if self.model is not None else {}, **learner,
                 "memory": {"codes": torch.from_numpy(mem["codes"]),
                            "labels": torch.from_numpy(mem["labels"]), "n_seen": mem["n_seen"]},
                 "generator": {"classes": gen["classes"],
@@ -422,7 +462,11 @@ class Sequence:
                              f"); drop --resume or use another --out")
         if st["encoder_sha256"] != self.data.encoder_sha256:
             raise HybnnError(f"{path}: checkpoint was trained on codes of another encoder")
-        self.model.load_state_dict(st["model"])
+        if self.model is not None:
+            self.model.load_state_dict(st["model"])
+        if self.learner is not None:
+            self.learner.load_state_dict({k: v if k == "classes" else [a.numpy() for a in v]
+                                          for k, v in st["learner"].items()})
         self.memory.load_state_dict({"codes": st["memory"]["codes"].numpy(),
                                      "labels": st["memory"]["labels"].numpy(),
                                      "n_seen": st["memory"]["n_seen"]})

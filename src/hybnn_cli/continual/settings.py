@@ -18,11 +18,17 @@ from hybnn_cli.continual.memory import POLICIES
 from hybnn_cli.errors import HybnnError
 
 SCENARIOS = ("class", "task")
-STRATEGIES = ("none", "replay", "generative", "joint")
+STRATEGIES = ("none", "replay", "generative", "joint", "mixture", "prototype")
+# strategies without a network: one model per class, fitted on that class's codes alone
+# (`continual.class_models`)
+CLASS_MODELS = ("mixture", "prototype")
 LOSSES = ("ace", "la", "plain")
 READOUTS = ("scores", "nme")
 
 BASE = {"loss": "plain", "flip": 0.0, "balanced_batches": False, "hidden": 512}
+# mixture components per class when --components is left out: generative replay's, and the class
+# models' (not yet chosen on validation: no study has compared values of K for them)
+COMPONENTS = {"generative": 50, "class_models": 10}
 CHOSEN = {
     ("class", "replay"): {"loss": "la", "flip": 0.1, "hidden": 2048},
     ("class", "generative"): {"loss": "la", "balanced_batches": True},
@@ -37,7 +43,7 @@ class ContinualConfig:
     strategy: str = "replay"
     memory: int = 2000  # codes kept by `replay`
     memory_policy: str = "balanced"  # balanced or reservoir
-    components: int = 50  # mixture components per class (`generative`)
+    components: int | None = None  # mixture components per class (generative and CLASS_MODELS)
     epochs_per_task: int = 20
     batch_size: int = 128  # new codes per batch
     replay_ratio: float = 1.0  # replayed (or generated) codes per new code in each batch
@@ -57,16 +63,40 @@ class ContinualConfig:
     seed: int = 0
     threads: int = 0  # CPU threads (torch and kernels); 0: every core (`threads.resolve`)
     val_fraction: float = 0.1
+    task_order: str | None = None  # e.g. "3,1,5,2,4" (task numbers from 1); None: 1, 2, … in order
 
     def __post_init__(self) -> None:
         chosen = CHOSEN.get((self.scenario, self.strategy), {})
         for name, base in BASE.items():
             if getattr(self, name) is None:
                 setattr(self, name, chosen.get(name, base))
+        if self.components is None:
+            self.components = COMPONENTS[
+                "class_models" if self.strategy in CLASS_MODELS else "generative"]
         self.check()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; `task_order` only when given (so the records of runs in the usual order
+        keep the settings they were made with)."""
+        d = asdict(self)
+        if d["task_order"] is None:
+            del d["task_order"]
+        return d
+
+    def tasks_in_order(self, n_tasks: int) -> list[int]:
+        """The tasks' indices (from 0) in the order they are learned; HybnnError (one line) when
+        --task-order is not a permutation of 1..n_tasks."""
+        if self.task_order is None:
+            return list(range(n_tasks))
+        try:
+            order = [int(p) for p in self.task_order.split(",")]
+        except ValueError:
+            order = []
+        if sorted(order) != list(range(1, n_tasks + 1)):
+            example = ",".join(map(str, range(n_tasks, 0, -1)))
+            raise HybnnError(f"--task-order '{self.task_order}' is not a permutation of the "
+                             f"tasks 1 to {n_tasks}, e.g. {example}")
+        return [t - 1 for t in order]
 
     @classmethod
     def from_dict(cls, d: dict) -> ContinualConfig:
@@ -109,6 +139,10 @@ class ContinualConfig:
             raise HybnnError(f"--batch-size must be at least 2, got {self.batch_size}")
         if not 0 <= self.val_fraction <= 0.9:
             raise HybnnError(f"--val-fraction must be in [0, 0.9], got {self.val_fraction}")
+        if self.task_order is not None:
+            self.tasks_in_order(len(self.task_order.split(",")))
+        if n_classes is not None:
+            self.tasks_in_order(n_classes // 2)
         if n_classes is not None and self.strategy == "replay" and self.memory < n_classes:
             raise HybnnError(f"--memory {self.memory} is less than the {n_classes} classes: the "
                              f"memory must keep at least one code per class")
@@ -135,11 +169,17 @@ HELP = {
     "scenario": "class (one output layer for all classes seen; the task is not told at test "
                 "time) or task (the task is known; outputs masked to its two classes).",
     "strategy": "none (fine-tuning), replay (a memory of codes), generative (per-class Bernoulli "
-                "mixtures, no stored codes) or joint (all tasks so far; upper bound).",
+                "mixtures, no stored codes), joint (all tasks so far; upper bound), or a learner "
+                "that cannot forget, one model per class fitted on that class's codes alone: "
+                "mixture (a Bernoulli mixture per class; the class of highest likelihood) or "
+                "prototype (its components' means rounded to bits; the nearest prototype in "
+                "Hamming distance, on the XNOR-popcount kernels).",
     "memory": "Codes kept by replay (a code of n bits costs ceil(n / 8) bytes, plus a label "
               "byte).",
     "memory_policy": "balanced (each class an equal share) or reservoir.",
-    "components": "Mixture components per class (generative).",
+    "components": "Mixture components per class (default: "
+                  f"{COMPONENTS['generative']} for generative; {COMPONENTS['class_models']} for "
+                  "mixture and prototype, not yet chosen on validation).",
     "epochs_per_task": "Epochs of training on each task's codes.",
     "batch_size": "New codes per batch.",
     "replay_ratio": "Replayed codes per new code in each batch.",
@@ -168,4 +208,6 @@ HELP = {
     "val_fraction": "Share of each class of the training split held out for validation (the same "
                     "images in every run; 0: none). Choose settings on the validation accuracy, "
                     "never on the test accuracy.",
+    "task_order": "Order in which the tasks are learned, a permutation of the task numbers, e.g. "
+                  "3,1,5,2,4 (default: 1, 2, … in order).",
 }
