@@ -52,9 +52,9 @@ def reproduction_row(results_dir: Path) -> Row:
     ten = r.get("ten_class")
     if ten:
         parts.append(f"HyBNN on ten classes {_pm(ten['test_acc'], ten['test_acc_std'])}")
-    what = (f"Test accuracy (%) on the five MNIST digit pairs, lowest to highest task, mean ± std "
-            f"over {_seeds(r['config']['seeds'])}: the task BNN on codes against the paper's "
-            f"binary CNN on pixels")
+    what = (f"Test accuracy (%) on the five MNIST digit pairs, the lowest task's to the "
+            f"highest's, mean ± std over {_seeds(r['config']['seeds'])}: the task BNN on codes "
+            f"against the paper's binary CNN on pixels")
     return what, "; ".join(parts), file_cell(name, r)
 
 
