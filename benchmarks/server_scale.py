@@ -55,13 +55,16 @@ def main(argv=None) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--limit", type=int, default=None, help="the first N images of each split")
     p.add_argument("--reps", type=int, default=30, help="scaling: all-reduces timed")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="scaling: runs of each configuration, in turn")
     args = p.parse_args(argv)
     argv_rec = ["python", "benchmarks/server_scale.py",
                 *(argv if argv is not None else sys.argv[1:])]
     if args.what == "scaling":
         out = args.out or RESULTS_DIR / "ddp-scaling.json"
         run_scaling(out, argv_rec, args.work, epochs=args.epochs, dataset=args.dataset,
-                    data_dir=args.data_dir, limit=args.limit, reps=args.reps)
+                    data_dir=args.data_dir, limit=args.limit, reps=args.reps,
+                    repeats=args.repeats)
     else:
         out = args.out or RESULTS_DIR / "union-encoder.json"
         run_union(out, argv_rec, UnionSettings(

@@ -360,10 +360,33 @@ def test_server_scale_blocks_render_from_their_result_files(tmp_path):
             for d, n, acc in (("mnist", 60000, 0.9975), ("mnist+fashion-mnist", 120000, 0.9968))]})
     text = docgen.render_text("<!-- generated: ddp-scaling -->\n<!-- /generated -->\n"
                               "<!-- generated: union-encoder -->\n<!-- /generated -->\n", tmp_path)
-    assert "| 1 process × 2 threads | 23.4 | 159.00 | 90.60 | 1.0 → 2.0 |" in text
+    assert "| 1 process × 2 threads | 23.4 | 159.00 | 90.60 | 1.0 – 2.0 |" in text
+    assert "The load stayed within the cores" in text
     assert "1,000 float32 values, 0.00 MB, 469 times an epoch" in text
     assert "compute of 50 ms per step" in text  # 23.45 s / 469 steps
     # 2 machines at 1 Gbit/s: 469 · (0.025 + 2·½·4000 B / 125 MB/s) = 11.74 s, 23.45 / 11.74 = 2.0
     assert "| 2 | 11.7 s (2.0×) | 11.7 s (2.0×) |" in text
     assert "| task1 | 99.10 / 99.75 | 99.10 / 99.68 |" in text
     assert "mnist+fashion-mnist (120,000 images)" in text
+
+
+def test_ddp_scaling_block_gives_the_repeats_median_and_range_and_says_when_loaded(tmp_path):
+    from hybnn_cli.study import docgen
+    from hybnn_cli.study.provenance import write_result
+
+    def run(secs, load, repeat):
+        return {"label": "1 process × 1 thread", "processes": 1, "epoch_seconds": [secs],
+                "train_loss": [159.0], "test_recon": 90.6, "load_average": load,
+                "repeat": repeat}
+
+    runs = [run(30.0, [0.5, 0.7], 0), run(20.0, [0.7, 0.9], 1), run(25.0, [0.9, 64.0], 2)]
+    write_result(tmp_path / "ddp-scaling.json", "hybnn-ddp-scaling", 2, {
+        "epochs": 1, "batch_size": 128, "repeats": 3, "runs": runs, "parameters": 1000,
+        "gradient_bytes_per_step": 4000, "steps_per_epoch": 469,
+        "allreduce_loopback_2proc_seconds": {"median": 0.002, "min": 0.001, "reps": 30}})
+    text = docgen.render_text("<!-- generated: ddp-scaling -->\n<!-- /generated -->\n", tmp_path)
+    assert "| 1 process × 1 thread | 25.0 (20.0–30.0) | 159.00 | 90.60 | 0.5 – 64.0 |" in text
+    assert "each run repeated 3 time(s) in turn" in text
+    assert "The load exceeded the cores during some runs" in text  # 64 > any machine's cores here
+    assert "compute of 43 ms per step" in text  # the fastest repeat: 20.0 s / 469 steps
+

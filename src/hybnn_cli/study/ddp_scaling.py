@@ -28,7 +28,7 @@ from hybnn_cli.threads import child_env
 from hybnn_cli.train.configs import VAEConfig
 
 FORMAT = "hybnn-ddp-scaling"
-VERSION = 1
+VERSION = 2  # 2: each configuration repeated (`repeats`), rows keep their "repeat"
 BATCH_SIZE = VAEConfig.batch_size  # `hybnn pretrain-vae`'s, which the runs keep
 
 
@@ -100,9 +100,10 @@ def allreduce_seconds(numel: int, reps: int = 30) -> list[float]:
 
 
 def measure(work: Path, epochs: int = 2, dataset: str = "mnist", data_dir: Path | None = None,
-            limit: int | None = None, reps: int = 30) -> dict:
-    """The three pretraining runs (checkpoints in `work`), the gradient's size and its all-reduce
-    time: the result file's body."""
+            limit: int | None = None, reps: int = 30, repeats: int = 5) -> dict:
+    """The three pretraining runs, each `repeats` times, in turn (one of each, then again, so
+    that a change of load falls on all three alike; checkpoints in `work`), the gradient's size
+    and its all-reduce time: the result file's body."""
     from hybnn_cli.data.pretrain_sets import load_pretrain_images
     from hybnn_cli.models.vae import BinaryVAE
 
@@ -111,16 +112,20 @@ def measure(work: Path, epochs: int = 2, dataset: str = "mnist", data_dir: Path 
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            "2", "-m", "hybnn_cli"]
     data = data_options(dataset, limit, data_dir)
-    runs = [pretrain_run("1 process × 2 threads", one, 2, epochs, data, work / "p1t2.pt"),
-            pretrain_run("1 process × 1 thread", one, 1, epochs, data, work / "p1t1.pt"),
-            pretrain_run("2 processes × 1 thread (torchrun, gloo)", two, 1, epochs, data,
-                         work / "p2t1.pt")]
+    if repeats < 1:
+        raise HybnnError(f"--repeats must be at least 1, got {repeats}")
+    configs = (("1 process × 2 threads", one, 2, "p1t2.pt"),
+               ("1 process × 1 thread", one, 1, "p1t1.pt"),
+               ("2 processes × 1 thread (torchrun, gloo)", two, 1, "p2t1.pt"))
+    runs = [{**pretrain_run(label, launcher, threads, epochs, data, work / name), "repeat": i}
+            for i in range(repeats) for label, launcher, threads, name in configs]
     model = BinaryVAE(200)
     numel = sum(p.numel() for p in model.parameters())
     ar = allreduce_seconds(numel, reps)
     n_train = len(load_pretrain_images(dataset, "train", data_dir))
     steps = -(-min(n_train, limit or n_train) // BATCH_SIZE)
-    return {"epochs": epochs, "dataset": dataset, "batch_size": BATCH_SIZE, "runs": runs,
+    return {"epochs": epochs, "dataset": dataset, "batch_size": BATCH_SIZE, "repeats": repeats,
+            "runs": runs,
             "parameters": numel, "gradient_bytes_per_step": 4 * numel,
             "steps_per_epoch": steps,
             "allreduce_loopback_2proc_seconds": {"median": statistics.median(ar),
@@ -157,24 +162,44 @@ def scaling_model(r: dict) -> tuple[float, str, list[list]]:
     return compute, best["label"], rows
 
 
+def _by_label(runs: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for x in runs:
+        grouped.setdefault(x["label"], []).append(x)
+    return grouped
+
+
+def _scaling_row(label: str, runs: list[dict]) -> list[str]:
+    """One configuration's repeats: median (min–max) seconds per epoch, the last repeat's losses
+    (the same seed and data each time), the lowest and highest load average seen."""
+    secs = [s for x in runs for s in x["epoch_seconds"]]
+    spread = f" ({min(secs):.1f}–{max(secs):.1f})" if len(secs) > 1 else ""
+    loads = [a for x in runs for a in x["load_average"]]
+    last = runs[-1]
+    return [label, f"{statistics.median(secs):.1f}{spread}", f"{last['train_loss'][-1]:.2f}",
+            f"{last['test_recon']:.2f}", f"{min(loads):.1f} – {max(loads):.1f}"]
+
+
 @renderer("ddp-scaling")
 def ddp_scaling(results_dir: Path) -> str:
     r = read_result(Path(results_dir) / SCALING, FORMAT)
-    rows = [[x["label"], " / ".join(f"{s:.1f}" for s in x["epoch_seconds"]),
-             f"{x['train_loss'][-1]:.2f}", f"{x['test_recon']:.2f}",
-             f"{x['load_average'][0]:.1f} → {x['load_average'][1]:.1f}"] for x in r["runs"]]
+    rows = [_scaling_row(label, runs) for label, runs in _by_label(r["runs"]).items()]
     ar = r["allreduce_loopback_2proc_seconds"]
     compute, base, model_rows = scaling_model(r)
+    cores = r["machine"]["cores"]
+    loaded = max(max(x["load_average"]) for x in r["runs"]) > cores
+    load_text = ("The load exceeded the cores during some runs: there the times measure the "
+                 "contention more than the code (a process with more threads than it gets cores "
+                 "waits for them), and the model below, built on inflated step times, makes the "
+                 "all-reduce look cheaper than it is." if loaded else
+                 "The load stayed within the cores during every run.")
     return (f"VAE pretraining on full MNIST ({r['epochs']} epoch(s), global batch "
-            f"{r['batch_size']}, seed 0) on this machine: {r['machine']['cores']} cores shared "
-            f"with other users' jobs. The load average at the start and end of each run is "
-            f"listed: where it exceeds the cores, the times measure the contention more than the "
-            f"code (a process with more threads than it gets cores waits for them), and they "
-            f"say nothing of a dedicated server. On an idle machine of two cores, two 1-thread "
-            f"processes do the arithmetic of one 2-thread process plus an all-reduce per step, "
-            f"so little gain is to be expected from them; the model below, built on these "
-            f"inflated step times, makes the all-reduce look cheaper than on an idle machine."
-            f"\n\n"
+            f"{r['batch_size']}, seed 0) on this machine ({cores} cores), each run repeated "
+            f"{r.get('repeats', 1)} time(s) in turn; seconds per epoch: median (min–max) over the "
+            f"runs; the load average over the runs' starts and ends. {load_text} On two cores, "
+            f"two 1-thread processes do the arithmetic of one 2-thread process plus an all-reduce "
+            f"per step, so little gain is to be expected from them; the times say nothing of a "
+            f"dedicated server.\n\n"
             + table(["run", "seconds per epoch", "final training loss", "test recon (nats)",
                      "load average"], rows)
             + f"\n\nEach step all-reduces the encoder + decoder gradient: {r['parameters']:,} "
