@@ -106,10 +106,12 @@ def test_predict_refuses_codes_from_another_encoder(trained, tmp_path):
     (["predict", "--model", "m.h5"], "give either --codes"),
     (["predict", "--model", "m.h5", "--codes", "c.h5", "--encoder", "v.pt"], "give either"),
     (["predict", "--model", "m.h5", "--encoder", "v.pt"], "needs image files"),
+    (["predict", "--model", "runs/bundle", "x.png"], "runs/bundle: no such deploy file or bundle"),
     (["bench", "--threads", "64"], "--threads 64: at most"),
 ])
 def test_bad_invocations_exit_1_with_one_line(args, msg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.h5").write_bytes(b"")  # a model that exists: the options are checked first
     r = runner.invoke(app, args)
     assert r.exit_code == 1, r.output
     assert msg in r.stderr

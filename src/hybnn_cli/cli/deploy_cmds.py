@@ -148,6 +148,8 @@ def predict_cmd(
 
     Example: hybnn predict --model runs/bundle t10k-images-idx3-ubyte.gz --json
     """
+    if not model.exists():
+        raise HybnnError(f"{model}: no such deploy file or bundle folder")
     if model.is_dir():
         if codes is not None or encoder is not None:
             raise HybnnError("a bundle holds its encoder: give image files, not --codes or "
