@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 from hybnn_kernels import pack_bits, unpack_bits
-from typer.testing import CliRunner
 
-from hybnn_cli.cli import app
 from hybnn_cli.codes.store import codes_writer
 from hybnn_cli.continual.class_models import MixtureClassifier, PrototypeClassifier
 from hybnn_cli.continual.generative import em_mixture, log_likelihood
 from hybnn_cli.continual.sequence import ContinualConfig, load_data, run_sequence
 from hybnn_cli.errors import HybnnError
+from tests.test_continual import one_line_error, run
 
 N_BITS = 200
 STRATEGIES = ("mixture", "prototype")
@@ -203,14 +202,7 @@ def test_resume_after_an_interrupted_task_repeats_an_unbroken_run(codes_file, tm
 
 
 # ── the command ───────────────────────────────────────────────────────────────────────────────
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert err.startswith("Error:") and fragment in err and "\n" not in err, err
+# `run` and `one_line_error` are tests/test_continual.py's
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
