@@ -219,6 +219,58 @@ def _one_line_error(args, msg):
     return lines[0]
 
 
+def _timing(cpu, flags, float_us, int8_us):
+    return {"cpu": cpu, "cpu_flags": flags, "threads": 2, "batches": {
+        b: {"float": {"median": f}, "int8": {"median": i}}
+        for b, f, i in zip(("1", "256"), float_us, int8_us, strict=True)}}
+
+
+def test_export_times_both_encoders_on_this_cpu(bundle):
+    from hybnn_kernels.machine import cpu_info
+
+    t = bundle["manifest"]["encoder_int8"]["timing"]
+    assert (t["cpu"], t["cpu_flags"]) == cpu_info() and t["threads"] >= 1
+    assert sorted(t["batches"], key=int) == ["1", "256"]
+    for b in t["batches"].values():
+        for enc in ("float", "int8"):
+            assert 0 < b[enc]["min"] <= b[enc]["median"] <= b[enc]["max"]
+            assert b[enc]["calls"] >= 5
+
+
+def test_int8_note_only_when_this_cpus_figures_show_int8_slower():
+    from hybnn_kernels.machine import cpu_info
+
+    from hybnn_cli.deploy.predict_bundle import int8_slower_note
+
+    cpu, flags = cpu_info()
+    slow_at_1 = {"encoder_int8": {"timing": _timing(cpu, flags, (70.0, 20.0), (73.0, 17.0))}}
+    note = int8_slower_note(slow_at_1, 1)
+    assert "batch 1 " in note and "73.0 against 70.0" in note and "\n" not in note
+    assert int8_slower_note(slow_at_1, 4096) is None  # nearest recorded batch: 256, int8 faster
+    assert int8_slower_note(slow_at_1, 300) is None
+    assert "batch 1 " in int8_slower_note(slow_at_1, 8)
+    other = {"encoder_int8": {"timing": _timing(cpu + " (another)", flags, (70.0, 20.0),
+                                                (73.0, 25.0))}}
+    assert int8_slower_note(other, 1) is None
+    assert int8_slower_note({"encoder_int8": {}}, 1) is None and int8_slower_note({}, 1) is None
+
+
+def test_predict_int8_says_so_in_one_line_when_slower_here(bundle, tmp_path):
+    from hybnn_kernels.machine import cpu_info
+
+    b = _copy_bundle(bundle, tmp_path)
+    m = json.loads((b / "bundle.json").read_text())
+    m["encoder_int8"]["timing"] = _timing(*cpu_info(), (20.0, 20.0), (30.0, 30.0))
+    (b / "bundle.json").write_text(json.dumps(m))
+    r = runner.invoke(app, ["predict", "--model", str(b), str(bundle["out"] / "test.npy"),
+                            "--int8"])
+    assert r.exit_code == 0, r.output
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("note:")] == [
+        r.stderr.strip()] and "slower" in r.stderr
+    r = runner.invoke(app, ["predict", "--model", str(b), str(bundle["out"] / "test.npy")])
+    assert r.exit_code == 0 and "note:" not in r.stderr
+
+
 def test_tampered_or_truncated_onnx_is_refused_before_loading(bundle, tmp_path):
     b = _copy_bundle(bundle, tmp_path)
     onnx_file = b / "encoder.onnx"

@@ -200,6 +200,8 @@ def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, js
         result = predict_bundle(bundle, images, n, int8, heads, batch_size, labels,
                                 on_start=lambda n: progress.update(bar, total=n),
                                 on_batch=lambda n: progress.advance(bar, n))
+    if result["int8_note"]:
+        typer.echo(result["int8_note"], err=True)
     if json_out:
         print_json(result)
         return

@@ -27,6 +27,28 @@ def load(bundle: Path, threads: int, int8: bool = False, heads: list[str] | None
         raise HybnnError(str(e)) from None
 
 
+def int8_slower_note(manifest: dict, batch: int) -> str | None:
+    """One line when the bundle's export-time timings, taken on a CPU like this one (same model
+    name and flags), show its int8 encoder slower than the float one at the recorded batch size
+    nearest `batch`; None when int8 was faster there, or the figures are absent or from another
+    CPU (they say nothing about this one)."""
+    from hybnn_kernels.machine import cpu_info
+
+    t = (manifest.get("encoder_int8") or {}).get("timing")
+    if not t or not t.get("batches"):
+        return None
+    cpu, flags = cpu_info()
+    if t.get("cpu") != cpu or list(t.get("cpu_flags", [])) != flags:
+        return None
+    b = min(t["batches"], key=lambda k: abs(np.log(int(k)) - np.log(max(batch, 1))))
+    f, i = t["batches"][b]["float"]["median"], t["batches"][b]["int8"]["median"]
+    if i <= f:
+        return None
+    return (f"note: on this CPU ({cpu}) the bundle's export timed the int8 encoder slower than "
+            f"the float one at batch {b} ({i:.1f} against {f:.1f} µs per image, "
+            f"{t['threads']} threads); without --int8 it runs the float encoder")
+
+
 def read_labels(path: Path, n: int) -> np.ndarray:
     from hybnn_cli.data.datasets import read_idx
 
@@ -50,6 +72,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     n = sum(s.n for s in sources)
     y = read_labels(labels, n) if labels is not None else None
     pipe = load(bundle, threads, int8, heads)
+    note = int8_slower_note(pipe.manifest, min(batch_size, n)) if int8 else None
     if on_start:
         on_start(n)
     preds = {name: np.empty(n, dtype=np.int64) for name in pipe.heads}
@@ -74,6 +97,6 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
             r["accuracy"] = float(np.mean(pred[idx] == y[idx])) if len(idx) else None
         out[name] = r
     return {"model": str(bundle), "encoder": "int8" if int8 else "float", "n": int(n),
-            "threads": threads, "batch_size": batch_size, "seconds": seconds,
+            "threads": threads, "batch_size": batch_size, "seconds": seconds, "int8_note": note,
             "images_per_second": n / seconds if seconds else None,
             "time_split_seconds": pipe.timings.to_dict(), "heads": out}

@@ -37,31 +37,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from hybnn_kernels.machine import cpu_info
+
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
 
-# CPU flags that decide which kernel variant runs and how fast float matmul can be.
-CPU_FLAGS = ("avx", "avx2", "fma", "popcnt", "avx512f", "avx512bw", "avx512vl",
-             "avx512_vpopcntdq", "avx512_bitalg", "avx512_vnni", "avx_vnni", "amx_tile")
 PACKAGES = ("hybnn", "numpy", "numba", "torch", "h5py", "flwr", "onnxruntime")
 REPO_ROOT = Path(__file__).resolve().parents[3]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-
-
-def cpu_info() -> tuple[str, list[str]]:
-    """The CPU's model name and which of `CPU_FLAGS` it has (from /proc/cpuinfo where present)."""
-    model, flags = platform.processor() or platform.machine() or "unknown", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = value.split()
-                break
-    except OSError:
-        pass
-    return model, [f for f in CPU_FLAGS if f in flags]
 
 
 def _version(pkg: str) -> str | None:
