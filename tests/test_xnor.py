@@ -38,6 +38,28 @@ def test_xnor_gemm_matches_reference(m, n, n_bits, threads, seed):
     np.testing.assert_array_equal(xnor_gemm(a, prepack(w, n_bits), n_bits), expected)
 
 
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 13), n=st.integers(1, 150), n_bits=BIT_LENGTHS,
+       bp=st.integers(1, 4), chunks=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**32 - 1))
+def test_blocks_of_panels_cover_every_tile_once(m, n, n_bits, bp, chunks, seed):
+    """The compiled kernel with blocks of bp panels (the order large weight matrices run in), on
+    one thread or split into chunks of tiles, against the reference: every output written, right."""
+    from hybnn_kernels import xnor
+
+    rng = np.random.default_rng(seed)
+    a, w = random_words(rng, m, n_bits), random_words(rng, n, n_bits)
+    pw = prepack(w, n_bits)
+    out = np.full((m, n), -(2**31), np.int32)
+    old = xnor.BLOCK_BYTES
+    try:
+        xnor.BLOCK_BYTES = bp * pw.panels.shape[1] * tile.NR * 8
+        assert xnor.block_panels(pw.panels) == bp
+        assert xnor._run(a, pw.panels, n, n_bits, out, chunks) == 0
+    finally:
+        xnor.BLOCK_BYTES = old
+    np.testing.assert_array_equal(out, xnor_gemm_ref(a, w, n_bits))
+
+
 def test_parallel_path_matches_serial_on_a_large_problem():
     rng = np.random.default_rng(0)
     a, w = random_words(rng, 301, 1000), random_words(rng, 77, 1000)
@@ -252,7 +274,8 @@ from hybnn_kernels import xnor
 a = np.zeros((4, 4), np.uint64)
 pw = xnor.prepack(np.zeros((32, 4), np.uint64), 256)
 out = np.zeros((4, 32), np.int32)
-sig = (numba.typeof(a), numba.typeof(pw.panels), numba.int64, numba.int64, numba.typeof(out))
+sig = (numba.typeof(a), numba.typeof(pw.panels), numba.int64, numba.int64, numba.typeof(out),
+       numba.int64)
 xnor._xnor_gemm_serial.compile(sig)
 from hybnn_kernels import tile
 print(json.dumps({"variant": tile.VARIANT, "mr": tile.MR, "nv": tile.NV,

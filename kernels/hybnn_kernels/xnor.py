@@ -30,8 +30,18 @@ from hybnn_kernels.tile import CACHE, MR, NR, tile_full, tile_full_dots, tile_ro
 _MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 # --------------------------------------------------------------------------------------------------
-# Drivers (compiled): tiles in row-major order: a tile's rows of `a` stay in L1 while the panels
-# stream past, and the output is written row after row, a full panel's NR dots at once.
+# Drivers (compiled). The panels are taken in blocks of `bp` panels (about `BLOCK_BYTES` of weights,
+# which stay in L2); within a block, tiles go in row-major order: a tile's rows of `a` stay in L1
+# while the block's panels stream past from L2, and the output is written a full panel's NR dots at
+# a time. Without blocks, every row tile would stream all the weights from L3 or memory once the
+# weight matrix outgrows L2 (from 4096 × 4096 bits on).
+
+BLOCK_BYTES = 256 * 1024  # weights per block: well inside the L2 of every x86 core we run on
+
+
+def block_panels(panels: np.ndarray) -> int:
+    """Panels per block: about BLOCK_BYTES of weights, at least one."""
+    return max(1, BLOCK_BYTES // max(1, panels.shape[1] * panels.shape[2] * 8))
 
 
 @njit(cache=CACHE, inline="always")
@@ -55,18 +65,27 @@ def _row_tile(a, i0, rows, panels, n, n_bits, out, p0, p1, cnt):
 
 
 @njit(cache=CACHE, inline="always")
-def _tile_range(a, panels, n, n_bits, out, t0, t1, cnt):
-    """Tiles t0 .. t1 − 1 in row-major order (tile t: row tile t // P against panel t % P)."""
+def _tile_range(a, panels, n, n_bits, out, t0, t1, bp, cnt):
+    """Tiles t0 .. t1 − 1 of the order above. Block b holds panels b·bp .. b·bp + s − 1 (s = bp,
+    or fewer in the last block) and its s·R tiles (R row tiles); its tile l is row tile l // s
+    against panel b·bp + l % s. Row tiles past the last full one are single rows."""
     m = a.shape[0]
     n_panels = panels.shape[0]
     n_rt = m // MR
-    for rt in range(t0 // n_panels, (t1 + n_panels - 1) // n_panels):
-        p0 = max(t0 - rt * n_panels, 0)
-        p1 = min(t1 - rt * n_panels, n_panels)
-        if rt < n_rt:
-            _row_tile(a, rt * MR, MR, panels, n, n_bits, out, p0, p1, cnt)
-        else:  # the rows after the last full row tile, one by one
-            _row_tile(a, n_rt * MR + (rt - n_rt), 1, panels, n, n_bits, out, p0, p1, cnt)
+    rows_t = n_rt + (m - n_rt * MR)  # R
+    per_block = bp * rows_t  # tiles in a full block
+    for b in range(t0 // per_block, (t1 + per_block - 1) // per_block):
+        pb = b * bp
+        s = min(bp, n_panels - pb)
+        l0 = max(t0 - b * per_block, 0)
+        l1 = min(t1 - b * per_block, s * rows_t)
+        for rt in range(l0 // s, (l1 + s - 1) // s):
+            p0 = pb + max(l0 - rt * s, 0)
+            p1 = pb + min(l1 - rt * s, s)
+            if rt < n_rt:
+                _row_tile(a, rt * MR, MR, panels, n, n_bits, out, p0, p1, cnt)
+            else:  # the rows after the last full row tile, one by one
+                _row_tile(a, n_rt * MR + (rt - n_rt), 1, panels, n, n_bits, out, p0, p1, cnt)
 
 
 @njit(cache=CACHE)
@@ -89,19 +108,21 @@ def _refused(a, panels, n, n_bits, out):
 
 
 @njit(cache=CACHE)
-def _xnor_gemm_serial(a, panels, n, n_bits, out):
-    """The GEMM on one thread; returns 0, or 1 without computing anything (`_refused`)."""
-    if _refused(a, panels, n, n_bits, out):
+def _xnor_gemm_serial(a, panels, n, n_bits, out, bp):
+    """The GEMM on one thread, in blocks of bp panels; returns 0, or 1 without computing anything
+    (`_refused`)."""
+    if _refused(a, panels, n, n_bits, out) or bp < 1:
         return 1
     cnt = np.empty(MR * NR, dtype=np.int64)
-    _tile_range(a, panels, n, n_bits, out, 0, _n_tiles(a.shape[0], panels.shape[0]), cnt)
+    _tile_range(a, panels, n, n_bits, out, 0, _n_tiles(a.shape[0], panels.shape[0]), bp, cnt)
     return 0
 
 
 @njit(cache=CACHE, parallel=True)
-def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
-    """The GEMM on n_chunks threads (0: Numba's setting); returns 0, or 1 as the serial one."""
-    if _refused(a, panels, n, n_bits, out):
+def _xnor_gemm_parallel(a, panels, n, n_bits, out, bp, n_chunks):
+    """The GEMM on n_chunks threads (0: Numba's setting), each on a contiguous range of tiles (so
+    on its own blocks of weights); returns 0, or 1 as the serial one."""
+    if _refused(a, panels, n, n_bits, out) or bp < 1:
         return 1
     n_chunks, previous = enter(n_chunks)
     total = _n_tiles(a.shape[0], panels.shape[0])
@@ -109,7 +130,7 @@ def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
     for c in prange(n_chunks):
         cnt = np.empty(MR * NR, dtype=np.int64)
         _tile_range(a, panels, n, n_bits, out, c * total // n_chunks, (c + 1) * total // n_chunks,
-                    cnt)
+                    bp, cnt)
     leave(previous)
     return 0
 
@@ -120,17 +141,19 @@ def _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks):
 _A = types.Array(types.uint64, 2, "C", readonly=True)
 _PANELS = types.Array(types.uint64, 3, "C", readonly=True)
 _OUT = types.Array(types.int32, 2, "C")
-_SERIAL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT)
-_PARALLEL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT, types.int64)
+_SERIAL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT, types.int64)
+_PARALLEL_SIGNATURE = types.int64(_A, _PANELS, types.int64, types.int64, _OUT, types.int64,
+                                  types.int64)
 
 
 def _run(a, panels, n, n_bits, out, n_chunks) -> int:
     """The serial kernel when n_chunks is 1, else the parallel one; their status (0: done)."""
+    bp = block_panels(panels)
     if n_chunks == 1:
         compile_once(_xnor_gemm_serial, _SERIAL_SIGNATURE)
-        return _xnor_gemm_serial(a, panels, n, n_bits, out)
+        return _xnor_gemm_serial(a, panels, n, n_bits, out, bp)
     compile_once(_xnor_gemm_parallel, _PARALLEL_SIGNATURE)
-    return _xnor_gemm_parallel(a, panels, n, n_bits, out, n_chunks)
+    return _xnor_gemm_parallel(a, panels, n, n_bits, out, bp, n_chunks)
 
 
 # --------------------------------------------------------------------------------------------------
