@@ -368,3 +368,69 @@ def test_the_docs_example_compiles_and_classifies(tmp_path):
 
     want = np.array([4, 5])[load_deploy(model).predict(pack_signs_numpy(logits))]
     assert got == want.tolist()
+
+
+# ── the C head in the e2e benchmark (study.e2e_c_head): correctness only, speed is its job ────
+@pytest.fixture(scope="module")
+def small_bundle(tiny_pipeline, tmp_path_factory):
+    """A float bundle with the 10-class head of the tiny pipeline, and its test images."""
+    from hybnn_cli.data.datasets import load_split
+    from tests.conftest import _train_bnn
+
+    out = tmp_path_factory.mktemp("c-bundle")
+    bnn = _train_bnn(tiny_pipeline, out, "all")
+    r = CliRunner().invoke(app, ["export", str(bnn), "--vae", str(tiny_pipeline["vae"]), "--out",
+                                 str(out / "bundle"), "--calibration", "50", "--data-dir",
+                                 str(tiny_pipeline["root"])])
+    assert r.exit_code == 0, r.output
+    return out / "bundle", load_split("fake", "test", tiny_pipeline["root"])[0]
+
+
+@needs_cc
+def test_e2e_times_the_c_head_after_checking_it(small_bundle):
+    from hybnn_cli.study import e2e_c_head
+
+    bundle, images = small_bundle
+    r = e2e_c_head.c_head_speed(bundle, images, "all", quick=True, n_codes=100)
+    assert r["measured"] and r["codes"] == 100 and r["head"] == "all"
+    assert len(r["checks"]) == 2 * len(e2e_c_head.BUILDS) and all(r["checks"].values())
+    assert set(r["timing"]) == {*e2e_c_head.BUILDS, "runtime_one_sample"}
+    for t in r["timing"].values():
+        assert t["median_seconds"] > 0 and t["us_per_image"] == pytest.approx(
+            1e6 * t["median_seconds"] / 100)
+    text = e2e_c_head.c_head_text({"speed": {"c_head_batch_1": r}})
+    assert "µs per code at batch 1" in text and "not measured" not in text
+    assert f"{r['timing']['c_O2_native']['us_per_image']:.3f}" in text
+
+
+@needs_cc
+def test_e2e_refuses_a_c_head_that_answers_wrong(small_bundle, monkeypatch):
+    from hybnn_cli.study import e2e_c_head
+
+    wrong = e2e_c_head.DRIVER.replace("labels[i] = hybnn_head_classify(", "labels[i] = 1 + "
+                                      "hybnn_head_classify(")
+    assert wrong != e2e_c_head.DRIVER
+    monkeypatch.setattr(e2e_c_head, "DRIVER", wrong)
+    bundle, images = small_bundle
+    with pytest.raises(SystemExit, match="a check failed"):
+        e2e_c_head.c_head_speed(bundle, images, "all", quick=True, n_codes=50)
+
+
+def test_e2e_without_cc_says_why(small_bundle, monkeypatch):
+    from hybnn_cli.study import e2e_c_head
+
+    monkeypatch.setattr(e2e_c_head.shutil, "which", lambda name: None)
+    r = e2e_c_head.c_head_speed(*small_bundle, "all", quick=True)
+    assert r == {"measured": False, "reason": "no C compiler (`cc`) on PATH"}
+    assert "not measured (no C compiler" in e2e_c_head.c_head_text(
+        {"speed": {"c_head_batch_1": r}})
+
+
+def test_the_block_says_not_measured_for_a_file_without_the_c_head():
+    from hybnn_cli.study import docgen
+
+    text = docgen.RENDERERS["e2e-c-head"](docgen.RESULTS_DIR)
+    rec = json.loads((docgen.RESULTS_DIR / "e2e.json").read_text())
+    if "c_head_batch_1" not in rec["speed"]:
+        assert "not measured (this file predates it)" in text
+    assert "benchmarks/results/e2e.json" in text

@@ -308,9 +308,10 @@ int hybnn_{n}_scores(const uint64_t code[HYBNN_{up}_N_WORDS],
         for (w = 0; w < HYBNN_{up}_N_WORDS; ++w) {{
             mismatches += HYBNN_{up}_POPCOUNT(code[w] ^ hybnn_{n}_fc1_weights[j][w]);
         }}
-        if (HYBNN_{up}_N_BITS - 2 * mismatches >= hybnn_{n}_fc1_thresholds[j]) {{
-            hidden[j / 64] |= (uint64_t)1 << (j % 64);
-        }}
+        /* without a branch: the bit is as likely 0 as 1, and a mispredicted branch per
+           neuron would cost more than the neuron's arithmetic */
+        hidden[j / 64] |= (uint64_t)(HYBNN_{up}_N_BITS - 2 * mismatches
+                                     >= hybnn_{n}_fc1_thresholds[j]) << (j % 64);
     }}
     for (c = 0; c < HYBNN_{up}_N_CLASSES; ++c) {{
         int32_t mismatches = 0;
