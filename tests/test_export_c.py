@@ -434,3 +434,25 @@ def test_the_block_says_not_measured_for_a_file_without_the_c_head():
     if "c_head_batch_1" not in rec["speed"]:
         assert "not measured (this file predates it)" in text
     assert "benchmarks/results/e2e.json" in text
+
+
+@needs_cc
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler: `c++` is not on PATH")
+def test_a_cpp_host_links_the_c_head(tmp_path):
+    """The header declares the functions extern "C": a C++ program calls the head compiled as C."""
+    w1, t1, w2, table = random_head(70, 33, 3, 12)
+    model = tmp_path / "h.h5"
+    write_deploy_file(model, w1, t1, w2, table, 70)
+    assert export(model, tmp_path / "cpp_head").exit_code == 0
+    (tmp_path / "main.cpp").write_text(
+        '#include <cstdio>\n#include "cpp_head.h"\nint main()\n{\n'
+        "    uint64_t code[HYBNN_CPP_HEAD_N_WORDS] = {0};\n"
+        '    std::printf("%d\\n", hybnn_cpp_head_classify(code));\n    return 0;\n}\n')
+    obj = tmp_path / "cpp_head.o"
+    subprocess.run([CC, *STRICT, "-c", "-o", str(obj), str(tmp_path / "cpp_head.c")], check=True)
+    exe = tmp_path / "main"
+    subprocess.run(["c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o",
+                    str(exe), str(tmp_path / "main.cpp"), str(obj)], check=True,
+                   capture_output=True, text=True)
+    got = int(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
+    assert got == int(load_deploy(model).predict(np.zeros((1, 2), np.uint64))[0])

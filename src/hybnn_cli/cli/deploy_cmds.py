@@ -60,7 +60,8 @@ def export_cmd(
     code bits differ from the torch encoder's on the calibration images. --seed only picks the
     calibration images of a bundle; a deploy file records the BNN's seed. With --c OUT, one head
     (a checkpoint, or a deploy file such as a bundle's heads/task3.h5) becomes C source for any
-    C host: OUT.h documents the code's bit layout and records where the head came from.
+    C host (`hybnn export runs/bnn-task3.pt --c runs/task3` writes runs/task3.h and runs/task3.c):
+    OUT.h documents the code's bit layout and records where the head came from.
 
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
     """

@@ -189,6 +189,8 @@ def _header_comment(head: CHead) -> list[str]:
         f"Output: the class index (0 .. N_CLASSES - 1; the first class on tied scores); its label "
         f"is hybnn_{head.name}_classes[index]. The scores are float32 and equal the torch "
         f"model's and the Python runtime's bit for bit.",
+        f"Call: int index = hybnn_{head.name}_classify(code); then, if index >= 0, "
+        f"hybnn_{head.name}_classes[index] is the label.",
         "Pure C99: stdint.h only, no allocation, no global that is written, reentrant. Popcount "
         "is __builtin_popcountll under GCC or Clang; define HYBNN_NO_BUILTIN for the plain C "
         "count.",
