@@ -29,8 +29,12 @@ from hybnn_cli.threads import using as using_threads
 def export_cmd(
     models: list[Path] = typer.Argument(..., help="BNN checkpoint(s) (.pt) from train-bnn; "
                                         "several (one per task) with --vae."),
-    out: Path = typer.Option(..., "--out", help="Deploy file to write (HDF5), or with --vae the "
+    out: Path = typer.Option(None, "--out", help="Deploy file to write (HDF5), or with --vae the "
                              "deploy bundle (a folder)."),
+    c_out: Path = typer.Option(None, "--c", help="Write one head as C99 source instead: OUT.h and "
+                               "OUT.c (packed weights, thresholds, score table and a classify "
+                               "function, stdint.h only). MODEL may also be a deploy file; OUT's "
+                               "file name makes the C names (hybnn_NAME_classify)."),
     vae: Path = typer.Option(None, "--vae", help="VAE checkpoint: write a deploy bundle (encoder "
                              "as ONNX + the heads) that classifies images without torch."),
     int8: bool = typer.Option(False, "--int8", help="With --vae: add an int8 encoder (ONNX "
@@ -54,10 +58,18 @@ def export_cmd(
     tabulated by torch itself, so predictions equal the torch model's bit for bit. In a bundle
     the encoder's batch norms are folded into its convolutions; the export reports how many
     code bits differ from the torch encoder's on the calibration images. --seed only picks the
-    calibration images of a bundle; a deploy file records the BNN's seed.
+    calibration images of a bundle; a deploy file records the BNN's seed. With --c OUT, one head
+    (a checkpoint, or a deploy file such as a bundle's heads/task3.h5) becomes C source for any
+    C host (`hybnn export runs/bnn-task3.pt --c runs/task3` writes runs/task3.h and runs/task3.c):
+    OUT.h documents the code's bit layout and records where the head came from.
 
     Example: hybnn export runs/bnn-task3.pt --out runs/bnn-task3.h5 --check runs/codes.h5
     """
+    if c_out is not None:
+        return _export_c(models, c_out, out, vae, int8, check, json_out)
+    if out is None:
+        raise HybnnError("give --out FILE (a deploy file, or with --vae a bundle folder), or --c "
+                         "OUT for C source")
     if vae is not None:
         return _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check,
                               threads, json_out)
@@ -92,6 +104,24 @@ def export_cmd(
         if "check" in result:
             typer.echo(f"Checked against torch on {result['check']['n']} codes of {check}: "
                        f"0 mismatches")
+
+
+def _export_c(models, c_out, out, vae, int8, check, json_out):
+    from hybnn_cli.deploy.export_c import write_c_head
+
+    if out is not None or vae is not None or int8 or check is not None:
+        raise HybnnError("--c writes one head as C source: give it without --out, --vae, --int8 "
+                         "or --check")
+    if len(models) != 1:
+        raise HybnnError(f"{len(models)} models: --c writes one head; export each to its own OUT")
+    result = write_c_head(models[0], c_out)
+    if json_out:
+        print_json(result)
+        return
+    typer.echo(f"Wrote {result['header']} and {result['source']}: {result['n_bits']} → "
+               f"{result['hidden']} → {result['n_classes']} (classes "
+               f"{', '.join(map(str, result['classes']))}), {result['const_bytes']} bytes of "
+               f"constants; call {result['functions'][0]}(code)")
 
 
 def _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check, threads,

@@ -177,7 +177,8 @@ def _contenders(tp, tb, fl, q8, head: str) -> dict:
 
 def speed(bundle: Path, images, head: str, threads: int, quick: bool, batch: int = 4096,
           candidates=tuple(TORCH_CANDIDATES)) -> dict:
-    """Every pipeline at the large `batch` and at batch 1 (`speed_at`), on `threads` threads."""
+    """Every pipeline at the large `batch` and at batch 1 (`speed_at`), on `threads` threads; the
+    head exported as C at batch 1 (`e2e_c_head`)."""
     import torch  # noqa: F401  (loaded first, so that `using` sets its threads too)
 
     m = json.loads((bundle / "bundle.json").read_text())
@@ -185,8 +186,12 @@ def speed(bundle: Path, images, head: str, threads: int, quick: bool, batch: int
     # codes against eager's: every image at the large batch; at batch 1 (a call per image) the
     # first few hundred
     with using(threads):
-        return {f"batch_{b}": speed_at(b, reps, min_total, bundle, images, head, threads, *paths,
+        out = {f"batch_{b}": speed_at(b, reps, min_total, bundle, images, head, threads, *paths,
                                        candidates=candidates, flip_images=flips, quick=quick)
                 for b, reps, min_total, flips in (
                     (batch, 5 if quick else 15, 0.0 if quick else 3.0, None),
                     (1, 200 if quick else 3000, 0.0 if quick else 3.0, 32 if quick else 500))}
+    from hybnn_cli.study.e2e_c_head import c_head_speed
+
+    out["c_head_batch_1"] = c_head_speed(bundle, images, head, quick)  # one thread
+    return out
