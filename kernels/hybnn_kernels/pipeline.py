@@ -170,6 +170,16 @@ class Pipeline:
         """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W)."""
         return self.classify_codes(self.encode(images), names)
 
+    def one_image(self, threads: int | str | None = None, names=None):
+        """The path for one image at a time at the lowest cost per call (`one_image.OneImage`):
+        ``one(image)`` → {head name: label}. `threads`: a count, None (this pipeline's), or
+        "fastest" (1 or this pipeline's count, whichever a short measurement finds faster)."""
+        from hybnn_kernels.one_image import OneImage
+
+        if threads == "fastest":
+            return OneImage.fastest(self, heads=names)
+        return OneImage(self, threads, names)
+
 
 def _pack_signs(logits: np.ndarray) -> np.ndarray:
     """The compiled packer once numba has started (a head compiled: `bits` is loaded), else the

@@ -37,6 +37,41 @@ class BundlePipeline:
         return self.pipe.classify(images, [self.head])[self.head]
 
 
+class OneImagePipeline:
+    """One head of a loaded bundle at batch 1 through its one-image path
+    (`Pipeline.one_image("fastest")`: I/O binding, fused pack, the one-code head, the faster
+    thread count): images (1, H, W) → labels (1,)."""
+
+    def __init__(self, pipe, head: str):
+        self.one, self.head = pipe.one_image("fastest", [head]), head
+
+    def __call__(self, images):
+        return np.array([self.one(images[0])[self.head]])
+
+
+class EncoderAlone:
+    """The bundle's ONNX Runtime encoder alone at batch 1, at its best: a preallocated input
+    and output bound once (I/O binding), at the faster of 1 thread and the pipeline's count
+    (chosen on a short measurement, as `OneImage.fastest` does for the whole path)."""
+
+    def __init__(self, pipe, image, calls: int = 40):
+        ones = {t: pipe.one_image(t) for t in sorted({1, pipe.threads})}
+        for one in ones.values():
+            one.encode(image)  # a real image in the bound input, which every call then runs on
+        times = {t: [] for t in ones}
+        for _ in range(calls):
+            for t, one in ones.items():
+                one.session.run_with_iobinding(one.binding)
+                t0 = time.perf_counter()
+                one.session.run_with_iobinding(one.binding)
+                times[t].append(time.perf_counter() - t0)
+        self.threads = min(times, key=lambda t: statistics.median(times[t]))
+        self.one = ones[self.threads]
+
+    def __call__(self, images):  # the encoder's run only: no normalisation, threshold or head
+        self.one.session.run_with_iobinding(self.one.binding)
+
+
 def compare_speed(contenders: dict, make_input, reps: int, min_total: float, rounds: int = 3,
                   per_image: int = 1) -> dict:
     """Interleaved rounds (all contenders see the same drift of a shared machine); medians."""
@@ -98,8 +133,23 @@ def speed_at(batch: int, reps: int, min_total: float, bundle: Path, images, head
     def make_input(i):
         return x if batch > 1 else images[i % n_img:i % n_img + 1]
 
-    r = compare_speed(_contenders(tp, tb, fl, q8, head), make_input, reps, min_total,
-                      per_image=batch)
+    contenders = _contenders(tp, tb, fl, q8, head)
+    if batch == 1:  # the bundles through their one-image path, and the encoder alone beside them
+        alone = EncoderAlone(fl, x[0])
+        for name, p in (("bundle_float", fl), ("bundle_int8", q8)):
+            fn = OneImagePipeline(p, head)
+            if not np.array_equal(fn(x), BundlePipeline(p, head)(x)):
+                raise SystemExit(f"e2e batch 1: the one-image path of {name} gives other labels "
+                                 f"than its batch path")
+            contenders[name].update(fn=fn, split=dict)  # no time split on the one-image path
+        contenders["encoder_alone"] = {"fn": alone, "split": dict, "reset": lambda: None}
+    r = compare_speed(contenders, make_input, reps, min_total, per_image=batch)
+    if batch == 1:
+        r["one_image_threads"] = {k: contenders[k]["fn"].one.threads
+                                  for k in ("bundle_float", "bundle_int8")}
+        r["encoder_alone_threads"] = alone.threads
+        r["float_over_encoder_alone"] = (r["bundle_float"]["median_seconds"]
+                                         / r["encoder_alone"]["median_seconds"])
     r["checks"] = checks
     r["torch_best_choice"] = choice
     r["speedup_float_vs_torch"] = (r["torch"]["median_seconds"]

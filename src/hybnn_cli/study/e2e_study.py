@@ -132,7 +132,7 @@ def e2e(results_dir: Path) -> str:
 
     def split(c):
         s = c["time_share"]
-        return " / ".join(f"{100 * v:.0f}%" for v in s.values())
+        return " / ".join(f"{100 * v:.0f}%" for v in s.values()) if s else "–"
 
     def iqr(c, n):
         return "–".join(f"{1e6 * t / n:.0f}" for t in c["iqr_seconds"])
@@ -172,7 +172,8 @@ def e2e(results_dir: Path) -> str:
             f"{b['speedup_float_vs_torch']:.1f}× torch at batch 4096 and "
             f"{one['speedup_float_vs_torch']:.1f}× at batch 1; int8 is "
             f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096."
-            + (_torch_best_text(b, one) if best else "") + f"\n\n{perf}")
+            + (_torch_best_text(b, one) if best else "") + _encoder_alone_text(one)
+            + f"\n\n{perf}")
     pr = r.get("processes")
     if pr:
         c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
@@ -189,6 +190,19 @@ def e2e(results_dir: Path) -> str:
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
     return text + "\n\n" + source(E2E, r)
+
+
+def _encoder_alone_text(one: dict) -> str:
+    """Batch 1 against the ONNX Runtime encoder alone at its best (runs before the one-image
+    path did not time it)."""
+    if "encoder_alone" not in one:
+        return ""
+    t = one["one_image_threads"]
+    return (f" At batch 1 the float bundle runs its one-image path (I/O binding, threshold and "
+            f"pack fused, the one-code head; {t['bundle_float']} thread(s), chosen at load by a "
+            f"short measurement) in {one['float_over_encoder_alone']:.2f}× the time of the ONNX "
+            f"Runtime encoder alone at its best ({one['encoder_alone']['us_per_image']:.1f} µs, "
+            f"{one['encoder_alone_threads']} thread(s), I/O binding).")
 
 
 def _torch_best_text(b: dict, one: dict) -> str:

@@ -1,0 +1,140 @@
+"""A deploy bundle's whole path for one image at a time, at the lowest cost per call:
+`Pipeline.one_image()` (or `OneImage.fastest(pipe)`, which also picks the thread count).
+
+At batch 1 the encoder's own work is tens of microseconds, and `Pipeline.classify` adds to it
+what a batch path costs per call: a new input array, ONNX Runtime's feed dictionary and output
+allocation, the packer's and each head's call through Numba's dispatcher. `OneImage` fixes all
+of that when it is made:
+
+- the normalised image goes into a preallocated float32 input, bound to the session with its
+  preallocated logits output once (ONNX Runtime's I/O binding), so a call allocates nothing there;
+- threshold and pack are two numpy calls over the logits straight into the code words (logit
+  >= 0 → bit 1, bit j at position j % 64 of word j // 64, as everywhere; padding bits stay zero);
+- each head is its compiled one-code entry (`runtime.BNNRuntime.one_sample`), or the numpy head
+  when numba is not installed.
+
+The labels, bit for bit, are `Pipeline.classify`'s (tests/test_one_image.py). Thread count: at
+batch 1 one intra-op thread often beats two (the encoder's layers are too small to split), so
+`fastest` times each candidate on a few dozen calls, taking turns, and keeps the faster.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from hybnn_kernels.layout import n_words, pack_signs_numpy
+from hybnn_kernels.pipeline import BundleError, make_session
+
+_UINT8 = np.dtype(np.uint8)
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OneImage:
+    """``labels = one(image)``: {head name: dataset label} for one uint8 image (H, W)."""
+
+    def __init__(self, pipe, threads: int | None = None, heads=None):
+        import onnxruntime as ort
+
+        self.pipe = pipe
+        self.threads = int(threads or pipe.threads)
+        if self.threads < 1:
+            raise BundleError(f"threads must be >= 1, got {self.threads}")
+        if self.threads == pipe.threads:
+            self.session = pipe.session
+        else:
+            entry = pipe.manifest["encoder_int8" if pipe.int8 else "encoder"]
+            self.session = make_session(pipe.path / str(entry["file"]), self.threads)
+        self.shape = (pipe.height, pipe.width)
+        self.x = np.zeros((1, 1, *self.shape), dtype=np.float32)
+        self._x2d = self.x.reshape(self.shape)  # the same memory
+        self._offset, self._scale = pipe.offset, pipe.scale
+        self.logits = np.zeros((1, pipe.n_bits), dtype=np.float32)
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input(pipe.input_name,
+                                         ort.OrtValue.ortvalue_from_numpy(self.x))
+        self.binding.bind_ortvalue_output(self.session.get_outputs()[0].name,
+                                          ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self.code = np.zeros(n_words(pipe.n_bits), dtype=np.uint64)
+        self._code_bytes = self.code.view(np.uint8)
+        self._bits = np.zeros(pipe.n_bits, dtype=bool)
+        self._n_bytes = (pipe.n_bits + 7) // 8
+        self._little = sys.byteorder == "little"
+        names = list(heads) if heads else list(pipe.heads)
+        compiled = _numba_available() and all(pipe.heads[n].compiled is not False for n in names)
+        self.kernel = "numba" if compiled else "numpy"
+        self.heads = {}
+        for name in names:
+            h = pipe.heads[name]
+            if compiled:
+                self.heads[name] = (h.classes, h.runtime.one_sample(), None)
+            else:
+                from hybnn_kernels.head_numpy import NumpyHead
+
+                self.heads[name] = (h.classes, None, NumpyHead(h.arrays))
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """The packed code (words,) uint64 of one uint8 image (H, W) or (1, H, W); the returned
+        array is this object's buffer, overwritten by the next call."""
+        if image.__class__ is not np.ndarray or image.dtype is not _UINT8 or (
+                image.shape[-2:] != self.shape) or (
+                image.ndim != 2 and image.size != self.x.size):
+            if not (isinstance(image, np.ndarray) and image.dtype == _UINT8
+                    and image.shape[-2:] == self.shape and image.size == self.x.size):
+                raise BundleError(f"expected one {self.shape[0]}×{self.shape[1]} uint8 image, "
+                                  f"got {getattr(image, 'dtype', type(image).__name__)} "
+                                  f"{getattr(image, 'shape', '')}")
+        x = self._x2d
+        # the same arithmetic as Pipeline.encode: float32 (pixel − offset) / scale
+        np.subtract(image if image.ndim == 2 else image.reshape(self.shape), self._offset, out=x,
+                    dtype=np.float32)
+        np.divide(x, self._scale, out=x)
+        self.session.run_with_iobinding(self.binding)
+        np.greater_equal(self.logits[0], 0, out=self._bits)
+        if self._little:
+            self._code_bytes[:self._n_bytes] = np.packbits(self._bits, bitorder="little")
+        else:  # the words' bytes in another order: pack through the reference packer
+            self.code[:] = pack_signs_numpy(self.logits)[0]
+        return self.code
+
+    def __call__(self, image: np.ndarray) -> dict[str, int]:
+        code = self.encode(image)
+        out = {}
+        for name, (classes, entry, numpy_head) in self.heads.items():
+            if entry is not None:
+                entry.code[:] = code
+                out[name] = int(classes[entry()])
+            else:
+                out[name] = int(classes[numpy_head.run(code[None])[1][0]])
+        return out
+
+    @classmethod
+    def fastest(cls, pipe, candidates=None, calls: int = 40, heads=None,
+                image: np.ndarray | None = None) -> OneImage:
+        """The `OneImage` of the thread count (1 and the pipeline's, by default) with the lowest
+        median time over `calls` calls each, the candidates taking turns call by call (so that a
+        change in load hits all alike); `timing` holds each candidate's median microseconds."""
+        candidates = sorted(set(candidates or (1, pipe.threads)))
+        ones = {t: cls(pipe, t, heads) for t in candidates}
+        image = np.zeros((pipe.height, pipe.width), np.uint8) if image is None else image
+        times = {t: [] for t in ones}
+        for one in ones.values():
+            one(image)  # warm-up
+        for _ in range(calls):
+            for t, one in ones.items():
+                t0 = time.perf_counter()
+                one(image)
+                times[t].append(time.perf_counter() - t0)
+        medians = {t: 1e6 * float(np.median(v)) for t, v in times.items()}
+        best = ones[min(medians, key=medians.get)]
+        best.timing = {"microseconds_median": medians, "calls": calls}
+        return best
