@@ -171,7 +171,8 @@ def e2e(results_dir: Path) -> str:
             f"{r['load_average_after'][0]:.1f} after, on a shared machine): the float bundle is "
             f"{b['speedup_float_vs_torch']:.1f}× torch at batch 4096 and "
             f"{one['speedup_float_vs_torch']:.1f}× at batch 1; int8 is "
-            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096."
+            f"{b['speedup_int8_vs_float']:.2f}× the float bundle at batch 4096 and "
+            f"{one['speedup_int8_vs_float']:.2f}× at batch 1: {_int8_verdict(r, b, one)}."
             + (_torch_best_text(b, one) if best else "") + _encoder_alone_text(one)
             + f"\n\n{perf}")
     pr = r.get("processes")
@@ -190,6 +191,17 @@ def e2e(results_dir: Path) -> str:
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
     return text + "\n\n" + source(E2E, r)
+
+
+def _int8_verdict(r: dict, b: dict, one: dict) -> str:
+    """Whether int8 pays on the CPU of this run, at the large batch and at batch 1."""
+    cpu = r["machine"].get("cpu", "this CPU")
+    wins = [n for n, c in (("batch 4096", b), ("batch 1", one)) if c["speedup_int8_vs_float"] > 1]
+    if len(wins) == 2:
+        return f"on {cpu}, int8 is the faster encoder at both batch sizes"
+    if not wins:
+        return f"on {cpu}, int8 is slower than float at both batch sizes: keep the float encoder"
+    return f"on {cpu}, int8 is faster only at {wins[0]}"
 
 
 def _encoder_alone_text(one: dict) -> str:
