@@ -7,6 +7,7 @@ naive reference and against the XNOR kernels' classifier of `hybnn continual`.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -38,9 +39,12 @@ sys.meta_path.insert(0, _Block())
 
 
 def _blocked_env(folder: Path, blocked: tuple[str, ...]) -> dict:
+    """A child's environment where importing the `blocked` packages fails (one BLAS thread:
+    this test runs beside others on a small machine)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(BLOCK.format(blocked=blocked))
-    return {**os.environ, "PYTHONPATH": str(folder)}
+    return {**os.environ, "PYTHONPATH": str(folder), "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1"}
 
 
 def _hybnn(args, env) -> subprocess.CompletedProcess:
@@ -62,26 +66,50 @@ def _table(bundle: Path, head: str = "learned") -> tuple[dict, np.ndarray]:
     return entry, np.load(bundle / entry["file"])
 
 
+def _small_mnist(mnist_dir: Path, root: Path, n_train: int, n_test: int) -> str:
+    """The first images of MNIST's splits as a dataset of their own (`mnist-small`, in `root`),
+    so that the VAE trains and is evaluated on few images."""
+    from hybnn_cli.data import datasets as data
+
+    md5 = {}
+    (root / "mnist-small").mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = data.load_split("mnist", split, mnist_dir)
+        for name, arr in zip(data.MNIST.files[split], (images[:n], labels[:n]), strict=True):
+            raw = idx_bytes(arr)
+            (root / "mnist-small" / name).write_bytes(raw)
+            md5[name] = hashlib.md5(raw).hexdigest()
+    data.DATASETS["mnist-small"] = data.DatasetSpec(
+        name="mnist-small", folder="mnist-small", files=data.MNIST.files, md5=md5, mirrors=(),
+        class_names=data.MNIST.class_names)
+    return "mnist-small"
+
+
 @pytest.fixture(scope="module")
 def mnist_bundle(mnist_dir, tmp_path_factory):
     """A bundle (head task 1) of a VAE trained one epoch on 6,000 MNIST images, digits 0–7 learned
     from N_FIT training images each; the images of every digit saved as NPY, and the validation
     and test images with their labels."""
+    from threadpoolctl import threadpool_limits
+
     from hybnn_cli.data.datasets import load_split
     from hybnn_cli.data.splits import train_val_indices
     from hybnn_cli.data.tasks import parse_task
+    from hybnn_cli.threads import using
     from hybnn_cli.train import stages
     from hybnn_cli.train.configs import BNNConfig, VAEConfig
 
     out = tmp_path_factory.mktemp("learn")
-    stages.pretrain_vae(VAEConfig(epochs=1, train_limit=6000, threads=2), out / "vae.pt",
-                        mnist_dir)
-    stages.extract_codes(out / "vae.pt", out / "codes.h5", "mnist", mnist_dir, limit=2000)
-    stages.train_task_bnn(out / "codes.h5", parse_task("1"),
-                          BNNConfig(task="1", epochs=1, threads=2), out / "bnn-task1.pt")
+    small = _small_mnist(mnist_dir, out / "data", 6000, 500)
+    with using(1):  # one thread: this test runs beside others on a small machine
+        stages.pretrain_vae(VAEConfig(dataset=small, epochs=1, threads=1), out / "vae.pt",
+                            out / "data")
+        stages.extract_codes(out / "vae.pt", out / "codes.h5", small, out / "data", limit=2000)
+        stages.train_task_bnn(out / "codes.h5", parse_task("1"),
+                              BNNConfig(task="1", epochs=1, threads=1), out / "bnn-task1.pt")
     r = runner.invoke(app, ["export", str(out / "bnn-task1.pt"), "--vae", str(out / "vae.pt"),
-                            "--out", str(out / "bundle"), "--calibration", "100",
-                            "--data-dir", str(mnist_dir), "--json"])
+                            "--out", str(out / "bundle"), "--calibration", "100", "--threads",
+                            "1", "--data-dir", str(out / "data"), "--json"])
     assert r.exit_code == 0, r.output
     images, labels = load_split("mnist", "train", mnist_dir)
     train_idx, val_idx = train_val_indices(labels)
@@ -91,8 +119,9 @@ def mnist_bundle(mnist_dir, tmp_path_factory):
     test_x, test_y = load_split("mnist", "test", mnist_dir)
     np.save(out / "test.npy", test_x)
     (out / "test-labels").write_bytes(idx_bytes(test_y))
-    for d in range(8):
-        _learn(out / "bundle", d, out)
+    with threadpool_limits(1):
+        for d in range(8):
+            _learn(out / "bundle", d, out)
     return {"dir": out, "bundle": out / "bundle", "val": (images[val], labels[val]),
             "test": (test_x, test_y.astype(np.int64))}
 

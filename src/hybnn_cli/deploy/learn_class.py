@@ -12,6 +12,7 @@ leaves the bundle as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import io
@@ -83,6 +84,17 @@ def planned_head(m: dict, bundle: Path, name: str, head: str,
     if k < 1:
         raise HybnnError(f"--components must be >= 1, got {k}")
     return entry, k
+
+
+def blas_threads(threads: int):
+    """numpy's BLAS limited to `threads` threads for the block, where threadpoolctl is installed
+    (the `train` extra); else numpy's own default. The EM's products are small: a BLAS that
+    spreads them over busy cores spends more time waiting than computing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def encode(pipe, sources, batch_size: int,
@@ -175,7 +187,8 @@ def learn_class(bundle: Path, name: str, images: list[Path], head: str = DEFAULT
     t0 = time.perf_counter()
     codes = encode(pipe, sources, batch_size, on_batch)
     t1 = time.perf_counter()
-    prototypes = fit_prototypes(codes, pipe.n_bits, k, seed)
+    with blas_threads(threads):
+        prototypes = fit_prototypes(codes, pipe.n_bits, k, seed)
     t2 = time.perf_counter()
     record = {"name": name, "images": int(n), "files": len(files), "seed": seed,
               "components": k, "em_iters": EM_ITERS, "encoder": "float",
