@@ -332,3 +332,23 @@ def test_damaged_prototypes_are_refused_and_version_1_bundles_still_load(mnist_b
     m["format_version"] = 1
     (copy / "bundle.json").write_text(json.dumps(m))
     assert list(load_bundle(copy, 1, compiled=False).heads) == ["task1"]
+
+
+def test_e2e_times_learning_on_a_copy_and_renders_it(mnist_bundle):
+    """The e2e benchmark's on-device learning timing (`e2e_speed.learn_speed`) runs on a copy of
+    the bundle (the bundle is not changed); its block says "not measured" for a run before it."""
+    from hybnn_cli.study.e2e_speed import learn_speed
+    from hybnn_cli.study.e2e_study import _learning_text
+
+    before = _snapshot(mnist_bundle["bundle"])
+    le = learn_speed(mnist_bundle["bundle"], "mnist-small", mnist_bundle["dir"] / "data", 1,
+                     quick=True)
+    assert _snapshot(mnist_bundle["bundle"]) == before
+    assert [r["class"] for r in le["classes"]] == [str(c) for c in range(10)]
+    assert all(r["images"] == 100 and r["encode_seconds"] > 0 and r["fit_seconds"] > 0
+               for r in le["classes"])
+    assert le["us_per_image"] == pytest.approx(le["encode_us_per_image"] + le["fit_us_per_image"])
+    assert le["test_images"] == 500 and le["test_accuracy"] > 0.5
+    assert "not measured" in _learning_text(None)
+    text = _learning_text(le)
+    assert "µs per image" in text and "not measured" not in text
