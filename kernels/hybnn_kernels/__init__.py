@@ -15,6 +15,8 @@ file, imported when one is read).
 - `pipeline`: `load_bundle` / `Pipeline`, a deploy bundle run end to end on uint8 images (the
   encoder in ONNX Runtime, imported when a bundle is loaded; the heads on the kernels, the first
   small batches in numpy).
+- `prototypes`: the Bernoulli-mixture EM, binary class prototypes and the nearest-prototype rule
+  in numpy alone (a bundle's prototype head; `hybnn learn-class` fits one class on the device).
 
 Names are imported from their modules on first use: `import hybnn_kernels` alone starts nothing.
 """

@@ -40,7 +40,8 @@ def _numba_available() -> bool:
 
 
 class OneImage:
-    """``labels = one(image)``: {head name: dataset label} for one uint8 image (H, W)."""
+    """``labels = one(image)``: {head name: dataset label (a BNN head) or class name (a
+    prototype head)} for one uint8 image (H, W)."""
 
     def __init__(self, pipe, threads: int | None = None, heads=None):
         import onnxruntime as ort
@@ -70,12 +71,15 @@ class OneImage:
         self._n_bytes = (pipe.n_bits + 7) // 8
         self._little = sys.byteorder == "little"
         names = list(heads) if heads else list(pipe.heads)
-        compiled = _numba_available() and all(pipe.heads[n].compiled is not False for n in names)
+        bnn = [n for n in names if hasattr(pipe.heads[n], "arrays")]  # the others: prototypes
+        compiled = _numba_available() and all(pipe.heads[n].compiled is not False for n in bnn)
         self.kernel = "numba" if compiled else "numpy"
         self.heads = {}
         for name in names:
             h = pipe.heads[name]
-            if compiled:
+            if name not in bnn:  # a prototype head (`prototypes.PrototypeHead`): one numpy pass
+                self.heads[name] = (None, None, h)
+            elif compiled:
                 self.heads[name] = (h.classes, h.runtime.one_sample(), None)
             else:
                 from hybnn_kernels.head_numpy import NumpyHead
@@ -106,15 +110,17 @@ class OneImage:
             self.code[:] = pack_signs_numpy(self.logits)[0]
         return self.code
 
-    def __call__(self, image: np.ndarray) -> dict[str, int]:
+    def __call__(self, image: np.ndarray) -> dict[str, int | str]:
         code = self.encode(image)
         out = {}
-        for name, (classes, entry, numpy_head) in self.heads.items():
+        for name, (classes, entry, other) in self.heads.items():
             if entry is not None:
                 entry.code[:] = code
                 out[name] = int(classes[entry()])
-            else:
-                out[name] = int(classes[numpy_head.run(code[None])[1][0]])
+            elif classes is not None:
+                out[name] = int(classes[other.run(code[None])[1][0]])
+            else:  # a prototype head: its class name
+                out[name] = str(other.labels(code[None])[0])
         return out
 
     @classmethod

@@ -12,7 +12,14 @@ A deploy bundle (a folder, written by `hybnn export --vae`) holds:
     its ``file``, ``sha256`` and calibration;
   - ``heads``: task name → ``file`` (a deploy file, see `runtime`), ``sha256``, ``classes``,
     ``encoder_sha256`` and the BNN checkpoint's path and SHA-256. Several heads share the encoder.
-- ``encoder.onnx`` (``encoder-int8.onnx``) and ``heads/<task>.h5``.
+  - ``prototype_heads`` (optional, format version 2; written by `hybnn learn-class`): head name →
+    ``file`` (a ``.npy`` of packed prototypes, see `prototypes`), ``sha256``, ``encoder_sha256``
+    (the encoder it was fitted with), ``latent_bits``, ``components`` (K per class), ``classes``
+    (class names, strings, in the order learned: rows k·K … (k+1)·K − 1 of the file are class
+    k's) and ``learned`` (class name → how it was learned: images, seed, time, …).
+- ``encoder.onnx`` (``encoder-int8.onnx``), ``heads/<task>.h5`` and ``heads/<name>-<sha>.npy``.
+
+Format version 2 added ``prototype_heads``; version 1 bundles (without them) read as before.
 
 Loading checks every file's SHA-256 before reading it and that every head was trained on codes
 of this encoder. Running: ONNX Runtime (CPU execution provider, threads set explicitly) gives the
@@ -43,9 +50,11 @@ import numpy as np
 from hybnn_kernels.deploy_file import DeployArrays, DeployFileError, read_deploy
 from hybnn_kernels.head_numpy import NumpyHead
 from hybnn_kernels.layout import pack_signs_numpy
+from hybnn_kernels.prototypes import PrototypeHead, read_prototypes
 
 BUNDLE_FORMAT = "hybnn-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: no prototype heads
 MANIFEST = "bundle.json"
 NUMPY_CALLS = 64  # calls a head answers in numpy before it compiles (compiled=None)
 NUMPY_ROWS = 64  # the largest batch it answers in numpy
@@ -218,11 +227,15 @@ def read_manifest(path) -> dict:
     if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{bundle}: not a hybnn deploy bundle (format "
                           f"{m.get('format') if isinstance(m, dict) else None!r})")
-    if m.get("format_version") != BUNDLE_VERSION:
+    if m.get("format_version") not in READ_VERSIONS:
         raise BundleError(f"{bundle}: bundle format version {m.get('format_version')}, this "
-                          f"runtime reads {BUNDLE_VERSION}")
-    if not m.get("heads"):
+                          f"runtime reads {' and '.join(map(str, READ_VERSIONS))}")
+    if not m.get("heads") and not m.get("prototype_heads"):
         raise BundleError(f"{bundle}: the bundle has no task heads")
+    both = set(m.get("heads") or {}) & set(m.get("prototype_heads") or {})
+    if both:
+        raise BundleError(f"{bundle}: head {sorted(both)[0]} is both a BNN head and a prototype "
+                          f"head")
     return m
 
 
@@ -263,12 +276,18 @@ def load_bundle(path, threads: int = 2, int8: bool = False, heads=None,
         raise BundleError(f"{bundle}: the bundle has no int8 encoder (export it with --int8)")
     onnx_path = _check_file(bundle, m[key], key)
     weights = str(enc.get("weights_sha256", ""))
-    names = list(heads) if heads else list(m["heads"])
+    protos = m.get("prototype_heads") or {}
+    bnn_heads = m.get("heads") or {}
+    names = list(heads) if heads else [*bnn_heads, *protos]
     loaded = {}
     for name in names:
-        if name not in m["heads"]:
-            raise BundleError(f"{bundle}: no head '{name}' (it has {', '.join(m['heads'])})")
-        entry = m["heads"][name]
+        if name in protos:
+            loaded[name] = load_prototype_head(bundle, name, protos[name], enc)
+            continue
+        if name not in bnn_heads:
+            raise BundleError(f"{bundle}: no head '{name}' (it has "
+                              f"{', '.join([*bnn_heads, *protos])})")
+        entry = bnn_heads[name]
         hp = _check_file(bundle, entry, f"head {name}")
         try:
             rt = read_deploy(hp)
@@ -288,3 +307,24 @@ def load_bundle(path, threads: int = 2, int8: bool = False, heads=None,
         loaded[name] = Head(name, rt, classes, compiled)
     session = make_session(onnx_path, threads)
     return Pipeline(session, loaded, m, bundle, int(threads), int8)
+
+
+def load_prototype_head(bundle: Path, name: str, entry: dict, encoder: dict) -> PrototypeHead:
+    """A prototype head of the manifest (`prototype_heads`), its file's SHA-256 checked, and
+    refused unless it was fitted on codes of the bundle's encoder."""
+    weights = str(encoder.get("weights_sha256", ""))
+    if not isinstance(entry, dict) or str(entry.get("encoder_sha256", "")) != weights:
+        got = str(entry.get("encoder_sha256", "")) if isinstance(entry, dict) else ""
+        raise BundleError(f"{bundle}: prototype head {name} was fitted on codes of encoder "
+                          f"{got[:12]}… but the bundle's encoder is {weights[:12]}…")
+    path = _check_file(bundle, entry, f"prototype head {name}")
+    classes, k = entry.get("classes"), entry.get("components")
+    if (not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != len(classes) or not isinstance(k, int) or k < 1):
+        raise BundleError(f"{bundle}: prototype head {name} needs distinct class names and "
+                          f"components >= 1 in the manifest")
+    try:
+        protos = read_prototypes(path, int(encoder.get("latent_bits", -1)), len(classes) * k)
+    except ValueError as e:
+        raise BundleError(str(e)) from None
+    return PrototypeHead(name, np.asarray(classes, dtype=str), protos, k)

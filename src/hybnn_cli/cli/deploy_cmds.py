@@ -1,5 +1,5 @@
 """Deployment commands: export a BNN (or a bundle with the encoder), predict without torch,
-benchmark the kernels."""
+learn a new class into a bundle without torch, benchmark the kernels."""
 
 from __future__ import annotations
 
@@ -244,6 +244,54 @@ def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, js
     typer.echo("#\t" + "\t".join(names))
     for i in range(result["n"]):
         typer.echo(f"{i}\t" + "\t".join(str(result["heads"][h]["labels"][i]) for h in names))
+
+
+@app.command("learn-class")
+@handle_errors
+def learn_class_cmd(
+    images: list[Path] = typer.Argument(None, help="Images of the new class: IDX, PNG or NPY "
+                                        "files, or folders of them."),
+    model: Path = typer.Option(..., "--model", help="Deploy bundle (folder) from hybnn export; "
+                               "the class is added to it in place."),
+    name: str = typer.Option(..., "--name", help="The new class's name (what predict prints)."),
+    head: str = typer.Option("learned", "--head", help="The bundle's prototype head to add the "
+                             "class to (made if absent)."),
+    components: int = typer.Option(None, "--components", help="Prototypes per class, K (default: "
+                                   "the head's, or 10 for a new head); at most the number of "
+                                   "images."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the EM (saved with the class)."),
+    threads: int = Threads,
+    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Images encoded per batch."),
+    json_out: bool = JsonOut,
+):
+    """Learn a new class into a bundle on the device, without torch.
+
+    The bundle's encoder (ONNX Runtime) turns the images into codes; K binary prototypes of the
+    class are fitted on them with numpy alone (EM on a Bernoulli mixture, its means rounded to
+    bits) and appended to the prototype head, which predict then runs like the other heads: a
+    code goes to the class of its nearest prototype in Hamming distance. The classes already
+    learned are kept byte for byte; the bundle changes atomically (its manifest last).
+
+    Example: hybnn learn-class --model runs/bundle --name 8 eights/ --components 10 --seed 0
+    """
+    from hybnn_cli.deploy.learn_class import learn_class
+    from hybnn_cli.threads import default_threads
+
+    if not images:
+        raise HybnnError("no images given: name IDX, PNG or NPY files (or folders) of the class")
+    n_threads = threads or default_threads()  # ONNX Runtime's threads: numba is not started
+    with make_progress(disable=json_out) as progress:
+        bar = progress.add_task(f"encoding {name}", total=None, status="")
+        result = learn_class(model, name, images, head, components, seed, n_threads, batch_size,
+                             on_start=lambda n: progress.update(bar, total=n),
+                             on_batch=lambda n: progress.advance(bar, n))
+    if json_out:
+        print_json(result)
+        return
+    s = result["seconds"]
+    typer.echo(f"Learned {name!r} into head {result['head']} of {model}: {result['components']} "
+               f"prototypes from {result['images']} images (encode {s['encode']:.2f} s, fit "
+               f"{s['fit']:.2f} s); the head's classes: {', '.join(result['classes'])}")
 
 
 @app.command("bench")

@@ -7,10 +7,12 @@ after any number of later classes as when it was fitted. Class-incremental accur
 models' accuracy on all the classes at once, whatever the order of the tasks. Each class's EM is
 seeded by (run seed, class) alone, so its model does not depend on when its task comes.
 
-- `MixtureClassifier`: a K-component Bernoulli mixture per class (`generative.em_mixture`, the
-  EM of generative replay), kept as float32 (4·(K·D + K) bytes per class); a code goes to the
-  allowed class of highest log-likelihood (`generative.log_likelihood`), priors equal.
-- `PrototypeClassifier`: each component's probabilities rounded to bits (bit 1 where μ ≥ 1/2),
+- `MixtureClassifier`: a K-component Bernoulli mixture per class (`hybnn_kernels.prototypes.
+  em_mixture`, the EM of generative replay and of `hybnn learn-class`), kept as float32
+  (4·(K·D + K) bytes per class); a code goes to the allowed class of highest log-likelihood
+  (`generative.log_likelihood`), priors equal.
+- `PrototypeClassifier`: each component's probabilities rounded to bits (bit 1 where μ ≥ 1/2;
+  `hybnn_kernels.prototypes.round_prototypes`, as a bundle's prototype head is fitted),
   packed (ceil(D / 8) bytes per prototype: 25 for 200 bits); a code goes to the allowed class of
   its nearest prototype in Hamming distance, i.e. of the largest ±1 dot product
   D − 2·popcount(x XOR p) (`hybnn_kernels.xnor_gemm`); ties go to the lowest class, then the
@@ -20,9 +22,10 @@ seeded by (run seed, class) alone, so its model does not depend on when its task
 from __future__ import annotations
 
 import numpy as np
-from hybnn_kernels import pack_bits, prepack, unpack_bits, xnor_gemm
+from hybnn_kernels import prepack, unpack_bits, xnor_gemm
+from hybnn_kernels.prototypes import em_mixture, round_prototypes
 
-from hybnn_cli.continual.generative import em_mixture, log_likelihood
+from hybnn_cli.continual.generative import log_likelihood
 from hybnn_cli.errors import HybnnError
 
 
@@ -105,7 +108,7 @@ class PrototypeClassifier(ClassModels):
     arrays = ("prototypes",)
 
     def _kept(self, weights: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
-        return {"prototypes": pack_bits(probs >= 0.5)}
+        return {"prototypes": round_prototypes(probs)}
 
     def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All prototypes (P, words) in (class, component) order, and each one's class and

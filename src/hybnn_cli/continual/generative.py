@@ -7,40 +7,16 @@ probabilities μ are stored as bytes (μ = q / 256 + 1/512, q ∈ 0..255) and th
 float32: K·D + 4·K bytes per class (10,800 for K = 50 components of 200 bits).
 Samples are packed like real codes (`hybnn_kernels.pack_bits`), padding bits 0.
 
-The EM (`em_mixture`) and the log-likelihood of codes under a mixture (`log_likelihood`) serve
-the per-class classifiers of `class_models` as well.
+The EM (`em_mixture`) is the one of `hybnn_kernels.prototypes` (numpy only, so that a device
+fits a class without torch or numba); it and the log-likelihood of codes under a mixture
+(`log_likelihood`) serve the per-class classifiers of `class_models` as well.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from hybnn_kernels import pack_bits, unpack_bits
-
-EM_ITERS = 40
-
-
-def em_mixture(bits: np.ndarray, k: int, seed, iters: int = EM_ITERS) -> tuple:
-    """EM for a K-component Bernoulli mixture on {0, 1} rows (K at most the number of rows);
-    returns (weights π (K,), probabilities μ (K, D)), float64, every μ inside [0.001, 0.999].
-    `seed`: anything `np.random.default_rng` takes."""
-    x = bits.astype(np.float64)
-    n = len(x)
-    k = max(1, min(k, n))
-    rng = np.random.default_rng(seed)
-    mu = np.clip(0.5 * x[rng.choice(n, k, replace=False)] + 0.25 + 0.05 * rng.random(
-        (k, x.shape[1])) - 0.025, 0.01, 0.99)
-    pi = np.full(k, 1.0 / k)
-    for _ in range(iters):
-        # E step: log responsibilities, one matrix product per term
-        logp = x @ np.log(mu).T + (1 - x) @ np.log1p(-mu).T + np.log(pi)
-        logp -= logp.max(1, keepdims=True)
-        r = np.exp(logp)
-        r /= r.sum(1, keepdims=True)
-        # M step (a pseudo-count keeps every probability inside (0, 1))
-        nk = r.sum(0) + 1e-9
-        mu = np.clip((r.T @ x + 0.5) / (nk[:, None] + 1.0), 1e-3, 1 - 1e-3)
-        pi = nk / nk.sum()
-    return pi, mu
+from hybnn_kernels.prototypes import EM_ITERS, em_mixture
 
 
 def fit_mixture(bits: np.ndarray, k: int, seed: int, iters: int = EM_ITERS) -> tuple:

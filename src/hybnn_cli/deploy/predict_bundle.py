@@ -3,7 +3,8 @@
 The bundle's encoder runs in ONNX Runtime, the heads on the XNOR kernels (`hybnn_kernels.pipeline`);
 images are read batch by batch (`image_files`), so memory stays flat in the number of images
 except for the labels themselves. With `labels` (an IDX labels file), each head's accuracy on the
-images of its classes is reported too. Nothing here imports torch.
+images of its classes is reported too; a prototype head's classes are names (`hybnn learn-class`),
+matched with the label's decimal digits ("8" for label 8). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     note = int8_slower_note(pipe.manifest, min(batch_size, n)) if int8 else None
     if on_start:
         on_start(n)
-    preds = {name: np.empty(n, dtype=np.int64) for name in pipe.heads}
+    preds = {name: np.empty(n, dtype=h.classes.dtype) for name, h in pipe.heads.items()}
     t0 = time.perf_counter()
     done = 0
     for batch in iter_batches(sources, batch_size):
@@ -92,9 +93,10 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
              "predicted_counts": {str(k): int(v) for k, v in
                                   zip(*np.unique(pred, return_counts=True), strict=True)}}
         if y is not None:
-            idx = np.flatnonzero(np.isin(y, h.classes))
+            truth = y if h.classes.dtype.kind in "iu" else y.astype(str)  # names: "8" is 8
+            idx = np.flatnonzero(np.isin(truth, h.classes))
             r["n_task"] = int(len(idx))
-            r["accuracy"] = float(np.mean(pred[idx] == y[idx])) if len(idx) else None
+            r["accuracy"] = float(np.mean(pred[idx] == truth[idx])) if len(idx) else None
         out[name] = r
     return {"model": str(bundle), "encoder": "int8" if int8 else "float", "n": int(n),
             "threads": threads, "batch_size": batch_size, "seconds": seconds, "int8_note": note,

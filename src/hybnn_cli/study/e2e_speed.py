@@ -245,3 +245,54 @@ def speed(bundle: Path, images, head: str, threads: int, quick: bool, batch: int
 
     out["c_head_batch_1"] = c_head_speed(bundle, images, head, quick)  # one thread
     return out
+
+
+def learn_speed(bundle: Path, dataset: str, data_dir, threads: int, quick: bool,
+                per_class: int = 500, components: int = 10, seed: int = 0) -> dict:
+    """On-device learning (`hybnn learn-class`) timed: each of the dataset's classes learned in
+    turn from `per_class` of its training images (the validation slice left out) into a
+    prototype head of a copy of `bundle` (the bundle itself is not changed), with the seconds
+    spent encoding, fitting and writing, per class and per image; then the learned head's
+    accuracy on the test images (a fixed setting, nothing chosen on it). The fit is numpy alone,
+    its BLAS on `threads` threads."""
+    import shutil
+    import tempfile
+
+    from hybnn_kernels import load_bundle
+
+    from hybnn_cli.data.datasets import load_split
+    from hybnn_cli.data.splits import train_val_indices
+    from hybnn_cli.deploy.learn_class import learn_class
+
+    per_class = min(per_class, 100) if quick else per_class
+    images, labels = load_split(dataset, "train", data_dir)
+    train_idx, _ = train_val_indices(labels)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="e2e-learn-") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(bundle, copy)
+        for c in np.unique(labels).tolist():
+            np.save(Path(tmp) / f"{c}.npy", images[train_idx[labels[train_idx] == c][:per_class]])
+            t0 = time.perf_counter()
+            r = learn_class(copy, str(c), [Path(tmp) / f"{c}.npy"], "e2e-learned", components,
+                            seed, threads)
+            rows.append({"class": str(c), "images": r["images"], "wall_seconds":
+                         time.perf_counter() - t0, **{f"{k}_seconds": v
+                                                      for k, v in r["seconds"].items()}})
+        test_x, test_y = load_split(dataset, "test", data_dir)
+        pipe = load_bundle(copy, threads, heads=["e2e-learned"], compiled=False)
+        pred = np.concatenate([pipe.classify(test_x[s:s + 4096])["e2e-learned"]
+                               for s in range(0, len(test_x), 4096)])
+    n_img = sum(r["images"] for r in rows)
+    enc_fit = [r["encode_seconds"] + r["fit_seconds"] for r in rows]
+    out = {"per_class_images": per_class, "components": components, "seed": seed,
+           "classes": rows, "median_class_seconds": statistics.median(enc_fit),
+           "median_class_wall_seconds": statistics.median(r["wall_seconds"] for r in rows),
+           "us_per_image": 1e6 * sum(enc_fit) / n_img,
+           "encode_us_per_image": 1e6 * sum(r["encode_seconds"] for r in rows) / n_img,
+           "fit_us_per_image": 1e6 * sum(r["fit_seconds"] for r in rows) / n_img,
+           "test_accuracy": float(np.mean(pred == test_y.astype(str))), "test_images": len(pred)}
+    log(f"on-device learning: {out['median_class_seconds']:.2f} s per class (encode + fit, "
+        f"median), {out['us_per_image']:.0f} µs per image; the learned head's test accuracy "
+        f"{out['test_accuracy']:.4f}")
+    return out

@@ -10,7 +10,9 @@ block `e2e`). What it measures:
 - speed (`e2e_speed`): throughput at a large batch and latency at batch 1, for torch eager, torch
   at its best (`e2e_torch`), bundle float and bundle int8, every contender's labels checked
   before its time counts;
-- new processes (`e2e_processes`): cold start, installed size, peak memory of `hybnn predict`.
+- new processes (`e2e_processes`): cold start, installed size, peak memory of `hybnn predict`;
+- on-device learning (`e2e_speed.learn_speed`): `hybnn learn-class` timed per class and per
+  image (encode + fit), on a copy of the bundle.
 
 The bundle's checkpoints (paths recorded in its manifest) must be at hand for the torch side.
 """
@@ -25,7 +27,7 @@ import numpy as np
 
 from hybnn_cli.study.docgen import pct, renderer, source, table
 from hybnn_cli.study.e2e_processes import processes
-from hybnn_cli.study.e2e_speed import speed
+from hybnn_cli.study.e2e_speed import learn_speed, speed
 from hybnn_cli.study.e2e_torch import log
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 from hybnn_cli.threads import using
@@ -51,6 +53,7 @@ def run(bundle: Path, out: Path, argv: list[str], *, venvs: Path, threads: int, 
             "nice": os.nice(0), "load_average_before": list(os.getloadavg())}
     body["agreement"] = agreement(bundle, images, labels, threads)
     body["speed"] = speed(bundle, images, head, threads, quick, batch, candidates)
+    body["learning"] = learn_speed(bundle, dataset, data_dir, threads, quick)
     if not quick:
         body["processes"] = processes(bundle, images, head, venvs, files)
     body["load_average_after"] = list(os.getloadavg())
@@ -190,7 +193,21 @@ def e2e(results_dir: Path) -> str:
                  f"with torch. Peak memory of `hybnn predict --model BUNDLE`: "
                  f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
                  f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
-    return text + "\n\n" + source(E2E, r)
+    return text + "\n\n" + _learning_text(r.get("learning")) + "\n\n" + source(E2E, r)
+
+
+def _learning_text(le: dict | None) -> str:
+    """On-device learning (`hybnn learn-class`), or "not measured" for a run before it."""
+    if not le:
+        return "On-device learning of a new class (`hybnn learn-class`): not measured in this run."
+    return (f"On-device learning of a new class (`hybnn learn-class`, {le['components']} "
+            f"prototypes from {le['per_class_images']:,} training images per class, each digit "
+            f"in turn, on a copy of the bundle): {le['median_class_seconds']:.2f} s per class "
+            f"(encode + fit, median; {le['median_class_wall_seconds']:.2f} s with loading and "
+            f"writing the bundle), {le['us_per_image']:.0f} µs per image "
+            f"({le['encode_us_per_image']:.0f} encoding, {le['fit_us_per_image']:.0f} fitting); "
+            f"the ten digits learned so score {pct(le['test_accuracy'])}% on the "
+            f"{le['test_images']:,} test images.")
 
 
 def _int8_verdict(r: dict, b: dict, one: dict) -> str:
