@@ -38,6 +38,28 @@ def test_int8_and_chosen_heads(bundle, images):
     assert [one(x)["task3"] for x in images[:50]] == want.tolist()
 
 
+def test_prototype_heads_answer_with_their_class_names(bundle, images, tmp_path):
+    import shutil
+
+    from hybnn_kernels.pipeline import load_bundle
+
+    from hybnn_cli.deploy.learn_class import learn_class
+
+    b = tmp_path / "b"
+    shutil.copytree(bundle["bundle"], b)
+    y = bundle["labels"]
+    for c in (4, 5):
+        np.save(tmp_path / f"{c}.npy", images[y == c])
+        learn_class(b, f"digit{c}", [tmp_path / f"{c}.npy"], "learned", 2, 0, 1)
+    pipe = load_bundle(b, 1, compiled=True)
+    one = pipe.one_image(1)
+    want = pipe.classify(images)
+    assert set(want["learned"]) <= {"digit4", "digit5"}
+    for i in range(len(images)):
+        assert one(images[i]) == {k: (str(v[i]) if k == "learned" else int(v[i]))
+                                  for k, v in want.items()}
+
+
 def test_fastest_picks_a_candidate_by_its_own_timing(bundle, images):
     from hybnn_kernels.pipeline import load_bundle
 
