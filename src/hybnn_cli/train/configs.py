@@ -21,9 +21,17 @@ class VAEConfig:
     threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N training images (tests, quick runs)
     device: str = "cpu"  # the device that trained it (`device.resolve_device`)
+    data: str | None = None  # --data PATH: images from files (`data.files`) instead of `dataset`
+    test_fraction: float | None = None  # --test-fraction of an unsplit image folder
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; `data` and `test_fraction` only when given (so the records of runs on
+        named datasets keep the settings they were made with)."""
+        d = asdict(self)
+        for key in ("data", "test_fraction"):
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass

@@ -13,8 +13,14 @@ import torch
 
 from hybnn_cli.codes.extract import encode_batches
 from hybnn_cli.codes.shards import merge_codes, shard_path, shard_range
-from hybnn_cli.codes.store import check_encoder, codes_writer, read_codes
-from hybnn_cli.data.datasets import load_split
+from hybnn_cli.codes.store import (
+    check_data,
+    check_encoder,
+    codes_writer,
+    data_record,
+    read_codes,
+)
+from hybnn_cli.data.labelled import LabelledSet, check_vae_shape, open_labelled
 from hybnn_cli.data.pretrain_sets import load_pretrain_images
 from hybnn_cli.data.tasks import Task
 from hybnn_cli.data.tensors import codes_to_tensor, images_to_tensor
@@ -44,8 +50,7 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     """Train (or resume) the VAE on cfg.device; save a checkpoint after every epoch and a PNG
     grid at the end. Under torchrun (`group`) every process trains, rank 0 alone writes and
     reports (see `distributed`)."""
-    train_x = load_pretrain_images(cfg.dataset, "train", data_dir)
-    test_x = load_pretrain_images(cfg.dataset, "test", data_dir)
+    train_x, test_x, data_rec = _pretrain_images(cfg, data_dir)
     if cfg.train_limit:
         train_x = train_x[:cfg.train_limit]
     torch.manual_seed(cfg.seed)
@@ -56,6 +61,9 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
         require_same_config(old, cfg, ("dataset", "latent_bits", "batch_size", "lr",
                                        "kl_weight", "seed", "train_limit"), resume)
+        if old.get("data", {}).get("dataset_sha256") != data_rec.get("dataset_sha256"):
+            raise HybnnError(f"{resume}: cannot resume: it was trained on other data (another "
+                             f"dataset identity)")
         model.load_state_dict(old["state_dict"])
         optimizer.load_state_dict(old["optimizer"])
         history = list(old["metrics"]["history"])
@@ -68,7 +76,7 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         if not group.is_main:
             return
         ck.save_checkpoint(out, ck.VAE_FORMAT, model, cfg.to_dict(), cfg.seed,
-                           encoder_sha256=ck.encoder_sha256(model),
+                           encoder_sha256=ck.encoder_sha256(model), data=data_rec,
                            optimizer=optimizer.state_dict(),
                            metrics={"history": history, **metrics})
         if on_epoch:
@@ -87,29 +95,47 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     return {"history": history, **history[-1]}
 
 
-def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
+def _pretrain_images(cfg: VAEConfig, data_dir) -> tuple:
+    """The training and test images of the VAE (`cfg.data`: files; else the named set or
+    union `cfg.dataset`) and what the checkpoint records of them."""
+    if cfg.data is None:
+        return (load_pretrain_images(cfg.dataset, "train", data_dir),
+                load_pretrain_images(cfg.dataset, "test", data_dir), {"dataset": cfg.dataset})
+    data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction)
+    train_x, test_x = data.split("train")[0], data.split("test")[0]
+    check_vae_shape(train_x, cfg.data)
+    return train_x, test_x, data.record()
+
+
+def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_dir=None,
                   batch_size: int = 1000, limit: int | None = None,
                   on_batch: Callable[[int], None] | None = None, device: str = "cpu",
                   shard: tuple[int, int] | None = None) -> dict:
-    """Encode the train and test splits of `dataset` into a codes file on `device`; returns a
-    summary. `shard` (k, n): only the k-th of n slices of each split (see `shards`)."""
+    """Encode the train and test splits of `dataset` (a name, or a `LabelledSet` such as files
+    read by `data.files`) into a codes file on `device`; returns a summary. `shard` (k, n): only
+    the k-th of n slices of each split (see `shards`)."""
     model, vae_ckpt = ck.load_vae(vae_path)
     model.to(device)
+    data = dataset if isinstance(dataset, LabelledSet) else open_labelled(dataset,
+                                                                          data_dir=data_dir)
     splits, ranges = {}, {}
     for split in ("train", "test"):
-        images, labels = load_split(dataset, split, data_dir)
+        images, labels = data.split(split)
+        check_vae_shape(images, data.source.get("path", data.name))
         images, labels = (images[:limit], labels[:limit]) if limit else (images, labels)
         start, stop = shard_range(len(images), *shard) if shard else (0, len(images))
         splits[split] = (images[start:stop], labels[start:stop])
         ranges[split] = [start, stop, len(images)]
     n_bits = model.encoder.latent_bits
-    config = {"vae": str(vae_path), "dataset": dataset, "batch_size": batch_size, "limit": limit,
-              "vae_config": vae_ckpt["config"]}
+    config = {"vae": str(vae_path), "dataset": data.name, "batch_size": batch_size,
+              "limit": limit, "vae_config": vae_ckpt["config"]}
+    if data.sha256 is not None:
+        config["data"] = data.source
     if shard:
         config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
-    with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
-                      config, int(vae_ckpt["seed"])) as write:
+    with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, data.name, sha,
+                      config, int(vae_ckpt["seed"]), data=data.record()) as write:
         for split, (images, labels) in splits.items():
             for start, codes in encode_batches(model.encoder, images, batch_size):
                 write(split, start, codes, labels[start:start + len(codes)])
@@ -135,6 +161,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     if resume is not None:
         model, old = ck.load_bnn(resume)
         check_encoder(old.get("encoder_sha256"), sha, resume, codes_path)
+        check_data(old.get("data"), data["attrs"], resume, codes_path)
         require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed",
                                             "val_fraction"), resume)
         if old["shape"] != shape.to_dict():
@@ -149,6 +176,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
                            shape=shape.to_dict(), task={"name": task.name,
                                                         "classes": list(task.classes)},
                            encoder_sha256=sha, codes=str(codes_path),
+                           data=data_record(data["attrs"]),
                            optimizer=optimizer.state_dict(), metrics=metrics)
     return metrics
 
@@ -207,6 +235,7 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     stored = "test" if split == "test" else "train"  # val is a slice of the stored train split
     c = read_codes(codes_path, stored)
     check_encoder(ckpt.get("encoder_sha256"), c.attrs["encoder_sha256"], bnn_path, codes_path)
+    check_data(ckpt.get("data"), c.attrs, bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
     keep = split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
     idx, y = task.select(c.labels[keep])
