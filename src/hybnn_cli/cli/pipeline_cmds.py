@@ -246,8 +246,11 @@ def merge_codes_cmd(
 def train_bnn_cmd(
     codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
     task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
-                             "(10 classes). Default 3."),
-    digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
+                             "(every class of the codes: 10 for MNIST). Default 3."),
+    digits: str = typer.Option(None, "--digits", help="Any classes by index instead of --task, "
+                               "e.g. 3,8."),
+    classes: str = typer.Option(None, "--classes", help="Any two or more classes by the names "
+                                "the codes file records (or by index), e.g. cat,dog."),
     epochs: int = typer.Option(BNNConfig.epochs, "--epochs", min=1,
                                help="Epochs (the paper: 100)."),
     batch_size: int = typer.Option(BNNConfig.batch_size, "--batch-size", min=2),
@@ -274,16 +277,20 @@ def train_bnn_cmd(
     validation accuracy after every epoch, and reads the test split once, at the end.
 
     Example: hybnn train-bnn --codes runs/codes.h5 --task 3
+
+    Classes by name (codes of your own images): hybnn train-bnn --classes cat,dog
     """
+    from hybnn_cli.codes.store import class_names, read_attrs
+
     if schedule not in ("cosine", "constant"):
         raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
     dev = resolve_device(device)
-    t = parse_task(task, digits)
+    codes = latest.resolve("codes", codes)
+    t = parse_task(task, digits, classes, class_names(read_attrs(codes)))
     out = out or Path(f"runs/bnn-{t.name}.pt")
     check_out(out)
     from hybnn_cli.train import stages
 
-    codes = latest.resolve("codes", codes)
     with using_threads(threads) as n, epoch_bar(f"train-bnn {t.name}", epochs,
                                                   json_out) as on_epoch:
         cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -293,8 +300,7 @@ def train_bnn_cmd(
     if json_out:
         print_json({"out": str(out), **result})
     else:
-        what = " vs ".join(map(str, t.classes)) if t.n_classes <= 3 else f"{t.n_classes} classes"
-        typer.echo(f"{t.name} ({what}): {val_text(result)}test accuracy "
+        typer.echo(f"{t.name} ({t.shown()}): {val_text(result)}test accuracy "
                    f"{result['test_acc']:.2%}  → {out}")
 
 

@@ -10,11 +10,12 @@ Three layouts:
 - an NPZ with `x_train`, `y_train`, `x_test`, `y_test` (uint8 images N×H×W or N×H×W×C with C 1 or
   3; integer labels) and optionally `class_names` (else the classes are 0..max label);
 - a folder of IDX pairs named like MNIST's (`train-images-idx3-ubyte[.gz]`,
-  `train-labels-idx1-ubyte[.gz]`, `t10k-…`).
+  `train-labels-idx1-ubyte[.gz]`, `t10k-…`); classes 0..max label, named by their numbers.
 
 Identity: a SHA-256 over the files in the sorted order of their paths relative to PATH, each as
 its relative path, its length and its bytes (an NPZ: its bytes alone, so that a renamed file keeps
-its identity), and for a split folder the split's test fraction and seed, which decide what
+its identity; an IDX folder: its four files in the order train images, train labels, test images,
+test labels), and for a split folder the split's test fraction and seed, which decide what
 `test` holds. Every file is read once: hashed and decoded from the same bytes.
 
 Bad input is refused with one line (`HybnnError`): an empty folder, a class with no images or no
@@ -283,7 +284,10 @@ def read_idx_folder(folder: Path) -> LabelledSet:
         for f in found:
             raw, rel = f.read_bytes(), f.name.encode()
             h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
-    top = max(int(y.max()) for _, y in arrays.values() if len(y))
+    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
+        raise HybnnError(f"{folder}: train images are {arrays['train'][0].shape[1:]} but test "
+                         f"images {arrays['test'][0].shape[1:]}")
+    top = max((int(y.max()) for _, y in arrays.values() if len(y)), default=0)
     names = tuple(str(i) for i in range(top + 1))
     source = {"path": str(folder), "kind": "idx"}
     return LabelledSet(f"files:{folder.resolve().name}", names, h.hexdigest(), source, arrays)

@@ -173,8 +173,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
                **_final_metrics(model, data, history, test)}
     if out is not None:
         ck.save_checkpoint(out, ck.BNN_FORMAT, model, cfg.to_dict(), cfg.seed,
-                           shape=shape.to_dict(), task={"name": task.name,
-                                                        "classes": list(task.classes)},
+                           shape=shape.to_dict(), task=task.record(),
                            encoder_sha256=sha, codes=str(codes_path),
                            data=data_record(data["attrs"]),
                            optimizer=optimizer.state_dict(), metrics=metrics)
