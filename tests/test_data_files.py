@@ -260,10 +260,19 @@ def test_a_too_small_class_for_the_test_fraction_is_refused(tmp_path):
 
 
 def test_images_the_vae_cannot_take_are_refused(tiny_pipeline, tmp_path):
-    for name, kw in (("big", {"size": (32, 32)}), ("rgb", {"mode": "RGB"})):
+    for name, kw, message in (("wide", {"size": (32, 28)}, "the VAE takes square images"),
+                              ("rgb", {"mode": "RGB"}, "the VAE takes 1 channel of 28×28")):
         root = _folder(tmp_path, name, **kw)
         one_line_error(run("extract", "--vae", tiny_pipeline["vae"], "--data", root, "--out",
-                           tmp_path / "c.h5"), "the VAE takes")
+                           tmp_path / "c.h5"), message)
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_square_images_of_another_size_are_resized_and_recorded(tiny_pipeline, tmp_path):
+    root = _folder(tmp_path, "big", size=(32, 32))
+    r = run("extract", "--vae", tiny_pipeline["vae"], "--data", root, "--out", tmp_path / "c.h5")
+    assert r.exit_code == 0, r.output
+    assert read_attrs(tmp_path / "c.h5")["config"]["resize"]["to"] == 28
 
 
 BAD_NPZ = {

@@ -57,6 +57,9 @@ def pretrain_vae_cmd(
     lr: float = typer.Option(VAEConfig.lr, "--lr", help="Adam learning rate."),
     latent_bits: int = typer.Option(VAEConfig.latent_bits, "--latent-bits", min=1,
                                     help="Bits in the code."),
+    image_size: int = typer.Option(None, "--image-size", help="Square size, 8 to 64 pixels, "
+                                   "the VAE takes; images of another square size are resized "
+                                   "(bilinear, recorded). Default: the images' own size."),
     kl_weight: float = typer.Option(VAEConfig.kl_weight, "--kl-weight",
                                      help="Weight of the KL term."),
     train_limit: int = typer.Option(None, "--train-limit", min=2,
@@ -80,7 +83,8 @@ def pretrain_vae_cmd(
 
     Example: hybnn pretrain-vae --epochs 20 --out runs/vae.pt
 
-    Your own images: hybnn pretrain-vae --data photos/ --out runs/vae.pt
+    Your own images: hybnn pretrain-vae --data photos/ --out runs/vae.pt (one or three
+    channels; other sizes with --image-size 32).
     """
     from hybnn_cli.data.pretrain_sets import check_pretrain_dataset
     from hybnn_cli.distributed import process_group
@@ -93,7 +97,8 @@ def pretrain_vae_cmd(
         cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                         latent_bits=latent_bits, kl_weight=kl_weight, seed=seed, threads=n,
                         train_limit=train_limit, device=str(group.device),
-                        data=None if data is None else str(data), test_fraction=test_fraction)
+                        data=None if data is None else str(data), test_fraction=test_fraction,
+                        image_size=image_size)
         result = _pretrain(cfg, out, data_dir, resume, group, json_out or not group.is_main)
     if not group.is_main:
         return

@@ -77,11 +77,29 @@ def open_labelled(dataset: str | None = None, data: str | os.PathLike | None = N
     return LabelledSet(spec.name, spec.class_names, None, data_dir=data_dir)
 
 
-def check_vae_shape(images: np.ndarray, where: str, shape: tuple = (28, 28)) -> None:
-    """Refuse images the VAE cannot take (it is built for one 28×28 grayscale channel)."""
-    if images.ndim == 4:
-        raise HybnnError(f"{where}: the images have {images.shape[3]} channels; the VAE takes "
-                         f"one grayscale channel of {shape[0]}×{shape[1]}")
-    if images.shape[1:] != shape:
-        raise HybnnError(f"{where}: the images are {images.shape[1]}×{images.shape[2]}; the VAE "
-                         f"takes {shape[0]}×{shape[1]}")
+RESIZE = "PIL bilinear, antialiased when shrinking"  # how images are brought to --image-size
+
+
+def image_shape(images: np.ndarray) -> tuple[int, int, int]:
+    """(channels, height, width) of uint8 images (N, H, W) or (N, H, W, C)."""
+    return (1 if images.ndim == 3 else images.shape[3], images.shape[1], images.shape[2])
+
+
+def fit_images(images: np.ndarray, where: str, channels: int = 1,
+               image_size: int = 28) -> np.ndarray:
+    """The images as the VAE takes them: `channels` (refused when they have others) and square
+    image_size × image_size, resized by `RESIZE` when they are square of another size."""
+    c, h, w = image_shape(images)
+    if c != channels:
+        raise HybnnError(f"{where}: the images have {c} channel{'s' * (c > 1)}; the VAE takes "
+                         f"{channels} channel{'s' * (channels > 1)} of {image_size}×{image_size}")
+    if h != w:
+        raise HybnnError(f"{where}: the images are {w}×{h}; the VAE takes square images "
+                         f"({image_size}×{image_size}): crop them first")
+    if h == image_size:
+        return images
+    from PIL import Image
+
+    mode = "L" if c == 1 else "RGB"
+    return np.stack([np.asarray(Image.fromarray(img, mode).resize(
+        (image_size, image_size), Image.Resampling.BILINEAR)) for img in images])

@@ -82,7 +82,9 @@ def encoder_onnx(encoder: Encoder):
                                   transB=1))
     graph = helper.make_graph(
         nodes, "hybnn_encoder",
-        [helper.make_tensor_value_info(INPUT["name"], TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(INPUT["name"], TensorProto.FLOAT,
+                                       ["batch", encoder.channels, encoder.image_size,
+                                        encoder.image_size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                        ["batch", encoder.latent_bits])],
         inits)
@@ -165,6 +167,15 @@ def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray, quant_fo
         logging.disable(logging.NOTSET)
 
 
+def _check_input_shape(encoder: Encoder, vae_path) -> None:
+    """Refuse a VAE of another input shape than `INPUT`'s, which bundles and predict take."""
+    shape = (encoder.channels, encoder.image_size)
+    if shape != (INPUT["channels"], INPUT["height"]):
+        raise HybnnError(f"{vae_path}: a VAE of {shape[0]} channel(s) of {shape[1]}×{shape[1]}; "
+                         f"bundles take one channel of 28×28 for now (export the heads without "
+                         f"--vae)")
+
+
 def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | None = None,
                        test_fraction: float | None = None) -> np.ndarray:
     """n training images (validation slice excluded) picked by `seed`, uint8 (n, 28, 28), of
@@ -230,6 +241,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
     if calibration < 1:
         raise HybnnError(f"--calibration must be >= 1, got {calibration}")
     vae, vck = load_vae(vae_path)
+    _check_input_shape(vae.encoder, vae_path)
     weights_sha = str(vck["encoder_sha256"])
     heads = []
     for p in bnn_paths:

@@ -20,7 +20,13 @@ from hybnn_cli.codes.store import (
     data_record,
     read_codes,
 )
-from hybnn_cli.data.labelled import LabelledSet, check_vae_shape, open_labelled
+from hybnn_cli.data.labelled import (
+    RESIZE,
+    LabelledSet,
+    fit_images,
+    image_shape,
+    open_labelled,
+)
 from hybnn_cli.data.pretrain_sets import load_pretrain_images
 from hybnn_cli.data.tasks import Task
 from hybnn_cli.data.tensors import codes_to_tensor, images_to_tensor
@@ -28,7 +34,7 @@ from hybnn_cli.distributed import SINGLE, Group, barrier
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
 from hybnn_cli.models.bnn import BNNShape, TaskBNN
-from hybnn_cli.models.vae import BinaryVAE
+from hybnn_cli.models.vae import IMAGE_SIZES, BinaryVAE, check_shape
 from hybnn_cli.train.bnn_loop import evaluate, train_bnn
 from hybnn_cli.train.configs import BNNConfig, VAEConfig
 from hybnn_cli.train.recon_grid import save_recon_grid
@@ -40,6 +46,7 @@ from hybnn_cli.train.task_samples import (
 )
 from hybnn_cli.train.vae_loop import train_vae
 
+SPLITS = ("train", "test")
 StepFn = Callable[[int, int, int, float], None]
 EpochFn = Callable[[int, dict], None]
 
@@ -54,13 +61,14 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     if cfg.train_limit:
         train_x = train_x[:cfg.train_limit]
     torch.manual_seed(cfg.seed)
-    model = BinaryVAE(cfg.latent_bits).to(cfg.device)
+    model = BinaryVAE(cfg.latent_bits, cfg.channels or 1, cfg.image_size or 28).to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     if resume is not None:
         old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
         require_same_config(old, cfg, ("dataset", "latent_bits", "batch_size", "lr",
-                                       "kl_weight", "seed", "train_limit"), resume)
+                                       "kl_weight", "seed", "train_limit", "image_size",
+                                       "channels"), resume)
         if old.get("data", {}).get("dataset_sha256") != data_rec.get("dataset_sha256"):
             raise HybnnError(f"{resume}: cannot resume: it was trained on other data (another "
                              f"dataset identity)")
@@ -89,8 +97,8 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         with torch.no_grad():
             x = images_to_tensor(test_x[:32])
             recon, _ = model(x.to(cfg.device))
-        save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(),
-                        torch.sigmoid(recon)[:, 0].cpu().numpy())
+        save_recon_grid(out.with_suffix(".png"), x.permute(0, 2, 3, 1).numpy(),
+                        torch.sigmoid(recon).permute(0, 2, 3, 1).cpu().numpy())
     barrier(group)  # every process returns once rank 0's files are written
     return {"history": history, **history[-1]}
 
@@ -99,12 +107,23 @@ def _pretrain_images(cfg: VAEConfig, data_dir) -> tuple:
     """The training and test images of the VAE (`cfg.data`: files; else the named set or
     union `cfg.dataset`) and what the checkpoint records of them."""
     if cfg.data is None:
-        return (load_pretrain_images(cfg.dataset, "train", data_dir),
-                load_pretrain_images(cfg.dataset, "test", data_dir), {"dataset": cfg.dataset})
-    data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction)
-    train_x, test_x = data.split("train")[0], data.split("test")[0]
-    check_vae_shape(train_x, cfg.data)
-    return train_x, test_x, data.record()
+        train_x, test_x = (load_pretrain_images(cfg.dataset, s, data_dir) for s in SPLITS)
+        record = {"dataset": cfg.dataset}
+    else:
+        data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction)
+        (train_x, _), (test_x, _) = data.split("train"), data.split("test")
+        record = data.record()
+    where = cfg.data or cfg.dataset
+    channels, h, w = image_shape(train_x)
+    size = cfg.image_size or h
+    if cfg.image_size is None and not IMAGE_SIZES[0] <= h <= IMAGE_SIZES[1]:
+        raise HybnnError(f"{where}: the images are {w}×{h}; give --image-size from "
+                         f"{IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} to resize them")
+    check_shape(channels, size)
+    if (channels, size) != (1, 28) or cfg.image_size is not None:  # else: as before, unrecorded
+        cfg.channels, cfg.image_size, cfg.resize = channels, size, RESIZE if h != size else None
+    fit = (fit_images(x, where, channels, size) for x in (train_x, test_x))
+    return *fit, record
 
 
 def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_dir=None,
@@ -118,11 +137,14 @@ def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_di
     model.to(device)
     data = dataset if isinstance(dataset, LabelledSet) else open_labelled(dataset,
                                                                           data_dir=data_dir)
-    splits, ranges = {}, {}
-    for split in ("train", "test"):
+    vcfg = vae_ckpt["config"]
+    splits, ranges, resized = {}, {}, False
+    for split in SPLITS:
         images, labels = data.split(split)
-        check_vae_shape(images, data.source.get("path", data.name))
         images, labels = (images[:limit], labels[:limit]) if limit else (images, labels)
+        resized = image_shape(images)[1] != (vcfg.get("image_size") or 28)
+        images = fit_images(images, data.source.get("path", data.name),
+                            vcfg.get("channels") or 1, vcfg.get("image_size") or 28)
         start, stop = shard_range(len(images), *shard) if shard else (0, len(images))
         splits[split] = (images[start:stop], labels[start:stop])
         ranges[split] = [start, stop, len(images)]
@@ -131,6 +153,8 @@ def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_di
               "limit": limit, "vae_config": vae_ckpt["config"]}
     if data.sha256 is not None:
         config["data"] = data.source
+    if resized:
+        config["resize"] = {"to": vcfg["image_size"], "method": RESIZE}
     if shard:
         config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
