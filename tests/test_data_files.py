@@ -320,3 +320,13 @@ def test_merge_codes_refuses_shards_of_other_data(npz_codes, tmp_path):
     one_line_error(run("merge-codes", a, b, "--out", tmp_path / "m.h5"), "from data")
     with h5py.File(a) as f:  # the shard keeps the data's record
         assert "dataset_sha256" in f.attrs
+
+
+def test_the_test_split_of_files_is_sealed_in_a_sealed_run(npz_codes, monkeypatch):
+    from hybnn_cli.sealed import ENV, TestSealed
+
+    data = open_labelled(data=npz_codes["npz"])
+    monkeypatch.setenv(ENV, "1")
+    assert len(data.split("train")[0]) == 240
+    with pytest.raises(TestSealed, match="the test split is sealed"):
+        data.split("test")

@@ -141,7 +141,13 @@ def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
                     f"{m['test_recon']:.2f}  test KL {m['test_kl']:.2f}  "
                     f"({m['epoch_seconds']:.1f} s)", highlight=False)
 
-        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group)
+        reading = progress.add_task("read images", total=None, status="") if cfg.data else None
+
+        def on_file(n):
+            progress.advance(reading, n)
+
+        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group,
+                                   on_file if cfg.data else None)
 
 
 @app.command("extract")

@@ -22,6 +22,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
+from hybnn_cli.codes.store import data_record
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.dp import ClientSideDP, dp_scales
 from hybnn_cli.fed.local_training import evaluate_model, initial_model, model_shape, task_data
@@ -65,7 +66,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     if cfg.out:
         ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
                            cfg.seed, shape=shape.to_dict(),
-                           task=task.record(),
+                           task=task.record(), data=data_record(data["attrs"]),
                            encoder_sha256=sha, codes=str(cfg.codes),
                            metrics={k: v for k, v in summary.items() if k != "config"})
     if out_dir:

@@ -53,11 +53,11 @@ EpochFn = Callable[[int, dict], None]
 
 def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None = None,
                  on_step: StepFn | None = None, on_epoch: EpochFn | None = None,
-                 group: Group = SINGLE) -> dict:
+                 group: Group = SINGLE, on_file: Callable[[int], None] | None = None) -> dict:
     """Train (or resume) the VAE on cfg.device; save a checkpoint after every epoch and a PNG
     grid at the end. Under torchrun (`group`) every process trains, rank 0 alone writes and
-    reports (see `distributed`)."""
-    train_x, test_x, data_rec = _pretrain_images(cfg, data_dir)
+    reports (see `distributed`). `on_file(n)`: image files read (data from files)."""
+    train_x, test_x, data_rec = _pretrain_images(cfg, data_dir, on_file)
     if cfg.train_limit:
         train_x = train_x[:cfg.train_limit]
     torch.manual_seed(cfg.seed)
@@ -103,14 +103,14 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
     return {"history": history, **history[-1]}
 
 
-def _pretrain_images(cfg: VAEConfig, data_dir) -> tuple:
+def _pretrain_images(cfg: VAEConfig, data_dir, on_file=None) -> tuple:
     """The training and test images of the VAE (`cfg.data`: files; else the named set or
     union `cfg.dataset`) and what the checkpoint records of them."""
     if cfg.data is None:
         train_x, test_x = (load_pretrain_images(cfg.dataset, s, data_dir) for s in SPLITS)
         record = {"dataset": cfg.dataset}
     else:
-        data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction)
+        data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction, on_file=on_file)
         (train_x, _), (test_x, _) = data.split("train"), data.split("test")
         record = data.record()
     where = cfg.data or cfg.dataset
@@ -154,7 +154,7 @@ def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_di
     if data.sha256 is not None:
         config["data"] = data.source
     if resized:
-        config["resize"] = {"to": vcfg["image_size"], "method": RESIZE}
+        config["resize"] = {"to": vcfg.get("image_size") or 28, "method": RESIZE}
     if shard:
         config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
