@@ -34,7 +34,7 @@ DataPath = typer.Option(None, "--data", help="Images from files instead of --dat
                         "folder PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, a folder "
                         "of class subfolders (split by --test-fraction), an .npz with x_train, "
                         "y_train, x_test, y_test, or a folder of IDX pairs. See "
-                        "docs/datasets.md.")
+                        "docs/pretraining.md (Your own images).")
 TestFraction = typer.Option(None, "--test-fraction", help="With --data: the share of each class "
                             "put in the test split of a folder that has no train/ and test/ "
                             "(seeded, recorded; default 0.2). Give the same value to "

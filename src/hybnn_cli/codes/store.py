@@ -33,10 +33,10 @@ from hybnn_cli.fileio import atomic_path, provenance
 from hybnn_cli.sealed import guard
 
 CODES_FORMAT = "hybnn-codes"
-# what a codes file (and a BNN checkpoint) records of its data
-DATA_KEYS = ("dataset", "class_names", "dataset_sha256", "data_source")
 CODES_VERSION = 1
 BIT_ORDER = "bit j in word j//64 at position j%64 (LSB first); bit 1 = +1; padding 0"
+# what a codes file (and a BNN checkpoint) records of its data
+DATA_KEYS = ("dataset", "class_names", "dataset_sha256", "data_source")
 
 
 @contextlib.contextmanager
@@ -171,7 +171,8 @@ def check_data(model_data: dict | None, codes_attrs: dict, model_path, codes_pat
         return
     if want != got:
         def name(sha, rec):
-            return f"{rec.get('dataset')} ({sha[:12]}…)" if sha else f"{rec.get('dataset')}"
+            what = rec.get("dataset") or "an unnamed dataset"
+            return f"{what} ({sha[:12]}…)" if sha else what
         raise HybnnError(f"{model_path} was trained on codes of {name(want, model_data or {})} "
                          f"but {codes_path} holds codes of {name(got, codes_attrs)}; use codes "
                          f"of the same data or train a new BNN on these")
