@@ -125,7 +125,7 @@ def test_continual_defaults_depend_on_scenario_and_strategy():
 def test_no_balanced_batches_turns_a_default_off(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_load(path, val_fraction):
+    def fake_load(path, val_fraction, tasks=None):
         raise HybnnError("stop here")
 
     monkeypatch.setattr("hybnn_cli.continual.sequence.load_data", fake_load)

@@ -31,7 +31,7 @@ Resume = typer.Option(False, "--resume", help="Continue each seed from its check
 @config_options(ContinualConfig, HELP, first=("codes",))
 def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threads: int = Threads,
                   out: Path = Out, resume: bool = Resume, json_out: bool = JsonOut):
-    """Learn the digit pairs one after another (Split-MNIST).
+    """Learn tasks one after another: the digit pairs (Split-MNIST), or any sequence of classes.
 
     It reports the accuracy on every task seen, average accuracy, forgetting, backward
     transfer, memory and time. Options left out take the values the continual study chose on
@@ -40,6 +40,9 @@ def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threa
 
     Example: hybnn continual --codes runs/codes.h5 --scenario class --strategy replay
     --seeds 0,1,2
+
+    Any codes file, tasks by class name: hybnn continual --codes runs/codes.h5
+    --tasks "cat,dog;ant,bee"
 
     Learners that cannot forget (one model per class, fitted on its own codes):
     hybnn continual --codes runs/codes.h5 --strategy prototype --components 10
@@ -51,7 +54,7 @@ def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threa
     seed_list = parse_seeds(seeds)
     if out.exists() and not out.is_dir():
         raise HybnnError(f"{out} is a file; --out takes a folder")
-    data = sequence.load_data(codes, cfg.val_fraction)
+    data = sequence.load_data(codes, cfg.val_fraction, cfg.tasks)
     cfg.check(data.n_classes)
     with using_threads(cfg.threads), make_progress(disable=json_out) as progress:
         on_task, on_epoch = task_printer(progress, cfg, seed_list, len(data.tasks), json_out)

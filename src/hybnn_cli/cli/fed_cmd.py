@@ -12,7 +12,6 @@ from hybnn_cli.cli import latest
 from hybnn_cli.cli.app import JsonOut, app, check_out, handle_errors, print_json
 from hybnn_cli.cli.config_options import config_options
 from hybnn_cli.cli.progress import make_progress
-from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fed.config import HELP, FedConfig
 from hybnn_cli.threads import HELP as THREADS_HELP
@@ -59,11 +58,11 @@ def fed_cmd(settings: dict, codes: Path = Codes, out: Path = Out, engine: str = 
     from hybnn_cli.fed.launch import process_threads, run_federation
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # Flower's INFO off, warnings kept
-    out = out or Path(f"runs/fed-{parse_task(settings['task']).name}.pt")
-    check_out(out)
     codes = latest.resolve("codes", codes)
     if not codes.is_file():
         raise HybnnError(f"{codes}: no such codes file")
+    out = out or Path(f"runs/fed-{task_name(codes, settings['task'])}.pt")
+    check_out(out)
     engine = engine_of(engine, deployment, settings["secagg"])
     cfg = FedConfig(**settings, codes=str(codes), out=str(out))
     total = resolve_threads(threads)
@@ -75,6 +74,19 @@ def fed_cmd(settings: dict, codes: Path = Codes, out: Path = Out, engine: str = 
         print_json(result)
     else:
         print_summary(result, cfg)
+
+
+def task_name(codes, task: str) -> str:
+    """The name of --task: a number, all or class indices name themselves; class names are
+    looked up in the codes file."""
+    from hybnn_cli.data.tasks import parse_task
+
+    try:
+        return parse_task(task).name
+    except HybnnError:
+        from hybnn_cli.train.task_samples import codes_task  # imports torch: not at start-up
+
+        return codes_task(codes, task).name
 
 
 def engine_of(engine: str, deployment: bool, secagg: bool) -> str:
@@ -89,7 +101,7 @@ def engine_of(engine: str, deployment: bool, secagg: bool) -> str:
 
 def round_printer(progress, cfg: FedConfig, json_out: bool):
     """The on_round callback: the bar's status and, without --json, one line per round."""
-    bar = progress.add_task(f"fed {parse_task(cfg.task).name}", total=cfg.rounds,
+    bar = progress.add_task(f"fed {task_name(cfg.codes, cfg.task)}", total=cfg.rounds,
                             status="starting")
 
     def on_round(row: dict) -> None:
@@ -113,8 +125,9 @@ def print_summary(result: dict, cfg: FedConfig) -> None:
     b = result["bytes"]
     accuracy = (f"test accuracy {result['final_test_acc']:.2%}" if "final_test_acc" in result
                 else f"validation accuracy {result['final_val_acc']:.2%} (test sealed)")
-    typer.echo(f"{parse_task(cfg.task).name} federated ({cfg.clients} clients, {cfg.partition}, "
-               f"uplink {cfg.uplink}): {accuracy} after {cfg.rounds} rounds  → {cfg.out}")
+    typer.echo(f"{task_name(cfg.codes, cfg.task)} federated ({cfg.clients} clients, "
+               f"{cfg.partition}, uplink {cfg.uplink}): {accuracy} after {cfg.rounds} rounds  "
+               f"→ {cfg.out}")
     typer.echo(f"bytes per round: up {b['uplink_per_round'] / 1e3:,.1f} kB, down "
                f"{b['downlink_per_round'] / 1e3:,.1f} kB (all clients); run total "
                f"{(b['uplink_total'] + b['downlink_total']) / 1e6:,.2f} MB")

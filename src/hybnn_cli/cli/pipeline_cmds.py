@@ -30,13 +30,25 @@ from hybnn_cli.errors import HybnnError
 from hybnn_cli.threads import using as using_threads
 from hybnn_cli.train.configs import BNNConfig, VAEConfig
 
+DataPath = typer.Option(None, "--data", help="Images from files instead of --dataset: a "
+                        "folder PATH/train/<class>/*.png|jpg and PATH/test/<class>/…, a folder "
+                        "of class subfolders (split by --test-fraction), an .npz with x_train, "
+                        "y_train, x_test, y_test, or a folder of IDX pairs. See "
+                        "docs/pretraining.md (Your own images).")
+TestFraction = typer.Option(None, "--test-fraction", help="With --data: the share of each class "
+                            "put in the test split of a folder that has no train/ and test/ "
+                            "(seeded, recorded; default 0.2). Give the same value to "
+                            "pretrain-vae and extract.")
+
 
 @app.command("pretrain-vae")
 @handle_errors
 def pretrain_vae_cmd(
-    dataset: str = typer.Option(VAEConfig.dataset, "--dataset", help="mnist, fashion-mnist, "
+    dataset: str = typer.Option(None, "--dataset", help="mnist (default), fashion-mnist, "
                                 "mnist+fashion-mnist (both training sets, 120,000 images), or "
                                 "any IDX set under the data folder, alone or joined with +."),
+    data: Path = DataPath,
+    test_fraction: float = TestFraction,
     epochs: int = typer.Option(VAEConfig.epochs, "--epochs", min=1,
                                help="Epochs (the paper: 20)."),
     batch_size: int = typer.Option(VAEConfig.batch_size, "--batch-size", min=2,
@@ -45,6 +57,9 @@ def pretrain_vae_cmd(
     lr: float = typer.Option(VAEConfig.lr, "--lr", help="Adam learning rate."),
     latent_bits: int = typer.Option(VAEConfig.latent_bits, "--latent-bits", min=1,
                                     help="Bits in the code."),
+    image_size: int = typer.Option(None, "--image-size", help="Square size, 8 to 64 pixels, "
+                                   "the VAE takes; images of another square size are resized "
+                                   "(bilinear, recorded). Default: the images' own size."),
     kl_weight: float = typer.Option(VAEConfig.kl_weight, "--kl-weight",
                                      help="Weight of the KL term."),
     train_limit: int = typer.Option(None, "--train-limit", min=2,
@@ -67,17 +82,23 @@ def pretrain_vae_cmd(
     writes the checkpoint and PNG and shows progress.
 
     Example: hybnn pretrain-vae --epochs 20 --out runs/vae.pt
+
+    Your own images: hybnn pretrain-vae --data photos/ --out runs/vae.pt (one or three
+    channels; other sizes with --image-size 32).
     """
     from hybnn_cli.data.pretrain_sets import check_pretrain_dataset
     from hybnn_cli.distributed import process_group
 
     check_out(out)
-
-    check_pretrain_dataset(dataset, data_dir)
+    dataset = _data_choice(dataset, data, test_fraction)
+    if data is None:
+        check_pretrain_dataset(dataset, data_dir)
     with process_group(device) as group, using_threads(threads) as n:
         cfg = VAEConfig(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr,
                         latent_bits=latent_bits, kl_weight=kl_weight, seed=seed, threads=n,
-                        train_limit=train_limit, device=str(group.device))
+                        train_limit=train_limit, device=str(group.device),
+                        data=None if data is None else str(data), test_fraction=test_fraction,
+                        image_size=image_size)
         result = _pretrain(cfg, out, data_dir, resume, group, json_out or not group.is_main)
     if not group.is_main:
         return
@@ -86,6 +107,19 @@ def pretrain_vae_cmd(
         print_json({"out": str(out), **result})
     else:
         typer.echo(f"Saved {out} and {out.with_suffix('.png')}")
+
+
+def _data_choice(dataset: str | None, data: Path | None, test_fraction: float | None) -> str:
+    """The --dataset name (default mnist), or with --data the name its files will be known by;
+    one line when both are given or --test-fraction comes without --data."""
+    if data is not None and dataset is not None:
+        raise HybnnError("give either --dataset NAME or --data PATH, not both")
+    if data is None and test_fraction is not None:
+        raise HybnnError("--test-fraction splits the images of --data PATH; a named dataset has "
+                         "its own test split")
+    if data is None:
+        return dataset or "mnist"
+    return f"files:{Path(data).resolve().name}"
 
 
 def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
@@ -107,7 +141,13 @@ def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
                     f"{m['test_recon']:.2f}  test KL {m['test_kl']:.2f}  "
                     f"({m['epoch_seconds']:.1f} s)", highlight=False)
 
-        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group)
+        reading = progress.add_task("read images", total=None, status="") if cfg.data else None
+
+        def on_file(n):
+            progress.advance(reading, n)
+
+        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group,
+                                   on_file if cfg.data else None)
 
 
 @app.command("extract")
@@ -116,8 +156,11 @@ def extract_cmd(
     out: Path = typer.Option(latest.DEFAULTS["codes"], "--out", help="Codes file to write "
                              "(HDF5); later commands find it without --codes."),
     vae: Path = typer.Option(None, "--vae", help=latest.HELP["vae"]),
-    dataset: str = typer.Option("mnist", "--dataset", help="Dataset to encode (mnist or "
-                                "fashion-mnist); may differ from the pretraining set."),
+    dataset: str = typer.Option(None, "--dataset", help="Dataset to encode (mnist, the "
+                                "default, or fashion-mnist); may differ from the pretraining "
+                                "set."),
+    data: Path = DataPath,
+    test_fraction: float = TestFraction,
     batch_size: int = typer.Option(1000, "--batch-size", min=1),
     limit: int = typer.Option(None, "--limit", min=1, help="Encode only the first N images of "
                               "each split."),
@@ -137,14 +180,19 @@ def extract_cmd(
     encoding is deterministic; the codes file records the VAE's seed.
 
     Example: hybnn extract --vae runs/vae.pt --out runs/codes.h5
+
+    Your own images: hybnn extract --vae runs/vae.pt --data photos/ --out runs/codes.h5
     """
     from hybnn_cli.codes.shards import parse_shard
+    from hybnn_cli.data.labelled import open_labelled
     from hybnn_cli.distributed import process_group
     from hybnn_cli.train import stages
     from hybnn_cli.train.stages import extract_parallel
 
     check_out(out)
-    get_spec(dataset)
+    dataset = _data_choice(dataset, data, test_fraction)
+    if data is None:
+        get_spec(dataset)
     part = parse_shard(shard) if shard else None
     with process_group(device) as group, using_threads(threads), \
             make_progress(disable=json_out or not group.is_main) as progress:
@@ -152,6 +200,10 @@ def extract_cmd(
             raise HybnnError("--shard: under torchrun each process takes its own shard; "
                              "leave --shard out")
         vae = latest.resolve("vae", vae)
+        if data is not None:
+            reading = progress.add_task("read images", total=None, status="")
+            dataset = open_labelled(data=data, test_fraction=test_fraction,
+                                    on_file=lambda n: progress.advance(reading, n))
         bar = progress.add_task("extract", total=None, status="")
         step = lambda n: progress.advance(bar, n)  # noqa: E731
         if group.parallel:
@@ -205,8 +257,11 @@ def merge_codes_cmd(
 def train_bnn_cmd(
     codes: Path = typer.Option(None, "--codes", help=latest.HELP["codes"]),
     task: str = typer.Option(None, "--task", help="1..5 (digit pairs 0/1 … 8/9) or all "
-                             "(10 classes). Default 3."),
-    digits: str = typer.Option(None, "--digits", help="Any classes instead of --task, e.g. 3,8."),
+                             "(every class of the codes: 10 for MNIST). Default 3."),
+    digits: str = typer.Option(None, "--digits", help="Any classes by index instead of --task, "
+                               "e.g. 3,8."),
+    classes: str = typer.Option(None, "--classes", help="Any two or more classes by the names "
+                                "the codes file records (or by index), e.g. cat,dog."),
     epochs: int = typer.Option(BNNConfig.epochs, "--epochs", min=1,
                                help="Epochs (the paper: 100)."),
     batch_size: int = typer.Option(BNNConfig.batch_size, "--batch-size", min=2),
@@ -233,16 +288,20 @@ def train_bnn_cmd(
     validation accuracy after every epoch, and reads the test split once, at the end.
 
     Example: hybnn train-bnn --codes runs/codes.h5 --task 3
+
+    Classes by name (codes of your own images): hybnn train-bnn --classes cat,dog
     """
+    from hybnn_cli.codes.store import class_names, read_attrs
+
     if schedule not in ("cosine", "constant"):
         raise HybnnError(f"unknown --schedule '{schedule}': use cosine or constant")
     dev = resolve_device(device)
-    t = parse_task(task, digits)
+    codes = latest.resolve("codes", codes)
+    t = parse_task(task, digits, classes, class_names(read_attrs(codes)))
     out = out or Path(f"runs/bnn-{t.name}.pt")
     check_out(out)
     from hybnn_cli.train import stages
 
-    codes = latest.resolve("codes", codes)
     with using_threads(threads) as n, epoch_bar(f"train-bnn {t.name}", epochs,
                                                   json_out) as on_epoch:
         cfg = BNNConfig(task=t.name, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -252,8 +311,7 @@ def train_bnn_cmd(
     if json_out:
         print_json({"out": str(out), **result})
     else:
-        what = " vs ".join(map(str, t.classes)) if t.n_classes <= 3 else f"{t.n_classes} classes"
-        typer.echo(f"{t.name} ({what}): {val_text(result)}test accuracy "
+        typer.echo(f"{t.name} ({t.shown()}): {val_text(result)}test accuracy "
                    f"{result['test_acc']:.2%}  → {out}")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import h5py
 
-from hybnn_cli.codes.store import codes_writer, read_attrs
+from hybnn_cli.codes.store import codes_writer, data_record, read_attrs
 from hybnn_cli.errors import HybnnError
 
 CHUNK = 65536  # codes copied at a time: 2 MiB of 200-bit codes
@@ -119,6 +119,7 @@ def merge_codes(paths: list[Path], out: Path, on_rows=None) -> dict:
     infos = [_shard_info(p) for p in paths]
     _same("encoder_sha256", "by encoder", paths, infos)
     _same("dataset", "from data set", paths, infos)
+    _same("dataset_sha256", "from data of identity", paths, infos)
     _same("n_bits", "with n_bits", paths, infos)
     totals = check_cover(paths, infos)
     order = sorted(range(len(paths)), key=lambda i: infos[i][1]["index"])
@@ -127,7 +128,7 @@ def merge_codes(paths: list[Path], out: Path, on_rows=None) -> dict:
     config["merged_from"] = [str(paths[i]) for i in order]
     n_bits = int(attrs["n_bits"])
     with codes_writer(out, n_bits, totals, attrs["dataset"], attrs["encoder_sha256"], config,
-                      int(attrs["seed"])) as write:
+                      int(attrs["seed"]), data=data_record(attrs)) as write:
         for i in order:
             _copy_shard(paths[i], infos[i][1], n_bits, write, on_rows)
     return {"out": str(out), "shards": len(paths), "n_bits": n_bits,

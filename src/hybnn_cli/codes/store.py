@@ -2,8 +2,11 @@
 
 Layout: `/train/codes` (N, words) uint64 and `/train/labels` (N,) uint8, the same under `/test`.
 Root attributes: format "hybnn-codes", format_version, n_bits, bit_order, dataset, n_classes,
-encoder_sha256, hybnn_version, seed and config (JSON). Labels lie in 0..n_classes-1 (files written
-before n_classes was recorded take it from their dataset's class list). Bit j of a code is bit
+class_names (JSON list; label i is class_names[i]), encoder_sha256, hybnn_version, seed and config
+(JSON); codes of data read from files (`--data PATH`, `data.files`) also record dataset_sha256
+(the data's identity) and data_source (JSON: path, layout, test split). Labels lie in
+0..n_classes-1 (files written before n_classes was recorded take it from their dataset's class
+list; before class_names, from the named dataset's). Bit j of a code is bit
 j % 64 of word j // 64; bit 1 = +1; padding bits are 0.
 
 `CodesWriter` streams batches into a temporary file that is renamed when complete, so memory stays
@@ -32,17 +35,24 @@ from hybnn_cli.sealed import guard
 CODES_FORMAT = "hybnn-codes"
 CODES_VERSION = 1
 BIT_ORDER = "bit j in word j//64 at position j%64 (LSB first); bit 1 = +1; padding 0"
+# what a codes file (and a BNN checkpoint) records of its data
+DATA_KEYS = ("dataset", "class_names", "dataset_sha256", "data_source")
 
 
 @contextlib.contextmanager
 def codes_writer(path, n_bits: int, sizes: dict[str, int], dataset: str, encoder_sha256: str,
-                 config: dict, seed: int):
-    """Yield write(split, start, codes, labels); the file appears at `path` only on success."""
+                 config: dict, seed: int, data: dict | None = None):
+    """Yield write(split, start, codes, labels); the file appears at `path` only on success.
+    `data` is what the file records of its data (`LabelledSet.record()`: dataset, class_names,
+    and for files dataset_sha256 and data_source); default: the named `dataset`'s."""
     words = n_words(n_bits)
+    if data is None:
+        data = {"dataset": dataset, "class_names": list(get_spec(dataset).class_names)}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         meta = provenance(CODES_FORMAT, CODES_VERSION, config, seed)
-        meta.update(n_bits=n_bits, bit_order=BIT_ORDER, dataset=dataset,
-                    n_classes=len(get_spec(dataset).class_names), encoder_sha256=encoder_sha256)
+        meta.update(n_bits=n_bits, bit_order=BIT_ORDER, dataset=data["dataset"],
+                    n_classes=len(data["class_names"]), encoder_sha256=encoder_sha256,
+                    **{k: data[k] for k in DATA_KEYS[1:] if k in data})
         write_attrs(f.attrs, meta)
         for split, n in sizes.items():
             g = f.create_group(split)
@@ -128,6 +138,44 @@ def check_encoder(model_sha: str | None, codes_sha: str | None, model_path, code
         raise HybnnError(f"{model_path} expects codes from encoder {want[:12]}… but {codes_path} "
                          f"comes from encoder {got[:12]}…; use codes made by the same VAE "
                          f"(re-extract them) or train a new BNN on these")
+
+
+def data_record(attrs: dict) -> dict:
+    """What a codes file records of its data (`DATA_KEYS`), class_names filled in for older
+    files of a named dataset."""
+    out = {k: attrs[k] for k in DATA_KEYS if k in attrs}
+    if "class_names" not in out:
+        names = class_names(attrs)
+        if names is not None:
+            out["class_names"] = names
+    return out
+
+
+def class_names(attrs: dict) -> list[str] | None:
+    """The class names a codes file (or BNN checkpoint) records, those of its named dataset for
+    older files, or None when neither is known."""
+    if attrs.get("class_names") is not None:
+        return [str(n) for n in attrs["class_names"]]
+    if attrs.get("dataset") in DATASETS:
+        return list(DATASETS[attrs["dataset"]].class_names)
+    return None
+
+
+def check_data(model_data: dict | None, codes_attrs: dict, model_path, codes_path) -> None:
+    """Refuse to pair a BNN trained on codes of one data set read from files with codes of other
+    data (or the reverse): its labels mean other classes. Files that record no dataset_sha256 on
+    either side (named datasets, older files) are not compared."""
+    want = (model_data or {}).get("dataset_sha256")
+    got = codes_attrs.get("dataset_sha256")
+    if want is None and got is None:
+        return
+    if want != got:
+        def name(sha, rec):
+            what = rec.get("dataset") or "an unnamed dataset"
+            return f"{what} ({sha[:12]}…)" if sha else what
+        raise HybnnError(f"{model_path} was trained on codes of {name(want, model_data or {})} "
+                         f"but {codes_path} holds codes of {name(got, codes_attrs)}; use codes "
+                         f"of the same data or train a new BNN on these")
 
 
 def _n_classes(path, attrs: dict) -> int:

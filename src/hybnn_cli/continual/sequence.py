@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from hybnn_kernels import n_words, unpack_signs
 
-from hybnn_cli.codes.store import read_codes
+from hybnn_cli.codes.store import class_names, read_codes
 from hybnn_cli.continual.class_models import LEARNERS
 from hybnn_cli.continual.generative import CodeGenerator
 from hybnn_cli.continual.memory import ReplayMemory
@@ -77,6 +77,7 @@ from hybnn_cli.continual.settings import (  # noqa: F401  (the settings, re-expo
     SCENARIOS,
     STRATEGIES,
     ContinualConfig,
+    task_sequence,
 )
 from hybnn_cli.data.splits import train_val_indices
 from hybnn_cli.errors import HybnnError
@@ -119,22 +120,25 @@ def _split(codes: np.ndarray, labels: np.ndarray, n_bits: int) -> Split:
     return Split(codes, labels.astype(np.int64), signs(codes, n_bits))
 
 
-def load_data(path: str | os.PathLike, val_fraction: float = 0.1) -> SequenceData:
+def load_data(path: str | os.PathLike, val_fraction: float = 0.1,
+              tasks: str | None = None) -> SequenceData:
     """Train (minus the validation slice), validation and test codes of a codes file, and the
-    class pairs of the task sequence. In a sealed run (`sealed`) there is no test split."""
+    classes of each task of the sequence (`settings.task_sequence`: --tasks, else consecutive
+    pairs). In a sealed run (`sealed`) there is no test split."""
     tr = read_codes(path, "train")
-    te = None if sealed() else read_codes(path, "test")
     n_classes = int(tr.attrs.get("n_classes", int(tr.labels.max()) + 1))
-    if n_classes < 4 or n_classes % 2:
-        raise HybnnError(f"{path}: {n_classes} classes; the task sequence needs an even number "
-                         f"of classes, at least 4 (two tasks of two classes)")
+    try:
+        sequence = task_sequence(tasks, class_names(tr.attrs), n_classes)
+    except HybnnError as e:
+        raise HybnnError(f"{path}: {e}") from None
+    te = None if sealed() else read_codes(path, "test")
     keep, val = train_val_indices(tr.labels, val_fraction)
     return SequenceData(
         train=_split(tr.codes[keep], tr.labels[keep], tr.n_bits),
         val=_split(tr.codes[val], tr.labels[val], tr.n_bits),
         test=_split(te.codes, te.labels, tr.n_bits) if te is not None else None,
         n_bits=tr.n_bits, n_classes=n_classes,
-        tasks=[(c, c + 1) for c in range(0, n_classes, 2)],
+        tasks=sequence,
         encoder_sha256=str(tr.attrs["encoder_sha256"]), attrs=tr.attrs)
 
 

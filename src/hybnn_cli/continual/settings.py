@@ -64,6 +64,7 @@ class ContinualConfig:
     threads: int = 0  # CPU threads (torch and kernels); 0: every core (`threads.resolve`)
     val_fraction: float = 0.1
     task_order: str | None = None  # e.g. "3,1,5,2,4" (task numbers from 1); None: 1, 2, … in order
+    tasks: str | None = None  # e.g. "cat,dog;ant,bee" (`task_sequence`); None: consecutive pairs
 
     def __post_init__(self) -> None:
         chosen = CHOSEN.get((self.scenario, self.strategy), {})
@@ -79,9 +80,14 @@ class ContinualConfig:
         """The settings; `task_order` only when given (so the records of runs in the usual order
         keep the settings they were made with)."""
         d = asdict(self)
-        if d["task_order"] is None:
-            del d["task_order"]
+        for key in ("task_order", "tasks"):
+            if d[key] is None:
+                del d[key]
         return d
+
+    def n_tasks(self, n_classes: int) -> int:
+        """How many tasks the sequence has: those of --tasks, else the pairs of classes."""
+        return len(self.tasks.split(";")) if self.tasks is not None else n_classes // 2
 
     def tasks_in_order(self, n_tasks: int) -> list[int]:
         """The tasks' indices (from 0) in the order they are learned; HybnnError (one line) when
@@ -142,10 +148,43 @@ class ContinualConfig:
         if self.task_order is not None:
             self.tasks_in_order(len(self.task_order.split(",")))
         if n_classes is not None:
-            self.tasks_in_order(n_classes // 2)
+            self.tasks_in_order(self.n_tasks(n_classes))
         if n_classes is not None and self.strategy == "replay" and self.memory < n_classes:
             raise HybnnError(f"--memory {self.memory} is less than the {n_classes} classes: the "
                              f"memory must keep at least one code per class")
+
+
+def task_sequence(text: str | None, names: list[str] | None, n_classes: int) -> list[tuple]:
+    """The classes of each task, in order: --tasks "a,b;c,d;…" (classes by the names the codes
+    file records, else by index; a class in one task at most; at least two tasks), or without
+    --tasks the consecutive pairs of classes (0/1, 2/3, …: Split-MNIST), which need an even
+    number of classes, at least four."""
+    from hybnn_cli.data.tasks import class_index
+
+    if text is None:
+        if n_classes < 4 or n_classes % 2:
+            raise HybnnError(f"{n_classes} classes; the default task sequence (consecutive pairs) "
+                             f"needs an even number of classes, at least 4: give the tasks with "
+                             f"--tasks, e.g. \"a,b;c,d\"")
+        return [(c, c + 1) for c in range(0, n_classes, 2)]
+    names = None if names is None else [str(n) for n in names]
+    tasks, seen = [], {}
+    for t, part in enumerate(text.split(";"), 1):
+        items = [p.strip() for p in part.split(",") if p.strip()]
+        if not items:
+            raise HybnnError(f"--tasks '{text}': task {t} names no class")
+        classes = tuple(class_index(item, names, "--tasks") for item in items)
+        for c, item in zip(classes, items, strict=True):
+            if c in seen:
+                raise HybnnError(f"--tasks '{text}': class '{item}' is in task {seen[c]} and "
+                                 f"task {t}; each class belongs to one task")
+            seen[c] = t
+        tasks.append(classes)
+    if len(tasks) < 2:
+        raise HybnnError(f"--tasks '{text}': give at least two tasks, separated by ';'")
+    if any(c >= n_classes for c in seen):
+        raise HybnnError(f"--tasks '{text}': a class index is past the {n_classes} classes")
+    return tasks
 
 
 def default_text(name: str) -> str:
@@ -208,6 +247,9 @@ HELP = {
     "val_fraction": "Share of each class of the training split held out for validation (the same "
                     "images in every run; 0: none). Choose settings on the validation accuracy, "
                     "never on the test accuracy.",
+    "tasks": "The task sequence: the classes of each task, tasks separated by ';', classes by "
+             "the names the codes file records (or by index), e.g. \"cat,dog;ant,bee;car,bus\" "
+             "(default: consecutive pairs of classes, 0/1, 2/3, …).",
     "task_order": "Order in which the tasks are learned, a permutation of the task numbers, e.g. "
                   "3,1,5,2,4 (default: 1, 2, … in order).",
 }

@@ -82,7 +82,9 @@ def encoder_onnx(encoder: Encoder):
                                   transB=1))
     graph = helper.make_graph(
         nodes, "hybnn_encoder",
-        [helper.make_tensor_value_info(INPUT["name"], TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info(INPUT["name"], TensorProto.FLOAT,
+                                       ["batch", encoder.channels, encoder.image_size,
+                                        encoder.image_size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
                                        ["batch", encoder.latent_bits])],
         inits)
@@ -165,12 +167,24 @@ def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray, quant_fo
         logging.disable(logging.NOTSET)
 
 
-def calibration_images(dataset: str, n: int, seed: int, data_dir) -> np.ndarray:
-    """n training images (validation slice excluded) picked by `seed`, uint8 (n, 28, 28)."""
-    from hybnn_cli.data.datasets import load_split
+def _check_input_shape(encoder: Encoder, vae_path) -> None:
+    """Refuse a VAE of another input shape than `INPUT`'s, which bundles and predict take."""
+    shape = (encoder.channels, encoder.image_size)
+    if shape != (INPUT["channels"], INPUT["height"]):
+        raise HybnnError(f"{vae_path}: a VAE of {shape[0]} channel(s) of {shape[1]}×{shape[1]}; "
+                         f"bundles take one channel of 28×28 for now (export the heads without "
+                         f"--vae)")
+
+
+def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | None = None,
+                       test_fraction: float | None = None) -> np.ndarray:
+    """n training images (validation slice excluded) picked by `seed`, uint8 (n, 28, 28), of
+    the named `dataset` or of the files at `data` (`data.files`, for a VAE pretrained on them)."""
+    from hybnn_cli.data.labelled import open_labelled
     from hybnn_cli.data.splits import train_val_indices
 
-    images, labels = load_split(dataset, "train", data_dir)
+    images, labels = (open_labelled(dataset, data_dir=data_dir) if data is None else
+                      open_labelled(data=data, test_fraction=test_fraction)).split("train")
     train_idx, _ = train_val_indices(labels)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(train_idx, size=min(n, len(train_idx)), replace=False))
@@ -227,6 +241,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
     if calibration < 1:
         raise HybnnError(f"--calibration must be >= 1, got {calibration}")
     vae, vck = load_vae(vae_path)
+    _check_input_shape(vae.encoder, vae_path)
     weights_sha = str(vck["encoder_sha256"])
     heads = []
     for p in bnn_paths:
@@ -240,7 +255,8 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
             raise HybnnError(f"two checkpoints for task {name}: a bundle holds one head per task")
         heads.append((name, p, model, ck))
     dataset = str(vck["config"].get("dataset", "mnist"))
-    images = calibration_images(dataset, calibration, seed, data_dir)
+    images = calibration_images(dataset, calibration, seed, data_dir, vck["config"].get("data"),
+                                vck["config"].get("test_fraction"))
     want = torch_logits(vae.encoder, images)
 
     manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
@@ -283,6 +299,8 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                 "classes": list((ck.get("task") or {}).get("classes") or
                                 range(summary["n_classes"])),
                 "n_classes": summary["n_classes"], "hidden": summary["hidden"],
+                **({"class_names": ck["task"]["class_names"]}
+                   if "class_names" in (ck.get("task") or {}) else {}),
                 "checkpoint": {"path": str(p), "sha256": file_sha256(p),
                                "config": ck.get("config", {}), "seed": ck.get("seed")}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -53,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     if want and want != data["encoder_sha256"]:
         raise HybnnError(f"this client's codes come from encoder {data['encoder_sha256'][:12]}…, "
                          f"the server's from {str(want)[:12]}…")
-    model = scratch_model(model_shape(data["n_bits"], cfg))
+    model = scratch_model(model_shape(data["n_bits"], cfg, data.get("n_classes")))
     if legacy:
         model.load_state_dict({k: torch.from_numpy(np.array(a)) for k, a in
                                zip(model.state_dict(), arrays, strict=True)})

@@ -193,7 +193,8 @@ class FedConfig:
 # The help of `hybnn fed`'s option for each setting (`cli.config_options` makes the options from
 # the fields named here, with the fields' defaults).
 HELP = {
-    "task": "1..5 (digit pairs 0/1 … 8/9) or all.",
+    "task": "1..5 (digit pairs 0/1 … 8/9), all (every class of the codes file), or classes "
+            "by name or index, e.g. cat,dog.",
     "clients": "Number of clients (partitions; up to the train set's size: a client may hold one "
                "sample).",
     "fraction": "Share of the clients sampled each round (seeded by --seed and the round), in "

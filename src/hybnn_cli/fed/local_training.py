@@ -31,7 +31,7 @@ from hybnn_cli.models.bnn import BNNShape, TaskBNN
 from hybnn_cli.threads import using as using_threads
 from hybnn_cli.train.bnn_loop import evaluate, train_epoch
 from hybnn_cli.train.configs import BNNConfig, lr_at
-from hybnn_cli.train.task_samples import load_task_codes
+from hybnn_cli.train.task_samples import codes_task, load_task_codes
 
 
 def bnn_config(cfg: FedConfig) -> BNNConfig:
@@ -43,7 +43,8 @@ def bnn_config(cfg: FedConfig) -> BNNConfig:
 
 @functools.lru_cache(maxsize=4)
 def _task_data(codes: str, task: str, mtime: float) -> dict:
-    return load_task_codes(Path(codes), parse_task(task))
+    task_ = codes_task(Path(codes), task)
+    return {**load_task_codes(Path(codes), task_), "task": task_}
 
 
 def task_data(codes: str, task: str) -> dict:
@@ -59,11 +60,15 @@ def client_data(cfg: FedConfig, partition_id: int, num_partitions: int,
     parts = partition_indices(y.numpy(), cfg.partition, num_partitions, cfg.alpha, cfg.seed)
     idx = torch.from_numpy(parts[partition_id])
     return {"x": x[idx], "y": y[idx], "n_bits": data["n_bits"],
+            "n_classes": data["task"].n_classes,
             "encoder_sha256": data["attrs"]["encoder_sha256"]}
 
 
-def model_shape(n_bits: int, cfg: FedConfig) -> BNNShape:
-    return BNNShape(n_bits=n_bits, hidden=cfg.hidden, n_classes=parse_task(cfg.task).n_classes)
+def model_shape(n_bits: int, cfg: FedConfig, n_classes: int | None = None) -> BNNShape:
+    """The BNN of the run: `n_classes` outputs (the task's classes in the codes file; default:
+    the task's over MNIST's ten classes)."""
+    return BNNShape(n_bits=n_bits, hidden=cfg.hidden,
+                    n_classes=n_classes or parse_task(cfg.task).n_classes)
 
 
 def initial_model(shape: BNNShape, seed: int) -> TaskBNN:

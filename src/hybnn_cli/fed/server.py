@@ -22,7 +22,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 
-from hybnn_cli.data.tasks import parse_task
+from hybnn_cli.codes.store import data_record
 from hybnn_cli.fed.config import FedConfig
 from hybnn_cli.fed.dp import ClientSideDP, dp_scales
 from hybnn_cli.fed.local_training import evaluate_model, initial_model, model_shape, task_data
@@ -38,15 +38,15 @@ RoundFn = Callable[[dict], None]
 
 def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> dict:
     """Run cfg.rounds rounds of validated FedAvg on `grid`; return the run's summary."""
-    task = parse_task(cfg.task)
     data = task_data(cfg.codes, cfg.task)
+    task = data["task"]
     # the clients split the train set this way: refuse an impossible split before round 1
     parts = partition_indices(data["train"][1].numpy(), cfg.partition, cfg.clients, cfg.alpha,
                               cfg.seed)
     largest = max(len(p) for p in parts)
     del parts
     sha = data["attrs"]["encoder_sha256"]
-    shape = model_shape(data["n_bits"], cfg)
+    shape = model_shape(data["n_bits"], cfg, task.n_classes)
     model = initial_model(shape, cfg.seed)
     spec = UpdateSpec.for_model(model, cfg.uplink)
     strategy, base = build_strategy(cfg, spec, largest)
@@ -66,7 +66,7 @@ def run_server(grid: Grid, cfg: FedConfig, on_round: RoundFn | None = None) -> d
     if cfg.out:
         ck.save_checkpoint(cfg.out, ck.BNN_FORMAT, model, {**cfg.to_dict(), "mode": "federated"},
                            cfg.seed, shape=shape.to_dict(),
-                           task={"name": task.name, "classes": list(task.classes)},
+                           task=task.record(), data=data_record(data["attrs"]),
                            encoder_sha256=sha, codes=str(cfg.codes),
                            metrics={k: v for k, v in summary.items() if k != "config"})
     if out_dir:

@@ -71,7 +71,9 @@ def _reason(e: Exception) -> str:
 
 def load_vae(path) -> tuple[BinaryVAE, dict]:
     ckpt = load_checkpoint(path, VAE_FORMAT)
-    model = BinaryVAE(int(ckpt["config"]["latent_bits"]))
+    cfg = ckpt["config"]
+    model = BinaryVAE(int(cfg["latent_bits"]), int(cfg.get("channels") or 1),
+                      int(cfg.get("image_size") or 28))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

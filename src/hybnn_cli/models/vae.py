@@ -1,7 +1,12 @@
 """The binary-latent variational autoencoder (full precision, frozen after pretraining).
 
 Encoder (BinPlay's shape, Deja et al. 2020): three stride-2 3×3 convolutions with batch norm and
-leaky ReLU, 1→32→64→128 channels, 28→14→7→4, then a linear layer to `latent_bits` logits.
+leaky ReLU, 1→32→64→128 channels, 28→14→7→4, then a linear layer to `latent_bits` logits. Other
+shapes (`channels` 1 or 3, square `image_size` 8 to 64): one stride-2 stage per halving down to
+4 pixels or fewer (8: one stage, 16: two, 28 and 32: three, 64: four), channels 32, 64, 128, 128;
+the decoder mirrors it with one fewer transposed convolution than the encoder has stages (at
+least one), from 64 channels at ceil(size / 2^k) pixels, cropped to the size. The default
+(1 × 28 × 28) is exactly the model above, so older checkpoints load unchanged.
 Latent: in training a ±1 sample of Bernoulli(sigmoid(logits)) with a straight-through gradient;
 at inference the threshold logit >= 0 → +1 (bit 1). Decoder: linear, then two transposed
 convolutions to pixel logits. Loss per image: Bernoulli reconstruction (binary cross
@@ -11,12 +16,14 @@ entropy against pixel intensities in [0, 1]) + kl_weight · KL(q(z|x) ‖ Bernou
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from hybnn_kernels.layout import CODE_BITS
 from torch import nn
 
+from hybnn_cli.errors import HybnnError
 from hybnn_cli.models.quantizers import bernoulli_ste, threshold_bits
 
 
@@ -25,15 +32,41 @@ def _down(cin: int, cout: int) -> nn.Sequential:
                          nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
 
 
+IMAGE_SIZES = (8, 64)  # the smallest and largest square image the VAE is built for
+CHANNELS = (1, 3)
+
+
+def encoder_stages(image_size: int) -> int:
+    """Stride-2 stages until the feature map is 4 pixels or fewer (28: 3)."""
+    return max(1, math.ceil(math.log2(image_size / 4)))
+
+
+def _halved(n: int, k: int) -> int:
+    for _ in range(k):
+        n = (n + 1) // 2  # a 3×3 stride-2 convolution with padding 1
+    return n
+
+
+def check_shape(channels: int, image_size: int) -> None:
+    if channels not in CHANNELS:
+        raise HybnnError(f"the VAE takes 1 or 3 channels, not {channels}")
+    if not IMAGE_SIZES[0] <= image_size <= IMAGE_SIZES[1]:
+        raise HybnnError(f"--image-size must be from {IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} "
+                         f"pixels, got {image_size}")
+
+
 class Encoder(nn.Module):
-    def __init__(self, latent_bits: int = CODE_BITS):
+    def __init__(self, latent_bits: int = CODE_BITS, channels: int = 1, image_size: int = 28):
         super().__init__()
-        self.latent_bits = latent_bits
-        self.features = nn.Sequential(_down(1, 32), _down(32, 64), _down(64, 128))
-        self.fc = nn.Linear(128 * 4 * 4, latent_bits)
+        check_shape(channels, image_size)
+        self.latent_bits, self.channels, self.image_size = latent_bits, channels, image_size
+        widths = [channels] + [min(32 * 2 ** i, 128) for i in range(encoder_stages(image_size))]
+        self.features = nn.Sequential(*(_down(a, b) for a, b in pairwise(widths)))
+        side = _halved(image_size, len(widths) - 1)
+        self.fc = nn.Linear(widths[-1] * side * side, latent_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Latent logits (B, latent_bits) for images x (B, 1, 28, 28) in [0, 1]."""
+        """Latent logits (B, latent_bits) for images x (B, channels, size, size) in [0, 1]."""
         return self.fc(self.features(x).flatten(1))
 
     @torch.no_grad()
@@ -47,23 +80,30 @@ class Decoder(nn.Module):
     (7→14→28). Lighter than the encoder's mirror image (about 42 against 45 ms per batch of 128
     here), which keeps a full-MNIST epoch near 20 s on two cores; only the encoder is kept."""
 
-    def __init__(self, latent_bits: int = CODE_BITS):
+    def __init__(self, latent_bits: int = CODE_BITS, channels: int = 1, image_size: int = 28):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(latent_bits, 64 * 7 * 7), nn.LeakyReLU(0.2))
-        self.up = nn.Sequential(nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1, bias=False),
-                                nn.BatchNorm2d(32), nn.LeakyReLU(0.2))
-        self.out = nn.ConvTranspose2d(32, 1, 4, stride=2, padding=1)
+        ups = max(1, encoder_stages(image_size) - 1)  # transposed convolutions
+        self.image_size, self.side = image_size, -(-image_size // 2 ** ups)
+        self.fc = nn.Sequential(nn.Linear(latent_bits, 64 * self.side ** 2), nn.LeakyReLU(0.2))
+        widths = [64] + [max(64 // 2 ** (i + 1), 16) for i in range(ups - 1)]
+        layers = []
+        for a, b in pairwise(widths):
+            layers += [nn.ConvTranspose2d(a, b, 4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(b), nn.LeakyReLU(0.2)]
+        self.up = nn.Sequential(*layers)
+        self.out = nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel logits (B, 1, 28, 28) for ±1 codes z (B, latent_bits)."""
-        return self.out(self.up(self.fc(z).view(-1, 64, 7, 7)))
+        """Pixel logits (B, channels, size, size) for ±1 codes z (B, latent_bits)."""
+        x = self.out(self.up(self.fc(z).view(-1, 64, self.side, self.side)))
+        return x[..., :self.image_size, :self.image_size]
 
 
 class BinaryVAE(nn.Module):
-    def __init__(self, latent_bits: int = CODE_BITS):
+    def __init__(self, latent_bits: int = CODE_BITS, channels: int = 1, image_size: int = 28):
         super().__init__()
-        self.encoder = Encoder(latent_bits)
-        self.decoder = Decoder(latent_bits)
+        self.encoder = Encoder(latent_bits, channels, image_size)
+        self.decoder = Decoder(latent_bits, channels, image_size)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         logits = self.encoder(x)

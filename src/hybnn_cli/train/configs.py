@@ -21,9 +21,20 @@ class VAEConfig:
     threads: int | None = None  # the threads it ran with, recorded (set by `threads.using`)
     train_limit: int | None = None  # use only the first N training images (tests, quick runs)
     device: str = "cpu"  # the device that trained it (`device.resolve_device`)
+    data: str | None = None  # --data PATH: images from files (`data.files`) instead of `dataset`
+    test_fraction: float | None = None  # --test-fraction of an unsplit image folder
+    image_size: int | None = None  # square size the VAE takes (None: 28, or the data's own)
+    channels: int | None = None  # 1 or 3 (None: 1, or the data's own); set by the run
+    resize: str | None = None  # how images were brought to image_size (`labelled.RESIZE`)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings; those that are None left out (so the records of runs on named
+        datasets at 1 × 28 × 28 keep the settings they were made with)."""
+        d = asdict(self)
+        for key in ("data", "test_fraction", "image_size", "channels", "resize"):
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass

@@ -13,8 +13,20 @@ import torch
 
 from hybnn_cli.codes.extract import encode_batches
 from hybnn_cli.codes.shards import merge_codes, shard_path, shard_range
-from hybnn_cli.codes.store import check_encoder, codes_writer, read_codes
-from hybnn_cli.data.datasets import load_split
+from hybnn_cli.codes.store import (
+    check_data,
+    check_encoder,
+    codes_writer,
+    data_record,
+    read_codes,
+)
+from hybnn_cli.data.labelled import (
+    RESIZE,
+    LabelledSet,
+    fit_images,
+    image_shape,
+    open_labelled,
+)
 from hybnn_cli.data.pretrain_sets import load_pretrain_images
 from hybnn_cli.data.tasks import Task
 from hybnn_cli.data.tensors import codes_to_tensor, images_to_tensor
@@ -22,7 +34,7 @@ from hybnn_cli.distributed import SINGLE, Group, barrier
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
 from hybnn_cli.models.bnn import BNNShape, TaskBNN
-from hybnn_cli.models.vae import BinaryVAE
+from hybnn_cli.models.vae import IMAGE_SIZES, BinaryVAE, check_shape
 from hybnn_cli.train.bnn_loop import evaluate, train_bnn
 from hybnn_cli.train.configs import BNNConfig, VAEConfig
 from hybnn_cli.train.recon_grid import save_recon_grid
@@ -34,28 +46,32 @@ from hybnn_cli.train.task_samples import (
 )
 from hybnn_cli.train.vae_loop import train_vae
 
+SPLITS = ("train", "test")
 StepFn = Callable[[int, int, int, float], None]
 EpochFn = Callable[[int, dict], None]
 
 
 def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None = None,
                  on_step: StepFn | None = None, on_epoch: EpochFn | None = None,
-                 group: Group = SINGLE) -> dict:
+                 group: Group = SINGLE, on_file: Callable[[int], None] | None = None) -> dict:
     """Train (or resume) the VAE on cfg.device; save a checkpoint after every epoch and a PNG
     grid at the end. Under torchrun (`group`) every process trains, rank 0 alone writes and
-    reports (see `distributed`)."""
-    train_x = load_pretrain_images(cfg.dataset, "train", data_dir)
-    test_x = load_pretrain_images(cfg.dataset, "test", data_dir)
+    reports (see `distributed`). `on_file(n)`: image files read (data from files)."""
+    train_x, test_x, data_rec = _pretrain_images(cfg, data_dir, on_file)
     if cfg.train_limit:
         train_x = train_x[:cfg.train_limit]
     torch.manual_seed(cfg.seed)
-    model = BinaryVAE(cfg.latent_bits).to(cfg.device)
+    model = BinaryVAE(cfg.latent_bits, cfg.channels or 1, cfg.image_size or 28).to(cfg.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history: list[dict] = []
     if resume is not None:
         old = ck.load_checkpoint(resume, ck.VAE_FORMAT)
         require_same_config(old, cfg, ("dataset", "latent_bits", "batch_size", "lr",
-                                       "kl_weight", "seed", "train_limit"), resume)
+                                       "kl_weight", "seed", "train_limit", "image_size",
+                                       "channels"), resume)
+        if old.get("data", {}).get("dataset_sha256") != data_rec.get("dataset_sha256"):
+            raise HybnnError(f"{resume}: cannot resume: it was trained on other data (another "
+                             f"dataset identity)")
         model.load_state_dict(old["state_dict"])
         optimizer.load_state_dict(old["optimizer"])
         history = list(old["metrics"]["history"])
@@ -68,7 +84,7 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         if not group.is_main:
             return
         ck.save_checkpoint(out, ck.VAE_FORMAT, model, cfg.to_dict(), cfg.seed,
-                           encoder_sha256=ck.encoder_sha256(model),
+                           encoder_sha256=ck.encoder_sha256(model), data=data_rec,
                            optimizer=optimizer.state_dict(),
                            metrics={"history": history, **metrics})
         if on_epoch:
@@ -81,35 +97,69 @@ def pretrain_vae(cfg: VAEConfig, out: Path, data_dir=None, resume: Path | None =
         with torch.no_grad():
             x = images_to_tensor(test_x[:32])
             recon, _ = model(x.to(cfg.device))
-        save_recon_grid(out.with_suffix(".png"), x[:, 0].numpy(),
-                        torch.sigmoid(recon)[:, 0].cpu().numpy())
+        save_recon_grid(out.with_suffix(".png"), x.permute(0, 2, 3, 1).numpy(),
+                        torch.sigmoid(recon).permute(0, 2, 3, 1).cpu().numpy())
     barrier(group)  # every process returns once rank 0's files are written
     return {"history": history, **history[-1]}
 
 
-def extract_codes(vae_path: Path, out: Path, dataset: str, data_dir=None,
+def _pretrain_images(cfg: VAEConfig, data_dir, on_file=None) -> tuple:
+    """The training and test images of the VAE (`cfg.data`: files; else the named set or
+    union `cfg.dataset`) and what the checkpoint records of them."""
+    if cfg.data is None:
+        train_x, test_x = (load_pretrain_images(cfg.dataset, s, data_dir) for s in SPLITS)
+        record = {"dataset": cfg.dataset}
+    else:
+        data = open_labelled(data=cfg.data, test_fraction=cfg.test_fraction, on_file=on_file)
+        (train_x, _), (test_x, _) = data.split("train"), data.split("test")
+        record = data.record()
+    where = cfg.data or cfg.dataset
+    channels, h, w = image_shape(train_x)
+    size = cfg.image_size or h
+    if cfg.image_size is None and not IMAGE_SIZES[0] <= h <= IMAGE_SIZES[1]:
+        raise HybnnError(f"{where}: the images are {w}×{h}; give --image-size from "
+                         f"{IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} to resize them")
+    check_shape(channels, size)
+    if (channels, size) != (1, 28) or cfg.image_size is not None:  # else: as before, unrecorded
+        cfg.channels, cfg.image_size, cfg.resize = channels, size, RESIZE if h != size else None
+    fit = (fit_images(x, where, channels, size) for x in (train_x, test_x))
+    return *fit, record
+
+
+def extract_codes(vae_path: Path, out: Path, dataset: str | LabelledSet, data_dir=None,
                   batch_size: int = 1000, limit: int | None = None,
                   on_batch: Callable[[int], None] | None = None, device: str = "cpu",
                   shard: tuple[int, int] | None = None) -> dict:
-    """Encode the train and test splits of `dataset` into a codes file on `device`; returns a
-    summary. `shard` (k, n): only the k-th of n slices of each split (see `shards`)."""
+    """Encode the train and test splits of `dataset` (a name, or a `LabelledSet` such as files
+    read by `data.files`) into a codes file on `device`; returns a summary. `shard` (k, n): only
+    the k-th of n slices of each split (see `shards`)."""
     model, vae_ckpt = ck.load_vae(vae_path)
     model.to(device)
-    splits, ranges = {}, {}
-    for split in ("train", "test"):
-        images, labels = load_split(dataset, split, data_dir)
+    data = dataset if isinstance(dataset, LabelledSet) else open_labelled(dataset,
+                                                                          data_dir=data_dir)
+    vcfg = vae_ckpt["config"]
+    splits, ranges, resized = {}, {}, False
+    for split in SPLITS:
+        images, labels = data.split(split)
         images, labels = (images[:limit], labels[:limit]) if limit else (images, labels)
+        resized = image_shape(images)[1] != (vcfg.get("image_size") or 28)
+        images = fit_images(images, data.source.get("path", data.name),
+                            vcfg.get("channels") or 1, vcfg.get("image_size") or 28)
         start, stop = shard_range(len(images), *shard) if shard else (0, len(images))
         splits[split] = (images[start:stop], labels[start:stop])
         ranges[split] = [start, stop, len(images)]
     n_bits = model.encoder.latent_bits
-    config = {"vae": str(vae_path), "dataset": dataset, "batch_size": batch_size, "limit": limit,
-              "vae_config": vae_ckpt["config"]}
+    config = {"vae": str(vae_path), "dataset": data.name, "batch_size": batch_size,
+              "limit": limit, "vae_config": vae_ckpt["config"]}
+    if data.sha256 is not None:
+        config["data"] = data.source
+    if resized:
+        config["resize"] = {"to": vcfg.get("image_size") or 28, "method": RESIZE}
     if shard:
         config["shard"] = {"index": shard[0], "count": shard[1], "ranges": ranges}
     sha = vae_ckpt["encoder_sha256"]
-    with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, dataset, sha,
-                      config, int(vae_ckpt["seed"])) as write:
+    with codes_writer(out, n_bits, {s: len(v[0]) for s, v in splits.items()}, data.name, sha,
+                      config, int(vae_ckpt["seed"]), data=data.record()) as write:
         for split, (images, labels) in splits.items():
             for start, codes in encode_batches(model.encoder, images, batch_size):
                 write(split, start, codes, labels[start:start + len(codes)])
@@ -135,6 +185,7 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
     if resume is not None:
         model, old = ck.load_bnn(resume)
         check_encoder(old.get("encoder_sha256"), sha, resume, codes_path)
+        check_data(old.get("data"), data["attrs"], resume, codes_path)
         require_same_config(old, cfg, ("task", "batch_size", "lr", "schedule", "seed",
                                             "val_fraction"), resume)
         if old["shape"] != shape.to_dict():
@@ -146,9 +197,9 @@ def train_task_bnn(codes_path: Path, task: Task, cfg: BNNConfig, out: Path | Non
                **_final_metrics(model, data, history, test)}
     if out is not None:
         ck.save_checkpoint(out, ck.BNN_FORMAT, model, cfg.to_dict(), cfg.seed,
-                           shape=shape.to_dict(), task={"name": task.name,
-                                                        "classes": list(task.classes)},
+                           shape=shape.to_dict(), task=task.record(),
                            encoder_sha256=sha, codes=str(codes_path),
+                           data=data_record(data["attrs"]),
                            optimizer=optimizer.state_dict(), metrics=metrics)
     return metrics
 
@@ -207,6 +258,7 @@ def evaluate_task_bnn(bnn_path: Path, codes_path: Path, split: str = "test") -> 
     stored = "test" if split == "test" else "train"  # val is a slice of the stored train split
     c = read_codes(codes_path, stored)
     check_encoder(ckpt.get("encoder_sha256"), c.attrs["encoder_sha256"], bnn_path, codes_path)
+    check_data(ckpt.get("data"), c.attrs, bnn_path, codes_path)
     task = Task(ckpt["task"]["name"], tuple(ckpt["task"]["classes"]))
     keep = split_parts(c.labels, stored, ckpt["config"].get("val_fraction", 0.0))[split]
     idx, y = task.select(c.labels[keep])

@@ -13,10 +13,19 @@ import torch
 from hybnn_cli.codes.store import read_codes
 from hybnn_cli.data.datasets import load_split
 from hybnn_cli.data.splits import VAL_FRACTION, train_val_indices
-from hybnn_cli.data.tasks import Task
+from hybnn_cli.data.tasks import Task, parse_task
 from hybnn_cli.data.tensors import codes_to_tensor, images_to_tensor
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.sealed import sealed
+
+
+def codes_task(codes_path, task: str | None = None, digits: str | None = None,
+               classes: str | None = None) -> Task:
+    """The task of --task / --digits / --classes over the classes a codes file records (their
+    names; a file without them has the ten classes of MNIST)."""
+    from hybnn_cli.codes.store import class_names, read_attrs
+
+    return parse_task(task, digits, classes, class_names(read_attrs(codes_path)))
 
 
 def load_task_codes(codes_path: Path, task: Task, val_fraction: float = VAL_FRACTION) -> dict:

@@ -1,0 +1,293 @@
+"""Labelled data sets from files (`--data PATH`), read into a `labelled.LabelledSet`.
+
+Three layouts:
+- an image folder: `PATH/train/<class>/*.png|jpg|jpeg` and `PATH/test/<class>/…`, or one folder of
+  class subfolders `PATH/<class>/…`, split per class by a seeded permutation (`SPLIT_SEED`): of a
+  class's n images, round(test_fraction · n) go to `test`, the rest to `train`. Class names are
+  the sorted folder names, label i = the i-th name; within a class, images are in the sorted
+  order of their file names. Grayscale images (modes L, 1, LA) give (H, W) arrays; colour ones
+  (RGB, RGBA, P, …) give (H, W, 3). All images of a set must share one size and channel count;
+- an NPZ with `x_train`, `y_train`, `x_test`, `y_test` (uint8 images N×H×W or N×H×W×C with C 1 or
+  3; integer labels) and optionally `class_names` (else the classes are 0..max label);
+- a folder of IDX pairs named like MNIST's (`train-images-idx3-ubyte[.gz]`,
+  `train-labels-idx1-ubyte[.gz]`, `t10k-…`); classes 0..max label, named by their numbers.
+
+Identity: a SHA-256 over the files in the sorted order of their paths relative to PATH, each as
+its relative path, its length and its bytes (an NPZ: its bytes alone, so that a renamed file keeps
+its identity; an IDX folder: its four files in the order train images, train labels, test images,
+test labels), and for a split folder the split's test fraction and seed, which decide what
+`test` holds. Every file is read once: hashed and decoded from the same bytes.
+
+Bad input is refused with one line (`HybnnError`): an empty folder, a class with no images or no
+test images, a file that is not an image, an unreadable or truncated image, images of mixed
+sizes or channel counts, a missing NPZ key, labels outside the classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from hybnn_cli.data.labelled import SPLIT_SEED, LabelledSet
+from hybnn_cli.errors import HybnnError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+MAX_CLASSES = 256  # labels are stored as one byte
+_GRAY, _COLOUR = ("L", "1", "LA"), ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX")
+
+
+def read_files(path: Path, test_fraction: float, on_file=None) -> LabelledSet:
+    """The labelled set at `path` (a folder or an NPZ file), checked; see the module's text."""
+    if not path.exists():
+        raise HybnnError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() != ".npz":
+            raise HybnnError(f"{path}: --data takes a folder of images, a folder of IDX files "
+                             f"or an .npz file")
+        return read_npz(path)
+    if _idx_file(path, IDX_FILES["train"][0]) is not None:
+        return read_idx_folder(path)
+    return read_image_folder(path, test_fraction, on_file)
+
+
+# ── image folders ─────────────────────────────────────────────────────────────────────────────
+def _entries(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _class_files(root: Path, where: str) -> dict[str, list[Path]]:
+    """{class name: sorted image files} of the class subfolders of `root`."""
+    entries = _entries(root)
+    if not entries:
+        raise HybnnError(f"{root}: empty folder; {where} needs class subfolders "
+                         f"(<class>/*.png, .jpg or .jpeg)")
+    classes = {}
+    for entry in entries:
+        if not entry.is_dir():
+            raise HybnnError(f"{entry}: a file where {where} holds only class subfolders")
+        files = _entries(entry)
+        for f in files:
+            if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise HybnnError(f"{f}: not an image file (.png, .jpg or .jpeg)")
+        if not files:
+            raise HybnnError(f"{entry}: class '{entry.name}' holds no images")
+        classes[entry.name] = files
+    if len(classes) > MAX_CLASSES:
+        raise HybnnError(f"{root}: {len(classes)} classes; at most {MAX_CLASSES} are supported")
+    return classes
+
+
+def read_image_folder(root: Path, test_fraction: float, on_file=None) -> LabelledSet:
+    """An image folder: train/ and test/ of class subfolders, or class subfolders to split."""
+    presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    if presplit:
+        train, test = (_class_files(root / s, f"{root}/{s}") for s in ("train", "test"))
+        names = tuple(sorted(train))
+        for name in test:
+            if name not in train:
+                raise HybnnError(f"{root / 'test' / name}: class '{name}' has no training "
+                                 f"images ({root / 'train' / name} is missing)")
+        for name in names:
+            if name not in test:
+                raise HybnnError(f"{root}: class '{name}' has no test images "
+                                 f"({root / 'test' / name} is missing)")
+        parts = {"train": train, "test": test}
+    else:
+        classes = _class_files(root, str(root))
+        names = tuple(sorted(classes))
+        parts = _split_classes(root, classes, test_fraction)
+    files = sorted({f for part in parts.values() for fs in part.values() for f in fs})
+    h = hashlib.sha256()
+    images = _read_images(root, files, h, on_file)
+    source = {"path": str(root), "kind": "folder", "n_files": len(files)}
+    if not presplit:
+        h.update(f"split test_fraction={test_fraction!r} seed={SPLIT_SEED}".encode())
+        source.update(kind="folder-split", test_fraction=test_fraction, split_seed=SPLIT_SEED)
+    arrays = {}
+    for split, part in parts.items():
+        x = [images[f] for name in names for f in part[name]]
+        y = [i for i, name in enumerate(names) for _ in part[name]]
+        arrays[split] = (np.stack(x), np.asarray(y, dtype=np.uint8))
+    return LabelledSet(f"files:{root.resolve().name}", names, h.hexdigest(), source, arrays)
+
+
+def _split_classes(root: Path, classes: dict[str, list[Path]], fraction: float) -> dict:
+    """Per class, round(fraction · n) files (a seeded permutation) to test, the rest to train."""
+    if not 0.0 < fraction < 1.0:
+        raise HybnnError(f"--test-fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(SPLIT_SEED)
+    parts: dict = {"train": {}, "test": {}}
+    for name in sorted(classes):
+        files = classes[name]
+        n_test = int(round(fraction * len(files)))
+        if n_test == 0 or n_test == len(files):
+            what = "no test images" if n_test == 0 else "no training images"
+            raise HybnnError(f"{root / name}: class '{name}' has {what} with --test-fraction "
+                             f"{fraction} of its {len(files)} image(s); add images or split the "
+                             f"folder into train/ and test/ yourself")
+        test = set(rng.permutation(len(files))[:n_test].tolist())
+        parts["test"][name] = [f for i, f in enumerate(files) if i in test]
+        parts["train"][name] = [f for i, f in enumerate(files) if i not in test]
+    return parts
+
+
+def _read_images(root: Path, files: list[Path], h, on_file=None) -> dict[Path, np.ndarray]:
+    """Each file hashed into `h` (relative path, length, bytes) and decoded; one size for all."""
+    out, first = {}, None
+    for f in files:
+        try:
+            raw = f.read_bytes()
+        except OSError as e:
+            raise HybnnError(f"{f}: cannot read ({e.strerror or e})") from None
+        rel = f.relative_to(root).as_posix().encode()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
+        arr = decode_image(f, raw)
+        if first is None:
+            first = (f, arr.shape)
+        elif arr.shape != first[1]:
+            raise HybnnError(f"{f}: {_shape_text(arr.shape)} but {first[0]} is "
+                             f"{_shape_text(first[1])}; all images of a data set must have one "
+                             f"size and channel count")
+        out[f] = arr
+        if on_file:
+            on_file(1)
+    return out
+
+
+def _shape_text(shape: tuple) -> str:
+    channels = "grayscale" if len(shape) == 2 else f"{shape[2]} channels"
+    return f"{shape[1]}×{shape[0]} {channels}"
+
+
+def decode_image(path: Path, raw: bytes) -> np.ndarray:
+    """uint8 (H, W) for a grayscale image, (H, W, 3) for a colour one; HybnnError otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            if img.mode in _GRAY:
+                return np.asarray(img.convert("L"))
+            if img.mode in _COLOUR:
+                return np.asarray(img.convert("RGB"))
+            mode = img.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise HybnnError(f"{path}: not a readable image ({str(e).splitlines()[0]})") from None
+    raise HybnnError(f"{path}: image mode {mode} is not supported; use 8-bit grayscale or RGB")
+
+
+# ── NPZ ───────────────────────────────────────────────────────────────────────────────────────
+def read_npz(path: Path) -> LabelledSet:
+    """An NPZ of x_train, y_train, x_test, y_test (and optionally class_names), checked."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in NPZ_KEYS if k not in z.files]
+            if missing:
+                raise HybnnError(f"{path}: missing key{'s' * (len(missing) > 1)} "
+                                 f"{', '.join(missing)} (it has: {', '.join(z.files) or 'none'})")
+            got = {k: z[k] for k in (*NPZ_KEYS, "class_names") if k in z.files}
+    except HybnnError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise HybnnError(f"{path}: not a readable NPZ file ({str(e).splitlines()[0]})") from None
+    names = _npz_class_names(path, got)
+    arrays = {s: (_npz_images(path, got[f"x_{s}"], f"x_{s}"),
+                  _npz_labels(path, got[f"y_{s}"], f"y_{s}", len(got[f"x_{s}"]), names))
+              for s in ("train", "test")}
+    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
+        raise HybnnError(f"{path}: x_train images are {arrays['train'][0].shape[1:]} but x_test "
+                         f"images {arrays['test'][0].shape[1:]}")
+    source = {"path": str(path), "kind": "npz"}
+    return LabelledSet(f"files:{path.name}", names, _file_sha256(path), source, arrays)
+
+
+def _npz_class_names(path: Path, got: dict) -> tuple[str, ...]:
+    if "class_names" in got:
+        names = got["class_names"]
+        if names.ndim != 1 or names.dtype.kind not in "US" or len(names) < 1:
+            raise HybnnError(f"{path}: class_names must be a 1-D array of strings")
+        names = tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
+        if len(set(names)) != len(names):
+            raise HybnnError(f"{path}: class_names names a class twice")
+    else:
+        labels = [got[k] for k in ("y_train", "y_test") if got[k].size]
+        top = max((int(np.max(y)) for y in labels if y.dtype.kind in "iu"), default=0)
+        names = tuple(str(i) for i in range(min(top, MAX_CLASSES) + 1))
+    if len(names) > MAX_CLASSES:
+        raise HybnnError(f"{path}: {len(names)} classes; at most {MAX_CLASSES} are supported")
+    return names
+
+
+def _npz_images(path: Path, x: np.ndarray, key: str) -> np.ndarray:
+    if x.dtype != np.uint8:
+        raise HybnnError(f"{path}: {key} must be uint8 images, got {x.dtype}")
+    if x.ndim == 4 and x.shape[3] == 1:
+        x = x[..., 0]
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
+        raise HybnnError(f"{path}: {key} has shape {x.shape}; expected N×H×W or N×H×W×C with "
+                         f"C 1 or 3")
+    if len(x) == 0:
+        raise HybnnError(f"{path}: {key} holds no images")
+    return np.ascontiguousarray(x)
+
+
+def _npz_labels(path: Path, y: np.ndarray, key: str, n: int, names: tuple) -> np.ndarray:
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise HybnnError(f"{path}: {key} must be a 1-D integer array, got {y.ndim}-D {y.dtype}")
+    if len(y) != n:
+        raise HybnnError(f"{path}: {key} has {len(y)} labels for {n} images")
+    bad = np.flatnonzero((y < 0) | (y >= len(names)))
+    if len(bad):
+        raise HybnnError(f"{path}: {key} holds {y[bad[0]]} (at index {bad[0]}), outside the "
+                         f"{len(names)} classes 0..{len(names) - 1}")
+    return y.astype(np.uint8)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ── IDX pairs ─────────────────────────────────────────────────────────────────────────────────
+def _idx_file(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / (name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx_folder(folder: Path) -> LabelledSet:
+    """A folder of IDX pairs named like MNIST's; classes 0..max label."""
+    from hybnn_cli.data.datasets import read_idx
+
+    h, arrays = hashlib.sha256(), {}
+    for split, names in IDX_FILES.items():
+        found = [_idx_file(folder, n) for n in names]
+        for n, f in zip(names, found, strict=True):
+            if f is None:
+                raise HybnnError(f"{folder}: {n}[.gz] is missing (an IDX folder holds "
+                                 f"{', '.join(n for pair in IDX_FILES.values() for n in pair)})")
+        x, y = read_idx(found[0], ndim=3), read_idx(found[1], ndim=1)
+        if len(x) != len(y):
+            raise HybnnError(f"{folder}: {split} has {len(x)} images but {len(y)} labels")
+        arrays[split] = (x, y)
+        for f in found:
+            raw, rel = f.read_bytes(), f.name.encode()
+            h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
+    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
+        raise HybnnError(f"{folder}: train images are {arrays['train'][0].shape[1:]} but test "
+                         f"images {arrays['test'][0].shape[1:]}")
+    top = max((int(y.max()) for _, y in arrays.values() if len(y)), default=0)
+    names = tuple(str(i) for i in range(top + 1))
+    source = {"path": str(folder), "kind": "idx"}
+    return LabelledSet(f"files:{folder.resolve().name}", names, h.hexdigest(), source, arrays)
