@@ -336,8 +336,9 @@ def _study_load(r: dict) -> str:
     parts = []
     for e, enc in r["encoders"].items():
         if "study_wall_seconds" in enc:
-            parts.append(f"{e}: {enc['study_wall_seconds'] / 60:.1f} min with {enc['jobs']} "
-                         f"run(s) at a time, load average {enc['load_average_start'][0]:.1f} at "
+            jobs = "one run" if enc["jobs"] == 1 else f"{enc['jobs']} runs"
+            parts.append(f"{e}: {enc['study_wall_seconds'] / 60:.1f} min with {jobs} "
+                         f"at a time, load average {enc['load_average_start'][0]:.1f} at "
                          f"the start and {enc['load_average_end'][0]:.1f} at the end on "
                          f"{r['machine']['cores']} cores")
     return "; ".join(parts) or "not recorded"
@@ -395,15 +396,33 @@ def forgetproof_table(results_dir: Path) -> str:
     return (f"Test accuracy after the fifth task, mean ± standard deviation over seeds "
             f"{', '.join(map(str, r['seeds']))}: class scenario on all ten digits, task scenario "
             f"averaged over the five tasks. \"below joint\" is the joint row's mean minus the "
-            f"row's, in points; accuracy per task is each task's final test accuracy (tasks 1 "
-            f"to 5, mean over the seeds); the time is the fit (mixtures) or training (networks) "
-            f"time per seed, one thread per run. K chosen on validation ({chosen}). "
+            f"row's, in points (negative: above joint); accuracy per task is each task's final "
+            f"test accuracy (tasks 1 to 5, mean over the seeds). Forgetting is the metric of the "
+            f"other rows (best minus final accuracy per earlier task): for a learner that cannot "
+            f"forget, whose models never change, it is the accuracy an earlier task loses when "
+            f"later classes join the competition for its codes, so it is zero in the task "
+            f"scenario. The time is the fit (mixtures) or training (networks) time per seed, "
+            f"one thread per run. K chosen on validation ({chosen}){_edge_note(r)}. "
             f"{_plan_line(r)}{anchor_src} The times were taken on a shared machine: "
-            f"{_study_load(r)}.\n\n"
+            f"{_study_load(r)}; the continual.json rows' times come from that study's own run, "
+            f"under its own load.\n\n"
             + table(["encoder", "scenario", "method", "source", "memory", "accuracy (%)",
                      "below joint (points)", "forgetting (points)", "accuracy per task (%)",
                      "fit s per seed"], rows)
             + "\n\n" + source(FORGETPROOF, r))
+
+
+def _edge_note(r: dict) -> str:
+    """A note when a chosen K is the largest the plan lists (the best K may lie beyond)."""
+    top = max(r["candidates"].values())
+    at_top = [k for k, c in r.get("chosen", {}).items()
+              if isinstance(c, dict) and c["components"] == top]
+    if not at_top:
+        return ""
+    which = "every choice" if len(at_top) == len(r["strategies"]) * len(r["encoders"]) else \
+        ", ".join(at_top)
+    return (f"; for {which} the chosen K is the largest the plan lists, so a larger K might "
+            f"do better on validation: this plan does not try one")
 
 
 def _joint_val(r: dict, enc: str, scenario: str) -> float | None:
