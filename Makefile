@@ -45,7 +45,7 @@ demo: setup
 #   feddp.json            benchmarks/fedpriv.py --study dp --codes $(ENC)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
 #   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(ENC)/codes-mnist.h5
 #   continual.json        benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5
-#   forgetproof.json      benchmarks/forgetproof.py --codes mnist=$(ENC)/codes-mnist.h5 (after continual.json)
+#   forgetproof.json      benchmarks/forgetproof.py --codes mnist=$(ENC)/codes-mnist.h5
 #   fedtune.json          benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 2
 #   fedscale.json         benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100
 #   bench.json            hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png

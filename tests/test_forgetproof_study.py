@@ -85,12 +85,12 @@ def test_candidates_run_sealed_and_a_record_with_a_test_number_is_refused(tmp_pa
         envs.append(env)
         return answer(0.9, test=with_test), {"wall_seconds": 1.0}
 
-    monkeypatch.setattr(forgetproof_study, "run_hybnn", fake_run)
+    monkeypatch.setattr(forgetproof_study.continual_study, "run_hybnn", fake_run)
     key, cmd = study.tuning_jobs()[0]
     study.tune_one(key, cmd)
     assert envs[-1][ENV] == "1"  # the candidate ran sealed
     assert found_test_keys(study.body["tuning"]) == [] and key in study.body["tuning"]
-    monkeypatch.setattr(forgetproof_study, "run_hybnn",
+    monkeypatch.setattr(forgetproof_study.continual_study, "run_hybnn",
                         lambda cmd, env: fake_run(cmd, env, with_test=True))
     key2, cmd2 = study.tuning_jobs()[1]
     with pytest.raises(HybnnError, match="holds test numbers"):

@@ -35,15 +35,7 @@ from hybnn_cli.codes.store import read_attrs
 from hybnn_cli.continual import HEADLINE
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.sealed import Plan, assert_no_test, check_same_plan, choose, sealed_env
-from hybnn_cli.study.continual_study import (
-    FORMAT as CONTINUAL_FORMAT,
-)
-from hybnn_cli.study.continual_study import (
-    brief,
-    child_cpu_seconds,
-    run_hybnn,
-    with_seed,
-)
+from hybnn_cli.study import continual_study  # the module: its names are looked up when used
 from hybnn_cli.study.docgen import _plan_line, renderer, source, table
 from hybnn_cli.study.provenance import (
     REPO_ROOT,
@@ -54,6 +46,8 @@ from hybnn_cli.study.provenance import (
 )
 from hybnn_cli.threads import child_env
 
+# (continual_study imports docgen, which imports this module, so when continual_study is imported
+# first its names do not exist yet while this module is imported)
 FORMAT = "hybnn-forgetproof"
 VERSION = 1
 FORGETPROOF = "forgetproof.json"
@@ -88,14 +82,14 @@ def learned_tasks(res: dict) -> list[list[int]]:
 def record(res: dict, cmd: list[str], made: dict) -> dict:
     """What the study keeps of one `hybnn continual --json` answer: `continual_study.brief` and
     the final accuracy on every task per seed, with the tasks in the order learned."""
-    return {**brief(res, cmd, made), "tasks": learned_tasks(res),
+    return {**continual_study.brief(res, cmd, made), "tasks": learned_tasks(res),
             "per_task_final": per_task_final(res)}
 
 
 def read_anchors(path: Path, encoders: dict[str, str], strategies: list[str]) -> dict:
     """The continual study's runs of `strategies` for each encoder it holds, with the file's
     provenance; HybnnError when its encoder is not the one of our codes of that name."""
-    r = read_result(path, CONTINUAL_FORMAT)
+    r = read_result(path, continual_study.FORMAT)
     shas = {e: str(read_attrs(c)["encoder_sha256"]) for e, c in encoders.items()}
     runs = {}
     for key, run in r["runs"].items():
@@ -192,7 +186,7 @@ class ForgetproofStudy:
     def tune_one(self, key: str, cmd: list[str]) -> None:
         if self.done(key, cmd, self.body["tuning"]):
             return
-        res, made = run_hybnn(cmd, sealed_env(self.env))
+        res, made = continual_study.run_hybnn(cmd, sealed_env(self.env))
         assert_no_test(res, key)  # sealed: the command could not have read test
         rec = record(res, cmd, made)
         assert_no_test(rec, key)
@@ -242,23 +236,23 @@ class ForgetproofStudy:
         return jobs
 
     def study_encoder(self, enc: str) -> None:
-        t0, cpu0, load0 = time.perf_counter(), child_cpu_seconds(), os.getloadavg()
+        t0, cpu0, load0 = time.perf_counter(), continual_study.child_cpu_seconds(), os.getloadavg()
         todo = [j for j in self.study_jobs(enc) if not self.done(j[1], j[2], self.body[j[0]])]
         # one seed per job; then each run's command with all its seeds finds every seed's
         # checkpoint finished (--resume) and only gathers them
-        per_seed = [(section, key, with_seed(cmd, str(s))) for section, key, cmd in todo
-                    for s in _seeds_of(cmd)]
+        per_seed = [(section, key, continual_study.with_seed(cmd, str(s)))
+                    for section, key, cmd in todo for s in _seeds_of(cmd)]
         made_by: dict[tuple[str, str], list[dict]] = {}
         with ThreadPoolExecutor(self.jobs) as pool:
             for section, key, made in pool.map(
-                    lambda j: (j[0], j[1], run_hybnn(j[2], self.env)[1]), per_seed):
+                    lambda j: (j[0], j[1], continual_study.run_hybnn(j[2], self.env)[1]), per_seed):
                 made_by.setdefault((section, key), []).append(made)
         for section, key, cmd in todo:
             self.gather(section, key, cmd, made_by.get((section, key), []))
         if todo:
             self.body["encoders"][enc].update({
                 "study_wall_seconds": round(time.perf_counter() - t0, 1),
-                "study_cpu_seconds": round(child_cpu_seconds() - cpu0, 1),
+                "study_cpu_seconds": round(continual_study.child_cpu_seconds() - cpu0, 1),
                 "load_average_start": [round(x, 2) for x in load0],
                 "load_average_end": [round(x, 2) for x in os.getloadavg()],
                 "jobs": self.jobs, "runs_timed": len(per_seed)})
@@ -266,7 +260,7 @@ class ForgetproofStudy:
 
     def gather(self, section: str, key: str, cmd: list[str], made: list[dict]) -> None:
         """The run's command with all its seeds: it finds them done and answers for them."""
-        res, whole = run_hybnn(cmd, self.env)
+        res, whole = continual_study.run_hybnn(cmd, self.env)
         self.body[section][key] = {**record(res, cmd, whole), "made_per_seed": made,
                                    "wall_seconds": round(sum(m["wall_seconds"] for m in made), 1)}
         self.save()
