@@ -113,3 +113,70 @@ def test_the_default_batch_is_one_number():
     cmd = typer.main.get_command(app).commands["predict"]
     (option,) = [p for p in cmd.params if p.name == "batch_size"]
     assert option.default == pb.DEFAULT_BATCH == DEFAULT_BATCH
+
+
+# ── the e2e benchmark's new fields ────────────────────────────────────────────────────────────
+def _e2e_with(tmp_path, **fields) -> str:
+    """The e2e block rendered from the committed e2e.json with `fields` of its body replaced."""
+    from hybnn_cli.study.e2e_study import E2E, e2e
+    from hybnn_cli.study.provenance import REPO_ROOT
+
+    r = json.loads((REPO_ROOT / "benchmarks" / "results" / E2E).read_text())
+    for key, value in fields.items():
+        if value is None:
+            r.pop(key, None)
+        else:
+            r[key] = value
+    (tmp_path / E2E).write_text(json.dumps(r))
+    return e2e(tmp_path)
+
+
+def test_e2e_renders_a_file_from_before_the_light_install_with_not_measured(tmp_path):
+    from hybnn_cli.study.provenance import REPO_ROOT
+
+    text = _e2e_with(tmp_path)
+    old = json.loads((REPO_ROOT / "benchmarks/results/e2e.json").read_text())
+    assert "numba" in old["processes"]["runtime_venv_packages"]  # it measured a venv with numba
+    assert "not measured for the base install without numba" in text
+    assert f"{old['processes']['installed_mb']['runtime_only']:,.0f} MB with numba" in text
+    assert "two kernels (the numpy head of the base install" in text and "not measured" in text
+
+
+def test_e2e_renders_both_installs_both_heads_and_the_memory_target(tmp_path):
+    from hybnn_cli.study.provenance import REPO_ROOT
+
+    old = json.loads((REPO_ROOT / "benchmarks/results/e2e.json").read_text())
+    pr = {**old["processes"], "installed_mb": {"base": 201.4, "fast": 330.2, "with_torch": 1200}}
+
+    def mem(mb, n):
+        return {"images": n, "peak_rss_mb": mb, "wall_seconds": 1.0, "head_kernel": "numpy",
+                "batch_size": 256, "images_per_second": 1000.0, "heads": 6}
+
+    pr["predict_peak_memory"] = {"test": mem(111.0, 10000), "train": mem(149.4, 60000),
+                                 "test_fast": mem(170.0, 10000), "train_fast": mem(171.0, 60000)}
+
+    def row(us):
+        return {"median_seconds": us * 1e-6, "us_per_code": us}
+
+    hk = {"head": "all", "codes_checked": 10000, "labels_identical": True,
+          "batch_4096": {"numpy": row(8.0), "numba": row(0.25), "speedup_numba_vs_numpy": 32.0},
+          "batch_1": {"numpy": row(40.0), "numba": row(1.5), "speedup_numba_vs_numpy": 26.7}}
+    text = _e2e_with(tmp_path, processes=pr, head_kernels=hk)
+    assert "201 MB for the base install" in text and "330 MB with numba" in text
+    assert "149 MB on 60,000 images (within the target of 150 MB" in text
+    assert "in the fast install 170 MB on 10,000 images, 171 MB on 60,000 images." in text
+    assert "| 4,096 | 8.00 | 0.250 | 32× |" in text and "| 1 | 40.00 | 1.500 | 27× |" in text
+    pr["predict_peak_memory"]["train"]["peak_rss_mb"] = 151.0
+    assert "above the target of 150 MB" in _e2e_with(tmp_path, processes=pr, head_kernels=hk)
+
+
+def test_e2e_times_both_head_kernels_after_checking_their_labels(bundle):
+    from hybnn_cli.study.e2e_speed import head_kernels
+
+    r = head_kernels(bundle["bundle"], bundle["images"], "all", 1, quick=True, batch=16)
+    assert r["labels_identical"] and r["codes_checked"] == len(bundle["images"])
+    for key in ("batch_16", "batch_1"):
+        for kernel in ("numpy", "numba"):
+            assert r[key][kernel]["us_per_code"] > 0 and r[key][kernel]["repeats"] >= 3
+        assert r[key]["speedup_numba_vs_numpy"] == pytest.approx(
+            r[key]["numpy"]["median_seconds"] / r[key]["numba"]["median_seconds"])
