@@ -37,6 +37,13 @@ Memory: the ONNX Runtime session keeps its CPU memory arena (reused across batch
 memory pattern (`enable_mem_pattern` plans one buffer for every intermediate of a batch shape,
 which doubled the peak at large batches), and `DEFAULT_BATCH` images per call keep the encoder's
 activations (some tens of kB per 28×28 image) to a few tens of MB.
+
+Threads: the encoder runs on `threads` ONNX Runtime threads; the compiled heads on as many for
+batches of more than `SERIAL_HEAD_ROWS` codes, on one below. ONNX Runtime's pool threads spin
+for a moment after each call, on the cores a parallel head would start on. Measured on 2 cores
+busy with other work (six heads), the heads on one thread gave about 1.5 times the images per
+second of the heads on two at batches of 256 and were ahead at 1,024 and 4,096 too; above
+`SERIAL_HEAD_ROWS` the heads stay parallel, for large arrays of codes on idle cores.
 """
 
 from __future__ import annotations
@@ -62,6 +69,10 @@ NUMPY_ROWS = 64  # the largest batch it answers in numpy
 # images per encoder call by default (`hybnn predict --batch-size`): the activations of a batch,
 # not the number of images, set the peak memory (module docstring)
 DEFAULT_BATCH = 256
+# batches of at most this many codes run the compiled heads on one thread: right after each
+# encoder call ONNX Runtime's pool threads spin a while on the cores a parallel head would use,
+# and such a head waited for them (module docstring)
+SERIAL_HEAD_ROWS = 1024
 
 
 class BundleError(ValueError):
@@ -120,7 +131,8 @@ class Head:
                 self._numpy = NumpyHead(self.arrays)
             return self.classes[self._numpy.run(codes)[1]]
         self.compiled_calls += 1
-        return self.classes[self._runtime.run(codes, min(threads, _numba_threads()))[1]]
+        threads = 1 if len(codes) <= SERIAL_HEAD_ROWS else min(threads, _numba_threads())
+        return self.classes[self._runtime.run(codes, threads)[1]]
 
 
 @dataclass
