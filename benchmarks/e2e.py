@@ -3,9 +3,11 @@ the torch pipeline (encoder in `inference_mode`, threshold, the float32 BNN head
 one process, on the same MNIST test images, with the same number of threads.
 
 The study is `hybnn_cli.study.e2e_study` (agreement of codes and labels on every test image, speed
-at batch 4096 and at batch 1 against torch eager and torch at its best, cold start, installed size,
-peak memory); this script parses the options and runs it, writing `benchmarks/results/e2e.json`
-with the provenance header of the run.
+at batch 4096 and at batch 1 against torch eager and torch at its best, the head on its numpy and
+its compiled kernel at both batches, cold start, the installed sizes of the base install (no
+numba), the `fast` one and one with torch, and `hybnn predict`'s peak memory in the base and the
+fast install); this script parses the options and runs it, writing
+`benchmarks/results/e2e.json` with the provenance header of the run.
 
 Usage: python benchmarks/e2e.py --bundle runs/e2e/bundle [--venvs runs/e2e/venvs]
            [--threads 2] [--head all] [--out benchmarks/results/e2e.json] [--quick]

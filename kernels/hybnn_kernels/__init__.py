@@ -1,5 +1,7 @@
 """hybnn_kernels: the torch-free runtime of hybnn (numpy and numba only; h5py only to read a deploy
-file, imported when one is read).
+file, imported when one is read). numba is optional for a deploy bundle (`pipeline`): without it
+(the base install; `pip install 'hybnn[fast]'` adds it) the heads run on `head_numpy`; the modules
+that compile (`bits`, `tile`, `xnor`, `dense`, `runtime`, ...) need it.
 
 - `layout`: the bit convention, `n_words`, the padding-bit rule, numpy packing and unpacking
   (no numba); `bits`: the compiled packers;
@@ -14,7 +16,7 @@ file, imported when one is read).
   `h5attrs` (how hybnn's HDF5 files store their attributes);
 - `pipeline`: `load_bundle` / `Pipeline`, a deploy bundle run end to end on uint8 images (the
   encoder in ONNX Runtime, imported when a bundle is loaded; the heads on the kernels, the first
-  small batches in numpy).
+  small batches in numpy, every batch in numpy where numba does not import).
 - `prototypes`: the Bernoulli-mixture EM, binary class prototypes and the nearest-prototype rule
   in numpy alone (a bundle's prototype head; `hybnn learn-class` fits one class on the device).
 

@@ -14,7 +14,7 @@ import numpy as np
 from hybnn_kernels.deploy_file import DeployArrays
 from hybnn_kernels.layout import n_words, pack_bool, padding_set
 
-_ROWS = 1024  # rows per step: the XOR intermediate is rows × hidden × words × 8 bytes
+_ROWS = 1024  # rows per step: the XOR intermediate is rows × hidden × 8 bytes
 
 
 def check_codes(codes, n_bits: int) -> np.ndarray:
@@ -37,15 +37,29 @@ class NumpyHead:
     def __init__(self, arrays: DeployArrays):
         self.arrays = arrays
         self._rows = np.arange(arrays.n_classes)[None, :]
+        # one word at a time (`_mismatches`): the weights' words as rows
+        self._w1 = np.ascontiguousarray(arrays.fc1_weights.T)  # (words(n_bits), hidden)
+        self._w2 = np.ascontiguousarray(arrays.fc2_weights.T)  # (words(hidden), n_classes)
+        self._count = np.int16 if 2 * max(arrays.n_bits, arrays.hidden) < 2 ** 15 else np.int64
 
     def run(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = self.arrays
         codes = check_codes(codes, a.n_bits)
         scores = np.empty((len(codes), a.n_classes), dtype=np.float32)
         for s in range(0, len(codes), _ROWS):
-            c = codes[s:s + _ROWS]
-            mism = np.bitwise_count(c[:, None, :] ^ a.fc1_weights[None]).sum(-1, dtype=np.int64)
+            mism = self._mismatches(codes[s:s + _ROWS], self._w1)
             h = pack_bool(a.n_bits - 2 * mism >= a.fc1_thresholds)  # dot >= threshold → 1
-            cnt = np.bitwise_count(h[:, None, :] ^ a.fc2_weights[None]).sum(-1, dtype=np.int64)
+            cnt = self._mismatches(h, self._w2)
             scores[s:s + _ROWS] = a.score_table[self._rows, a.hidden - cnt]
         return scores, np.argmax(scores, axis=1).astype(np.int64)
+
+    def _mismatches(self, x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+        """popcount(x_i XOR w_j) for every row i of x (rows, words) and column j of w_t
+        (words, n): a (rows, n) XOR and popcount per word, summed, a few times faster than one
+        (rows, n, words) array reduced over its short last axis."""
+        total = np.zeros((len(x), w_t.shape[1]), dtype=self._count)
+        xor = np.empty((len(x), w_t.shape[1]), dtype=np.uint64)
+        for k in range(w_t.shape[0]):
+            np.bitwise_xor(x[:, k:k + 1], w_t[k][None, :], out=xor)
+            total += np.bitwise_count(xor)
+        return total

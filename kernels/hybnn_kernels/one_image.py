@@ -26,17 +26,9 @@ import time
 import numpy as np
 
 from hybnn_kernels.layout import n_words, pack_signs_numpy
-from hybnn_kernels.pipeline import BundleError, make_session
+from hybnn_kernels.pipeline import BundleError, compiled_kernels_available, make_session
 
 _UINT8 = np.dtype(np.uint8)
-
-
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class OneImage:
@@ -72,7 +64,8 @@ class OneImage:
         self._little = sys.byteorder == "little"
         names = list(heads) if heads else list(pipe.heads)
         bnn = [n for n in names if hasattr(pipe.heads[n], "arrays")]  # the others: prototypes
-        compiled = _numba_available() and all(pipe.heads[n].compiled is not False for n in bnn)
+        compiled = compiled_kernels_available() and all(
+            pipe.heads[n].compiled is not False for n in bnn)
         self.kernel = "numba" if compiled else "numpy"
         self.heads = {}
         for name in names:

@@ -34,6 +34,23 @@ answers its first `NUMPY_CALLS` calls of at most `NUMPY_ROWS` codes with `head_n
 scores and labels, some microseconds per call) and switches to the compiled head at the first
 larger batch or after those calls. `compiled=True` compiles at load (a warm process that wants
 the fastest head from its first call), `compiled=False` never starts numba.
+
+Without numba (the base install, `pip install hybnn`; numba comes with the `fast` extra) every
+head runs on `head_numpy`, with no error: the compiled head is tried once, and an ImportError of
+numba or llvmlite leaves the numpy one in place (`compiled_kernels_available`). `Pipeline.
+head_kernel()` says which head ran: "numba" when any call ran compiled, else "numpy".
+
+Memory: the ONNX Runtime session keeps its CPU memory arena (reused across batches) but not its
+memory pattern (`enable_mem_pattern` plans one buffer for every intermediate of a batch shape,
+which doubled the peak at large batches), and `DEFAULT_BATCH` images per call keep the encoder's
+activations (some tens of kB per 28×28 image) to a few tens of MB.
+
+Threads: the encoder runs on `threads` ONNX Runtime threads; the compiled heads on as many for
+batches of more than `SERIAL_HEAD_ROWS` codes, on one below. ONNX Runtime's pool threads spin
+for a moment after each call, on the cores a parallel head would start on. Measured on 2 cores
+busy with other work (six heads), the heads on one thread gave about 1.5 times the images per
+second of the heads on two at batches of 256 and were ahead at 1,024 and 4,096 too; above
+`SERIAL_HEAD_ROWS` the heads stay parallel, for large arrays of codes on idle cores.
 """
 
 from __future__ import annotations
@@ -58,6 +75,13 @@ READ_VERSIONS = (1, 2)  # version 1: no prototype heads
 MANIFEST = "bundle.json"
 NUMPY_CALLS = 64  # calls a head answers in numpy before it compiles (compiled=None)
 NUMPY_ROWS = 64  # the largest batch it answers in numpy
+# images per encoder call by default (`hybnn predict --batch-size`): the activations of a batch,
+# not the number of images, set the peak memory (module docstring)
+DEFAULT_BATCH = 256
+# batches of at most this many codes run the compiled heads on one thread: right after each
+# encoder call ONNX Runtime's pool threads spin a while on the cores a parallel head would use,
+# and such a head waited for them (module docstring)
+SERIAL_HEAD_ROWS = 1024
 
 
 class BundleError(ValueError):
@@ -81,31 +105,43 @@ class Head:
     classes: np.ndarray  # int64 (n_classes,): the dataset label of each class index
     compiled: bool | None = None  # None: numpy for the first small calls, then compiled
     numpy_calls: int = 0
+    compiled_calls: int = 0
     _numpy: NumpyHead | None = field(default=None, repr=False)
     _runtime: object = field(default=None, repr=False)  # runtime.BNNRuntime, built on first use
 
     def __post_init__(self):
         if self.compiled:
-            self.runtime  # noqa: B018  (compile now)
+            self.runtime  # noqa: B018  (compile now, where numba imports)
 
     @property
     def runtime(self):
-        """The compiled head (`runtime.BNNRuntime`); numba starts on the first access."""
-        if self._runtime is None:
+        """The compiled head (`runtime.BNNRuntime`), or None where numba does not import; numba
+        starts on the first access."""
+        if self._runtime is None and compiled_kernels_available():
             from hybnn_kernels.runtime import BNNRuntime
 
             self._runtime = BNNRuntime.from_deploy(self.arrays)
         return self._runtime
 
+    def _use_numpy(self, rows: int) -> bool:
+        """Whether this call runs on `head_numpy` (module docstring: cold start, no numba)."""
+        if self._runtime is not None:
+            return False
+        if self.compiled is False or (self.compiled is None and rows <= NUMPY_ROWS
+                                      and self.numpy_calls < NUMPY_CALLS):
+            return True
+        return self.runtime is None  # compiles now where numba imports
+
     def labels(self, codes: np.ndarray, threads: int) -> np.ndarray:
         """Dataset labels int64 (N,) for packed codes (N, words)."""
-        if self._runtime is None and (self.compiled is False or self.compiled is None and (
-                len(codes) <= NUMPY_ROWS and self.numpy_calls < NUMPY_CALLS)):
+        if self._use_numpy(len(codes)):
             self.numpy_calls += 1
             if self._numpy is None:
                 self._numpy = NumpyHead(self.arrays)
             return self.classes[self._numpy.run(codes)[1]]
-        return self.classes[self.runtime.run(codes, threads)[1]]
+        self.compiled_calls += 1
+        threads = 1 if len(codes) <= SERIAL_HEAD_ROWS else min(threads, _numba_threads())
+        return self.classes[self._runtime.run(codes, threads)[1]]
 
 
 @dataclass
@@ -189,6 +225,34 @@ class Pipeline:
             return OneImage.fastest(self, heads=names)
         return OneImage(self, threads, names)
 
+    def head_kernel(self) -> str:
+        """"numba" when a head has run compiled, else "numpy" (`head_numpy`: the cold path, or
+        every call where numba does not import)."""
+        compiled = any(getattr(h, "compiled_calls", 0) for h in self.heads.values())
+        return "numba" if compiled else "numpy"
+
+
+_NUMBA: list = []  # [the numba module, or None where it does not import], filled on first use
+
+
+def compiled_kernels_available() -> bool:
+    """Whether numba imports (the `fast` extra), tried once; importing it starts it."""
+    if not _NUMBA:
+        try:
+            import numba
+        except ImportError:  # not installed, or llvmlite or numpy do not fit it
+            numba = None
+        _NUMBA.append(numba)
+    return _NUMBA[0] is not None
+
+
+def _numba_threads() -> int:
+    """The most threads a compiled kernel takes (NUMBA_NUM_THREADS, fixed at numba's start);
+    called once a compiled head exists, so numba is loaded."""
+    import numba
+
+    return int(numba.config.NUMBA_NUM_THREADS)
+
 
 def _pack_signs(logits: np.ndarray) -> np.ndarray:
     """The compiled packer once numba has started (a head compiled: `bits` is loaded), else the
@@ -249,6 +313,7 @@ def make_session(onnx_path: Path | bytes, threads: int):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = False  # the arena stays; the memory pattern doubled the peak
     so.log_severity_level = 3
     try:
         model = onnx_path if isinstance(onnx_path, bytes) else str(onnx_path)

@@ -35,12 +35,17 @@ def default_threads() -> int:
     return max(1, available_cores() // local)
 
 
-def resolve(threads: int | None) -> int:
+def resolve(threads: int | None, kernels: bool = True) -> int:
     """The thread count a command runs with: `threads`, or `default_threads()` when None/0;
-    at most Numba's NUMBA_NUM_THREADS (fixed when the process starts)."""
-    import numba
+    at most Numba's NUMBA_NUM_THREADS (fixed when the process starts). `kernels=False`: a
+    command that does not need numba (`predict` on a bundle: numba is optional there, and its
+    compiled heads take at most that many threads themselves) does not import it to check."""
+    if not kernels:
+        limit = sys.maxsize
+    else:
+        import numba
 
-    limit = numba.config.NUMBA_NUM_THREADS
+        limit = numba.config.NUMBA_NUM_THREADS
     if not threads:
         return min(default_threads(), limit)
     if threads < 1:

@@ -74,6 +74,8 @@ def unwrap_help(typer_app: typer.Typer) -> None:
 # Packages of the `train` extra (pyproject.toml): a command that needs one where only the runtime
 # is installed ends with one line saying how to install it.
 TRAIN_EXTRA = ("torch", "flwr", "matplotlib", "threadpoolctl", "onnx")
+# ... and of the `fast` extra: the compiled kernels (`predict` on a bundle runs without them)
+FAST_EXTRA = ("numba", "llvmlite")
 
 
 def handle_errors(fn):
@@ -89,6 +91,11 @@ def handle_errors(fn):
                               soft_wrap=True)  # escaped: a message may quote "[...]" input
             raise typer.Exit(1) from None
         except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] in FAST_EXTRA:
+                err_console.print(f"[bold red]Error:[/] this command needs the compiled kernels "
+                                  f"({e.name}), which the base install leaves out: pip install "
+                                  f"'hybnn\\[fast]'", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
             if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
                 raise
             err_console.print(f"[bold red]Error:[/] this command needs {e.name}, which the "

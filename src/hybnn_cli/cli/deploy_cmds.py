@@ -165,8 +165,9 @@ def predict_cmd(
     int8: bool = typer.Option(False, "--int8", help="With a bundle: run its int8 encoder."),
     labels: Path = typer.Option(None, "--labels", help="With a bundle: IDX labels of the images, "
                                 "to report each head's accuracy on its classes."),
-    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="With a bundle: images per "
-                                   "batch (memory stays flat in the number of images)."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="With a bundle: images per "
+                                   "batch; the batch, not the number of images, sets the peak "
+                                   "memory (the encoder's activations)."),
     json_out: bool = JsonOut,
 ):
     """Classify codes or images with an exported BNN or bundle.
@@ -221,29 +222,30 @@ def predict_cmd(
 
 
 def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, json_out):
-    from hybnn_cli.deploy.predict_bundle import predict_bundle
+    from hybnn_cli.deploy.predict_bundle import predict_bundle, write_json, write_rows
 
     if not images:
         raise HybnnError("no images given: name IDX, PNG or NPY files to classify")
-    with using_threads(threads) as n, make_progress(disable=json_out) as progress:
+    n = resolve_threads(threads, kernels=False)  # numba is optional here: not imported to check
+    with make_progress(disable=json_out) as progress:
         bar = progress.add_task("classify", total=None, status="")
         result = predict_bundle(bundle, images, n, int8, heads, batch_size, labels,
                                 on_start=lambda n: progress.update(bar, total=n),
                                 on_batch=lambda n: progress.advance(bar, n))
     if result["int8_note"]:
         typer.echo(result["int8_note"], err=True)
+
+    def write(text):
+        typer.echo(text, nl=False)
+
     if json_out:
-        print_json(result)
+        write_json(result, write)
         return
-    names = list(result["heads"])
-    for name in names:
-        r = result["heads"][name]
+    for name, r in result["heads"].items():
         if "accuracy" in r and r["accuracy"] is not None:
             typer.echo(f"# {name}: accuracy {r['accuracy']:.2%} on the {r['n_task']} images of "
                        f"classes {', '.join(map(str, r['classes']))}")
-    typer.echo("#\t" + "\t".join(names))
-    for i in range(result["n"]):
-        typer.echo(f"{i}\t" + "\t".join(str(result["heads"][h]["labels"][i]) for h in names))
+    write_rows(result, write)
 
 
 @app.command("learn-class")

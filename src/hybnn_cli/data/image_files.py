@@ -3,7 +3,9 @@
 `open_images` checks every file up front (readable, 28×28, one channel, uint8 or float in
 [0, 1]) from its header, without reading the pixels; `ImageSource.batches` then yields uint8
 (b, 28, 28) arrays, so a 60,000-image file is classified with memory flat in N: a raw IDX or NPY
-file is memory-mapped, a gzipped IDX is decompressed as a stream, a PNG is one image. Torch-free.
+file is read batch by batch with plain reads (not memory-mapped: every page of a mapped file
+read once stays in the process's resident set, the whole file by the end), a gzipped IDX is
+decompressed as a stream, a PNG is one image. Torch-free.
 """
 
 from __future__ import annotations
@@ -31,25 +33,37 @@ class ImageSource:
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         if self.kind == "png":
             yield _read_png(self.path)
-        elif self.kind == "idx":
-            data = np.memmap(self.path, np.uint8, "r", offset=self.offset,
-                             shape=(self.n, *SIZE)) if self.n else np.zeros((0, *SIZE), np.uint8)
-            for s in range(0, self.n, batch_size):
-                yield np.array(data[s:s + batch_size])
-        elif self.kind == "idx.gz":
-            with gzip.open(self.path, "rb") as f:
+        elif self.kind in ("idx", "idx.gz"):
+            with (gzip.open if self.kind == "idx.gz" else open)(self.path, "rb") as f:
                 f.read(self.offset)
-                for s in range(0, self.n, batch_size):
-                    b = min(batch_size, self.n - s)
-                    raw = f.read(b * SIZE[0] * SIZE[1])
-                    if len(raw) != b * SIZE[0] * SIZE[1]:
-                        raise HybnnError(f"{self.path}: truncated after {s} images")
-                    yield np.frombuffer(raw, np.uint8).reshape(b, *SIZE)
+                yield from _read_rows(f, self.path, self.n, batch_size, np.dtype(np.uint8))
         else:
-            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            arr = arr.reshape(self.n, *SIZE)
-            for s in range(0, self.n, batch_size):
-                yield _npy_to_uint8(self.path, np.asarray(arr[s:s + batch_size]))
+            yield from self._npy_batches(batch_size)
+
+    def _npy_batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                           np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            if fortran and len(shape) > 1 and np.prod(shape[1:]) > 1:  # rows not contiguous
+                arr = np.load(self.path, mmap_mode="r", allow_pickle=False).reshape(self.n, *SIZE)
+                chunks = (np.asarray(arr[s:s + batch_size]) for s in range(0, self.n, batch_size))
+            else:
+                chunks = _read_rows(f, self.path, self.n, batch_size, dtype)
+            for chunk in chunks:
+                yield _npy_to_uint8(self.path, chunk)
+
+
+def _read_rows(f, path: Path, n: int, batch_size: int, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """(b, 28, 28) arrays of `dtype` read from the file object f, batch_size images at a time."""
+    row = SIZE[0] * SIZE[1] * dtype.itemsize
+    for s in range(0, n, batch_size):
+        b = min(batch_size, n - s)
+        raw = f.read(b * row)
+        if len(raw) != b * row:
+            raise HybnnError(f"{path}: truncated after {s + len(raw) // row} images")
+        yield np.frombuffer(raw, dtype).reshape(b, *SIZE)
 
 
 def _read_png(p: Path) -> np.ndarray:

@@ -1,22 +1,31 @@
-"""Prediction from a deploy bundle: image files in, classes out, without torch.
+"""Prediction from a deploy bundle: image files in, classes out, without torch (and without numba
+in the base install).
 
-The bundle's encoder runs in ONNX Runtime, the heads on the XNOR kernels (`hybnn_kernels.pipeline`);
+The bundle's encoder runs in ONNX Runtime, the heads on the XNOR kernels where numba imports and on
+the numpy head otherwise (`hybnn_kernels.pipeline`; the result's ``head_kernel`` says which);
 images are read batch by batch (`image_files`), so memory stays flat in the number of images
-except for the labels themselves. With `labels` (an IDX labels file), each head's accuracy on the
-images of its classes is reported too; a prototype head's classes are names (`hybnn learn-class`),
-matched with the label's decimal digits ("8" for label 8). Nothing here imports torch.
+except for the labels themselves, kept in the smallest integer type that holds the head's classes
+(one or two bytes per image and head) and written out in slices (`write_json`, `write_rows`):
+never a Python list of every label. With `labels` (an IDX labels file), each head's accuracy on
+the images of its classes is reported too; a prototype head's classes are names (`hybnn
+learn-class`), matched with the label's decimal digits ("8" for label 8). Nothing here imports
+torch.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from hybnn_cli.data.image_files import iter_batches, open_images
 from hybnn_cli.errors import HybnnError
+
+DEFAULT_BATCH = 256  # = hybnn_kernels.pipeline.DEFAULT_BATCH (tests check), without importing it
+_SLICE = 8192  # labels per piece of output
 
 
 def load(bundle: Path, threads: int, int8: bool = False, heads: list[str] | None = None):
@@ -61,12 +70,22 @@ def read_labels(path: Path, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def label_dtype(classes: np.ndarray) -> np.dtype:
+    """The smallest signed integer type that holds every one of `classes`."""
+    lo, hi = (int(classes.min()), int(classes.max())) if len(classes) else (0, 0)
+    for t in (np.int8, np.int16, np.int32):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
 def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: bool = False,
-                   heads: list[str] | None = None, batch_size: int = 4096,
+                   heads: list[str] | None = None, batch_size: int = DEFAULT_BATCH,
                    labels: Path | None = None,
                    on_start: Callable[[int], None] | None = None,
                    on_batch: Callable[[int], None] | None = None) -> dict:
-    """Classify every image of `images` with the bundle's heads (all, or those named)."""
+    """Classify every image of `images` with the bundle's heads (all, or those named). Each head's
+    ``labels`` is a numpy array (`label_dtype`): `write_json` and `write_rows` print them."""
     if batch_size < 1:
         raise HybnnError(f"--batch-size must be >= 1, got {batch_size}")
     sources = open_images(images)
@@ -76,7 +95,8 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     note = int8_slower_note(pipe.manifest, min(batch_size, n)) if int8 else None
     if on_start:
         on_start(n)
-    preds = {name: np.empty(n, dtype=h.classes.dtype) for name, h in pipe.heads.items()}
+    preds = {name: np.empty(n, dtype=label_dtype(h.classes) if h.classes.dtype.kind in "iu"
+                            else h.classes.dtype) for name, h in pipe.heads.items()}
     t0 = time.perf_counter()
     done = 0
     for batch in iter_batches(sources, batch_size):
@@ -89,7 +109,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     out = {}
     for name, pred in preds.items():
         h = pipe.heads[name]
-        r = {"classes": h.classes.tolist(), "labels": pred.tolist(),
+        r = {"classes": h.classes.tolist(), "labels": pred,
              "predicted_counts": {str(k): int(v) for k, v in
                                   zip(*np.unique(pred, return_counts=True), strict=True)}}
         if y is not None:
@@ -98,7 +118,43 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
             r["n_task"] = int(len(idx))
             r["accuracy"] = float(np.mean(pred[idx] == truth[idx])) if len(idx) else None
         out[name] = r
-    return {"model": str(bundle), "encoder": "int8" if int8 else "float", "n": int(n),
+    return {"model": str(bundle), "encoder": "int8" if int8 else "float",
+            "head_kernel": pipe.head_kernel(), "n": int(n),
             "threads": threads, "batch_size": batch_size, "seconds": seconds, "int8_note": note,
             "images_per_second": n / seconds if seconds else None,
             "time_split_seconds": pipe.timings.to_dict(), "heads": out}
+
+
+def _labels_json(labels: np.ndarray) -> Iterator[str]:
+    """A JSON array of `labels`, in pieces of `_SLICE` numbers."""
+    text = str if labels.dtype.kind in "iu" else json.dumps  # class names are JSON strings
+    yield "["
+    for s in range(0, len(labels), _SLICE):
+        yield ("" if s == 0 else ", ") + ", ".join(map(text, labels[s:s + _SLICE].tolist()))
+    yield "]"
+
+
+def write_json(result: dict, write: Callable[[str], object]) -> None:
+    """`predict_bundle`'s result as JSON (indented as `print_json` indents, each head's labels on
+    one line), written in pieces through `write`: the labels never become one Python list."""
+    # placeholders no path or name can hold (a NUL), swapped for the labels as the text is written
+    marks = {f"\0labels-{i}": h["labels"] for i, h in enumerate(result["heads"].values())}
+    heads = {name: {**h, "labels": mark} for (name, h), mark in
+             zip(result["heads"].items(), marks, strict=True)}
+    text = json.dumps({**result, "heads": heads}, indent=2, default=str)
+    for mark, labels in marks.items():
+        before, text = text.split(json.dumps(mark), 1)
+        write(before)
+        for piece in _labels_json(labels):
+            write(piece)
+    write(text + "\n")
+
+
+def write_rows(result: dict, write: Callable[[str], object]) -> None:
+    """One tab-separated line per image (index, then each head's label), in slices."""
+    names = list(result["heads"])
+    write("#\t" + "\t".join(names) + "\n")
+    for s in range(0, result["n"], _SLICE):
+        cols = [result["heads"][h]["labels"][s:s + _SLICE].tolist() for h in names]
+        write("".join(f"{s + i}\t" + "\t".join(map(str, row)) + "\n"
+                      for i, row in enumerate(zip(*cols, strict=True))))

@@ -296,3 +296,43 @@ def learn_speed(bundle: Path, dataset: str, data_dir, threads: int, quick: bool,
         f"median), {out['us_per_image']:.0f} µs per image; the learned head's test accuracy "
         f"{out['test_accuracy']:.4f}")
     return out
+
+
+def head_kernels(bundle: Path, images, head: str, threads: int, quick: bool,
+                 batch: int = 4096) -> dict:
+    """The timed head on both its kernels, on the bundle's own codes of the images: the numpy head
+    (`head_numpy`, what the base install runs) and the compiled one (numba, the `fast` extra), at
+    `batch` and at batch 1 (a call per code, through the codes in turn). Their labels must be
+    identical on every code before any time counts; timed in interleaved rounds
+    (`compare_speed`), medians."""
+    from hybnn_kernels import load_bundle
+    from hybnn_kernels.head_numpy import NumpyHead
+
+    pipe = load_bundle(bundle, threads, heads=[head], compiled=True)
+    codes = np.concatenate([pipe.encode(images[s:s + 4096]) for s in range(0, len(images), 4096)])
+    arrays = pipe.heads[head].arrays
+    numpy_head, compiled = NumpyHead(arrays), pipe.heads[head].runtime
+    if compiled is None:
+        raise SystemExit("e2e: numba does not import here; the compiled head cannot be timed")
+    same = bool(np.array_equal(numpy_head.run(codes)[1], compiled.run(codes, threads)[1]))
+    if not same:
+        raise SystemExit(f"e2e: the numpy and the compiled head {head} give different labels")
+    contenders = {"numpy": {"fn": numpy_head.run, "split": dict, "reset": lambda: None},
+                  "numba": {"fn": lambda c: compiled.run(c, threads), "split": dict,
+                            "reset": lambda: None}}
+    out = {"head": head, "codes_checked": int(len(codes)), "labels_identical": same}
+    for b, reps, min_total in ((batch, 3 if quick else 15, 0.0 if quick else 2.0),
+                               (1, 50 if quick else 2000, 0.0 if quick else 2.0)):
+        def make_input(i, b=b):
+            return codes[:b] if b > 1 else codes[i % len(codes):i % len(codes) + 1]
+
+        r = compare_speed(contenders, make_input, reps, min_total, per_image=b)
+        for row in r.values():
+            row["us_per_code"] = row.pop("us_per_image")
+            row["codes_per_second"] = row.pop("images_per_second")
+            del row["time_share"]
+        r["speedup_numba_vs_numpy"] = r["numpy"]["median_seconds"] / r["numba"]["median_seconds"]
+        out[f"batch_{b}"] = r
+        log(f"head {head} at batch {b}: numpy {r['numpy']['us_per_code']:.2f} µs per code, "
+            f"numba {r['numba']['us_per_code']:.2f} ({r['speedup_numba_vs_numpy']:.1f}×)")
+    return out

@@ -10,9 +10,14 @@ block `e2e`). What it measures:
 - speed (`e2e_speed`): throughput at a large batch and latency at batch 1, for torch eager, torch
   at its best (`e2e_torch`), bundle float and bundle int8, every contender's labels checked
   before its time counts;
-- new processes (`e2e_processes`): cold start, installed size, peak memory of `hybnn predict`;
+- the head's two kernels (`e2e_speed.head_kernels`): the numpy head of the base install against
+  the compiled head of the `fast` install, at the large batch and at batch 1;
+- new processes (`e2e_processes`): cold start, installed sizes (base, fast, with torch), peak
+  memory of `hybnn predict` with its default settings in the base and the fast install;
 - on-device learning (`e2e_speed.learn_speed`): `hybnn learn-class` timed per class and per
   image (encode + fit), on a copy of the bundle.
+
+Files from before a measurement existed render with "not measured" in its place.
 
 The bundle's checkpoints (paths recorded in its manifest) must be at hand for the torch side.
 """
@@ -27,7 +32,7 @@ import numpy as np
 
 from hybnn_cli.study.docgen import pct, renderer, source, table
 from hybnn_cli.study.e2e_processes import processes
-from hybnn_cli.study.e2e_speed import learn_speed, speed
+from hybnn_cli.study.e2e_speed import head_kernels, learn_speed, speed
 from hybnn_cli.study.e2e_torch import log
 from hybnn_cli.study.provenance import end_run, read_result, start_run, write_result
 from hybnn_cli.threads import using
@@ -54,6 +59,7 @@ def run(bundle: Path, out: Path, argv: list[str], *, venvs: Path, threads: int, 
     body["agreement"] = agreement(bundle, images, labels, threads)
     body["speed"] = speed(bundle, images, head, threads, quick, batch, candidates)
     body["learning"] = learn_speed(bundle, dataset, data_dir, threads, quick)
+    body["head_kernels"] = head_kernels(bundle, images, head, threads, quick, batch)
     if not quick:
         body["processes"] = processes(bundle, images, head, venvs, files)
     body["load_average_after"] = list(os.getloadavg())
@@ -178,9 +184,10 @@ def e2e(results_dir: Path) -> str:
             f"{one['speedup_int8_vs_float']:.2f}× at batch 1: {_int8_verdict(r, b, one)}."
             + (_torch_best_text(b, one) if best else "") + _encoder_alone_text(one)
             + f"\n\n{perf}")
+    text += "\n\n" + _head_kernels_text(r.get("head_kernels"))
     pr = r.get("processes")
     if pr:
-        c, m, mem = pr["cold_start"], pr["installed_mb"], pr["predict_peak_memory"]
+        c = pr["cold_start"]
         imports = ", ".join(f"`{k}` {v:.2f} s" for k, v in pr["import_seconds"].items()
                             if k != "python")
         numba = {True: " (numba started)", False: " (numba not started: the numpy head)"}.get(
@@ -188,11 +195,7 @@ def e2e(results_dir: Path) -> str:
         text += (f"\n\nCold start (new process: import, load, classify one image; median of 3): "
                  f"bundle {c['bundle']['seconds']:.2f} s{numba}, torch "
                  f"{c['torch']['seconds']:.2f} s (import alone: {imports}; the interpreter "
-                 f"alone {pr['import_seconds']['python']:.2f} s). Installed (site-packages): "
-                 f"{m['runtime_only']:,.0f} MB for the runtime alone, {m['with_torch']:,.0f} MB "
-                 f"with torch. Peak memory of `hybnn predict --model BUNDLE`: "
-                 f"{mem['test']['peak_rss_mb']:.0f} MB on {mem['test']['images']:,} images, "
-                 f"{mem['train']['peak_rss_mb']:.0f} MB on {mem['train']['images']:,}.")
+                 f"alone {pr['import_seconds']['python']:.2f} s). " + _installed_text(pr))
     return text + "\n\n" + _learning_text(r.get("learning")) + "\n\n" + source(E2E, r)
 
 
@@ -232,6 +235,60 @@ def _encoder_alone_text(one: dict) -> str:
             f"short measurement) in {one['float_over_encoder_alone']:.2f}× the time of the ONNX "
             f"Runtime encoder alone at its best ({one['encoder_alone']['us_per_image']:.1f} µs, "
             f"{one['encoder_alone_threads']} thread(s), I/O binding).")
+
+
+MEMORY_TARGET_MB = 150  # issue 25: `hybnn predict` on 60,000 images, default settings
+BASE_TARGET_MB = 250  # issue 25: the base install, without numba or torch
+
+
+def _installed_text(pr: dict) -> str:
+    """Installed sizes and predict's peak memory. A file from before the base install lost numba
+    measured one runtime venv, with numba (`runtime_only`): that is the fast install's size, and
+    the base install's is not measured."""
+    m, mem = pr["installed_mb"], pr["predict_peak_memory"]
+    if "base" in m:
+        base = (f"{m['base']:,.0f} MB for the base install (`pip install .`: the numpy head, no "
+                f"numba; the target was under {BASE_TARGET_MB} MB)")
+        fast = m["fast"]
+    else:
+        base = "not measured for the base install without numba"
+        fast = m["runtime_only"] if "numba" in pr.get("runtime_venv_packages", {}) else None
+    fast = "not measured" if fast is None else f"{fast:,.0f} MB"
+    where = " in the base install" if "base" in m else ""
+
+    def peak(key, fallback=None):
+        row = mem.get(key) or (mem.get(fallback) if fallback else None)
+        return "not measured" if row is None else (
+            f"{row['peak_rss_mb']:.0f} MB on {row['images']:,} images")
+
+    text = (f"Installed (site-packages): {base}, {fast} with numba (`pip install '.[fast]'`), "
+            f"{m['with_torch']:,.0f} MB with torch. Peak memory of `hybnn predict --model "
+            f"BUNDLE`{where}: {peak('test')}, {peak('train')}")
+    if "base" in m:
+        train = mem["train"]["peak_rss_mb"]
+        text += (f" ({'within' if train <= MEMORY_TARGET_MB else 'above'} the target of "
+                 f"{MEMORY_TARGET_MB} MB on the training images; every head, the default batch "
+                 f"of {mem['train'].get('batch_size')}); in the fast install "
+                 f"{peak('test_fast')}, {peak('train_fast')}")
+    return text + "."
+
+
+def _head_kernels_text(hk: dict | None) -> str:
+    """Both head kernels' speed (`e2e_speed.head_kernels`), or "not measured"."""
+    if not hk:
+        return ("The head alone on its two kernels (the numpy head of the base install, the "
+                "compiled head of the `fast` install): not measured in this run.")
+    rows = []
+    for key, n in ((k, int(k.split("_")[1])) for k in hk if k.startswith("batch_")):
+        b = hk[key]
+        rows.append([f"{n:,}", f"{b['numpy']['us_per_code']:.2f}",
+                     f"{b['numba']['us_per_code']:.3f}", f"{b['speedup_numba_vs_numpy']:.0f}×"])
+    return (f"The head `{hk['head']}` alone on its two kernels, on the bundle's codes of the test "
+            f"images (labels identical on all {hk['codes_checked']:,} codes): the numpy head "
+            f"(`np.bitwise_count`), which the base install runs, and the compiled head, which "
+            f"`pip install '.[fast]'` adds:\n\n" + table(
+                ["batch", "numpy head: µs per code", "compiled head (numba): µs per code",
+                 "speed-up of the compiled head"], rows))
 
 
 def _torch_best_text(b: dict, one: dict) -> str:
