@@ -65,7 +65,7 @@ def test_seeded_commands_are_the_ones_with_randomness():
     commands = typer.main.get_command(app).commands
     seeded = {n for n, c in commands.items() if any(SEED_OPTS & set(p.opts) for p in c.params)}
     assert seeded == {"pretrain-vae", "train-bnn", "fed", "baseline", "reproduce", "export",
-                      "continual"}
+                      "continual", "learn-class"}
 
 
 def test_pretrain_writes_checkpoint_and_png_and_resumes(tmp_path, fake_root):
