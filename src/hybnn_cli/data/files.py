@@ -16,7 +16,14 @@ Identity: a SHA-256 over the files in the sorted order of their paths relative t
 its relative path, its length and its bytes (an NPZ: its bytes alone, so that a renamed file keeps
 its identity; an IDX folder: its four files in the order train images, train labels, test images,
 test labels), and for a split folder the split's test fraction and seed, which decide what
-`test` holds. Every file is read once: hashed and decoded from the same bytes.
+`test` holds.
+
+Streaming: an image folder is read file by file and never held whole. A first pass hashes the
+files (the identity); their images are then found in the cache of decoded images
+(`image_store`, keyed by the identity) or decoded into it in a second pass, file by file, whose
+bytes must hash to the same identity. The splits' images are `image_store.ImageRows` (train
+rows first, then test, each in the order above), read by batch on demand. `on_file(n, stage)`
+reports files hashed (stage "hash") and decoded ("decode"). NPZ and IDX folders are read whole.
 
 Bad input is refused with one line (`HybnnError`): an empty folder, a class with no images or no
 test images, a file that is not an image, an unreadable or truncated image, images of mixed
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybnn_cli.data.image_store import ImageRows, open_store, store_path, write_store
 from hybnn_cli.data.labelled import SPLIT_SEED, LabelledSet
 from hybnn_cli.errors import HybnnError
 
@@ -104,17 +112,19 @@ def read_image_folder(root: Path, test_fraction: float, on_file=None) -> Labelle
         names = tuple(sorted(classes))
         parts = _split_classes(root, classes, test_fraction)
     files = sorted({f for part in parts.values() for fs in part.values() for f in fs})
-    h = hashlib.sha256()
-    images = _read_images(root, files, h, on_file)
+    h = _hash_files(root, files, on_file)
+    content = h.hexdigest()
     source = {"path": str(root), "kind": "folder", "n_files": len(files)}
     if not presplit:
         h.update(f"split test_fraction={test_fraction!r} seed={SPLIT_SEED}".encode())
         source.update(kind="folder-split", test_fraction=test_fraction, split_seed=SPLIT_SEED)
-    arrays = {}
+    order = [f for split in ("train", "test") for name in names for f in parts[split][name]]
+    images = _decoded(root, files, order, h.hexdigest(), content, on_file)
+    arrays, start = {}, 0
     for split, part in parts.items():
-        x = [images[f] for name in names for f in part[name]]
-        y = [i for i, name in enumerate(names) for _ in part[name]]
-        arrays[split] = (np.stack(x), np.asarray(y, dtype=np.uint8))
+        y = np.asarray([i for i, name in enumerate(names) for _ in part[name]], dtype=np.uint8)
+        arrays[split] = (images[start:start + len(y)], y)
+        start += len(y)
     return LabelledSet(f"files:{root.resolve().name}", names, h.hexdigest(), source, arrays)
 
 
@@ -138,27 +148,55 @@ def _split_classes(root: Path, classes: dict[str, list[Path]], fraction: float) 
     return parts
 
 
-def _read_images(root: Path, files: list[Path], h, on_file=None) -> dict[Path, np.ndarray]:
-    """Each file hashed into `h` (relative path, length, bytes) and decoded; one size for all."""
-    out, first = {}, None
+def _read_bytes(root: Path, f: Path, h) -> bytes:
+    """The bytes of `f`, hashed into `h` (relative path, length, bytes)."""
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        raise HybnnError(f"{f}: cannot read ({e.strerror or e})") from None
+    rel = f.relative_to(root).as_posix().encode()
+    h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
+    return raw
+
+
+def _hash_files(root: Path, files: list[Path], on_file=None):
+    """The SHA-256 of `files` (in this order), read one at a time; `on_file(n, "hash")`."""
+    h = hashlib.sha256()
     for f in files:
-        try:
-            raw = f.read_bytes()
-        except OSError as e:
-            raise HybnnError(f"{f}: cannot read ({e.strerror or e})") from None
-        rel = f.relative_to(root).as_posix().encode()
-        h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
-        arr = decode_image(f, raw)
-        if first is None:
-            first = (f, arr.shape)
-        elif arr.shape != first[1]:
-            raise HybnnError(f"{f}: {_shape_text(arr.shape)} but {first[0]} is "
-                             f"{_shape_text(first[1])}; all images of a data set must have one "
-                             f"size and channel count")
-        out[f] = arr
+        _read_bytes(root, f, h)
         if on_file:
-            on_file(1)
-    return out
+            on_file(1, "hash")
+    return h
+
+
+def _decoded(root: Path, files: list[Path], order: list[Path], sha: str, content: str,
+             on_file=None) -> ImageRows:
+    """The images of `order` as rows of the store of identity `sha` (`image_store`): found in
+    the cache, or decoded there now, file by file in the order of `files` (whose bytes must
+    still hash to `content`); one size for all; `on_file(n, "decode")`."""
+    path = store_path(sha)
+    found = open_store(path, len(order))
+    if found is not None:
+        return found
+    row_of = {f: i for i, f in enumerate(order)}
+
+    def fill(put) -> None:
+        h, first = hashlib.sha256(), None
+        for f in files:
+            arr = decode_image(f, _read_bytes(root, f, h))
+            if first is None:
+                first = (f, arr.shape)
+            elif arr.shape != first[1]:
+                raise HybnnError(f"{f}: {_shape_text(arr.shape)} but {first[0]} is "
+                                 f"{_shape_text(first[1])}; all images of a data set must have "
+                                 f"one size and channel count")
+            put(row_of[f], arr)
+            if on_file:
+                on_file(1, "decode")
+        if h.hexdigest() != content:
+            raise HybnnError(f"{root}: files changed while they were read; read them again")
+
+    return write_store(path, len(order), fill)
 
 
 def _shape_text(shape: tuple) -> str:
