@@ -201,3 +201,36 @@ def test_pretraining_on_a_folder_gives_the_weights_of_its_arrays(tmp_path):
         weights.append(ck.load_checkpoint(out, ck.VAE_FORMAT)["state_dict"])
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_an_npz_is_copied_into_the_cache_by_blocks_and_read_by_rows(save, tmp_path, monkeypatch):
+    from hybnn_cli.data import files
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HYBNN_IMAGE_CACHE", str(cache))
+    rng = np.random.default_rng(2)
+    x_train = rng.integers(0, 256, (50, 9, 9, 1), dtype=np.uint8)  # a channel of one: dropped
+    x_test = np.asfortranarray(rng.integers(0, 256, (20, 9, 9), dtype=np.uint8))
+    npz = tmp_path / "d.npz"
+    save(npz, x_train=x_train, y_train=np.arange(50) % 3, x_test=x_test,
+         y_test=np.arange(20) % 3)
+    data = read_files(npz, 0.2)
+    (xtr, ytr), (xte, yte) = data.split("train"), data.split("test")
+    assert isinstance(xtr, image_store.ImageRows) and xtr.shape == (50, 9, 9)
+    assert np.array_equal(np.asarray(xtr), x_train[..., 0]) and np.array_equal(xte[[3, 1]],
+                                                                             x_test[[3, 1]])
+    assert np.array_equal(ytr, np.arange(50) % 3) and yte.dtype == np.uint8
+    [store] = cache.glob("*.npy")
+    mtime = store.stat().st_mtime_ns
+    assert np.array_equal(np.asarray(read_files(npz, 0.2).split("test")[0]), x_test)
+    assert store.stat().st_mtime_ns == mtime  # found again, not copied again
+    # block by block: blocks of a few rows give the same rows
+    got = np.zeros((70, 9, 9), np.uint8)
+
+    def put(row, block):
+        got[row:row + len(block)] = block
+
+    shapes = {"train": (50, 9, 9), "test": (20, 9, 9)}
+    files._copy_npz_images(npz, shapes, put, block_bytes=3 * 81 + 5)
+    assert np.array_equal(got, np.concatenate([x_train[..., 0], x_test]))

@@ -23,7 +23,8 @@ files (the identity); their images are then found in the cache of decoded images
 (`image_store`, keyed by the identity) or decoded into it in a second pass, file by file, whose
 bytes must hash to the same identity. The splits' images are `image_store.ImageRows` (train
 rows first, then test, each in the order above), read by batch on demand. `on_file(n, stage)`
-reports files hashed (stage "hash") and decoded ("decode"). NPZ and IDX folders are read whole.
+reports files hashed (stage "hash") and decoded ("decode"). An NPZ's images are copied into the
+same cache in blocks of rows (its labels are loaded); an IDX folder is read whole.
 
 Bad input is refused with one line (`HybnnError`): an empty folder, a class with no images or no
 test images, a file that is not an image, an unreadable or truncated image, images of mixed
@@ -223,27 +224,74 @@ def decode_image(path: Path, raw: bytes) -> np.ndarray:
 
 # ── NPZ ───────────────────────────────────────────────────────────────────────────────────────
 def read_npz(path: Path) -> LabelledSet:
-    """An NPZ of x_train, y_train, x_test, y_test (and optionally class_names), checked."""
+    """An NPZ of x_train, y_train, x_test, y_test (and optionally class_names), checked. The
+    labels are loaded; the images are copied, in blocks of rows, into the store of the file's
+    identity (`image_store`; found there when copied before) and read from it on demand."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise HybnnError(f"{path}: missing key{'s' * (len(missing) > 1)} "
                                  f"{', '.join(missing)} (it has: {', '.join(z.files) or 'none'})")
-            got = {k: z[k] for k in (*NPZ_KEYS, "class_names") if k in z.files}
+            got = {k: z[k] for k in ("y_train", "y_test", "class_names") if k in z.files}
+            headers = {k: _npy_header(z, k) for k in ("x_train", "x_test")}
     except HybnnError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise HybnnError(f"{path}: not a readable NPZ file ({str(e).splitlines()[0]})") from None
     names = _npz_class_names(path, got)
-    arrays = {s: (_npz_images(path, got[f"x_{s}"], f"x_{s}"),
-                  _npz_labels(path, got[f"y_{s}"], f"y_{s}", len(got[f"x_{s}"]), names))
+    shapes = {s: _npz_images(path, headers[f"x_{s}"], f"x_{s}") for s in ("train", "test")}
+    labels = {s: _npz_labels(path, got[f"y_{s}"], f"y_{s}", shapes[s][0], names)
               for s in ("train", "test")}
-    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
-        raise HybnnError(f"{path}: x_train images are {arrays['train'][0].shape[1:]} but x_test "
-                         f"images {arrays['test'][0].shape[1:]}")
+    if shapes["train"][1:] != shapes["test"][1:]:
+        raise HybnnError(f"{path}: x_train images are {shapes['train'][1:]} but x_test "
+                         f"images {shapes['test'][1:]}")
+    sha = _file_sha256(path)
+    n_train, n = shapes["train"][0], shapes["train"][0] + shapes["test"][0]
+    rows = open_store(store_path(sha), n)
+    if rows is None:
+        rows = write_store(store_path(sha), n, lambda put: _copy_npz_images(path, shapes, put),
+                           shapes["train"][1:])
+    arrays = {"train": (rows[:n_train], labels["train"]), "test": (rows[n_train:], labels["test"])}
     source = {"path": str(path), "kind": "npz"}
-    return LabelledSet(f"files:{path.name}", names, _file_sha256(path), source, arrays)
+    return LabelledSet(f"files:{path.name}", names, sha, source, arrays)
+
+
+def _npy_header(z, key: str) -> tuple:
+    """(shape, fortran order, dtype) of the array `key` of an open NPZ, from its header alone."""
+    with z.zip.open(f"{key}.npy") as f:
+        return _read_npy_header(f)
+
+
+def _read_npy_header(f) -> tuple:
+    """(shape, fortran order, dtype) from an open .npy stream, left at the start of the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)  # versions 2 and 3 share the layout
+
+
+def _copy_npz_images(path: Path, shapes: dict, put, block_bytes: int = 1 << 24) -> None:
+    """x_train's rows, then x_test's, through `put(row, block)` in blocks of about
+    `block_bytes` (an array in Fortran order, rare, is loaded whole)."""
+    start = 0
+    with np.load(path, allow_pickle=False) as z:
+        for split in ("train", "test"):
+            key, shape = f"x_{split}", shapes[split]
+            item = int(np.prod(shape[1:]))
+            with z.zip.open(f"{key}.npy") as f:
+                _, fortran, _ = _read_npy_header(f)
+                if fortran:
+                    put(start, np.ascontiguousarray(z[key]).reshape(shape))
+                else:
+                    per = max(1, block_bytes // max(item, 1))
+                    for a in range(0, shape[0], per):
+                        k = min(per, shape[0] - a)
+                        raw = f.read(k * item)
+                        if len(raw) != k * item:
+                            raise HybnnError(f"{path}: {key} is truncated")
+                        put(start + a, np.frombuffer(raw, np.uint8).reshape(k, *shape[1:]))
+            start += shape[0]
 
 
 def _npz_class_names(path: Path, got: dict) -> tuple[str, ...]:
@@ -263,17 +311,20 @@ def _npz_class_names(path: Path, got: dict) -> tuple[str, ...]:
     return names
 
 
-def _npz_images(path: Path, x: np.ndarray, key: str) -> np.ndarray:
-    if x.dtype != np.uint8:
-        raise HybnnError(f"{path}: {key} must be uint8 images, got {x.dtype}")
-    if x.ndim == 4 and x.shape[3] == 1:
-        x = x[..., 0]
-    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
-        raise HybnnError(f"{path}: {key} has shape {x.shape}; expected N×H×W or N×H×W×C with "
-                         f"C 1 or 3")
-    if len(x) == 0:
+def _npz_images(path: Path, header: tuple, key: str) -> tuple:
+    """The shape the images `key` are read as (N, H, W) or (N, H, W, 3), from the array's header
+    (a trailing channel of one dropped); HybnnError when they are not uint8 images."""
+    shape, _, dtype = header
+    if dtype != np.uint8:
+        raise HybnnError(f"{path}: {key} must be uint8 images, got {dtype}")
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 3)):
+        raise HybnnError(f"{path}: {key} has shape {tuple(shape)}; expected N×H×W or N×H×W×C "
+                         f"with C 1 or 3")
+    if shape[0] == 0:
         raise HybnnError(f"{path}: {key} holds no images")
-    return np.ascontiguousarray(x)
+    return tuple(int(d) for d in shape)
 
 
 def _npz_labels(path: Path, y: np.ndarray, key: str, n: int, names: tuple) -> np.ndarray:

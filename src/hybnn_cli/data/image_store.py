@@ -1,11 +1,12 @@
 """Decoded images on disk, read by rows: what keeps `--data` image folders flat in memory.
 
 An image folder is decoded once, in a streaming pass, into a uint8 `.npy` file (the store) in the
-cache folder: `$HYBNN_IMAGE_CACHE` if set, else `<user cache>/hybnn/images` (`XDG_CACHE_HOME` or
-`~/.cache`). The store is named by the data's identity SHA-256 (`files`) and a key of the decoder
-(this module's format version and Pillow's version), so a later command reading the same data
-finds it, and other data or another decoder never does. It is written under a temporary name
-and renamed when complete; deleting the folder is always safe (it is made again when needed).
+cache folder (an NPZ's images are copied there, member by member, in blocks of rows):
+`$HYBNN_IMAGE_CACHE` if set, else `<user cache>/hybnn/images` (`XDG_CACHE_HOME` or `~/.cache`).
+The store is named by the data's identity SHA-256 (`files`) and a key of the decoder (this
+module's format version and Pillow's version), so a later command reading the same data finds
+it, and other data or another decoder never does. It is written under a temporary name and
+renamed when complete; deleting the folder is always safe (it is made again when needed).
 
 `ImageRows` is the store seen as an array of images: `len`, `shape`, `ndim`, slicing (a lazy
 view), and integer or boolean indexing (reads those rows). Rows are read with `os.preadv`, not
@@ -57,25 +58,34 @@ def open_store(path: Path, n: int) -> ImageRows | None:
     return rows
 
 
-def write_store(path: Path, n: int, fill: Callable) -> ImageRows:
+def write_store(path: Path, n: int, fill: Callable, item_shape: tuple | None = None
+                ) -> ImageRows:
     """Write a store of `n` images at `path` through a temporary name. `fill(put)` calls
-    put(row, image) once for each row (in any order); the first image fixes the shape of all
-    (the caller checks that the others match)."""
+    put(row, images) for every row: one image, or a block of consecutive rows from `row` when
+    `item_shape` (the shape of one image) is given; in any order. Without `item_shape` the first
+    image fixes the shape of all (the caller checks that the others match)."""
     state: dict = {}
     with atomic_path(path) as tmp, open(tmp, "r+b") as f:
 
-        def put(row: int, image: np.ndarray) -> None:
+        def start(item: tuple) -> None:
+            shape = (n, *item)
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            state.update(offset=f.tell(), shape=shape, row_bytes=int(np.prod(item)))
+            f.truncate(state["offset"] + n * state["row_bytes"])
+            f.flush()
+
+        def put(row: int, images: np.ndarray) -> None:
             if not state:
-                shape = (n, *image.shape)
-                np.lib.format.write_array_header_1_0(
-                    f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-                state.update(offset=f.tell(), shape=shape, row_bytes=image.size)
-                f.truncate(state["offset"] + n * image.size)
-                f.flush()
-            os.pwrite(f.fileno(), np.ascontiguousarray(image, dtype=np.uint8).tobytes(),
+                start(images.shape)
+            os.pwrite(f.fileno(), np.ascontiguousarray(images, dtype=np.uint8).tobytes(),
                       state["offset"] + row * state["row_bytes"])
 
+        if item_shape is not None:
+            start(tuple(item_shape))
         fill(put)
+        if not state:
+            start((0,))
     return ImageRows(path, state["shape"], state["offset"])
 
 
