@@ -4,7 +4,9 @@ pairs; read by `files`). Every command that reads images with labels opens its d
 the same structure: the class names (label i is `class_names[i]`), the identity of the data (the
 SHA-256 that `files` computes; None for a named set, whose identity is its name and verified MD5
 sums) and the images and labels of `train` and `test` (the validation slice is cut from `train`
-by `splits`, as for every set).
+by `splits`, as for every set). The images of a named set or an IDX folder are arrays in memory;
+those of an image folder or an NPZ are `image_store.ImageRows`, read by batch on demand
+(streaming), which index and slice as the arrays do.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class LabelledSet:
     class_names: tuple[str, ...]
     sha256: str | None  # identity of the data (None: a named set)
     source: dict = field(default_factory=dict)  # how it was read: path, kind, test split, …
-    arrays: dict = field(default_factory=dict)  # split → (images uint8, labels uint8)
+    arrays: dict = field(default_factory=dict)  # split → (images uint8 or ImageRows, labels)
     data_dir: str | os.PathLike | None = None  # named sets: where the IDX files are looked for
 
     @property
@@ -36,8 +38,8 @@ class LabelledSet:
         return len(self.class_names)
 
     def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images (N, H, W) or (N, H, W, C) uint8 and labels (N,) uint8 of `train` or `test`
-        (not test in a sealed run)."""
+        """Images (N, H, W) or (N, H, W, C) uint8 (an array, or `image_store.ImageRows` read
+        on demand) and labels (N,) uint8 of `train` or `test` (not test in a sealed run)."""
         if split not in ("train", "test"):
             raise HybnnError(f"unknown split '{split}'; choose train or test")
         guard(split, self.name)
