@@ -234,3 +234,12 @@ def test_an_npz_is_copied_into_the_cache_by_blocks_and_read_by_rows(save, tmp_pa
     shapes = {"train": (50, 9, 9), "test": (20, 9, 9)}
     files._copy_npz_images(npz, shapes, put, block_bytes=3 * 81 + 5)
     assert np.array_equal(got, np.concatenate([x_train[..., 0], x_test]))
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HYBNN_IMAGE_CACHE", str(blocker / "cache"))  # under a file: no folder
+    root = write_folder(tmp_path / "f", 40)
+    with pytest.raises(HybnnError, match="cannot write the cache of decoded images"):
+        read_files(root, 0.2)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
 
 FORMAT = "hybnn-decoded-images"
@@ -64,6 +65,15 @@ def write_store(path: Path, n: int, fill: Callable, item_shape: tuple | None = N
     put(row, images) for every row: one image, or a block of consecutive rows from `row` when
     `item_shape` (the shape of one image) is given; in any order. Without `item_shape` the first
     image fixes the shape of all (the caller checks that the others match)."""
+    try:
+        return _write_store(path, n, fill, item_shape)
+    except OSError as e:
+        raise HybnnError(f"{path}: cannot write the cache of decoded images "
+                         f"({e.strerror or e}); free some space or point HYBNN_IMAGE_CACHE at "
+                         f"another folder") from None
+
+
+def _write_store(path: Path, n: int, fill: Callable, item_shape: tuple | None) -> ImageRows:
     state: dict = {}
     with atomic_path(path) as tmp, open(tmp, "r+b") as f:
 
@@ -157,12 +167,17 @@ class ImageRows:
         if len(rows):
             starts = np.concatenate([[0], np.flatnonzero(np.diff(rows) != 1) + 1])
             ends = np.append(starts[1:], len(rows))
-            fd = os.open(self.path, os.O_RDONLY)
             try:
-                for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                    _read_into(fd, out[a:b], self.offset + int(rows[a]) * self.row_bytes)
-            finally:
-                os.close(fd)
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                        _read_into(fd, out[a:b], self.offset + int(rows[a]) * self.row_bytes)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise HybnnError(f"{self.path}: cannot read the cache of decoded images "
+                                 f"({e.strerror or e}); delete it to decode the images again"
+                                 ) from None
         return out if self.transform is None else self.transform(out)
 
 
