@@ -45,6 +45,7 @@ demo: setup
 #   feddp.json            benchmarks/fedpriv.py --study dp --codes $(ENC)/codes-mnist.h5 --noises 0,0.1,0.5,1,2
 #   fedbyzantine.json     benchmarks/fedpriv.py --study byzantine --codes $(ENC)/codes-mnist.h5
 #   continual.json        benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5
+#   forgetproof.json      benchmarks/forgetproof.py --codes mnist=$(ENC)/codes-mnist.h5
 #   fedtune.json          benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 2
 #   fedscale.json         benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100
 #   bench.json            hybnn bench --out benchmarks/results/bench.json --plot benchmarks/results/speedup.png
@@ -76,6 +77,8 @@ results: setup
 	$(BIN)/python benchmarks/continual.py --codes mnist=$(ENC)/codes-mnist.h5 \
 	  --codes fashion=$(ENC)/codes-fashion-on-mnist.h5 \
 	  --note "fashion=Fashion-MNIST VAE, 10 epochs, seed 0, never saw a digit" --jobs 2
+	$(BIN)/python benchmarks/forgetproof.py --codes mnist=$(ENC)/codes-mnist.h5 \
+	  --codes fashion=$(ENC)/codes-fashion-on-mnist.h5 --jobs 1
 	$(BIN)/python benchmarks/fedtune.py --codes $(ENC)/codes-mnist.h5 --jobs 2
 	$(BIN)/python benchmarks/fedscale.py --codes $(ENC)/codes-mnist.h5 --rounds 100 --threads 1 \
 	  --fed-options-from benchmarks/results/fedtune.json

@@ -19,6 +19,7 @@ from hybnn_cli.fed.config import FedConfig
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 CONTINUAL = json.loads((RESULTS / "continual.json").read_text())
 FEDTUNE = json.loads((RESULTS / "fedtune.json").read_text())
+FORGETPROOF = json.loads((RESULTS / "forgetproof.json").read_text())
 OPTIMIZERS = {"client_opt", "lr", "server_opt", "server_lr", "server_momentum",
               "server_schedule"}
 
@@ -77,6 +78,14 @@ def test_continual_defaults_are_what_the_study_ran(key):
     assert set(common) <= set(HELP) | {"threads"}
     assert {k: v for k, v in ran.items() if k in default and k not in common} == \
         {k: v for k, v in default.items() if k in ran and k not in common}
+
+
+@pytest.mark.parametrize("strategy", ["mixture", "prototype"])
+def test_class_models_default_to_the_k_the_forgetproof_study_chose(strategy):
+    """The `mnist` encoder's choice (the encoder the rest of the toolkit's defaults come from)."""
+    chosen = FORGETPROOF["chosen"][f"mnist/{strategy}"]
+    assert ContinualConfig(strategy=strategy).components == chosen["components"]
+    assert parsed("continual", chosen["options"]) == {"components": chosen["components"]}
 
 
 def test_fed_defaults_are_the_fedtune_choice():

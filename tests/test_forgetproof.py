@@ -246,7 +246,7 @@ def test_cli_runs_with_json_and_resumes(codes_file, tmp_path, strategy, scenario
 
 
 def test_components_default_depends_on_the_strategy():
-    assert ContinualConfig(strategy="mixture").components == 10
-    assert ContinualConfig(strategy="prototype").components == 10
+    assert ContinualConfig(strategy="mixture").components == 200
+    assert ContinualConfig(strategy="prototype").components == 200
     assert ContinualConfig(strategy="generative").components == 50
     assert "task_order" not in ContinualConfig().to_dict()

@@ -91,3 +91,51 @@ def test_fedtune_screens_sealed_then_reads_test_for_the_rows_only(codes, tmp_pat
     assert f"**{r['chosen']['name']}**" in screen and "a draft plan" in screen
     rows = docgen.RENDERERS["fedtune-rows"](tmp_path)
     assert "| 3 | 6 | iid | float | 0, 1 |" in rows
+
+
+TINY_FORGETPROOF = {
+    "encoders": ["a"], "common": ["--threads", "1"], "strategies": ["mixture", "prototype"],
+    "tuning_scenario": "class", "tuning_seeds": [0],
+    "candidates": {"K2": ["--components", "2"], "K1": ["--components", "1"]},
+    "rule": "highest validation accuracy", "tie_break": ["fewer parameters", "earlier"],
+    "seeds": [0, 1], "scenarios": ["class", "task"],
+    "order_invariance": {"scenario": "class", "task_order": "3,1,5,2,4", "seeds": [0, 1]},
+    "anchors": {"strategies": ["none", "replay", "generative", "joint"]},
+}
+
+
+def test_forgetproof_study_seals_its_candidates_and_reads_test_at_the_chosen_k(codes, tmp_path):
+    script = load_benchmark("forgetproof")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(TINY_FORGETPROOF))
+    out = tmp_path / "forgetproof.json"
+    argv = ["--codes", f"a={codes}", "--plan", str(plan), "--draft", "--work",
+            str(tmp_path / "work"), "--out", str(out), "--no-anchors", "--jobs", "2"]
+    script.main(argv)
+    r = read_result(out, script.FORMAT)
+    assert r["plan"]["draft"] is True and {"started", "ended", "machine"} <= set(r)
+    assert set(r["tuning"]) == {f"a/{s}/{k}" for s in ("mixture", "prototype")
+                                for k in ("K1", "K2")}
+    assert found_test_keys(r["tuning"]) == []  # sealed: no candidate holds a test number
+    for s in ("mixture", "prototype"):
+        chosen = r["chosen"][f"a/{s}"]
+        assert chosen["components"] == {"K1": 1, "K2": 2}[chosen["name"]]
+        if len(chosen["tied"]) == 2:  # a tie goes to fewer parameters: K1, though listed last
+            assert chosen["name"] == "K1"
+    assert set(r["runs"]) == {f"a/{sc}/{s}" for sc in ("class", "task")
+                              for s in ("mixture", "prototype")}
+    for key, run in r["runs"].items():  # the study's runs read test, each seed once
+        k = r["chosen"][key.split("/")[0] + "/" + key.split("/")[2]]["components"]
+        assert run["config"]["components"] == k and [x["seed"] for x in run["runs"]] == [0, 1]
+        assert "test" in run and len(run["made_per_seed"]) == 2
+        assert len(run["per_task_final"]["test"]) == 2
+    assert set(r["shuffled"]) == {"a/class/mixture", "a/class/prototype"}
+    assert r["shuffled"]["a/class/mixture"]["tasks"][0] == [4, 5]  # task 3 learned first
+    for row in r["order_invariance"].values():  # each class fitted alone: the order is moot
+        assert row["splits"]["test"]["max_abs_difference"] == 0 and row["seeds"] == [0, 1]
+    # a rerun with the same plan finds everything done; a changed plan is refused
+    script.main(argv)
+    assert read_result(out, script.FORMAT)["runs"] == r["runs"]
+    plan.write_text(json.dumps({**TINY_FORGETPROOF, "seeds": [0, 1, 2]}))
+    with pytest.raises(Exception, match="made under another version"):
+        script.main(argv)

@@ -27,8 +27,9 @@ READOUTS = ("scores", "nme")
 
 BASE = {"loss": "plain", "flip": 0.0, "balanced_batches": False, "hidden": 512}
 # mixture components per class when --components is left out: generative replay's, and the class
-# models' (not yet chosen on validation: no study has compared values of K for them)
-COMPONENTS = {"generative": 50, "class_models": 10}
+# models' as the forget-proof study chose them on validation (`benchmarks/results/forgetproof.json`,
+# the `mnist` encoder's choice; tests/test_defaults.py checks it)
+COMPONENTS = {"generative": 50, "mixture": 200, "prototype": 200}
 CHOSEN = {
     ("class", "replay"): {"loss": "la", "flip": 0.1, "hidden": 2048},
     ("class", "generative"): {"loss": "la", "balanced_batches": True},
@@ -72,8 +73,7 @@ class ContinualConfig:
             if getattr(self, name) is None:
                 setattr(self, name, chosen.get(name, base))
         if self.components is None:
-            self.components = COMPONENTS[
-                "class_models" if self.strategy in CLASS_MODELS else "generative"]
+            self.components = COMPONENTS.get(self.strategy, COMPONENTS["generative"])
         self.check()
 
     def to_dict(self) -> dict:
@@ -217,8 +217,9 @@ HELP = {
               "byte).",
     "memory_policy": "balanced (each class an equal share) or reservoir.",
     "components": "Mixture components per class (default: "
-                  f"{COMPONENTS['generative']} for generative; {COMPONENTS['class_models']} for "
-                  "mixture and prototype, not yet chosen on validation).",
+                  f"{COMPONENTS['generative']} for generative; {COMPONENTS['mixture']} for "
+                  f"mixture and {COMPONENTS['prototype']} for prototype, as the forget-proof "
+                  "study chose on validation).",
     "epochs_per_task": "Epochs of training on each task's codes.",
     "batch_size": "New codes per batch.",
     "replay_ratio": "Replayed codes per new code in each batch.",

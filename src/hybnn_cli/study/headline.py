@@ -100,6 +100,14 @@ def continual_row(results_dir: Path) -> Row:
     return what, "; ".join(parts), file_cell(name, r)
 
 
+def forgetproof_row(results_dir: Path) -> Row:
+    """Per encoder, each learner that cannot forget at its chosen K against joint
+    (`study.forgetproof_study`)."""
+    from hybnn_cli.study.forgetproof_study import headline_row
+
+    return headline_row(results_dir)
+
+
 def e2e_row(results_dir: Path) -> Row:
     name = "e2e.json"
     r = read_result(results_dir / name, "hybnn-e2e")
@@ -167,6 +175,8 @@ ROWS: list[tuple[str, str, Callable[[Path], Row]]] = [
     ("The paper's comparison", "docs/reproduction.md", reproduction_row),
     ("Federated", "docs/federated.md", federated_row),
     ("Continual", "docs/continual.md", continual_row),
+    ("Learners that cannot forget", "docs/continual.md",
+     forgetproof_row),
     ("End to end", "docs/deploy.md", e2e_row),
     ("Kernels", "benchmarks/README.md", kernels_row),
 ]
