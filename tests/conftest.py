@@ -71,6 +71,18 @@ def latest_in_tmp(monkeypatch, tmp_path_factory):
     monkeypatch.setattr(latest, "LATEST", tmp_path_factory.mktemp("latest") / "latest.json")
 
 
+@pytest.fixture(scope="session")
+def _image_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("image-cache")
+
+
+@pytest.fixture(autouse=True)
+def image_cache_in_tmp(monkeypatch, _image_cache):
+    """Decoded images of --data folders are cached (`data.image_store`); tests keep theirs in a
+    temporary folder, never in the user's cache."""
+    monkeypatch.setenv("HYBNN_IMAGE_CACHE", str(_image_cache))
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Make downloads fail at once."""

@@ -326,3 +326,23 @@ def test_fedscale_over_seeds_its_resume_and_docs_blocks(tmp_path):
     again = json.loads(out.read_text())
     for section in ("centralized", "runs", "engines", "secagg"):
         assert again[section] == rec[section]
+
+
+def test_folder_throughput_and_its_docs_block(generated_mnist, tiny_pipeline, tmp_path):
+    from hybnn_cli.study.folder_throughput import CONTENDERS
+
+    assert "not measured yet" in render("folder-throughput", tmp_path)  # no result file
+    out = tmp_path / "folder-throughput.json"
+    load_benchmark("folder_throughput").main([
+        "--vae", str(tiny_pipeline["vae"]), "--limit", "100", "--repeats", "2", "--threads", "1",
+        "--work", str(tmp_path), "--out", str(out)])
+    rec = check_provenance(out, "hybnn-folder-throughput")
+    assert rec["images"] == 200 and rec["codes_equal"] and rec["png_bytes"] > 0
+    assert [(x["contender"], x["repeat"]) for x in rec["runs"]] == [  # in turn, twice
+        (c, i) for i in range(2) for c in CONTENDERS]
+    assert all((x["read_seconds"] is None) == (x["contender"] == "idx") for x in rec["runs"])
+    assert not list(tmp_path.glob("folder-throughput-*"))  # the PNGs were removed
+    text = render("folder-throughput", tmp_path)
+    rates = sorted(200 / x["seconds"] for x in rec["runs"] if x["contender"] == "idx")
+    assert f"| idx | {statistics.median(rates):,.0f} ({rates[0]:,.0f}–{rates[-1]:,.0f}) |" in text
+    assert "`benchmarks/results/folder-throughput.json`" in text and "| 1.00× |" in text

@@ -141,13 +141,23 @@ def _pretrain(cfg, out: Path, data_dir, resume, group, quiet: bool) -> dict:
                     f"{m['test_recon']:.2f}  test KL {m['test_kl']:.2f}  "
                     f"({m['epoch_seconds']:.1f} s)", highlight=False)
 
-        reading = progress.add_task("read images", total=None, status="") if cfg.data else None
+        on_file = _file_bar(progress) if cfg.data else None
+        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group, on_file)
 
-        def on_file(n):
-            progress.advance(reading, n)
 
-        return stages.pretrain_vae(cfg, out, data_dir, resume, on_step, on_epoch, group,
-                                   on_file if cfg.data else None)
+def _file_bar(progress):
+    """A bar for the image files of --data: `on_file(n, stage)` counts the files hashed, then
+    those decoded (none when the cache of decoded images has them; see `data.image_store`)."""
+    bar = progress.add_task("hash images", total=None, status="")
+    seen = {"stage": "hash"}
+
+    def on_file(n: int, stage: str) -> None:
+        if stage != seen["stage"]:
+            seen["stage"] = stage
+            progress.reset(bar, total=None, description=f"{stage} images")
+        progress.advance(bar, n)
+
+    return on_file
 
 
 @app.command("extract")
@@ -201,9 +211,8 @@ def extract_cmd(
                              "leave --shard out")
         vae = latest.resolve("vae", vae)
         if data is not None:
-            reading = progress.add_task("read images", total=None, status="")
             dataset = open_labelled(data=data, test_fraction=test_fraction,
-                                    on_file=lambda n: progress.advance(reading, n))
+                                    on_file=_file_bar(progress))
         bar = progress.add_task("extract", total=None, status="")
         step = lambda n: progress.advance(bar, n)  # noqa: E731
         if group.parallel:

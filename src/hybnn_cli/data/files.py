@@ -16,7 +16,15 @@ Identity: a SHA-256 over the files in the sorted order of their paths relative t
 its relative path, its length and its bytes (an NPZ: its bytes alone, so that a renamed file keeps
 its identity; an IDX folder: its four files in the order train images, train labels, test images,
 test labels), and for a split folder the split's test fraction and seed, which decide what
-`test` holds. Every file is read once: hashed and decoded from the same bytes.
+`test` holds.
+
+Streaming: an image folder is read file by file and never held whole. A first pass hashes the
+files (the identity); their images are then found in the cache of decoded images
+(`image_store`, keyed by the identity) or decoded into it in a second pass, file by file, whose
+bytes must hash to the same identity. The splits' images are `image_store.ImageRows` (train
+rows first, then test, each in the order above), read by batch on demand. `on_file(n, stage)`
+reports files hashed (stage "hash") and decoded ("decode"). An NPZ's images are copied into the
+same cache in blocks of rows (its labels are loaded); an IDX folder is read whole.
 
 Bad input is refused with one line (`HybnnError`): an empty folder, a class with no images or no
 test images, a file that is not an image, an unreadable or truncated image, images of mixed
@@ -32,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hybnn_cli.data.image_store import ImageRows, open_store, store_path, write_store
 from hybnn_cli.data.labelled import SPLIT_SEED, LabelledSet
 from hybnn_cli.errors import HybnnError
 
@@ -104,17 +113,19 @@ def read_image_folder(root: Path, test_fraction: float, on_file=None) -> Labelle
         names = tuple(sorted(classes))
         parts = _split_classes(root, classes, test_fraction)
     files = sorted({f for part in parts.values() for fs in part.values() for f in fs})
-    h = hashlib.sha256()
-    images = _read_images(root, files, h, on_file)
+    h = _hash_files(root, files, on_file)
+    content = h.hexdigest()
     source = {"path": str(root), "kind": "folder", "n_files": len(files)}
     if not presplit:
         h.update(f"split test_fraction={test_fraction!r} seed={SPLIT_SEED}".encode())
         source.update(kind="folder-split", test_fraction=test_fraction, split_seed=SPLIT_SEED)
-    arrays = {}
+    order = [f for split in ("train", "test") for name in names for f in parts[split][name]]
+    images = _decoded(root, files, order, h.hexdigest(), content, on_file)
+    arrays, start = {}, 0
     for split, part in parts.items():
-        x = [images[f] for name in names for f in part[name]]
-        y = [i for i, name in enumerate(names) for _ in part[name]]
-        arrays[split] = (np.stack(x), np.asarray(y, dtype=np.uint8))
+        y = np.asarray([i for i, name in enumerate(names) for _ in part[name]], dtype=np.uint8)
+        arrays[split] = (images[start:start + len(y)], y)
+        start += len(y)
     return LabelledSet(f"files:{root.resolve().name}", names, h.hexdigest(), source, arrays)
 
 
@@ -138,27 +149,55 @@ def _split_classes(root: Path, classes: dict[str, list[Path]], fraction: float) 
     return parts
 
 
-def _read_images(root: Path, files: list[Path], h, on_file=None) -> dict[Path, np.ndarray]:
-    """Each file hashed into `h` (relative path, length, bytes) and decoded; one size for all."""
-    out, first = {}, None
+def _read_bytes(root: Path, f: Path, h) -> bytes:
+    """The bytes of `f`, hashed into `h` (relative path, length, bytes)."""
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        raise HybnnError(f"{f}: cannot read ({e.strerror or e})") from None
+    rel = f.relative_to(root).as_posix().encode()
+    h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
+    return raw
+
+
+def _hash_files(root: Path, files: list[Path], on_file=None):
+    """The SHA-256 of `files` (in this order), read one at a time; `on_file(n, "hash")`."""
+    h = hashlib.sha256()
     for f in files:
-        try:
-            raw = f.read_bytes()
-        except OSError as e:
-            raise HybnnError(f"{f}: cannot read ({e.strerror or e})") from None
-        rel = f.relative_to(root).as_posix().encode()
-        h.update(len(rel).to_bytes(8, "little") + rel + len(raw).to_bytes(8, "little") + raw)
-        arr = decode_image(f, raw)
-        if first is None:
-            first = (f, arr.shape)
-        elif arr.shape != first[1]:
-            raise HybnnError(f"{f}: {_shape_text(arr.shape)} but {first[0]} is "
-                             f"{_shape_text(first[1])}; all images of a data set must have one "
-                             f"size and channel count")
-        out[f] = arr
+        _read_bytes(root, f, h)
         if on_file:
-            on_file(1)
-    return out
+            on_file(1, "hash")
+    return h
+
+
+def _decoded(root: Path, files: list[Path], order: list[Path], sha: str, content: str,
+             on_file=None) -> ImageRows:
+    """The images of `order` as rows of the store of identity `sha` (`image_store`): found in
+    the cache, or decoded there now, file by file in the order of `files` (whose bytes must
+    still hash to `content`); one size for all; `on_file(n, "decode")`."""
+    path = store_path(sha)
+    found = open_store(path, len(order))
+    if found is not None:
+        return found
+    row_of = {f: i for i, f in enumerate(order)}
+
+    def fill(put) -> None:
+        h, first = hashlib.sha256(), None
+        for f in files:
+            arr = decode_image(f, _read_bytes(root, f, h))
+            if first is None:
+                first = (f, arr.shape)
+            elif arr.shape != first[1]:
+                raise HybnnError(f"{f}: {_shape_text(arr.shape)} but {first[0]} is "
+                                 f"{_shape_text(first[1])}; all images of a data set must have "
+                                 f"one size and channel count")
+            put(row_of[f], arr)
+            if on_file:
+                on_file(1, "decode")
+        if h.hexdigest() != content:
+            raise HybnnError(f"{root}: files changed while they were read; read them again")
+
+    return write_store(path, len(order), fill)
 
 
 def _shape_text(shape: tuple) -> str:
@@ -185,27 +224,74 @@ def decode_image(path: Path, raw: bytes) -> np.ndarray:
 
 # ── NPZ ───────────────────────────────────────────────────────────────────────────────────────
 def read_npz(path: Path) -> LabelledSet:
-    """An NPZ of x_train, y_train, x_test, y_test (and optionally class_names), checked."""
+    """An NPZ of x_train, y_train, x_test, y_test (and optionally class_names), checked. The
+    labels are loaded; the images are copied, in blocks of rows, into the store of the file's
+    identity (`image_store`; found there when copied before) and read from it on demand."""
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise HybnnError(f"{path}: missing key{'s' * (len(missing) > 1)} "
                                  f"{', '.join(missing)} (it has: {', '.join(z.files) or 'none'})")
-            got = {k: z[k] for k in (*NPZ_KEYS, "class_names") if k in z.files}
+            got = {k: z[k] for k in ("y_train", "y_test", "class_names") if k in z.files}
+            headers = {k: _npy_header(z, k) for k in ("x_train", "x_test")}
     except HybnnError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise HybnnError(f"{path}: not a readable NPZ file ({str(e).splitlines()[0]})") from None
     names = _npz_class_names(path, got)
-    arrays = {s: (_npz_images(path, got[f"x_{s}"], f"x_{s}"),
-                  _npz_labels(path, got[f"y_{s}"], f"y_{s}", len(got[f"x_{s}"]), names))
+    shapes = {s: _npz_images(path, headers[f"x_{s}"], f"x_{s}") for s in ("train", "test")}
+    labels = {s: _npz_labels(path, got[f"y_{s}"], f"y_{s}", shapes[s][0], names)
               for s in ("train", "test")}
-    if arrays["train"][0].shape[1:] != arrays["test"][0].shape[1:]:
-        raise HybnnError(f"{path}: x_train images are {arrays['train'][0].shape[1:]} but x_test "
-                         f"images {arrays['test'][0].shape[1:]}")
+    if shapes["train"][1:] != shapes["test"][1:]:
+        raise HybnnError(f"{path}: x_train images are {shapes['train'][1:]} but x_test "
+                         f"images {shapes['test'][1:]}")
+    sha = _file_sha256(path)
+    n_train, n = shapes["train"][0], shapes["train"][0] + shapes["test"][0]
+    rows = open_store(store_path(sha), n)
+    if rows is None:
+        rows = write_store(store_path(sha), n, lambda put: _copy_npz_images(path, shapes, put),
+                           shapes["train"][1:])
+    arrays = {"train": (rows[:n_train], labels["train"]), "test": (rows[n_train:], labels["test"])}
     source = {"path": str(path), "kind": "npz"}
-    return LabelledSet(f"files:{path.name}", names, _file_sha256(path), source, arrays)
+    return LabelledSet(f"files:{path.name}", names, sha, source, arrays)
+
+
+def _npy_header(z, key: str) -> tuple:
+    """(shape, fortran order, dtype) of the array `key` of an open NPZ, from its header alone."""
+    with z.zip.open(f"{key}.npy") as f:
+        return _read_npy_header(f)
+
+
+def _read_npy_header(f) -> tuple:
+    """(shape, fortran order, dtype) from an open .npy stream, left at the start of the data."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)  # versions 2 and 3 share the layout
+
+
+def _copy_npz_images(path: Path, shapes: dict, put, block_bytes: int = 1 << 24) -> None:
+    """x_train's rows, then x_test's, through `put(row, block)` in blocks of about
+    `block_bytes` (an array in Fortran order, rare, is loaded whole)."""
+    start = 0
+    with np.load(path, allow_pickle=False) as z:
+        for split in ("train", "test"):
+            key, shape = f"x_{split}", shapes[split]
+            item = int(np.prod(shape[1:]))
+            with z.zip.open(f"{key}.npy") as f:
+                _, fortran, _ = _read_npy_header(f)
+                if fortran:
+                    put(start, np.ascontiguousarray(z[key]).reshape(shape))
+                else:
+                    per = max(1, block_bytes // max(item, 1))
+                    for a in range(0, shape[0], per):
+                        k = min(per, shape[0] - a)
+                        raw = f.read(k * item)
+                        if len(raw) != k * item:
+                            raise HybnnError(f"{path}: {key} is truncated")
+                        put(start + a, np.frombuffer(raw, np.uint8).reshape(k, *shape[1:]))
+            start += shape[0]
 
 
 def _npz_class_names(path: Path, got: dict) -> tuple[str, ...]:
@@ -225,17 +311,20 @@ def _npz_class_names(path: Path, got: dict) -> tuple[str, ...]:
     return names
 
 
-def _npz_images(path: Path, x: np.ndarray, key: str) -> np.ndarray:
-    if x.dtype != np.uint8:
-        raise HybnnError(f"{path}: {key} must be uint8 images, got {x.dtype}")
-    if x.ndim == 4 and x.shape[3] == 1:
-        x = x[..., 0]
-    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)):
-        raise HybnnError(f"{path}: {key} has shape {x.shape}; expected N×H×W or N×H×W×C with "
-                         f"C 1 or 3")
-    if len(x) == 0:
+def _npz_images(path: Path, header: tuple, key: str) -> tuple:
+    """The shape the images `key` are read as (N, H, W) or (N, H, W, 3), from the array's header
+    (a trailing channel of one dropped); HybnnError when they are not uint8 images."""
+    shape, _, dtype = header
+    if dtype != np.uint8:
+        raise HybnnError(f"{path}: {key} must be uint8 images, got {dtype}")
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 3)):
+        raise HybnnError(f"{path}: {key} has shape {tuple(shape)}; expected N×H×W or N×H×W×C "
+                         f"with C 1 or 3")
+    if shape[0] == 0:
         raise HybnnError(f"{path}: {key} holds no images")
-    return np.ascontiguousarray(x)
+    return tuple(int(d) for d in shape)
 
 
 def _npz_labels(path: Path, y: np.ndarray, key: str, n: int, names: tuple) -> np.ndarray:

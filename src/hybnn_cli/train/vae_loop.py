@@ -1,4 +1,5 @@
-"""Pretraining the binary-latent VAE: a pure training loop (no printing, no files)."""
+"""Pretraining the binary-latent VAE: a pure training loop (no printing, no files), reading its
+images one batch at a time."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ from hybnn_cli.train.configs import VAEConfig
 
 
 @torch.no_grad()
-def evaluate_vae(model: BinaryVAE, x: torch.Tensor, batch_size: int = 1000) -> dict:
-    """Mean reconstruction and KL (nats per image) with the deterministic code; batches move to
-    the model's device."""
+def evaluate_vae(model: BinaryVAE, images, rows: np.ndarray | None = None,
+                 batch_size: int = 1000) -> dict:
+    """Mean reconstruction and KL (nats per image) with the deterministic code, over the uint8
+    `images` (an array, or images read on demand) at `rows` (default: all); each batch is read
+    and moved to the model's device in turn."""
     model.eval()
     device = next(model.parameters()).device
+    rows = np.arange(len(images)) if rows is None else rows
     rec_sum = kl_sum = 0.0
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device)
+    for i in range(0, len(rows), batch_size):
+        xb = images_to_tensor(images[rows[i:i + batch_size]]).to(device)
         recon, logits = model(xb)
         _, rec, kl = vae_loss(xb, recon, logits)
         rec_sum += rec.item() * len(xb)
         kl_sum += kl.item() * len(xb)
-    return {"test_recon": rec_sum / max(len(x), 1), "test_kl": kl_sum / max(len(x), 1)}
+    return {"test_recon": rec_sum / max(len(rows), 1), "test_kl": kl_sum / max(len(rows), 1)}
 
 
 def train_vae(
@@ -49,13 +53,14 @@ def train_vae(
     The shuffling of epoch e depends only on (seed, e), so a resumed run matches an unbroken one.
     Under torchrun (`group`), each process trains on its share of every global batch of
     cfg.batch_size images; the metrics are means over all processes (see `distributed`).
+    The images (uint8 arrays, or `data.image_store.ImageRows` read on demand) are read and made
+    tensors one batch at a time, so memory stays flat in the number of images.
     """
     device = torch.device(cfg.device)
     model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model, group)
-    x_train = images_to_tensor(train_images)
-    x_test = images_to_tensor(test_images)[group.rank::group.world_size]
-    n = len(x_train)
+    test_rows = np.arange(group.rank, len(test_images), group.world_size)
+    n = len(train_images)
     batch = distributed.local_batch_size(cfg.batch_size, group)
     history = []
     for epoch in range(start_epoch, cfg.epochs):
@@ -66,7 +71,8 @@ def train_vae(
         running = None
         total = rec_total = kl_total = 0.0
         for step in range(n_steps):
-            xb = x_train[order[step * batch:(step + 1) * batch]].to(device)
+            rows = order[step * batch:(step + 1) * batch].numpy()
+            xb = images_to_tensor(train_images[rows]).to(device)
             recon, logits = net(xb, generator=gen)
             loss, rec, kl = vae_loss(xb, recon, logits, cfg.kl_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -87,7 +93,8 @@ def train_vae(
                                                 rec_total / m, "train_kl": kl_total / m}, m,
                                                group),
                    "epoch_seconds": seconds,
-                   **distributed.weighted_mean(evaluate_vae(model, x_test), len(x_test), group)}
+                   **distributed.weighted_mean(evaluate_vae(model, test_images, test_rows),
+                                               len(test_rows), group)}
         if group.parallel:
             metrics["processes"] = group.world_size
         history.append(metrics)
