@@ -13,7 +13,7 @@ from hybnn_cli.cli import app
 from hybnn_cli.errors import HybnnError
 
 COMPUTING = {"pretrain-vae", "extract", "train-bnn", "evaluate", "export", "predict", "bench",
-             "fed", "baseline", "reproduce", "continual"}
+             "fed", "baseline", "reproduce", "continual", "learn-class"}
 
 
 def test_using_sets_torch_and_numba_and_restores_both():

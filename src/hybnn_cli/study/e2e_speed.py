@@ -268,6 +268,10 @@ def learn_speed(bundle: Path, dataset: str, data_dir, threads: int, quick: bool,
     images, labels = load_split(dataset, "train", data_dir)
     train_idx, _ = train_val_indices(labels)
     rows = []
+    # a class with fewer training images than K (a tiny test set) fits as many prototypes as it
+    # has images: K is lowered for all classes alike, and recorded
+    counts = np.bincount(labels[train_idx])
+    components = int(min(components, per_class, counts[counts > 0].min()))
     with tempfile.TemporaryDirectory(prefix="e2e-learn-") as tmp:
         copy = Path(tmp) / "bundle"
         shutil.copytree(bundle, copy)
