@@ -230,6 +230,7 @@ def test_export_times_both_encoders_on_this_cpu(bundle):
 
     t = bundle["manifest"]["encoder_int8"]["timing"]
     assert (t["cpu"], t["cpu_flags"]) == cpu_info() and t["threads"] >= 1
+    assert t["process"] == "a new one, without torch"
     assert sorted(t["batches"], key=int) == ["1", "256"]
     for b in t["batches"].values():
         for enc in ("float", "int8"):

@@ -10,9 +10,9 @@ code bits that differ (folding changes float rounding; a bit flips only for a lo
 rounding of 0). `--int8` adds the encoder quantized by ONNX Runtime's static quantization (QDQ,
 per-channel int8 weights, activations calibrated by MinMax on seeded training images; the first
 convolution and the last layer stay float, see FLOAT_NODES). It also times both encoders on the
-exporting machine (`time_encoders`: median microseconds per image at batch 1 and at a large
-batch, the CPU named) and records them, so that `predict --int8` can say when int8 is the slower
-one on the CPU it runs on: on some CPUs it is.
+exporting machine (`encoder_timing`, in a new process without torch: median microseconds per
+image at batch 1 and at a large batch, the CPU named) and records them, so that `predict --int8`
+can say when int8 is the slower one on the CPU it runs on: on some CPUs it is.
 
 Heads are the deploy files of `export.write_deploy`; every head must come from codes of this
 encoder. The folder is written beside its final name and renamed at the end (`atomic_dir`).
@@ -32,6 +32,7 @@ from hybnn_kernels import pack_signs
 from hybnn_kernels.pipeline import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, file_sha256
 
 from hybnn_cli import __version__
+from hybnn_cli.deploy.encoder_timing import time_in_new_process
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_dir
 from hybnn_cli.models.vae import Encoder
@@ -191,43 +192,6 @@ def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | No
     return images[pick]
 
 
-TIMING_BATCHES = (1, 256)  # the batch sizes the export times both encoders at
-TIMING_SECONDS = 0.5  # about how long each (encoder, batch) pair is timed
-
-
-def time_encoders(paths: dict[str, Path], images: np.ndarray, threads: int,
-                  batches=TIMING_BATCHES, seconds: float = TIMING_SECONDS) -> dict:
-    """Median (and min, max) microseconds per image of each ONNX encoder in `paths` at each batch
-    size, warm, the encoders taking turns call by call in this process (so that a change in load
-    hits both alike); with the CPU and thread count they were taken on."""
-    import time
-
-    from hybnn_kernels.machine import cpu_info
-    from hybnn_kernels.pipeline import make_session
-
-    sessions = {k: make_session(p, threads) for k, p in paths.items()}
-    cpu, flags = cpu_info()
-    out = {"cpu": cpu, "cpu_flags": flags, "threads": threads, "unit": "microseconds per image",
-           "batches": {}}
-    for b in batches:
-        x = np.resize(images, (b, *images.shape[1:]))[:, None].astype(np.float32)
-        x /= np.float32(INPUT["scale"])
-        feed = {INPUT["name"]: x}
-        times = {k: [] for k in sessions}
-        for s in sessions.values():
-            s.run(None, feed)  # warm-up
-        t_end = time.perf_counter() + seconds * len(sessions)
-        while time.perf_counter() < t_end or min(map(len, times.values())) < 5:
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
-                s.run(None, feed)
-                times[k].append((time.perf_counter() - t0) * 1e6 / b)
-        out["batches"][str(b)] = {k: {"median": float(np.median(v)), "min": float(min(v)),
-                                      "max": float(max(v)), "calls": len(v)}
-                                  for k, v in times.items()}
-    return out
-
-
 def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = False,
                  calibration: int = 2000, seed: int = 0, data_dir=None, threads: int = 2) -> dict:
     """Write the bundle folder `out`; returns its manifest plus the export checks."""
@@ -287,8 +251,9 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                                  "seed": seed},
                 "check": {"against": "torch encoder, eval mode", "on": "the calibration images",
                           **q},
-                "timing": time_encoders({"float": tmp / "encoder.onnx",
-                                         "int8": tmp / "encoder-int8.onnx"}, images, threads)}
+                "timing": time_in_new_process({"float": tmp / "encoder.onnx",
+                                               "int8": tmp / "encoder-int8.onnx"}, images,
+                                              threads, INPUT["name"], INPUT["scale"])}
         (tmp / "heads").mkdir()
         manifest["heads"] = {}
         for name, p, model, ck in heads:
