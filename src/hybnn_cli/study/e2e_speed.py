@@ -37,12 +37,18 @@ class BundlePipeline:
         return self.pipe.classify(images, [self.head])[self.head]
 
 
+# torch's idle worker threads keep spinning for a while after a parallel region; a thread count
+# chosen while they spin would be chosen against them, not against the machine
+QUIET_SECONDS = 0.5
+
+
 class OneImagePipeline:
     """One head of a loaded bundle at batch 1 through its one-image path
     (`Pipeline.one_image("fastest")`: I/O binding, fused pack, the one-code head, the faster
     thread count): images (1, H, W) → labels (1,)."""
 
     def __init__(self, pipe, head: str):
+        time.sleep(QUIET_SECONDS)  # torch's worker threads stop spinning before the choice
         self.one, self.head = pipe.one_image("fastest", [head]), head
 
     def __call__(self, images):
@@ -55,6 +61,7 @@ class EncoderAlone:
     (chosen on a short measurement, as `OneImage.fastest` does for the whole path)."""
 
     def __init__(self, pipe, image, calls: int = 40):
+        time.sleep(QUIET_SECONDS)  # as in OneImagePipeline
         ones = {t: pipe.one_image(t) for t in sorted({1, pipe.threads})}
         for one in ones.values():
             one.encode(image)  # a real image in the bound input, which every call then runs on
