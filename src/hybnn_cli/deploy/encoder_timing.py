@@ -4,8 +4,9 @@ exporting process has just run the torch encoder, and torch's idle worker thread
 the cores for a while after a parallel region, which slows ONNX Runtime's threads by a large and
 varying factor. A process that never imported torch measures what `hybnn predict` would see.
 
-Each encoder is timed warm at each batch size, the encoders taking turns call by call (so that a
-change in load hits both alike): median, min and max microseconds per image, with the CPU's name
+Each encoder is timed warm at each batch size, the encoders taking turns in short blocks of calls
+(so that a change in load hits both alike; call by call, one session's spinning worker threads
+would slow the other's run): median, min and max microseconds per image, with the CPU's name
 and flags and the thread count.
 """
 
@@ -24,6 +25,9 @@ from hybnn_cli.errors import HybnnError
 
 TIMING_BATCHES = (1, 256)  # the batch sizes the export times both encoders at
 TIMING_SECONDS = 0.5  # about how long each (encoder, batch) pair is timed
+# The encoders take turns in blocks of calls, not call by call: an ONNX Runtime session's worker
+# threads spin for a while after each run, and would compete with the other session's run.
+BLOCK_SECONDS = 0.02
 
 
 def time_encoders(paths: dict[str, Path], images: np.ndarray, threads: int, input_name: str,
@@ -42,14 +46,18 @@ def time_encoders(paths: dict[str, Path], images: np.ndarray, threads: int, inpu
         x /= np.float32(scale)
         feed = {input_name: x}
         times = {k: [] for k in sessions}
-        for s in sessions.values():
-            s.run(None, feed)  # warm-up
         t_end = time.perf_counter() + seconds * len(sessions)
         while time.perf_counter() < t_end or min(map(len, times.values())) < 5:
-            for k, s in sessions.items():
-                t0 = time.perf_counter()
+            for k, s in sessions.items():  # a block of calls each, its first one not timed
                 s.run(None, feed)
-                times[k].append((time.perf_counter() - t0) * 1e6 / b)
+                block_end = time.perf_counter() + BLOCK_SECONDS
+                while True:
+                    t0 = time.perf_counter()
+                    s.run(None, feed)
+                    t1 = time.perf_counter()
+                    times[k].append((t1 - t0) * 1e6 / b)
+                    if t1 >= block_end:
+                        break
         out["batches"][str(b)] = {k: {"median": float(np.median(v)), "min": float(min(v)),
                                       "max": float(max(v)), "calls": len(v)}
                                   for k, v in times.items()}
