@@ -93,10 +93,14 @@ class OneImage:
                                   f"got {getattr(image, 'dtype', type(image).__name__)} "
                                   f"{getattr(image, 'shape', '')}")
         x = self._x2d
-        # the same arithmetic as Pipeline.encode: float32 (pixel − offset) / scale
-        np.subtract(image if image.ndim == 2 else image.reshape(self.shape), self._offset, out=x,
-                    dtype=np.float32)
-        np.divide(x, self._scale, out=x)
+        image = image if image.ndim == 2 else image.reshape(self.shape)
+        # the same arithmetic as Pipeline.encode: float32 (pixel − offset) / scale; with offset 0
+        # in one call (pixel − 0 is pixel exactly, so the quotient is the same float)
+        if self._offset == 0:
+            np.divide(image, self._scale, out=x, dtype=np.float32)
+        else:
+            np.subtract(image, self._offset, out=x, dtype=np.float32)
+            np.divide(x, self._scale, out=x)
         self.session.run_with_iobinding(self.binding)
         np.greater_equal(self.logits[0], 0, out=self._bits)
         if self._little:
