@@ -165,6 +165,23 @@ def bundle(tiny_pipeline, tmp_path_factory):
             "manifest": json.loads(r.stdout), "images": images, "labels": labels}
 
 
+def run(*args):
+    """`hybnn ARGS` in this process (arguments as strings); the CliRunner result."""
+    from typer.testing import CliRunner
+
+    from hybnn_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, fragment: str):
+    """The command failed with exit code 1 and one line on stderr naming `fragment`."""
+    assert result.exit_code == 1, result.output
+    err = result.stderr.strip()
+    assert err.startswith("Error:") and fragment in err, err
+    assert "\n" not in err and "Traceback" not in result.output, result.output
+
+
 def predict_json(*args) -> dict:
     """`hybnn predict ARGS --json` in this process; its parsed output."""
     from typer.testing import CliRunner

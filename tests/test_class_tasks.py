@@ -10,29 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hybnn_kernels import load_deploy, pack_bits
-from typer.testing import CliRunner
 
-from hybnn_cli.cli import app
 from hybnn_cli.codes.store import codes_writer
 from hybnn_cli.continual.settings import task_sequence
 from hybnn_cli.data.tasks import parse_task
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
+from tests.conftest import one_line_error, run
 
-runner = CliRunner()
 NAMES = ["ant", "bee", "cat", "dog", "eel", "fox"]
 N_BITS = 64
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert err.startswith("Error:") and fragment in err, err
-    assert "\n" not in err and "Traceback" not in result.output, result.output
 
 
 def named_codes(path: Path, names=NAMES, n_train=1200, n_test=300, seed=0,

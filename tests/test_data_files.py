@@ -11,29 +11,16 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from hybnn_cli.cli import app
 from hybnn_cli.codes.store import read_attrs, read_codes
 from hybnn_cli.data.datasets import load_split
 from hybnn_cli.data.labelled import open_labelled
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
-from tests.conftest import idx_bytes, make_images
+from tests.conftest import idx_bytes, make_images, one_line_error, run
 
-runner = CliRunner()
 N = 300  # MNIST images of each split written out as PNG
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert err.startswith("Error:") and fragment in err, err
-    assert "\n" not in err and "Traceback" not in result.output, result.output
 
 
 def write_png_folder(root: Path, splits: dict, names=None) -> Path:

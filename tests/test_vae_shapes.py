@@ -10,26 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from hybnn_cli.cli import app
 from hybnn_cli.codes.store import read_attrs, read_codes
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
 from hybnn_cli.models.vae import BinaryVAE, Encoder, encoder_stages
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, fragment: str):
-    assert result.exit_code == 1, result.output
-    err = result.stderr.strip()
-    assert err.startswith("Error:") and fragment in err, err
-    assert "\n" not in err and "Traceback" not in result.output, result.output
+from tests.conftest import one_line_error, run
 
 
 @pytest.mark.parametrize("channels, size, stages", [(1, 8, 1), (1, 16, 2), (1, 28, 3),
