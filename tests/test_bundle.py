@@ -149,6 +149,17 @@ def test_predict_bundle_on_idx_png_npy_streams_in_batches(bundle, tmp_path):
     assert small["heads"]["all"]["labels"] == one["heads"]["all"]["labels"]
     assert one["heads"]["all"]["labels"] == ref["heads"]["all"]["labels"][:60]
     assert one["time_split_seconds"]["images"] == 60
+    # each image is named by its file (and its index in a file of several), in the JSON's
+    # by_image and in the tab-separated rows; a folder stands for its image files
+    names = [f"{idx}:{i}" for i in range(50)] + [str(png)] + [f"{npy}:{i}" for i in range(9)]
+    assert list(one["by_image"]) == names
+    assert [one["by_image"][k]["all"] for k in names] == one["heads"]["all"]["labels"]
+    assert one["files"] == [{"path": str(idx), "kind": "idx", "images": 50},
+                            {"path": str(png), "kind": "png", "images": 1},
+                            {"path": str(npy), "kind": "npy", "images": 9}]
+    folder = predict_json("--model", bundle["bundle"], tmp_path)["by_image"]  # in name order
+    in_order = [f"{npy}:{i}" for i in range(9)] + [str(png)] + [f"{idx}:{i}" for i in range(50)]
+    assert list(folder) == in_order and folder == one["by_image"]
 
 
 def test_predict_bundle_reports_accuracy_with_labels_and_int8(bundle, tmp_path):
@@ -171,8 +182,12 @@ def test_predict_bundle_reports_accuracy_with_labels_and_int8(bundle, tmp_path):
     plain = runner.invoke(app, ["predict", "--model", str(bundle["bundle"]),
                                 str(bundle["out"] / "test.npy"), "--labels", str(lab)])
     assert plain.exit_code == 0
-    assert plain.stdout.splitlines()[2] == "#\ttask3\tall"
-    assert len(plain.stdout.splitlines()) == 3 + len(y)
+    lines = plain.stdout.splitlines()
+    assert lines[2] == "# image\ttask3\tall" and len(lines) == 3 + len(y)
+    npy = bundle["out"] / "test.npy"
+    assert [ln.split("\t") for ln in lines[3:5]] == [
+        [f"{npy}:{i}", str(res["heads"]["task3"]["labels"][i]),
+         str(res["heads"]["all"]["labels"][i])] for i in (0, 1)]
 
 
 BLOCK_TORCH = """

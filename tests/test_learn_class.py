@@ -314,7 +314,8 @@ def test_a_folder_of_pngs_is_learned_and_predict_prints_names(mnist_bundle, copy
                               "--head", "mine", "--head", "learned"])
     assert out.exit_code == 0, out.output
     header, row = out.stdout.splitlines()[-2:]
-    assert header == "#\tmine\tlearned" and row.split("\t")[:2] == ["0", "eight"]
+    assert header == "# image\tmine\tlearned"
+    assert row.split("\t")[:2] == [str(folder / "00.png"), "eight"]
 
 
 def test_damaged_prototypes_are_refused_and_version_1_bundles_still_load(mnist_bundle, copy):

@@ -85,11 +85,15 @@ def test_predict_json_writes_labels_in_slices_as_json_dumps_would(bundle, monkey
     got = predict_json("--model", bundle["bundle"], bundle["out"] / "test.npy")
     result = {"model": 'a "quoted" \\ path', "n": 3, "heads": {
         'h"1': {"classes": [-200, 7], "labels": np.array([-200, 7, 7], np.int16)},
-        "h2": {"classes": [0], "labels": np.zeros(0, np.int8)}}}
+        "h2": {"classes": ["a", "b"], "labels": np.array(["a", "b", "b"])}},
+        "files": [{"path": 'x".png', "kind": "png", "images": 1},
+                  {"path": "y.npy", "kind": "npy", "images": 2}]}
     pieces = []
     pb.write_json(result, pieces.append)
     want = {**result, "heads": {k: {**v, "labels": v["labels"].tolist()}
-                                for k, v in result["heads"].items()}}
+                                for k, v in result["heads"].items()},
+            "by_image": {'x".png': {'h"1': -200, "h2": "a"}, "y.npy:0": {'h"1': 7, "h2": "b"},
+                         "y.npy:1": {'h"1': 7, "h2": "b"}}}
     assert json.loads("".join(pieces)) == want and len(pieces) > 3
     assert len(got["heads"]["all"]["labels"]) == len(bundle["images"]) == got["n"]
     assert set(got["heads"]["task3"]["labels"]) <= {4, 5}
@@ -134,11 +138,14 @@ def _e2e_with(tmp_path, **fields) -> str:
 def test_e2e_renders_a_file_from_before_the_light_install_with_not_measured(tmp_path):
     from hybnn_cli.study.provenance import REPO_ROOT
 
-    text = _e2e_with(tmp_path)
-    old = json.loads((REPO_ROOT / "benchmarks/results/e2e.json").read_text())
-    assert "numba" in old["processes"]["runtime_venv_packages"]  # it measured a venv with numba
+    now = json.loads((REPO_ROOT / "benchmarks/results/e2e.json").read_text())["processes"]
+    # a file of the runs before the light install: one runtime venv, which held numba
+    old = {**now, "installed_mb": {"runtime_only": 454.9, "with_torch": 1311.7},
+           "runtime_venv_packages": {**now["runtime_venv_packages"], "numba": "0.61.0"},
+           "predict_peak_memory": {k: now["predict_peak_memory"][k] for k in ("test", "train")}}
+    text = _e2e_with(tmp_path, processes=old, head_kernels=None)
     assert "not measured for the base install without numba" in text
-    assert f"{old['processes']['installed_mb']['runtime_only']:,.0f} MB with numba" in text
+    assert "455 MB with numba" in text
     assert "two kernels (the numpy head of the base install" in text and "not measured" in text
 
 

@@ -153,7 +153,7 @@ def _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check, t
 @handle_errors
 def predict_cmd(
     images: list[Path] = typer.Argument(None, help="Image files (IDX, PNG or NPY) to classify "
-                                        "with a bundle, or with --encoder."),
+                                        "with a bundle (or folders of them), or with --encoder."),
     model: Path = typer.Option(..., "--model", help="Deploy file, or deploy bundle (folder), "
                                "from hybnn export."),
     codes: Path = typer.Option(None, "--codes", help="Codes file: predict a whole split."),
@@ -174,8 +174,9 @@ def predict_cmd(
 
     A deploy file classifies codes (--codes) on the XNOR-popcount kernels, or images through a
     torch encoder (--encoder); a deploy bundle classifies images with its encoder in ONNX
-    Runtime and its heads on the kernels, without importing torch. No --seed: prediction is
-    deterministic.
+    Runtime and its heads on the kernels, without importing torch, and prints one line per
+    image: its file (with :i in a file of several images), then each head's class; a folder
+    stands for the image files in it. No --seed: prediction is deterministic.
 
     Example: hybnn predict --model runs/bundle t10k-images-idx3-ubyte.gz --json
     """

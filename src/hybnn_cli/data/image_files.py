@@ -5,7 +5,9 @@
 (b, 28, 28) arrays, so a 60,000-image file is classified with memory flat in N: a raw IDX or NPY
 file is read batch by batch with plain reads (not memory-mapped: every page of a mapped file
 read once stays in the process's resident set, the whole file by the end), a gzipped IDX is
-decompressed as a stream, a PNG is one image. Torch-free.
+decompressed as a stream, a PNG is one image. `expand_paths` lets a folder stand for the image
+files inside it; `image_ids` names each image by its file (and its index in a file of several).
+Torch-free.
 """
 
 from __future__ import annotations
@@ -156,6 +158,40 @@ def _open_idx(p: Path) -> ImageSource:
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise HybnnError(f"{p}: cannot read ({e})") from None
     return ImageSource(p, "idx.gz" if gz else "idx", n, 4 + 4 * dims)
+
+
+FOLDER_SUFFIXES = (".png", ".npy")  # the files a folder stands for, besides IDX ones (named *idx*)
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """The files given, a folder standing for its PNG, NPY and IDX files (names holding "idx"),
+    in name order, hidden files left out."""
+    out = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(p)
+            continue
+        found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and (
+            f.name.lower().endswith(FOLDER_SUFFIXES) or "idx" in f.name.lower()))
+        if not found:
+            raise HybnnError(f"{p}: a folder with no PNG, NPY or IDX image files")
+        out.extend(found)
+    return out
+
+
+def image_ids(files: list[dict]) -> Iterator[str]:
+    """Each image's name, in order, from `describe(sources)`: its file's path, with `:i` (from 0)
+    appended in a file that holds several (IDX, NPY)."""
+    for f in files:
+        if f["kind"] == "png":
+            yield f["path"]
+        else:
+            yield from (f"{f['path']}:{i}" for i in range(f["images"]))
+
+
+def describe(sources: list[ImageSource]) -> list[dict]:
+    """The files read, in order: path, kind and number of images (JSON-ready)."""
+    return [{"path": str(s.path), "kind": s.kind, "images": s.n} for s in sources]
 
 
 def open_images(paths: list[Path]) -> list[ImageSource]:

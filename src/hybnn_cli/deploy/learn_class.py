@@ -25,30 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from hybnn_cli import __version__
-from hybnn_cli.data.image_files import iter_batches, open_images
+from hybnn_cli.data.image_files import expand_paths, iter_batches, open_images
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.fileio import atomic_path
 
 DEFAULT_HEAD = "learned"
 DEFAULT_COMPONENTS = 10
 HEAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a head's name is part of a file name
-IMAGE_SUFFIXES = (".png", ".npy")  # in a folder, besides IDX files (named *idx*)
-
-
-def image_paths(paths: list[Path]) -> list[Path]:
-    """The files given, a folder standing for its PNG, NPY and IDX files (names holding "idx"),
-    in name order, hidden files left out."""
-    out = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            out.append(p)
-            continue
-        found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and (
-            f.name.lower().endswith(IMAGE_SUFFIXES) or "idx" in f.name.lower()))
-        if not found:
-            raise HybnnError(f"{p}: a folder with no PNG, NPY or IDX image files")
-        out.extend(found)
-    return out
 
 
 def check_name(name: str) -> None:
@@ -176,7 +159,7 @@ def learn_class(bundle: Path, name: str, images: list[Path], head: str = DEFAULT
         raise HybnnError(str(e)) from None
     m = pipe.manifest
     entry, k = planned_head(m, bundle, name, head, components)
-    files = image_paths(images)
+    files = expand_paths(images)
     sources = open_images(files)
     n = sum(s.n for s in sources)
     if n < k:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybnn_cli.data.image_files import iter_batches, open_images
+from hybnn_cli.data.image_files import describe, expand_paths, image_ids, iter_batches, open_images
 from hybnn_cli.errors import HybnnError
 
 DEFAULT_BATCH = 256  # = hybnn_kernels.pipeline.DEFAULT_BATCH (tests check), without importing it
@@ -88,7 +88,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     ``labels`` is a numpy array (`label_dtype`): `write_json` and `write_rows` print them."""
     if batch_size < 1:
         raise HybnnError(f"--batch-size must be >= 1, got {batch_size}")
-    sources = open_images(images)
+    sources = open_images(expand_paths(images))
     n = sum(s.n for s in sources)
     y = read_labels(labels, n) if labels is not None else None
     pipe = load(bundle, threads, int8, heads)
@@ -121,7 +121,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     return {"model": str(bundle), "encoder": "int8" if int8 else "float",
             "head_kernel": pipe.head_kernel(), "n": int(n),
             "threads": threads, "batch_size": batch_size, "seconds": seconds, "int8_note": note,
-            "images_per_second": n / seconds if seconds else None,
+            "images_per_second": n / seconds if seconds else None, "files": describe(sources),
             "time_split_seconds": pipe.timings.to_dict(), "heads": out}
 
 
@@ -141,20 +141,41 @@ def write_json(result: dict, write: Callable[[str], object]) -> None:
     marks = {f"\0labels-{i}": h["labels"] for i, h in enumerate(result["heads"].values())}
     heads = {name: {**h, "labels": mark} for (name, h), mark in
              zip(result["heads"].items(), marks, strict=True)}
-    text = json.dumps({**result, "heads": heads}, indent=2, default=str)
+    by_image = "\0by-image"
+    text = json.dumps({**result, "heads": heads, "by_image": by_image}, indent=2, default=str)
     for mark, labels in marks.items():
         before, text = text.split(json.dumps(mark), 1)
         write(before)
         for piece in _labels_json(labels):
             write(piece)
+    before, text = text.split(json.dumps(by_image), 1)
+    write(before)
+    for piece in _by_image_json(result):
+        write(piece)
     write(text + "\n")
 
 
-def write_rows(result: dict, write: Callable[[str], object]) -> None:
-    """One tab-separated line per image (index, then each head's label), in slices."""
+def _by_image_json(result: dict) -> Iterator[str]:
+    """A JSON object keyed by image (`image_files.image_ids`: the file's path, `path:i` in a file
+    of several), each value {head: label}, in pieces of `_SLICE` images."""
     names = list(result["heads"])
-    write("#\t" + "\t".join(names) + "\n")
+    ids = image_ids(result["files"])
+    yield "{"
     for s in range(0, result["n"], _SLICE):
         cols = [result["heads"][h]["labels"][s:s + _SLICE].tolist() for h in names]
-        write("".join(f"{s + i}\t" + "\t".join(map(str, row)) + "\n"
-                      for i, row in enumerate(zip(*cols, strict=True))))
+        yield ("" if s == 0 else ", ") + ", ".join(
+            f"{json.dumps(next(ids))}: {json.dumps(dict(zip(names, row, strict=True)))}"
+            for row in zip(*cols, strict=True))
+    yield "}"
+
+
+def write_rows(result: dict, write: Callable[[str], object]) -> None:
+    """One tab-separated line per image (its name, `image_files.image_ids`, then each head's
+    label), in slices."""
+    names = list(result["heads"])
+    ids = image_ids(result["files"])
+    write("# image\t" + "\t".join(names) + "\n")
+    for s in range(0, result["n"], _SLICE):
+        cols = [result["heads"][h]["labels"][s:s + _SLICE].tolist() for h in names]
+        write("".join(f"{next(ids)}\t" + "\t".join(map(str, row)) + "\n"
+                      for row in zip(*cols, strict=True)))
