@@ -96,6 +96,8 @@ def test_runtime_equals_torch_bit_for_bit(shape, seed):
         np.testing.assert_array_equal(np_scores.view(np.uint32),
                                       want_scores[:len(part)].view(np.uint32))
         np.testing.assert_array_equal(np_labels, want_labels[:len(part)])
+    # and its path for one code at a time (`NumpyHead.one`) the same labels, ties included
+    assert [head.one(c) for c in codes[:300]] == want_labels[:300].tolist()
 
 
 

@@ -117,7 +117,7 @@ class OneImage:
                 entry.code[:] = code
                 out[name] = int(classes[entry()])
             elif classes is not None:
-                out[name] = int(classes[other.run(code[None])[1][0]])
+                out[name] = int(classes[other.one(code)])
             else:  # a prototype head: its class name
                 out[name] = str(other.labels(code[None])[0])
         return out
