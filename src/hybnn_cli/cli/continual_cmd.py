@@ -31,7 +31,7 @@ Resume = typer.Option(False, "--resume", help="Continue each seed from its check
 @config_options(ContinualConfig, HELP, first=("codes",))
 def continual_cmd(settings: dict, codes: Path = Codes, seeds: str = Seeds, threads: int = Threads,
                   out: Path = Out, resume: bool = Resume, json_out: bool = JsonOut):
-    """Learn tasks one after another (Split-MNIST, or any sequence of classes).
+    """Learn tasks one after another: Split-MNIST or any classes.
 
     It reports the accuracy on every task seen, average accuracy, forgetting, backward
     transfer, memory and time. Options left out take the values the continual study chose on
