@@ -39,6 +39,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from hybnn_kernels.pipeline import file_sha256
 
 from hybnn_cli.data.image_store import ImageRows, open_store, store_path, write_store
 from hybnn_cli.data.labelled import SPLIT_SEED, LabelledSet
@@ -246,7 +247,7 @@ def read_npz(path: Path) -> LabelledSet:
     if shapes["train"][1:] != shapes["test"][1:]:
         raise HybnnError(f"{path}: x_train images are {shapes['train'][1:]} but x_test "
                          f"images {shapes['test'][1:]}")
-    sha = _file_sha256(path)
+    sha = file_sha256(path)
     n_train, n = shapes["train"][0], shapes["train"][0] + shapes["test"][0]
     rows = open_store(store_path(sha), n)
     if rows is None:
@@ -337,14 +338,6 @@ def _npz_labels(path: Path, y: np.ndarray, key: str, n: int, names: tuple) -> np
         raise HybnnError(f"{path}: {key} holds {y[bad[0]]} (at index {bad[0]}), outside the "
                          f"{len(names)} classes 0..{len(names) - 1}")
     return y.astype(np.uint8)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ── IDX pairs ─────────────────────────────────────────────────────────────────────────────────

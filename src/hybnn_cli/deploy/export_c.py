@@ -25,7 +25,6 @@ together (`write_c_head`): an error leaves neither.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from hybnn_kernels.deploy_file import DeployArrays, DeployFileError, check_arrays, read_deploy
 from hybnn_kernels.layout import WORD_BITS, n_words, used_bits_in_last_word
+from hybnn_kernels.pipeline import file_sha256
 
 from hybnn_cli import __version__
 from hybnn_cli.errors import HybnnError
@@ -79,14 +79,6 @@ def out_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".h"), out.with_name(out.name + ".c")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_head(model: Path, name: str) -> CHead:
     """The head of a BNN checkpoint or of a deploy file (told apart by the HDF5 signature)."""
     model = Path(model)
@@ -113,7 +105,7 @@ def load_head(model: Path, name: str) -> CHead:
     info = {"task": task.get("name"), "classes": task.get("classes"),
             "encoder_sha256": str(meta.get("encoder_sha256", "")), "seed": meta.get("seed"),
             "config": meta.get("config", {}), "trained_with_hybnn": meta.get("hybnn_version")}
-    return CHead(arrays, name, {"kind": kind, "path": str(model), "sha256": _sha256(model)},
+    return CHead(arrays, name, {"kind": kind, "path": str(model), "sha256": file_sha256(model)},
                  info)
 
 

@@ -71,7 +71,10 @@ def read_labels(path: Path, n: int) -> np.ndarray:
 
 
 def label_dtype(classes: np.ndarray) -> np.dtype:
-    """The smallest signed integer type that holds every one of `classes`."""
+    """The smallest signed integer type that holds every one of `classes`; class names (a
+    prototype head's) keep their own string type."""
+    if classes.dtype.kind not in "iu":
+        return classes.dtype
     lo, hi = (int(classes.min()), int(classes.max())) if len(classes) else (0, 0)
     for t in (np.int8, np.int16, np.int32):
         if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
@@ -95,8 +98,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     note = int8_slower_note(pipe.manifest, min(batch_size, n)) if int8 else None
     if on_start:
         on_start(n)
-    preds = {name: np.empty(n, dtype=label_dtype(h.classes) if h.classes.dtype.kind in "iu"
-                            else h.classes.dtype) for name, h in pipe.heads.items()}
+    preds = {name: np.empty(n, dtype=label_dtype(h.classes)) for name, h in pipe.heads.items()}
     t0 = time.perf_counter()
     done = 0
     for batch in iter_batches(sources, batch_size):

@@ -24,12 +24,13 @@ only what is missing, and refuses a result file made under another version of th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from hybnn_kernels.pipeline import file_sha256
 
 from hybnn_cli.codes.store import read_attrs
 from hybnn_cli.continual import HEADLINE
@@ -104,7 +105,7 @@ def read_anchors(path: Path, encoders: dict[str, str], strategies: list[str]) ->
                      **{s: {m: run[s][m] for m in ANCHOR_METRICS} for s in ("val", "test")}}
     inside = REPO_ROOT in path.resolve().parents
     return {"file": str(path.resolve().relative_to(REPO_ROOT)) if inside else str(path),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "commit": r["commit"],
+            "sha256": file_sha256(path), "commit": r["commit"],
             "dirty": r.get("dirty"), "date": r["date"], "command": r["command"],
             "notes": {e: v["note"] for e, v in r.get("encoders", {}).items()
                       if e in encoders and v.get("note")}, "runs": runs}
@@ -149,8 +150,9 @@ class ForgetproofStudy:
 
     @staticmethod
     def done(key: str, cmd: list[str], store: dict) -> bool:
-        """Done by an earlier, interrupted study with the same command."""
-        return store.get(key, {}).get("command") == "hybnn " + shlex.join(cmd)
+        """Done by an earlier, interrupted study with the same command (the continual study's
+        rule)."""
+        return continual_study.ContinualStudy.done(key, cmd, store)
 
     def run(self) -> dict:
         self.tune()
