@@ -98,3 +98,35 @@ def test_one_sample_head_with_the_other_kernel_variant(variant):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("n_bits,widths,seed", [
+    (200, [(128, 2), (128, 10), (512, 10)], 0), (65, [(70, 3), (7, 2)], 1), (1, [(8, 2)], 2),
+    (130, [], 3), (64, [(64, 4)], 4),
+])
+def test_one_image_tail_packs_the_logits_and_answers_every_head(n_bits, widths, seed):
+    """`OneImageTail`: the code of the logits (the reference packer's, zeros and ties at 0
+    included) and each head's label, the runtimes' own, for several heads sharing one code."""
+    from hybnn_kernels.layout import pack_signs_numpy
+    from hybnn_kernels.one_sample import OneImageTail
+
+    models = [trained_looking_bnn(BNNShape(n_bits, h, c), seed + i)
+              for i, (h, c) in enumerate(widths)]
+    runtimes = [runtime_from_model(m) for m in models]
+    logits = np.zeros(n_bits, dtype=np.float32)
+    tail = OneImageTail(logits, runtimes)
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((100, n_bits)).astype(np.float32)
+    rows[::3, ::5] = 0.0  # logit 0 → bit 1
+    rows[1::3, ::4] = -0.0
+    for row in rows:
+        logits[:] = row
+        assert tail() == 0
+        np.testing.assert_array_equal(tail.code, pack_signs_numpy(row[None])[0])
+        want = [int(rt.predict(tail.code[None], 1)[0]) for rt in runtimes]
+        assert tail.labels.tolist() == want
+    with pytest.raises(ValueError, match="logits buffer"):
+        OneImageTail(np.zeros((1, n_bits), np.float32), runtimes)
+    if runtimes:
+        with pytest.raises(ValueError, match=f"every head must take {n_bits + 1} bits"):
+            OneImageTail(np.zeros(n_bits + 1, np.float32), runtimes)

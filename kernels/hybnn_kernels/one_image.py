@@ -8,10 +8,11 @@ of that when it is made:
 
 - the normalised image goes into a preallocated float32 input, bound to the session with its
   preallocated logits output once (ONNX Runtime's I/O binding), so a call allocates nothing there;
-- threshold and pack are two numpy calls over the logits straight into the code words (logit
-  >= 0 → bit 1, bit j at position j % 64 of word j // 64, as everywhere; padding bits stay zero);
-- each head is its compiled one-code entry (`runtime.BNNRuntime.one_sample`), or the numpy head
-  when numba is not installed.
+- with the compiled kernels (the `fast` extra), threshold, pack and every BNN head run in one
+  compiled call on the bound logits (`one_sample.OneImageTail`: logit >= 0 → bit 1, bit j at
+  position j % 64 of word j // 64, as everywhere; each head its one-code entry, all reading one
+  code buffer); without them, threshold and pack are two numpy calls over the logits straight into
+  the code words, and each head is the numpy head's one-code path (`NumpyHead.one`).
 
 The labels, bit for bit, are `Pipeline.classify`'s (tests/test_one_image.py). Thread count: at
 batch 1 one intra-op thread often beats two (the encoder's layers are too small to split), so
@@ -70,20 +71,39 @@ class OneImage:
             pipe.heads[n].compiled is not False for n in bnn)
         self.kernel = "numba" if compiled else "numpy"
         self.heads = {}
+        self.tail = None
+        if compiled:  # threshold, pack and every BNN head in one compiled call
+            from hybnn_kernels.one_sample import OneImageTail
+
+            self.tail = OneImageTail(self.logits[0], [pipe.heads[n].runtime for n in bnn])
+            self.code = self.tail.code
+            self._code_bytes = self.code.view(np.uint8)
+            self._tail_classes = [(n, pipe.heads[n].classes.tolist()) for n in bnn]
         for name in names:
             h = pipe.heads[name]
             if name not in bnn:  # a prototype head (`prototypes.PrototypeHead`): one numpy pass
                 self.heads[name] = (None, None, h)
             elif compiled:
-                self.heads[name] = (h.classes, h.runtime.one_sample(), None)
+                self.heads[name] = (h.classes, None, None)  # answered by the tail
             else:
                 from hybnn_kernels.head_numpy import NumpyHead
 
                 self.heads[name] = (h.classes, None, NumpyHead(h.arrays))
+        self._others = {n: v for n, v in self.heads.items() if v[2] is not None}
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         """The packed code (words,) uint64 of one uint8 image (H, W) or (1, H, W); the returned
         array is this object's buffer, overwritten by the next call."""
+        self._run_encoder(image)
+        np.greater_equal(self.logits[0], 0, out=self._bits)
+        if self._little:
+            self._code_bytes[:self._n_bytes] = np.packbits(self._bits, bitorder="little")
+        else:  # the words' bytes in another order: pack through the reference packer
+            self.code[:] = pack_signs_numpy(self.logits)[0]
+        return self.code
+
+    def _run_encoder(self, image: np.ndarray) -> None:
+        """The image, checked and normalised into the bound input; the logits into theirs."""
         if image.__class__ is not np.ndarray or image.dtype is not _UINT8 or (
                 image.shape[-2:] != self.shape) or (
                 image.ndim != 2 and image.size != self.x.size):
@@ -102,21 +122,19 @@ class OneImage:
             np.subtract(image, self._offset, out=x, dtype=np.float32)
             np.divide(x, self._scale, out=x)
         self.session.run_with_iobinding(self.binding)
-        np.greater_equal(self.logits[0], 0, out=self._bits)
-        if self._little:
-            self._code_bytes[:self._n_bytes] = np.packbits(self._bits, bitorder="little")
-        else:  # the words' bytes in another order: pack through the reference packer
-            self.code[:] = pack_signs_numpy(self.logits)[0]
-        return self.code
 
     def __call__(self, image: np.ndarray) -> dict[str, int | str]:
-        code = self.encode(image)
-        out = {}
-        for name, (classes, entry, other) in self.heads.items():
-            if entry is not None:
-                entry.code[:] = code
-                out[name] = int(classes[entry()])
-            elif classes is not None:
+        if self.tail is not None:  # the compiled tail: pack and the BNN heads in one call
+            self._run_encoder(image)
+            self.tail()
+            out = {name: classes[i] for (name, classes), i in
+                   zip(self._tail_classes, self.tail.labels.tolist(), strict=True)}
+            code = self.code
+        else:
+            code = self.encode(image)
+            out = {}
+        for name, (classes, _, other) in self._others.items():
+            if classes is not None:  # a BNN head in numpy
                 out[name] = int(classes[other.one(code)])
             else:  # a prototype head: its class name
                 out[name] = str(other.labels(code[None])[0])

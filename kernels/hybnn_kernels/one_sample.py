@@ -125,13 +125,19 @@ class OneSampleHead(functools.partial):
     compiled entry applied to the head's context, so that ``head()`` is a call of C code from C,
     without a Python frame."""
 
-    def __new__(cls, runtime: BNNRuntime):
+    def __new__(cls, runtime: BNNRuntime, code: np.ndarray | None = None):
+        """`code`: the input buffer to read, (words,) uint64, shared with its writer (the
+        one-image tail's heads share one); a new one by default."""
         p1, cthr1 = runtime.fc1.weights.panels, runtime.fc1.count_thresholds
         p2, table = runtime.fc2.panels, runtime.score_table
         for x in (p1, cthr1, p2, table):
             assert x.flags.c_contiguous
         kw2 = p2.shape[1]
-        code = np.zeros(runtime._words, dtype=np.uint64)
+        if code is None:
+            code = np.zeros(runtime._words, dtype=np.uint64)
+        elif code.dtype != np.uint64 or code.shape != (runtime._words,) or (
+                not code.flags.c_contiguous):
+            raise ValueError(f"code buffer must be C-contiguous ({runtime._words},) uint64")
         scores = np.zeros(runtime.n_classes, dtype=np.float32)
         scratch = np.zeros(_scratch_words(kw2), dtype=np.uint64)
         text = f"code has nonzero padding bits past bit {runtime.n_bits}".encode()
@@ -149,6 +155,7 @@ class OneSampleHead(functools.partial):
         head = super().__new__(cls, _compiled_entry(), ctypes.c_void_p(context.ctypes.data))
         # everything the context points into lives as long as the head
         head._keep = (runtime, context, scratch, text)
+        head.context = context
         head._code, head._scores = code, scores
         return head
 
@@ -167,3 +174,88 @@ class OneSampleHead(functools.partial):
         as much as the call: a producer that writes into `code` directly saves it)."""
         self._code[:] = code
         return self()
+
+
+# ── the one-image tail: threshold, pack and every head in one call ─────────────────────────────
+# After the encoder has written an image's logits, `OneImageTail()` packs them into the code the
+# heads share and runs each head (`_head_one` on its context), in one compiled call: the numpy
+# threshold and pack and one call per head cost several times the arithmetic at batch 1.
+(_T_LOGITS, _T_CODE, _T_N_BITS, _T_HEADS, _T_LABELS, _T_N_HEADS, _T_CONTEXT) = range(7)
+
+_head_one_inline = njit(cache=CACHE)(_head_one)
+
+
+def _tail(context):
+    """Packs the logits into the code (logit >= 0 → bit 1, bit j at position j % 64 of word
+    j // 64; padding bits zero), then writes each head's label; returns the first head's error
+    (-1) or 0."""
+    ctx = carray(context, (_T_CONTEXT,), np.int64)
+    n_bits, n_heads = ctx[_T_N_BITS], ctx[_T_N_HEADS]
+    logits = carray(_pointer(ctx[_T_LOGITS]), (n_bits,), np.float32)
+    words = (n_bits + WORD_BITS - 1) // WORD_BITS
+    code = carray(_pointer(ctx[_T_CODE]), (words,), np.uint64)
+    for w in range(words):
+        acc = np.uint64(0)
+        for b in range(min(WORD_BITS, n_bits - w * WORD_BITS)):
+            if logits[w * WORD_BITS + b] >= 0:
+                acc |= np.uint64(1) << np.uint64(b)
+        code[w] = acc
+    heads = carray(_pointer(ctx[_T_HEADS]), (n_heads,), np.int64)
+    labels = carray(_pointer(ctx[_T_LABELS]), (n_heads,), np.int64)
+    for i in range(n_heads):
+        labels[i] = _head_one_inline(_pointer(heads[i]))
+        if labels[i] < 0:
+            return -1
+    return 0
+
+
+_tail_entry = None  # the compiled `_tail` as a ctypes function, made (or loaded) once
+
+
+def _compiled_tail():
+    global _tail_entry
+    if _tail_entry is None:
+        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(_tail)
+        _tail_entry = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(compiled.address)
+    return _tail_entry
+
+
+class OneImageTail(functools.partial):
+    """``tail()``: the code of the logits in `logits` (n_bits,) float32, written into ``tail.code``,
+    and every head's label of it in ``tail.labels`` (n_heads,) int64, in one call of C code from C
+    (as `OneSampleHead`). The logits buffer is the caller's (an encoder's bound output); the heads
+    are `BNNRuntime`s on codes of `n_bits` bits."""
+
+    def __new__(cls, logits: np.ndarray, runtimes: list[BNNRuntime]):
+        if logits.dtype != np.float32 or logits.ndim != 1 or not logits.flags.c_contiguous:
+            raise ValueError("logits buffer must be C-contiguous 1-D float32")
+        n_bits = len(logits)
+        code = np.zeros((n_bits + WORD_BITS - 1) // WORD_BITS, dtype=np.uint64)
+        if any(rt.n_bits != n_bits for rt in runtimes):
+            raise ValueError(f"every head must take {n_bits} bits")
+        heads = [OneSampleHead(rt, code) for rt in runtimes]
+        contexts = np.array([h.context.ctypes.data for h in heads], dtype=np.int64)
+        labels = np.zeros(len(heads), dtype=np.int64)
+        context = np.zeros(_T_CONTEXT, dtype=np.int64)
+        context[[_T_LOGITS, _T_CODE, _T_N_BITS, _T_HEADS, _T_LABELS, _T_N_HEADS]] = [
+            logits.ctypes.data, code.ctypes.data, n_bits,
+            contexts.ctypes.data if len(heads) else 0, labels.ctypes.data, len(heads)]
+        tail = super().__new__(cls, _compiled_tail(), ctypes.c_void_p(context.ctypes.data))
+        tail._keep = (logits, heads, contexts, context)
+        tail._code, tail._labels, tail._heads = code, labels, heads
+        return tail
+
+    @property
+    def code(self) -> np.ndarray:
+        """The packed code of the last call, (words,) uint64."""
+        return self._code
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each head's label (class index) of the last call, (n_heads,) int64."""
+        return self._labels
+
+    @property
+    def heads(self) -> list[OneSampleHead]:
+        """The heads, in order (each one's ``scores`` hold its last call's class scores)."""
+        return self._heads
