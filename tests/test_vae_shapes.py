@@ -1,6 +1,8 @@
 """A VAE that takes the data's shape: one or three channels, square sizes 8 to 64 (one more
 stride-2 stage per doubling), any --latent-bits; a 3-channel 32×32 folder and an 8×8 NPZ go
-through pretrain-vae, extract and train-bnn; the ONNX encoder is built for the recorded shape."""
+through pretrain-vae, extract, train-bnn, export --vae and predict --model BUNDLE, whose labels
+equal the torch pipeline's; the ONNX encoder is built for the recorded shape; a bundle reads image
+files at its shape, resizing them only when its VAE's training images were resized."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hybnn_cli.codes.store import read_attrs, read_codes
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
 from hybnn_cli.models.vae import BinaryVAE, Encoder, encoder_stages
-from tests.conftest import one_line_error, run
+from tests.conftest import one_line_error, predict_json, run
 
 
 @pytest.mark.parametrize("channels, size, stages", [(1, 8, 1), (1, 16, 2), (1, 28, 3),
@@ -59,27 +61,124 @@ def colour_folder(root: Path, n=24, size=32, seed=0) -> Path:
     return root
 
 
-def test_a_colour_folder_goes_through_the_pipeline(tmp_path):
-    root = colour_folder(tmp_path / "colours")
-    vae = tmp_path / "vae.pt"
+def torch_labels(vae_path: Path, bnn_path: Path, images: np.ndarray) -> tuple:
+    """The torch pipeline on uint8 images at the VAE's shape: (dataset labels, encoder logits)."""
+    from hybnn_kernels import pack_signs
+
+    from hybnn_cli.deploy.export_bundle import torch_logits
+    from hybnn_cli.deploy.export_head import torch_predict
+
+    vae, _ = ck.load_vae(vae_path)
+    model, ckpt = ck.load_bnn(bnn_path)
+    logits = torch_logits(vae.encoder, images)
+    _, idx = torch_predict(model, pack_signs(logits))
+    return np.asarray(ckpt["task"]["classes"])[idx], logits
+
+
+def assert_bundle_is_torch(bundle: Path, vae: Path, bnn: Path, images: np.ndarray,
+                           labels: list) -> None:
+    """`labels` (predict's, on files holding `images`) equal the torch pipeline's on `images`;
+    the bundle's codes equal the torch encoder's but for bits of a logit within rounding of 0."""
+    from hybnn_kernels import load_bundle, pack_signs, unpack_bits
+
+    want, logits = torch_labels(vae, bnn, images)
+    codes = load_bundle(bundle, threads=1).encode(images)
+    differ = unpack_bits(codes ^ pack_signs(logits), logits.shape[1]).astype(bool)
+    assert np.all(np.abs(logits[differ]) < 1e-4)
+    same = ~differ.any(axis=1)
+    assert same.mean() > 0.9 and np.array_equal(np.asarray(labels)[same], want[same])
+
+
+def png_images(folders: list[Path]) -> tuple[list[Path], np.ndarray]:
+    """The PNG files of `folders` in predict's order, and their pixels as training reads them."""
+    from hybnn_cli.data.files import decode_image
+
+    files = [f for d in folders for f in sorted(d.glob("*.png"))]
+    return files, np.stack([decode_image(f, f.read_bytes()) for f in files])
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory) -> dict:
+    """A 3-channel 32×32 folder through pretrain-vae, extract, train-bnn and export --vae."""
+    tmp = tmp_path_factory.mktemp("colour")
+    root = colour_folder(tmp / "colours")
+    vae = tmp / "vae.pt"
     r = run("pretrain-vae", "--data", root, "--epochs", 1, "--batch-size", 16,
             "--latent-bits", 96, "--threads", 1, "--out", vae)
     assert r.exit_code == 0, r.output
-    ckpt = ck.load_checkpoint(vae, ck.VAE_FORMAT)
-    assert (ckpt["config"]["channels"], ckpt["config"]["image_size"]) == (3, 32)
-    assert "resize" not in ckpt["config"]  # 32×32 taken as it is
-    assert Image.open(vae.with_suffix(".png")).mode == "RGB"
-    codes = tmp_path / "codes.h5"
+    codes = tmp / "codes.h5"
     r = run("extract", "--vae", vae, "--data", root, "--out", codes)
     assert r.exit_code == 0, r.output
-    c = read_codes(codes, "train")
-    assert c.n_bits == 96 and c.codes.shape == (72, 2)
     r = run("train-bnn", "--codes", codes, "--classes", "blue,red", "--epochs", 1,
-            "--out", tmp_path / "bnn.pt")
+            "--out", tmp / "bnn.pt")
     assert r.exit_code == 0, r.output
-    one_line_error(run("export", tmp_path / "bnn.pt", "--vae", vae, "--out", tmp_path / "b"),
-                   "bundles take one channel of 28×28 for now")
-    assert not (tmp_path / "b").exists()
+    r = run("export", tmp / "bnn.pt", "--vae", vae, "--out", tmp / "bundle", "--calibration",
+            40, "--json")
+    assert r.exit_code == 0, r.output
+    return {"tmp": tmp, "root": root, "vae": vae, "codes": codes, "bnn": tmp / "bnn.pt",
+            "bundle": tmp / "bundle"}
+
+
+def test_a_colour_folder_goes_through_the_pipeline(colour):
+    import json
+
+    from hybnn_kernels.pipeline import SHAPED_VERSION
+
+    ckpt = ck.load_checkpoint(colour["vae"], ck.VAE_FORMAT)
+    assert (ckpt["config"]["channels"], ckpt["config"]["image_size"]) == (3, 32)
+    assert "resize" not in ckpt["config"]  # 32×32 taken as it is
+    assert Image.open(colour["vae"].with_suffix(".png")).mode == "RGB"
+    c = read_codes(colour["codes"], "train")
+    assert c.n_bits == 96 and c.codes.shape == (72, 2)
+    m = json.loads((colour["bundle"] / "bundle.json").read_text())
+    inp = m["encoder"]["input"]
+    assert (inp["channels"], inp["height"], inp["width"], inp["resize"]) == (3, 32, 32, "none")
+    assert inp["layout"] == "NCHW" and m["format_version"] == SHAPED_VERSION
+    assert m["encoder"]["check"]["images"] == 40
+    folders = [colour["root"] / "test" / n for n in ("blue", "green", "red")]
+    files, images = png_images(folders)
+    got = predict_json("--model", colour["bundle"], *folders)
+    [head] = got["heads"]
+    assert [f["path"] for f in got["files"]] == list(map(str, files))
+    assert_bundle_is_torch(colour["bundle"], colour["vae"], colour["bnn"], images,
+                           got["heads"][head]["labels"])
+
+
+def test_a_colour_bundle_reads_npy_either_way_and_one_image_at_a_time(colour, tmp_path):
+    from hybnn_kernels import load_bundle
+    from hybnn_kernels.pipeline import BundleError
+
+    _, images = png_images([colour["root"] / "test" / n for n in ("blue", "green", "red")])
+    np.save(tmp_path / "last.npy", images)  # (N, H, W, C), as files hold them
+    np.save(tmp_path / "first.npy", images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    np.save(tmp_path / "one.npy", images[5])
+    pipe = load_bundle(colour["bundle"], threads=1)
+    want = pipe.classify(images)
+    [head] = want
+    for f in ("last.npy", "first.npy"):
+        got = predict_json("--model", colour["bundle"], tmp_path / f)["heads"][head]["labels"]
+        assert np.array_equal(got, want[head]), f
+    got = predict_json("--model", colour["bundle"], tmp_path / "one.npy")
+    assert got["n"] == 1 and got["heads"][head]["labels"] == [want[head][5]]
+    one = pipe.one_image(1)
+    assert [one(img)[head] for img in images] == want[head].tolist()
+    assert np.array_equal(one.encode(images[3]), pipe.encode(images[3:4])[0])
+    with pytest.raises(BundleError, match="expected one 32×32×3 uint8 image"):
+        one(images[0, :, :, 0])
+    with pytest.raises(BundleError, match=r"expected 3×32×32 images \(channels × height"):
+        pipe.classify(images[:, :, :, 0])
+
+
+def test_a_bundle_refuses_images_it_cannot_take_in_one_line(colour, tmp_path):
+    Image.new("L", (32, 32)).save(tmp_path / "gray.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")
+    np.save(tmp_path / "gray.npy", np.zeros((2, 32, 32), np.uint8))
+    for f, got in (("gray.png", "got 1×32×32"), ("big.png", "got 3×40×40"),
+                   ("gray.npy", "got 1×32×32")):
+        one_line_error(run("predict", "--model", colour["bundle"], tmp_path / f),
+                       f"expected 3×32×32 images (channels × height × width), {got}")
+    one_line_error(run("learn-class", "--model", colour["bundle"], "--name", "x",
+                       tmp_path / "big.png"), "got 3×40×40")
 
 
 def test_onnx_encoder_is_built_for_the_recorded_shape():

@@ -36,7 +36,7 @@ _UINT8 = np.dtype(np.uint8)
 
 class OneImage:
     """``labels = one(image)``: {head name: dataset label (a BNN head) or class name (a
-    prototype head)} for one uint8 image (H, W)."""
+    prototype head)} for one uint8 image (H, W), or (H, W, C) for an encoder of C channels."""
 
     def __init__(self, pipe, threads: int | None = None, heads=None):
         import onnxruntime as ort
@@ -50,9 +50,13 @@ class OneImage:
         else:
             entry = pipe.manifest["encoder_int8" if pipe.int8 else "encoder"]
             self.session = make_session(pipe.path / str(entry["file"]), self.threads)
-        self.shape = (pipe.height, pipe.width)
-        self.x = np.zeros((1, 1, *self.shape), dtype=np.float32)
-        self._x2d = self.x.reshape(self.shape)  # the same memory
+        self.shape = pipe.shape.image  # (H, W), or (H, W, C)
+        self.x = np.zeros((1, pipe.channels, pipe.height, pipe.width), dtype=np.float32)
+        # the same memory, in the image's layout (channels last: a transposed view)
+        self._x2d = self.x.reshape(self.shape) if len(self.shape) == 2 else self.x[0].transpose(
+            1, 2, 0)
+        self._ndim = len(self.shape)  # 2, or 3 with channels
+        self._cut = -self._ndim  # shape[_cut:] is an image's own shape
         self._offset, self._scale = pipe.offset, pipe.scale
         self.logits = np.zeros((1, pipe.n_bits), dtype=np.float32)
         self.binding = self.session.io_binding()
@@ -92,8 +96,9 @@ class OneImage:
         self._others = {n: v for n, v in self.heads.items() if v[2] is not None}
 
     def encode(self, image: np.ndarray) -> np.ndarray:
-        """The packed code (words,) uint64 of one uint8 image (H, W) or (1, H, W); the returned
-        array is this object's buffer, overwritten by the next call."""
+        """The packed code (words,) uint64 of one uint8 image (H, W) or (1, H, W) ((H, W, C)
+        for C channels); the returned array is this object's buffer, overwritten by the next
+        call."""
         self._run_encoder(image)
         np.greater_equal(self.logits[0], 0, out=self._bits)
         if self._little:
@@ -105,15 +110,15 @@ class OneImage:
     def _run_encoder(self, image: np.ndarray) -> None:
         """The image, checked and normalised into the bound input; the logits into theirs."""
         if image.__class__ is not np.ndarray or image.dtype is not _UINT8 or (
-                image.shape[-2:] != self.shape) or (
-                image.ndim != 2 and image.size != self.x.size):
+                image.shape[self._cut:] != self.shape) or (
+                image.ndim != self._ndim and image.size != self.x.size):
             if not (isinstance(image, np.ndarray) and image.dtype == _UINT8
-                    and image.shape[-2:] == self.shape and image.size == self.x.size):
-                raise BundleError(f"expected one {self.shape[0]}×{self.shape[1]} uint8 image, "
+                    and image.shape[self._cut:] == self.shape and image.size == self.x.size):
+                raise BundleError(f"expected one {'×'.join(map(str, self.shape))} uint8 image, "
                                   f"got {getattr(image, 'dtype', type(image).__name__)} "
                                   f"{getattr(image, 'shape', '')}")
         x = self._x2d
-        image = image if image.ndim == 2 else image.reshape(self.shape)
+        image = image if image.ndim == self._ndim else image.reshape(self.shape)
         # the same arithmetic as Pipeline.encode: float32 (pixel − offset) / scale; with offset 0
         # in one call (pixel − 0 is pixel exactly, so the quotient is the same float)
         if self._offset == 0:
@@ -149,7 +154,7 @@ class OneImage:
         microseconds."""
         candidates = sorted(set(candidates or (1, pipe.threads)))
         ones = {t: cls(pipe, t, heads) for t in candidates}
-        image = np.zeros((pipe.height, pipe.width), np.uint8) if image is None else image
+        image = np.zeros(pipe.shape.image, np.uint8) if image is None else image
         times = {t: [] for t in ones}
         for _ in range(calls // BLOCK):
             for t, one in ones.items():  # a block of calls each, its first one not timed: a

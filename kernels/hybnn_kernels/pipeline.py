@@ -6,8 +6,10 @@ A deploy bundle (a folder, written by `hybnn export --vae`) holds:
   version, and
   - ``encoder``: ``file`` (the ONNX model), ``sha256`` (of that file), ``weights_sha256`` (the
     encoder's weights, as recorded in codes files and BNN checkpoints), ``latent_bits``, ``opset``,
-    ``input`` (name, image size, channels and the normalisation x = (pixel − offset) / scale),
-    ``output``, the VAE checkpoint's path and SHA-256;
+    ``input`` (name, ``channels``, ``height``, ``width``, ``layout`` NCHW, ``pixels`` uint8,
+    the normalisation x = (pixel − offset) / scale, and ``resize``: how the VAE's training
+    images were brought to its size, or "none"), ``output``, the VAE checkpoint's path and
+    SHA-256;
   - ``encoder_int8`` (optional, `--int8`): the statically quantized encoder (QDQ, per-channel),
     its ``file``, ``sha256`` and calibration;
   - ``heads``: task name → ``file`` (a deploy file, see `runtime`), ``sha256``, ``classes``,
@@ -20,6 +22,15 @@ A deploy bundle (a folder, written by `hybnn export --vae`) holds:
 - ``encoder.onnx`` (``encoder-int8.onnx``), ``heads/<task>.h5`` and ``heads/<name>-<sha>.npy``.
 
 Format version 2 added ``prototype_heads``; version 1 bundles (without them) read as before.
+Version 3 is written for an encoder whose input is not one 28×28 channel or whose training images
+were resized (``input.channels`` and ``input.resize``), so that a runtime that reads 1 and 2 only
+refuses it in one line; a 1×28×28 bundle without resizing is still written as version 2 (those
+runtimes read it). A manifest without ``channels`` or ``resize`` reads as one channel, "none".
+
+Images: uint8 (N, H, W) for one channel, (N, H, W, C) for C channels (channels last, as image
+files hold them); `normalise` turns them into the encoder's float32 (N, C, H, W) input with
+training's arithmetic (`hybnn_cli.data.tensors.images_to_tensor`). Reading files of other sizes
+or modes is `hybnn_cli.data.image_files`'s work, not the runtime's.
 
 Loading checks every file's SHA-256 before reading it and that every head was trained on codes
 of this encoder. Running: ONNX Runtime (CPU execution provider, threads set explicitly) gives the
@@ -61,6 +72,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,8 +82,9 @@ from hybnn_kernels.layout import pack_signs_numpy
 from hybnn_kernels.prototypes import PrototypeHead, read_prototypes
 
 BUNDLE_FORMAT = "hybnn-bundle"
-BUNDLE_VERSION = 2
-READ_VERSIONS = (1, 2)  # version 1: no prototype heads
+BUNDLE_VERSION = 2  # written for an encoder of one 28×28 channel, unresized (`format_version`)
+SHAPED_VERSION = 3  # written for any other input (module docstring)
+READ_VERSIONS = (1, 2, 3)  # version 1: no prototype heads; 3: input of another shape or resized
 MANIFEST = "bundle.json"
 NUMPY_CALLS = 64  # calls a head answers in numpy before it compiles (compiled=None)
 NUMPY_ROWS = 64  # the largest batch it answers in numpy
@@ -86,6 +99,51 @@ SERIAL_HEAD_ROWS = 1024
 
 class BundleError(ValueError):
     """A bundle that is not one, is damaged, or does not fit the images given."""
+
+
+class InputShape(NamedTuple):
+    """The images an encoder takes: channels, height, width and how its training images were
+    resized to that size ("none": they were not)."""
+
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+    resize: str = "none"
+
+    @property
+    def image(self) -> tuple[int, ...]:
+        """One image's array shape: (H, W) for one channel, else (H, W, C)."""
+        hw = (self.height, self.width)
+        return hw if self.channels == 1 else (*hw, self.channels)
+
+    def text(self) -> str:
+        return f"{self.channels}×{self.height}×{self.width}"
+
+
+def input_shape(manifest: dict) -> InputShape:
+    """The `InputShape` of a manifest's ``encoder.input`` (without channels or resize, as
+    bundles before version 3 are: one channel, "none")."""
+    inp = (manifest.get("encoder") or {}).get("input") or {}
+    try:
+        return InputShape(int(inp.get("channels", 1)), int(inp.get("height", 28)),
+                          int(inp.get("width", 28)), str(inp.get("resize") or "none"))
+    except (TypeError, ValueError):
+        raise BundleError("the manifest's encoder input has no valid shape") from None
+
+
+def format_version(shape: InputShape) -> int:
+    """The format version a bundle of encoder input `shape` is written with (module docstring)."""
+    return BUNDLE_VERSION if shape == InputShape() else SHAPED_VERSION
+
+
+def normalise(images: np.ndarray, offset, scale) -> np.ndarray:
+    """The encoder's float32 (N, C, H, W) input for uint8 images (N, H, W) or (N, H, W, C):
+    (pixel − offset) / scale in float32, as training's images_to_tensor computes it."""
+    nchw = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    x = np.empty(nchw.shape, dtype=np.float32)
+    np.subtract(nchw, np.float32(offset), out=x, dtype=np.float32)
+    np.divide(x, np.float32(scale), out=x)
+    return x
 
 
 def file_sha256(path) -> str:
@@ -173,7 +231,8 @@ class Pipeline:
     def __post_init__(self):
         inp = self.manifest["encoder"]["input"]
         self.input_name = str(inp["name"])
-        self.height, self.width = int(inp["height"]), int(inp["width"])
+        self.shape = input_shape(self.manifest)
+        self.channels, self.height, self.width = self.shape[:3]
         self.offset, self.scale = np.float32(inp["offset"]), np.float32(inp["scale"])
         self.n_bits = int(self.manifest["encoder"]["latent_bits"])
 
@@ -181,19 +240,18 @@ class Pipeline:
         images = np.asarray(images)
         if images.dtype != np.uint8:
             raise BundleError(f"images must be uint8 pixels, got {images.dtype}")
-        if images.ndim != 3 or images.shape[1:] != (self.height, self.width):
-            raise BundleError(f"expected {self.height}×{self.width} single-channel images "
-                              f"(N, {self.height}, {self.width}), got shape {images.shape}")
+        if images.ndim != len(self.shape.image) + 1 or images.shape[1:] != self.shape.image:
+            raise BundleError(f"expected {self.shape.text()} images (channels × height × width) "
+                              f"as an array (N, {', '.join(map(str, self.shape.image))}), got "
+                              f"shape {images.shape}")
         return images
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Packed codes (N, words(latent_bits)) uint64 for uint8 images (N, H, W)."""
+        """Packed codes (N, words(latent_bits)) uint64 for uint8 images (N, H, W) of one
+        channel, (N, H, W, C) of C."""
         images = self.check_images(images)
         t0 = time.perf_counter()
-        x = np.empty((len(images), 1, self.height, self.width), dtype=np.float32)
-        # the same arithmetic as training's images_to_tensor: float32 (pixel − offset) / scale
-        np.subtract(images[:, None], self.offset, out=x, dtype=np.float32)
-        np.divide(x, self.scale, out=x)
+        x = normalise(images, self.offset, self.scale)  # training's arithmetic
         logits = self.session.run(None, {self.input_name: x})[0]
         t1 = time.perf_counter()
         codes = _pack_signs(logits)  # logit >= 0 → bit 1, straight from the float32 logits
@@ -212,7 +270,7 @@ class Pipeline:
         return out
 
     def classify(self, images: np.ndarray, names=None) -> dict[str, np.ndarray]:
-        """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W)."""
+        """{head name: dataset labels int64 (N,)} for uint8 images (N, H, W) or (N, H, W, C)."""
         return self.classify_codes(self.encode(images), names)
 
     def one_image(self, threads: int | str | None = None, names=None):
@@ -293,7 +351,7 @@ def read_manifest(path) -> dict:
                           f"{m.get('format') if isinstance(m, dict) else None!r})")
     if m.get("format_version") not in READ_VERSIONS:
         raise BundleError(f"{bundle}: bundle format version {m.get('format_version')}, this "
-                          f"runtime reads {' and '.join(map(str, READ_VERSIONS))}")
+                          f"runtime reads {', '.join(map(str, READ_VERSIONS[:-1]))} and {READ_VERSIONS[-1]}")
     if not m.get("heads") and not m.get("prototype_heads"):
         raise BundleError(f"{bundle}: the bundle has no task heads")
     both = set(m.get("heads") or {}) & set(m.get("prototype_heads") or {})

@@ -152,8 +152,9 @@ def _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check, t
 @app.command("predict")
 @handle_errors
 def predict_cmd(
-    images: list[Path] = typer.Argument(None, help="Image files (IDX, PNG or NPY) to classify "
-                                        "with a bundle (or folders of them), or with --encoder."),
+    images: list[Path] = typer.Argument(None, help="Image files (IDX, PNG, JPEG or NPY) to "
+                                        "classify with a bundle (or folders of them), or with "
+                                        "--encoder; read at the encoder's shape."),
     model: Path = typer.Option(..., "--model", help="Deploy file, or deploy bundle (folder), "
                                "from hybnn export."),
     codes: Path = typer.Option(None, "--codes", help="Codes file: predict a whole split."),
@@ -176,7 +177,10 @@ def predict_cmd(
     torch encoder (--encoder); a deploy bundle classifies images with its encoder in ONNX
     Runtime and its heads on the kernels, without importing torch, and prints one line per
     image: its file (with :i in a file of several images), then each head's class; a folder
-    stands for the image files in it. No --seed: prediction is deterministic.
+    stands for the image files in it. Images are read at the shape the bundle's encoder takes
+    (channels × height × width, in its manifest): square images of another size are resized as
+    its training images were when they were resized, else refused; grayscale and colour are
+    never converted into each other. No --seed: prediction is deterministic.
 
     Example: hybnn predict --model runs/bundle t10k-images-idx3-ubyte.gz --json
     """
@@ -212,7 +216,7 @@ def predict_cmd(
         typer.echo(line)
         return
     if not images:
-        raise HybnnError("--encoder needs image files (IDX, PNG or NPY)")
+        raise HybnnError("--encoder needs image files (IDX, PNG, JPEG or NPY)")
     with using_threads(threads):
         result = pr.predict_images(model, encoder, images)
     if json_out:
@@ -226,7 +230,7 @@ def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, js
     from hybnn_cli.deploy.predict_bundle import predict_bundle, write_json, write_rows
 
     if not images:
-        raise HybnnError("no images given: name IDX, PNG or NPY files to classify")
+        raise HybnnError("no images given: name IDX, PNG, JPEG or NPY files to classify")
     n = resolve_threads(threads, kernels=False)  # numba is optional here: not imported to check
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task("classify", total=None, status="")
@@ -252,8 +256,8 @@ def _predict_bundle(bundle, images, threads, heads, int8, labels, batch_size, js
 @app.command("learn-class")
 @handle_errors
 def learn_class_cmd(
-    images: list[Path] = typer.Argument(None, help="Images of the new class: IDX, PNG or NPY "
-                                        "files, or folders of them."),
+    images: list[Path] = typer.Argument(None, help="Images of the new class: IDX, PNG, JPEG or "
+                                        "NPY files, or folders of them."),
     model: Path = typer.Option(..., "--model", help="Deploy bundle (folder) from hybnn export; "
                                "the class is added to it in place."),
     name: str = typer.Option(..., "--name", help="The new class's name (what predict prints)."),
@@ -281,7 +285,8 @@ def learn_class_cmd(
     from hybnn_cli.threads import default_threads
 
     if not images:
-        raise HybnnError("no images given: name IDX, PNG or NPY files (or folders) of the class")
+        raise HybnnError("no images given: name IDX, PNG, JPEG or NPY files (or folders) of the "
+                         "class")
     n_threads = threads or default_threads()  # ONNX Runtime's threads: numba is not started
     with make_progress(disable=json_out) as progress:
         bar = progress.add_task(f"encoding {name}", total=None, status="")

@@ -206,6 +206,12 @@ def _shape_text(shape: tuple) -> str:
     return f"{shape[1]}×{shape[0]} {channels}"
 
 
+def mode_channels(mode: str) -> int | None:
+    """The channels `decode_image` gives an image of PIL `mode`: 1 (grayscale modes), 3 (colour
+    modes), None (a mode it refuses)."""
+    return 1 if mode in _GRAY else 3 if mode in _COLOUR else None
+
+
 def decode_image(path: Path, raw: bytes) -> np.ndarray:
     """uint8 (H, W) for a grayscale image, (H, W, 3) for a colour one; HybnnError otherwise."""
     from PIL import Image, UnidentifiedImageError

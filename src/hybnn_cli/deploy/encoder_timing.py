@@ -33,17 +33,17 @@ BLOCK_SECONDS = 0.02
 def time_encoders(paths: dict[str, Path], images: np.ndarray, threads: int, input_name: str,
                   scale: float, batches=TIMING_BATCHES, seconds: float = TIMING_SECONDS) -> dict:
     """Median (and min, max) microseconds per image of each ONNX encoder in `paths` at each batch
-    size, in this process, on uint8 `images` (N, H, W) normalised as x = pixel / scale."""
+    size, in this process, on uint8 `images` (N, H, W) or (N, H, W, C) normalised as
+    x = pixel / scale."""
     from hybnn_kernels.machine import cpu_info
-    from hybnn_kernels.pipeline import make_session
+    from hybnn_kernels.pipeline import make_session, normalise
 
     sessions = {k: make_session(p, threads) for k, p in paths.items()}
     cpu, flags = cpu_info()
     out = {"cpu": cpu, "cpu_flags": flags, "threads": threads, "unit": "microseconds per image",
            "process": "a new one, without torch", "batches": {}}
     for b in batches:
-        x = np.resize(images, (b, *images.shape[1:]))[:, None].astype(np.float32)
-        x /= np.float32(scale)
+        x = normalise(np.resize(images, (b, *images.shape[1:])), 0.0, scale)
         feed = {input_name: x}
         times = {k: [] for k in sessions}
         t_end = time.perf_counter() + seconds * len(sessions)

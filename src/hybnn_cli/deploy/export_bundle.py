@@ -3,10 +3,14 @@
 The encoder graph is written with `onnx.helper` from the VAE checkpoint's weights, batch norm
 folded into the convolutions (w' = w·γ/√(σ² + ε), b' = β − μ·γ/√(σ² + ε), computed in float64,
 stored as float32): three Conv (3×3, stride 2, pad 1) + LeakyRelu(0.2), Flatten, Gemm to the
-latent logits; input ``images`` (batch, 1, 28, 28) float32 with a dynamic batch axis, output
-``logits`` (batch, latent_bits). The export runs the ONNX model in ONNX Runtime on training
-images and records, against the torch encoder, the largest logit difference and the number of
-code bits that differ (folding changes float rounding; a bit flips only for a logit within
+latent logits (one more stride-2 stage per doubling of the image size, as the VAE has); input
+``images`` (batch, C, H, W) float32 with a dynamic batch axis, output ``logits`` (batch,
+latent_bits). The manifest's ``encoder.input`` (`input_record`) records the VAE's shape, the
+pixel normalisation and the resizing its training images went through (the checkpoint's
+``resize``, `labelled.RESIZE`, or "none"); the calibration and check images go through the same
+fit (`labelled.fit_images`) as the VAE's data. The export runs the ONNX model in ONNX Runtime on
+training images and records, against the torch encoder, the largest logit difference and the
+number of code bits that differ (folding changes float rounding; a bit flips only for a logit within
 rounding of 0). `--int8` adds the encoder quantized by ONNX Runtime's static quantization (QDQ,
 per-channel int8 weights, activations calibrated by MinMax on seeded training images; the first
 convolution and the last layer stay float, see FLOAT_NODES). It also times both encoders on the
@@ -29,7 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from hybnn_kernels import pack_signs
-from hybnn_kernels.pipeline import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, file_sha256
+from hybnn_kernels.pipeline import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    InputShape,
+    file_sha256,
+    format_version,
+    input_shape,
+    normalise,
+)
 
 from hybnn_cli import __version__
 from hybnn_cli.deploy.encoder_timing import time_in_new_process
@@ -39,9 +51,19 @@ from hybnn_cli.models.vae import Encoder
 
 OPSET = 21
 LEAKY_SLOPE = 0.2
+# the input of an encoder of one 28×28 channel (MNIST's); `input_record` gives any VAE's
 INPUT = {"name": "images", "channels": 1, "height": 28, "width": 28, "dtype": "float32",
          "layout": "NCHW", "pixels": "uint8", "offset": 0.0, "scale": 255.0,
          "normalisation": "x = (pixel - offset) / scale, in float32"}
+
+
+def input_record(encoder: Encoder, config: dict) -> dict:
+    """The manifest's ``encoder.input`` for `encoder`: `INPUT` at its channels and size, with
+    ``resize``, the method its training images were resized by (the VAE checkpoint's config), or
+    "none"."""
+    size = int(encoder.image_size)
+    return {**INPUT, "channels": int(encoder.channels), "height": size, "width": size,
+            "resize": str(config.get("resize") or "none")}
 
 
 def fold_encoder(encoder: Encoder) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple]:
@@ -111,8 +133,7 @@ def onnx_logits(onnx_path: Path, images: np.ndarray, threads: int = 2) -> np.nda
     from hybnn_kernels.pipeline import make_session
 
     s = make_session(onnx_path, threads)
-    x = images[:, None].astype(np.float32) / np.float32(INPUT["scale"])
-    return s.run(None, {INPUT["name"]: x})[0]
+    return s.run(None, {INPUT["name"]: normalise(images, INPUT["offset"], INPUT["scale"])})[0]
 
 
 def compare_codes(want_logits: np.ndarray, got_logits: np.ndarray) -> dict:
@@ -154,7 +175,7 @@ def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray, quant_fo
             b = next(self.batches, None)
             if b is None:
                 return None
-            return {INPUT["name"]: b[:, None].astype(np.float32) / np.float32(INPUT["scale"])}
+            return {INPUT["name"]: normalise(b, INPUT["offset"], INPUT["scale"])}
 
     logging.disable(logging.WARNING)  # its advice to pre-process: shapes are static here
     try:
@@ -168,20 +189,28 @@ def quantize_int8(float_path: Path, out_path: Path, images: np.ndarray, quant_fo
         logging.disable(logging.NOTSET)
 
 
-def _check_input_shape(encoder: Encoder, vae_path) -> None:
-    """Refuse a VAE of another input shape than `INPUT`'s, which bundles and predict take."""
-    shape = (encoder.channels, encoder.image_size)
-    if shape != (INPUT["channels"], INPUT["height"]):
-        raise HybnnError(f"{vae_path}: a VAE of {shape[0]} channel(s) of {shape[1]}×{shape[1]}; "
-                         f"bundles take one channel of 28×28 for now (export the heads without "
-                         f"--vae)")
+def _check_input_shape(encoder: Encoder, config: dict, vae_path) -> None:
+    """Refuse a VAE whose recorded shape or resizing is not its encoder's, or whose images were
+    resized by a method this hybnn does not know (predict could not resize as training did)."""
+    from hybnn_cli.data.labelled import RESIZE
+
+    got = (config.get("channels") or 1, config.get("image_size") or 28)
+    if got != (encoder.channels, encoder.image_size):
+        raise HybnnError(f"{vae_path}: the config records {got[0]}×{got[1]}×{got[1]} images but "
+                         f"the encoder takes {encoder.channels}×{encoder.image_size}×"
+                         f"{encoder.image_size}")
+    if config.get("resize") not in (None, RESIZE):
+        raise HybnnError(f"{vae_path}: its images were resized by {config['resize']!r}; this "
+                         f"hybnn resizes by {RESIZE!r}")
 
 
 def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | None = None,
-                       test_fraction: float | None = None) -> np.ndarray:
-    """n training images (validation slice excluded) picked by `seed`, uint8 (n, 28, 28), of
-    the named `dataset` or of the files at `data` (`data.files`, for a VAE pretrained on them)."""
-    from hybnn_cli.data.labelled import open_labelled
+                       test_fraction: float | None = None,
+                       shape: InputShape = InputShape()) -> np.ndarray:
+    """n training images (validation slice excluded) picked by `seed`, uint8 (n, H, W) or
+    (n, H, W, C) at `shape` (`fit_images`, as the VAE took them), of the named `dataset` or of
+    the files at `data` (`data.files`, for a VAE pretrained on them)."""
+    from hybnn_cli.data.labelled import fit_images, open_labelled
     from hybnn_cli.data.splits import train_val_indices
 
     images, labels = (open_labelled(dataset, data_dir=data_dir) if data is None else
@@ -189,7 +218,7 @@ def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | No
     train_idx, _ = train_val_indices(labels)
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(train_idx, size=min(n, len(train_idx)), replace=False))
-    return images[pick]
+    return np.asarray(fit_images(images[pick], str(data or dataset), shape.channels, shape.height))
 
 
 def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = False,
@@ -205,7 +234,9 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
     if calibration < 1:
         raise HybnnError(f"--calibration must be >= 1, got {calibration}")
     vae, vck = load_vae(vae_path)
-    _check_input_shape(vae.encoder, vae_path)
+    _check_input_shape(vae.encoder, vck["config"], vae_path)
+    inp = input_record(vae.encoder, vck["config"])
+    shape = input_shape({"encoder": {"input": inp}})
     weights_sha = str(vck["encoder_sha256"])
     heads = []
     for p in bnn_paths:
@@ -220,10 +251,10 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
         heads.append((name, p, model, ck))
     dataset = str(vck["config"].get("dataset", "mnist"))
     images = calibration_images(dataset, calibration, seed, data_dir, vck["config"].get("data"),
-                                vck["config"].get("test_fraction"))
+                                vck["config"].get("test_fraction"), shape)
     want = torch_logits(vae.encoder, images)
 
-    manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION,
+    manifest = {"format": BUNDLE_FORMAT, "format_version": format_version(shape),
                 "hybnn_version": __version__,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     with atomic_dir(out, marker=MANIFEST) as tmp:
@@ -232,7 +263,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
         manifest["encoder"] = {
             "file": "encoder.onnx", "sha256": file_sha256(tmp / "encoder.onnx"),
             "weights_sha256": weights_sha, "latent_bits": int(vae.encoder.latent_bits),
-            "opset": OPSET, "batch_norm": "folded into the convolutions", "input": INPUT,
+            "opset": OPSET, "batch_norm": "folded into the convolutions", "input": inp,
             "output": "logits", "threshold": "bit 1 iff logit >= 0",
             "checkpoint": {"path": str(vae_path), "sha256": file_sha256(vae_path),
                            "config": vck.get("config", {}), "seed": vck.get("seed")},

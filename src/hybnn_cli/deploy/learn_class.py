@@ -100,7 +100,7 @@ def write_head(bundle: Path, m: dict, head: str, entry: dict | None, prototypes:
                record: dict) -> dict:
     """Append the class of `record` with its `prototypes` to head `head` and commit: the new
     prototype file, then the manifest, then the old file removed. Returns the head's entry."""
-    from hybnn_kernels.pipeline import BUNDLE_VERSION, MANIFEST
+    from hybnn_kernels.pipeline import MANIFEST, format_version, input_shape
     from hybnn_kernels.prototypes import write_prototypes
 
     old = None if entry is None else bundle / entry["file"]
@@ -122,7 +122,7 @@ def write_head(bundle: Path, m: dict, head: str, entry: dict | None, prototypes:
                  "distance; ties: the lowest class, then the lowest component",
                  "classes": [*(entry or {}).get("classes", []), record["name"]],
                  "learned": {**(entry or {}).get("learned", {}), record["name"]: record}}
-    out = {**m, "format_version": BUNDLE_VERSION,
+    out = {**m, "format_version": format_version(input_shape(m)),
            "prototype_heads": {**(m.get("prototype_heads") or {}), head: new_entry}}
     try:
         with atomic_path(bundle / MANIFEST) as tmp:
@@ -160,7 +160,7 @@ def learn_class(bundle: Path, name: str, images: list[Path], head: str = DEFAULT
     m = pipe.manifest
     entry, k = planned_head(m, bundle, name, head, components)
     files = expand_paths(images)
-    sources = open_images(files)
+    sources = open_images(files, pipe.shape)  # read at the encoder's shape (`image_files`)
     n = sum(s.n for s in sources)
     if n < k:
         raise HybnnError(f"{n} image{'s' * (n != 1)} of {name!r} for {k} prototypes: give at "

@@ -1,15 +1,16 @@
-"""Prediction from a deploy bundle: image files in, classes out, without torch (and without numba
-in the base install).
+"""Prediction from a deploy bundle: image files in, classes out, without torch (and without numba in
+the base install).
 
 The bundle's encoder runs in ONNX Runtime, the heads on the XNOR kernels where numba imports and on
 the numpy head otherwise (`hybnn_kernels.pipeline`; the result's ``head_kernel`` says which);
-images are read batch by batch (`image_files`), so memory stays flat in the number of images
-except for the labels themselves, kept in the smallest integer type that holds the head's classes
-(one or two bytes per image and head) and written out in slices (`write_json`, `write_rows`):
-never a Python list of every label. With `labels` (an IDX labels file), each head's accuracy on
-the images of its classes is reported too; a prototype head's classes are names (`hybnn
-learn-class`), matched with the label's decimal digits ("8" for label 8). Nothing here imports
-torch.
+images are read batch by batch at the bundle's input shape (`image_files`: resized when the
+bundle's encoder was trained on resized images, refused when they do not fit), so memory stays flat
+in the number of images except for the labels themselves, kept in the smallest integer type that
+holds the head's classes (one or two bytes per image and head) and written out in slices
+(`write_json`, `write_rows`): never a Python list of every label. With `labels` (an IDX labels
+file), each head's accuracy on the images of its classes is reported too; a prototype head's
+classes are names (`hybnn learn-class`), matched with the label's decimal digits ("8" for label 8).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def load(bundle: Path, threads: int, int8: bool = False, heads: list[str] | None
 
     try:
         return load_bundle(bundle, threads, int8, heads or None)
+    except BundleError as e:
+        raise HybnnError(str(e)) from None
+
+
+def bundle_input(bundle: Path):
+    """The `InputShape` the bundle's encoder takes, from its manifest (checked, files not yet)."""
+    from hybnn_kernels.pipeline import BundleError, input_shape, read_manifest
+
+    try:
+        return input_shape(read_manifest(bundle))
     except BundleError as e:
         raise HybnnError(str(e)) from None
 
@@ -91,7 +102,7 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     ``labels`` is a numpy array (`label_dtype`): `write_json` and `write_rows` print them."""
     if batch_size < 1:
         raise HybnnError(f"--batch-size must be >= 1, got {batch_size}")
-    sources = open_images(expand_paths(images))
+    sources = open_images(expand_paths(images), bundle_input(bundle))
     n = sum(s.n for s in sources)
     y = read_labels(labels, n) if labels is not None else None
     pipe = load(bundle, threads, int8, heads)

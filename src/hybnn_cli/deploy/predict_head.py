@@ -71,7 +71,12 @@ def predict_images(model_path: Path, encoder_path: Path, images: list[Path]) -> 
     vae, ckpt = load_vae(encoder_path)
     check_encoder(rt.meta.get("encoder_sha256"), ckpt["encoder_sha256"], model_path,
                   encoder_path)
-    x = np.concatenate(list(iter_batches(open_images(images), 4096)))
+    from hybnn_kernels.pipeline import InputShape
+
+    cfg = ckpt["config"]
+    size = cfg.get("image_size") or 28
+    shape = InputShape(cfg.get("channels") or 1, size, size, cfg.get("resize") or "none")
+    x = np.concatenate(list(iter_batches(open_images(images, shape), 4096)))
     codes = np.concatenate([c for _, c in encode_batches(vae.encoder, x)])
     scores, pred = rt.run(codes)
     task = model_task(rt)
