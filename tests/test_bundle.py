@@ -42,6 +42,9 @@ def test_manifest_records_files_hashes_and_provenance(bundle):
         assert m["heads"][h]["checkpoint"]["sha256"] == file_sha256(p)
         assert m["heads"][h]["sha256"] == file_sha256(bundle["bundle"] / m["heads"][h]["file"])
     assert m["encoder_int8"]["quantization"]["images"] == 200
+    assert m["format_version"] == 2  # 1×28×28, unresized: still readable by version-2 runtimes
+    assert (enc["input"]["channels"], enc["input"]["height"], enc["input"]["width"],
+            enc["input"]["resize"]) == (1, 28, 28, "none")
     assert not [p for p in bundle["out"].iterdir() if p.name.startswith(".bundle")]
 
 
@@ -329,17 +332,71 @@ def test_export_refuses_heads_of_another_encoder_and_keeps_no_half_bundle(bundle
 
 
 @pytest.mark.parametrize("make, msg", [
-    (lambda p: np.save(p / "x.npy", np.zeros((3, 30, 28), np.uint8)), "expected 28×28 images"),
-    (lambda p: np.save(p / "x.npy", np.zeros((3, 28, 28, 3), np.uint8)), "has 3 channels"),
+    (lambda p: np.save(p / "x.npy", np.zeros((3, 30, 28), np.uint8)),
+     "expected 1×28×28 images (channels × height × width), got 1×30×28"),
+    (lambda p: np.save(p / "x.npy", np.zeros((3, 28, 28, 3), np.uint8)), "got 3×28×28"),
     (lambda p: np.save(p / "x.npy", np.zeros((0, 28, 28), np.uint8)), "no images in"),
-    (lambda p: Image.new("RGB", (28, 28)).save(p / "x.png"), "a RGB image (3 channels)"),
-    (lambda p: Image.new("L", (32, 28)).save(p / "x.png"), "expected 28×28 images, got 32×28"),
+    (lambda p: Image.new("RGB", (28, 28)).save(p / "x.png"),
+     "got 3×28×28: the encoder was trained on grayscale images"),
+    (lambda p: Image.new("L", (32, 28)).save(p / "x.png"),
+     "expected 1×28×28 images (channels × height × width), got 1×28×32"),
+    (lambda p: Image.new("CMYK", (28, 28)).save(p / "x.jpg"), "got 3×28×28"),
+    (lambda p: Image.new("I;16", (28, 28)).save(p / "x.png"), "image mode I;16 is not supported"),
     (lambda p: (p / "x.idx").write_bytes(b""), "(empty file)"),
 ])
 def test_bad_images_give_one_line_errors(bundle, tmp_path, make, msg):
     make(tmp_path)
     (f,) = [p for p in tmp_path.iterdir() if p.name.startswith("x.")]
     _one_line_error(["predict", "--model", bundle["bundle"], f], msg)
+
+
+def test_a_bundle_from_before_shapes_loads_and_predicts_the_same(bundle, tmp_path):
+    """A manifest without the input's resize (and channels), as bundles were written before
+    bundles of other shapes, reads as one 28×28 channel, unresized: the same labels."""
+    import shutil
+
+    from hybnn_kernels.pipeline import READ_VERSIONS, input_shape, load_bundle
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle["bundle"], old)
+    m = json.loads((old / "bundle.json").read_text())
+    for key in ("resize", "channels"):
+        del m["encoder"]["input"][key]
+    for version in (1, 2):
+        m["format_version"] = version
+        (old / "bundle.json").write_text(json.dumps(m))
+        assert version in READ_VERSIONS and tuple(input_shape(m)) == (1, 28, 28, "none")
+        want = load_bundle(bundle["bundle"], threads=1).classify(bundle["images"])
+        got = load_bundle(old, threads=1).classify(bundle["images"])
+        assert want.keys() == got.keys()
+        assert all(np.array_equal(want[k], got[k]) for k in want)
+        np.save(tmp_path / "x.npy", bundle["images"][:7])
+        out = predict_json("--model", old, tmp_path / "x.npy")
+        assert out["heads"]["all"]["labels"] == want["all"][:7].tolist()
+    m["format_version"] = 4
+    (old / "bundle.json").write_text(json.dumps(m))
+    _one_line_error(["predict", "--model", old, tmp_path / "x.npy"],
+                    "bundle format version 4, this runtime reads 1, 2 and 3")
+
+
+def test_image_files_are_read_as_training_reads_them(bundle, tmp_path):
+    """Grayscale with alpha (LA) and 1-bit PNGs and a grayscale JPEG give `files.decode_image`'s
+    pixels, as an image folder gives them to training."""
+    from hybnn_kernels.pipeline import load_bundle
+
+    from hybnn_cli.data.files import decode_image
+
+    img = bundle["images"][0]
+    Image.fromarray(img).convert("LA").save(tmp_path / "a.png")
+    Image.fromarray(img).convert("1").save(tmp_path / "b.png")
+    Image.fromarray(img).save(tmp_path / "c.jpg", quality=90)
+    files = sorted(tmp_path.iterdir())
+    pixels = np.stack([decode_image(f, f.read_bytes()) for f in files])
+    want = load_bundle(bundle["bundle"], threads=1).classify(pixels)["all"]
+    out = predict_json("--model", bundle["bundle"], tmp_path)
+    assert [f["kind"] for f in out["files"]] == ["png", "png", "jpg"]
+    assert out["heads"]["all"]["labels"] == want.tolist()
+    assert list(out["by_image"]) == list(map(str, files))
 
 
 def test_bad_invocations_with_a_bundle(bundle, tmp_path):

@@ -123,7 +123,8 @@ def test_predict_rejects_bad_images_and_not_a_deploy_file(trained, tmp_path):
     np.save(txt, np.zeros((2, 5, 5), np.uint8))
     r = runner.invoke(app, ["predict", "--model", str(trained["deploy"]), "--encoder",
                             str(trained["vae"]), str(txt)])
-    assert r.exit_code == 1 and "expected 28×28 images" in r.stderr
+    assert r.exit_code == 1 and "expected 1×28×28 images (channels × height × width), got " \
+        "1×5×5" in r.stderr
     r = runner.invoke(app, ["predict", "--model", str(trained["codes"]), "--codes",
                             str(trained["codes"])])
     assert r.exit_code == 1 and "not a hybnn deploy file" in r.stderr

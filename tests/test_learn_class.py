@@ -241,11 +241,11 @@ def copy(mnist_bundle, tmp_path):
 @pytest.mark.parametrize("case, msg", [
     ("duplicate", "already has a class named '3'"),
     ("few", "4 images of 'new' for 10 prototypes"),
-    ("shape", "expected 28×28 images"),
-    ("channels", "has 3 channels"),
+    ("shape", "expected 1×28×28 images (channels × height × width), got 1×30×28"),
+    ("channels", "got 3×28×28"),
     ("components", "holds 10 prototypes per class"),
     ("bnn-head", "task1 is a BNN head"),
-    ("empty-folder", "a folder with no PNG, NPY or IDX image files"),
+    ("empty-folder", "a folder with no PNG, JPEG, NPY or IDX image files"),
     ("tab", "a class name is at most 100 printable characters"),
 ])
 def test_bad_input_gives_one_line_and_leaves_the_bundle(mnist_bundle, copy, tmp_path, case, msg):

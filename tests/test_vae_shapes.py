@@ -181,6 +181,38 @@ def test_a_bundle_refuses_images_it_cannot_take_in_one_line(colour, tmp_path):
                        tmp_path / "big.png"), "got 3×40×40")
 
 
+def _a_resized_bundle_resizes_square_images_as_training_did(tmp_path: Path, big: Path) -> None:
+    """A bundle whose VAE took 40×40 images resized to 16×16: square PNGs of any size are resized
+    by `fit_images`' own function (the labels are the bundle's on fit_images' output, and the
+    torch pipeline's), other squares too; a non-square image is refused in one line."""
+    import json
+
+    from hybnn_kernels import load_bundle
+
+    from hybnn_cli.data.labelled import RESIZE, fit_images
+
+    bundle = tmp_path / "bundle16"
+    inp = json.loads((bundle / "bundle.json").read_text())["encoder"]["input"]
+    assert (inp["channels"], inp["height"], inp["resize"]) == (3, 16, RESIZE)
+    files, images = png_images([big / "test" / n for n in ("blue", "green", "red")])
+    assert images.shape[1:] == (40, 40, 3)
+    Image.fromarray(images[0]).resize((24, 24)).save(tmp_path / "small.png")
+    fitted = fit_images(images, "test", 3, 16)
+    got = predict_json("--model", bundle, *files, tmp_path / "small.png")
+    [head] = got["heads"]
+    labels = got["heads"][head]["labels"]
+    want = load_bundle(bundle, threads=1).classify(fitted)[head]
+    assert np.array_equal(labels[:-1], want)
+    assert_bundle_is_torch(bundle, tmp_path / "v16.pt", tmp_path / "b16.pt", fitted, labels[:-1])
+    small = fit_images(np.asarray(Image.open(tmp_path / "small.png"))[None], "small", 3, 16)
+    assert labels[-1] == load_bundle(bundle, threads=1).classify(small)[head][0]
+    Image.new("RGB", (40, 30)).save(tmp_path / "wide.png")
+    one_line_error(run("predict", "--model", bundle, tmp_path / "wide.png"),
+                   "got 3×30×40; only square images are resized")
+    r = run("learn-class", "--model", bundle, "--name", "big", "--components", 2, *files[:4])
+    assert r.exit_code == 0, r.output
+
+
 def test_onnx_encoder_is_built_for_the_recorded_shape():
     ort = pytest.importorskip("onnxruntime")
     from hybnn_cli.deploy.export_bundle import encoder_onnx
@@ -220,6 +252,15 @@ def test_an_8x8_npz_and_a_resized_folder(tmp_path):
     r = run("train-bnn", "--codes", tmp_path / "c8.h5", "--classes", "0,3", "--epochs", 1,
             "--out", tmp_path / "b8.pt")
     assert r.exit_code == 0, r.output
+    r = run("export", tmp_path / "b8.pt", "--vae", vae, "--out", tmp_path / "bundle8",
+            "--calibration", 50, "--int8")
+    assert r.exit_code == 0, r.output
+    np.save(tmp_path / "x8.npy", x["test"])
+    got = predict_json("--model", tmp_path / "bundle8", tmp_path / "x8.npy")
+    [head] = got["heads"]
+    assert_bundle_is_torch(tmp_path / "bundle8", vae, tmp_path / "b8.pt", x["test"],
+                           got["heads"][head]["labels"])
+    assert predict_json("--model", tmp_path / "bundle8", tmp_path / "x8.npy", "--int8")["n"] == 60
     # a square folder of another size, brought to --image-size, the method recorded
     big = colour_folder(tmp_path / "big", n=6, size=40)
     r = run("pretrain-vae", "--data", big, "--image-size", 16, "--epochs", 1, "--batch-size", 6,
@@ -230,6 +271,13 @@ def test_an_8x8_npz_and_a_resized_folder(tmp_path):
     r = run("extract", "--vae", tmp_path / "v16.pt", "--data", big, "--out", tmp_path / "c16.h5")
     assert r.exit_code == 0, r.output
     assert read_attrs(tmp_path / "c16.h5")["config"]["resize"]["to"] == 16
+    r = run("train-bnn", "--codes", tmp_path / "c16.h5", "--classes", "red,blue", "--epochs", 1,
+            "--out", tmp_path / "b16.pt")
+    assert r.exit_code == 0, r.output
+    r = run("export", tmp_path / "b16.pt", "--vae", tmp_path / "v16.pt", "--out",
+            tmp_path / "bundle16", "--calibration", 12)
+    assert r.exit_code == 0, r.output  # its check images were fitted: the encoder takes 16×16
+    _a_resized_bundle_resizes_square_images_as_training_did(tmp_path, big)
     huge = colour_folder(tmp_path / "huge", n=3, size=80)
     one_line_error(run("pretrain-vae", "--data", huge, "--out", tmp_path / "v.pt"),
                    "the images are 80×80; give --image-size from 8 to 64")

@@ -130,8 +130,8 @@ def check_fit(p: Path, channels: int, height: int, width: int, target: InputShap
     if (height, width) == (target.height, target.width):
         return
     if target.resize == "none":
-        raise HybnnError(f"{p}: {expected}, {got} (the encoder's training images were not "
-                         f"resized, so neither are these: resize them first)")
+        raise HybnnError(f"{p}: {expected}, {got} (images of another size are resized only "
+                         f"for an encoder whose training images were)")
     from hybnn_cli.data.labelled import RESIZE
 
     if target.resize != RESIZE:
