@@ -118,7 +118,7 @@ class OneImage:
                                   f"got {getattr(image, 'dtype', type(image).__name__)} "
                                   f"{getattr(image, 'shape', '')}")
         x = self._x2d
-        image = image if image.ndim == self._ndim else image.reshape(self.shape)
+        image = image if image.ndim == 2 else image.reshape(self.shape)
         # the same arithmetic as Pipeline.encode: float32 (pixel − offset) / scale; with offset 0
         # in one call (pixel − 0 is pixel exactly, so the quotient is the same float)
         if self._offset == 0:
