@@ -351,7 +351,8 @@ def read_manifest(path) -> dict:
                           f"{m.get('format') if isinstance(m, dict) else None!r})")
     if m.get("format_version") not in READ_VERSIONS:
         raise BundleError(f"{bundle}: bundle format version {m.get('format_version')}, this "
-                          f"runtime reads {', '.join(map(str, READ_VERSIONS[:-1]))} and {READ_VERSIONS[-1]}")
+                          f"runtime reads {', '.join(map(str, READ_VERSIONS[:-1]))} and "
+                          f"{READ_VERSIONS[-1]}")
     if not m.get("heads") and not m.get("prototype_heads"):
         raise BundleError(f"{bundle}: the bundle has no task heads")
     both = set(m.get("heads") or {}) & set(m.get("prototype_heads") or {})
