@@ -163,8 +163,10 @@ def test_a_colour_bundle_reads_npy_either_way_and_one_image_at_a_time(colour, tm
     one = pipe.one_image(1)
     assert [one(img)[head] for img in images] == want[head].tolist()
     assert np.array_equal(one.encode(images[3]), pipe.encode(images[3:4])[0])
-    with pytest.raises(BundleError, match="expected one 32×32×3 uint8 image"):
-        one(images[0, :, :, 0])
+    assert one(images[3:4]) == {head: want[head][3]}  # (1, H, W, C) too
+    for bad in (images[0, :, :, 0], images[0, 0], images[0, :31]):  # (32, 32), (32, 3), 31 rows
+        with pytest.raises(BundleError, match="expected one 32×32×3 uint8 image"):
+            one(bad)
     with pytest.raises(BundleError, match=r"expected 3×32×32 images \(channels × height"):
         pipe.classify(images[:, :, :, 0])
 

@@ -55,8 +55,11 @@ class OneImage:
         # the same memory, in the image's layout (channels last: a transposed view)
         self._x2d = self.x.reshape(self.shape) if len(self.shape) == 2 else self.x[0].transpose(
             1, 2, 0)
-        self._ndim = len(self.shape)  # 2, or 3 with channels
-        self._cut = -self._ndim  # shape[_cut:] is an image's own shape
+        # the quick check's shape: an image's last two dimensions; with channels a triple, which
+        # no shape[-2:] equals, so that colour images take the full check (one channel: the same
+        # cost per call as before)
+        self._tail = self.shape if len(self.shape) == 3 else self.shape[-2:]
+        self._cut = -len(self.shape)  # shape[_cut:] is an image's own shape
         self._offset, self._scale = pipe.offset, pipe.scale
         self.logits = np.zeros((1, pipe.n_bits), dtype=np.float32)
         self.binding = self.session.io_binding()
@@ -110,8 +113,8 @@ class OneImage:
     def _run_encoder(self, image: np.ndarray) -> None:
         """The image, checked and normalised into the bound input; the logits into theirs."""
         if image.__class__ is not np.ndarray or image.dtype is not _UINT8 or (
-                image.shape[self._cut:] != self.shape) or (
-                image.ndim != self._ndim and image.size != self.x.size):
+                image.shape[-2:] != self._tail) or (
+                image.ndim != 2 and image.size != self.x.size):
             if not (isinstance(image, np.ndarray) and image.dtype == _UINT8
                     and image.shape[self._cut:] == self.shape and image.size == self.x.size):
                 raise BundleError(f"expected one {'×'.join(map(str, self.shape))} uint8 image, "
