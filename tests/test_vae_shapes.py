@@ -6,6 +6,7 @@ files at its shape, resizing them only when its VAE's training images were resiz
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,6 @@ def colour(tmp_path_factory) -> dict:
 
 
 def test_a_colour_folder_goes_through_the_pipeline(colour):
-    import json
-
     from hybnn_kernels.pipeline import SHAPED_VERSION
 
     ckpt = ck.load_checkpoint(colour["vae"], ck.VAE_FORMAT)
@@ -187,8 +186,6 @@ def _a_resized_bundle_resizes_square_images_as_training_did(tmp_path: Path, big:
     """A bundle whose VAE took 40×40 images resized to 16×16: square PNGs of any size are resized
     by `fit_images`' own function (the labels are the bundle's on fit_images' output, and the
     torch pipeline's), other squares too; a non-square image is refused in one line."""
-    import json
-
     from hybnn_kernels import load_bundle
 
     from hybnn_cli.data.labelled import RESIZE, fit_images
@@ -213,6 +210,11 @@ def _a_resized_bundle_resizes_square_images_as_training_did(tmp_path: Path, big:
                    "got 3×30×40; only square images are resized")
     r = run("learn-class", "--model", bundle, "--name", "big", "--components", 2, *files[:4])
     assert r.exit_code == 0, r.output
+    m = json.loads((bundle / "bundle.json").read_text())
+    assert m["format_version"] == 3 and m["encoder"]["input"]["resize"] == RESIZE
+    got = predict_json("--model", bundle, *files[:4])
+    assert got["heads"][head]["labels"] == labels[:4]
+    assert got["heads"]["learned"]["labels"] == ["big"] * 4  # its only class
 
 
 def test_onnx_encoder_is_built_for_the_recorded_shape():
@@ -263,6 +265,13 @@ def test_an_8x8_npz_and_a_resized_folder(tmp_path):
     assert_bundle_is_torch(tmp_path / "bundle8", vae, tmp_path / "b8.pt", x["test"],
                            got["heads"][head]["labels"])
     assert predict_json("--model", tmp_path / "bundle8", tmp_path / "x8.npy", "--int8")["n"] == 60
+    # the head alone, with the torch encoder: image files read at the VAE's shape too
+    r = run("export", tmp_path / "b8.pt", "--out", tmp_path / "b8.h5")
+    assert r.exit_code == 0, r.output
+    r = run("predict", "--model", tmp_path / "b8.h5", "--encoder", vae, tmp_path / "x8.npy",
+            "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["labels"] == got["heads"][head]["labels"]
     # a square folder of another size, brought to --image-size, the method recorded
     big = colour_folder(tmp_path / "big", n=6, size=40)
     r = run("pretrain-vae", "--data", big, "--image-size", 16, "--epochs", 1, "--batch-size", 6,

@@ -53,7 +53,8 @@ def export_cmd(
     """Export a trained BNN to a torch-free deploy file or bundle.
 
     A deploy file runs the BNN on the XNOR-popcount kernels; with --vae, a deploy bundle holds
-    the encoder (ONNX) and the task heads of every checkpoint given: image in, class out. Batch
+    the encoder (ONNX) and the task heads of every checkpoint given: image in, class out, at the
+    VAE's image shape (channels and size, and how its training images were resized). Batch
     norm + sign become one integer threshold per hidden neuron; the output layer's scores are
     tabulated by torch itself, so predictions equal the torch model's bit for bit. In a bundle
     the encoder's batch norms are folded into its convolutions; the export reports how many
