@@ -130,3 +130,21 @@ def test_one_image_tail_packs_the_logits_and_answers_every_head(n_bits, widths, 
     if runtimes:
         with pytest.raises(ValueError, match=f"every head must take {n_bits + 1} bits"):
             OneImageTail(np.zeros(n_bits + 1, np.float32), runtimes)
+
+
+@pytest.mark.parametrize("offset,scale", [(0.0, 255.0), (0.5, 3.0), (127.5, 127.5)])
+def test_one_image_normaliser_is_numpys_arithmetic_bit_for_bit(offset, scale):
+    """`OneImageNormaliser`: float32(pixel) − offset, then / scale, as `Pipeline.encode` computes
+    it in numpy, for every pixel value, into the caller's buffer."""
+    from hybnn_kernels.one_sample import OneImageNormaliser
+
+    x = np.full((1, 1, 16, 16), np.nan, dtype=np.float32)
+    norm = OneImageNormaliser(x, offset, scale)
+    norm.pixels[...] = np.arange(256, dtype=np.uint8).reshape(x.shape)
+    assert norm() == 0
+    want = np.empty(x.shape, np.float32)
+    np.subtract(norm.pixels, np.float32(offset), out=want, dtype=np.float32)
+    np.divide(want, np.float32(scale), out=want)
+    np.testing.assert_array_equal(x.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="float32"):
+        OneImageNormaliser(np.zeros(4, np.float64), 0.0, 1.0)
