@@ -411,6 +411,8 @@ def bits_table(results_dir: Path) -> str:
              f"the file. {_plan_line_bits(r)}"]
     for d in r["datasets"]:
         parts.append(f"**{d}**\n\n" + table(header, bits_rows(r, d)))
+    parts.append("![test accuracy and reconstruction against latent bits]"
+                 "(../benchmarks/results/bits.png)")
     parts.append(source(BITS, r))
     return "\n\n".join(parts)
 
