@@ -139,3 +139,111 @@ def test_the_study_end_to_end_on_real_mnist(tmp_path, monkeypatch):
     plan.write_text(json.dumps({**TINY, "seeds": [0, 1]}))
     with pytest.raises(HybnnError, match="made under another version"):
         script.main(argv)
+
+
+# ── resuming, on a fake `hybnn` (no process is started) ──────────────────────────────────────
+class FakeHybnn:
+    """Stands in for `continual_study.run_hybnn`: records each command, answers like `hybnn`."""
+
+    def __init__(self, sha: str = "e" * 64):
+        self.calls: list[list[str]] = []
+        self.sha = sha
+
+    def __call__(self, cmd: list[str], env: dict):
+        self.calls.append(cmd)
+        made = {"commit": "c" * 40, "dirty": False, "wall_seconds": 1.0}
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch()
+        if cmd[0] == "pretrain-vae":
+            n = int(bits_study.option(cmd, "--epochs"))
+            return {"history": [{"test_recon": 100.0 - e, "test_kl": 5.0, "epoch_seconds": 2.0}
+                                for e in range(n)]}, made
+        if cmd[0] == "extract":
+            bits = int(out.parent.parent.name.removeprefix("bits"))
+            return {"encoder_sha256": self.sha, "n_bits": bits, "n_train": 10, "n_test": 5}, made
+        if cmd[0] == "train-bnn":
+            return {"classes": [0, 1], "n_train": 9, "n_val": 1, "n_test": 5, "train_acc": 0.9,
+                    "val_acc": 0.8, "test_acc": 0.7, "train_seconds": 0.1,
+                    "history": [{}]}, made
+        return {"out": str(out), "encoder_sha256": self.sha, "n_bits": 16, "hidden": 128,
+                "n_classes": 2}, made
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    run = FakeHybnn()
+    monkeypatch.setattr(bits_study.continual_study, "run_hybnn", run)
+    monkeypatch.setattr(bits_study, "_sha_of", lambda path: run.sha)
+    monkeypatch.setattr(bits_study, "head_bytes", lambda path: {"arrays": {}, "total": 3112})
+    saved = {}
+    monkeypatch.setattr(bits_study, "vae_epochs_saved",
+                        lambda path: saved.get(path.parent.parent.name, 0) if path.is_file()
+                        else 0)
+    run.saved = saved  # bits folder name → epochs the VAE checkpoint there holds
+    return run
+
+
+def fake_study(tmp_path, plan: dict | None = None) -> bits_study.BitsStudy:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan or {**TINY, "bits": [16], "tasks": ["all", "1"]}))
+    return bits_study.BitsStudy(load_plan(path, draft=True), tmp_path / "work",
+                                tmp_path / "bits.json", ["python", "benchmarks/bits.py"])
+
+
+def test_a_rerun_makes_only_what_is_missing(tmp_path, fake):
+    body = fake_study(tmp_path).run()
+    assert [c[0] for c in fake.calls] == ["pretrain-vae", "extract", "train-bnn", "export",
+                                          "train-bnn", "export"]
+    p = body["points"]["mnist/bits16/seed0"]
+    assert p["vae"]["test_recon"] == 99.0 and p["vae"]["made"]["resumed_after_epochs"] == 0
+    assert body["curve"]["mnist"]["16"]["tasks"]["1"]["test_acc"]["mean"] == 0.7
+    # a task lost (e.g. interrupted before its record): only it is made again, from the codes
+    rec = json.loads((tmp_path / "bits.json").read_text())
+    del rec["points"]["mnist/bits16/seed0"]["tasks"]["1"]
+    (tmp_path / "bits.json").write_text(json.dumps(rec))
+    fake.calls.clear()
+    fake_study(tmp_path).run()
+    assert [c[0] for c in fake.calls] == ["train-bnn", "export"]
+    assert fake.calls[0][fake.calls[0].index("--task") + 1] == "1"
+    # nothing missing: nothing runs
+    fake.calls.clear()
+    fake_study(tmp_path).run()
+    assert fake.calls == []
+
+
+def test_a_vae_cut_short_resumes_and_a_finished_unrecorded_one_trains_again(tmp_path, fake):
+    vae = tmp_path / "work" / "mnist" / "bits16" / "seed0" / "vae.pt"
+    vae.parent.mkdir(parents=True)
+    vae.touch()
+    fake.saved["bits16"] = 1  # one of the plan's two epochs
+    fake_study(tmp_path).run()
+    first = fake.calls[0]
+    assert first[0] == "pretrain-vae" and first[-2:] == ["--resume", str(vae)]
+    rec = json.loads((tmp_path / "bits.json").read_text())
+    assert rec["points"]["mnist/bits16/seed0"]["vae"]["made"]["resumed_after_epochs"] == 1
+    # every epoch saved but no record (cut between the last save and the record), codes gone:
+    # trained from the start, not resumed (which would refuse a finished checkpoint)
+    (tmp_path / "bits.json").unlink()
+    (vae.parent / "codes.h5").unlink()
+    fake.saved["bits16"] = 2
+    fake.calls.clear()
+    fake_study(tmp_path).run()
+    assert fake.calls[0][0] == "pretrain-vae" and "--resume" not in fake.calls[0]
+
+
+def test_a_new_encoder_retrains_the_points_bnns(tmp_path, fake):
+    fake_study(tmp_path).run()
+    folder = tmp_path / "work" / "mnist" / "bits16" / "seed0"
+    (folder / "codes.h5").unlink()
+    (folder / "vae.pt").unlink()
+    rec = json.loads((tmp_path / "bits.json").read_text())
+    del rec["points"]["mnist/bits16/seed0"]["tasks"]["1"]  # one task still to do
+    (tmp_path / "bits.json").write_text(json.dumps(rec))
+    fake.sha = "f" * 64  # the VAE made again is another encoder
+    fake.calls.clear()
+    body = fake_study(tmp_path).run()
+    assert [c[0] for c in fake.calls] == ["pretrain-vae", "extract", "train-bnn", "export",
+                                          "train-bnn", "export"]  # both tasks, not only "1"
+    assert {t["encoder_sha256"] for t in body["points"]["mnist/bits16/seed0"]["tasks"].values()} \
+        == {"f" * 64}

@@ -176,13 +176,15 @@ class BitsStudy:
             rec = self.body["points"].setdefault(key, {
                 "dataset": dataset, "bits": bits, "seed": seed, "code_bytes": code_bytes(bits),
                 "code_word_bytes": code_word_bytes(bits), "tasks": {}})
-        todo = [t for t in self.pb["tasks"] if not _done(
-            rec["tasks"].get(t), self.bnn_command(dataset, bits, seed, t))]
-        if not todo:
+        if not self.missing_tasks(rec, dataset, bits, seed):
             return
         self.codes(rec, dataset, bits, seed)
-        for task in todo:
+        for task in self.missing_tasks(rec, dataset, bits, seed):  # all, after a new encoder
             self.task(rec, dataset, bits, seed, task)
+
+    def missing_tasks(self, rec: dict, dataset: str, bits: int, seed: int) -> list[str]:
+        return [t for t in self.pb["tasks"]
+                if not _done(rec["tasks"].get(t), self.bnn_command(dataset, bits, seed, t))]
 
     def codes(self, rec: dict, dataset: str, bits: int, seed: int) -> None:
         """The point's codes file (and its VAE first when needed), unless done and present."""
@@ -209,10 +211,13 @@ class BitsStudy:
         resume = 0 < saved < int(option(cmd, "--epochs"))
         res, made = continual_study.run_hybnn(cmd + (["--resume", str(path)] if resume else []),
                                               self.env)
-        history = res["history"]
+        history, sha = res["history"], _sha_of(path)
+        if rec.get("vae", {}).get("encoder_sha256", sha) != sha:
+            with self.lock:  # the BNNs of the point's earlier encoder are of no use now
+                rec["tasks"] = {}
         self.put(rec, "vae", {
             "command": _text(cmd), "made": {**made, "resumed_after_epochs": saved * resume},
-            "encoder_sha256": _sha_of(path), "epochs": len(history),
+            "encoder_sha256": sha, "epochs": len(history),
             "test_recon": history[-1]["test_recon"], "test_kl": history[-1]["test_kl"],
             "train_recon": history[-1].get("train_recon"),
             "epoch_seconds": [m["epoch_seconds"] for m in history]})
@@ -232,7 +237,7 @@ class BitsStudy:
             "command": _text(cmd), "made": made,
             **{k: res[k] for k in ("classes", "n_train", "n_val", "n_test", "train_acc",
                                    "val_acc", "test_acc", "train_seconds")},
-            "epochs": len(res["history"]),
+            "epochs": len(res["history"]), "encoder_sha256": head["encoder_sha256"],
             "head": {"command": _text(exp), "made": made_head,
                      "shape": [head["n_bits"], head["hidden"], head["n_classes"]],
                      "bytes": head_bytes(Path(head["out"]))}})
