@@ -405,15 +405,18 @@ def bits_table(results_dir: Path) -> str:
                 f"`benchmarks/results/{BITS}` and the figure `benchmarks/results/bits.png`; "
                 f"then `hybnn report --docs` fills this block.")
     r = read_result(path, FORMAT)
+    c = r["commands"]
     names = {"all": "all classes"} | {t: f"task {t}" for t in r["tasks"] if t != "all"}
     header = ["bits", "code bytes", "head bytes (all classes / a pair)",
               "test recon (nats)", *(f"{names[t]} (%)" for t in r["tasks"]), "seeds"]
     parts = [f"Test accuracy of the BNN (mean ± std over seeds) and the VAE's test "
              f"reconstruction (nats per image, after its last epoch), per dataset and number "
              f"of latent bits; each dataset has its own VAE, pretrained on it, and its own "
-             f"codes. Code bytes: a code packed to bytes. Head bytes: the exported deploy "
-             f"head's packed weights, thresholds and score table. Validation accuracies are in "
-             f"the file. {_plan_line_bits(r)}"]
+             f"codes; every VAE trained for {option(c['pretrain_vae'], '--epochs')} epochs, "
+             f"every BNN for {option(c['train_bnn'], '--epochs')} epochs, the other "
+             f"settings as the plan names them. Code bytes: a code packed to bytes. Head "
+             f"bytes: the exported deploy head's packed weights, thresholds and score table. "
+             f"Validation accuracies are in the file. {_plan_line_bits(r)}"]
     for d in r["datasets"]:
         parts.append(f"**{d}**\n\n" + table(header, bits_rows(r, d)))
     parts.append("![test accuracy and reconstruction against latent bits]"
