@@ -55,6 +55,7 @@ demo: setup
 #   ddp-scaling.json      benchmarks/server_scale.py scaling --epochs 1
 #   union-encoder.json    benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 #   folder-throughput.json  benchmarks/folder_throughput.py --vae $(ENC)/vae-mnist.pt --repeats 5
+#   bits.json             benchmarks/bits.py --jobs 2
 # The other lines make inputs. $(ENC) holds the two encoders the plan-run studies
 # (benchmarks/plans/) and the DP and Byzantine studies use: MNIST and Fashion-MNIST VAEs, 10 epochs,
 # seed 0 (the Fashion-MNIST VAE's codes of MNIST are the continual study's second encoder); and the
@@ -97,6 +98,7 @@ results: setup
 	$(BIN)/python benchmarks/server_scale.py scaling --epochs 1
 	$(BIN)/python benchmarks/server_scale.py union --vae-epochs 1 --bnn-epochs 10 --threads 1
 	$(BIN)/python benchmarks/folder_throughput.py --vae $(ENC)/vae-mnist.pt --repeats 5
+	$(BIN)/python benchmarks/bits.py --jobs 2
 	$(BIN)/hybnn report --docs
 
 test: setup

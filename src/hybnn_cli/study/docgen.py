@@ -149,7 +149,7 @@ def _plan_line(r: dict) -> str:
 # ── the studies' blocks: importing a study's module registers its renderers (at the end: they
 # import this module) ──────────────────────────────────────────────────────────────────────────
 from hybnn_cli.study import (  # noqa: E402, I001
-    bench_report, continual_study, ddp_scaling, e2e_study, exactness, fed_benchmark,  # noqa: F401
+    bench_report, bits_study, continual_study, ddp_scaling, e2e_study, exactness, fed_benchmark,  # noqa: F401
     fed_priv, fed_scale, fed_tune, forgetproof_study, gemm_peaks, headline,  # noqa: F401
     int8_encoders, reproduction_docs, union_encoder, e2e_c_head, folder_throughput,  # noqa: F401
 )
