@@ -121,6 +121,7 @@ def test_e2e_quick_runs_with_torch_at_its_best(e2e, bundle, tmp_path):
             sp["torch_best"]["median_seconds"] / sp["bundle_float"]["median_seconds"])
     one = res["speed"]["batch_1"]  # the one-image path beside the encoder alone
     assert one["encoder_alone"]["median_seconds"] > 0 and one["encoder_alone_threads"] == 1
+    assert one["encoder_alone_by_threads"] == {"1": one["encoder_alone"]["us_per_image"]}
     assert one["one_image_threads"] == {"bundle_float": 1, "bundle_int8": 1}
     assert one["float_over_encoder_alone"] == pytest.approx(
         one["bundle_float"]["median_seconds"] / one["encoder_alone"]["median_seconds"])

@@ -16,7 +16,7 @@ of that when it is made:
 
 The labels, bit for bit, are `Pipeline.classify`'s (tests/test_one_image.py). Thread count: at
 batch 1 one intra-op thread often beats two (the encoder's layers are too small to split), so
-`fastest` times each candidate on a few dozen calls, taking turns, and keeps the faster.
+`fastest` times each candidate on a couple of hundred calls, taking turns, and keeps the faster.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class OneImage:
         return out
 
     @classmethod
-    def fastest(cls, pipe, candidates=None, calls: int = 60, heads=None,
+    def fastest(cls, pipe, candidates=None, calls: int = 200, heads=None,
                 image: np.ndarray | None = None) -> OneImage:
         """The `OneImage` of the thread count (1 and the pipeline's, by default) with the lowest
         median time over `calls` calls each, the candidates taking turns in blocks of BLOCK calls

@@ -234,7 +234,16 @@ def _encoder_alone_text(one: dict) -> str:
             f"pack fused, the one-code head; {t['bundle_float']} thread(s), chosen at load by a "
             f"short measurement) in {one['float_over_encoder_alone']:.2f}× the time of the ONNX "
             f"Runtime encoder alone at its best ({one['encoder_alone']['us_per_image']:.1f} µs, "
-            f"{one['encoder_alone_threads']} thread(s), I/O binding).")
+            f"{one['encoder_alone_threads']} thread(s), I/O binding{_by_threads(one)}).")
+
+
+def _by_threads(one: dict) -> str:
+    """The encoder alone at each thread count it was timed at (runs since it is timed at each)."""
+    by = one.get("encoder_alone_by_threads")
+    if not by or len(by) < 2:
+        return ""
+    return "; timed at each thread count in the same rounds: " + ", ".join(
+        f"{v:.1f} µs with {t}" for t, v in sorted(by.items(), key=lambda kv: int(kv[0])))
 
 
 MEMORY_TARGET_MB = 150  # issue 25: `hybnn predict` on 60,000 images, default settings
