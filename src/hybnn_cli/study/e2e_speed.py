@@ -76,6 +76,12 @@ class EncoderAlone:
         self.one.session.run_with_iobinding(self.one.binding)
 
 
+# between two contenders' blocks: the worker threads of the one before (torch's OpenMP pool keeps
+# spinning up to 200 ms after a parallel region by default) stop spinning on the cores the next
+# one uses
+BETWEEN_SECONDS = 0.3
+
+
 def compare_speed(contenders: dict, make_input, reps: int, min_total: float, rounds: int = 3,
                   per_image: int = 1) -> dict:
     """Interleaved rounds (all contenders see the same drift of a shared machine); medians."""
@@ -92,7 +98,7 @@ def compare_speed(contenders: dict, make_input, reps: int, min_total: float, rou
                 c["fn"](make_input(i[0]))
                 i[0] += 1
 
-            time.sleep(0.05)
+            time.sleep(BETWEEN_SECONDS)
             times[name] += timed(call, max(1, reps // rounds), min_total / rounds)
     for name, c in contenders.items():
         total = sum(times[name])
