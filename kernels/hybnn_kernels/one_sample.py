@@ -109,15 +109,17 @@ def _head_one(context):
     return label[0]
 
 
-_entry = None  # the compiled `_head_one` as a ctypes function, made (or loaded from the cache) once
+_ENTRIES: dict = {}  # function → (its C callback, that callback as a ctypes function)
 
 
-def _compiled_entry():
-    global _entry
-    if _entry is None:
-        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(_head_one)
-        _entry = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(compiled.address)
-    return _entry
+def _entry_of(fn):
+    """`fn(context) -> int64` as a C callback taking one pointer (`numba.cfunc`, compiled or loaded
+    from the cache once per process), called through ctypes holding the GIL."""
+    if fn not in _ENTRIES:
+        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(fn)
+        _ENTRIES[fn] = (compiled, ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
+            compiled.address))
+    return _ENTRIES[fn][1]
 
 
 class OneSampleHead(functools.partial):
@@ -152,7 +154,7 @@ class OneSampleHead(functools.partial):
             ctypes.cast(ctypes.pythonapi.PyErr_SetString, ctypes.c_void_p).value,
             ctypes.c_void_p.in_dll(ctypes.pythonapi, "PyExc_ValueError").value,
             ctypes.cast(ctypes.c_char_p(text), ctypes.c_void_p).value]
-        head = super().__new__(cls, _compiled_entry(), ctypes.c_void_p(context.ctypes.data))
+        head = super().__new__(cls, _entry_of(_head_one), ctypes.c_void_p(context.ctypes.data))
         # everything the context points into lives as long as the head
         head._keep = (runtime, context, scratch, text)
         head.context = context
@@ -209,17 +211,6 @@ def _tail(context):
     return 0
 
 
-_tail_entry = None  # the compiled `_tail` as a ctypes function, made (or loaded) once
-
-
-def _compiled_tail():
-    global _tail_entry
-    if _tail_entry is None:
-        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(_tail)
-        _tail_entry = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(compiled.address)
-    return _tail_entry
-
-
 class OneImageTail(functools.partial):
     """``tail()``: the code of the logits in `logits` (n_bits,) float32, written into ``tail.code``,
     and every head's label of it in ``tail.labels`` (n_heads,) int64, in one call of C code from C
@@ -240,7 +231,7 @@ class OneImageTail(functools.partial):
         context[[_T_LOGITS, _T_CODE, _T_N_BITS, _T_HEADS, _T_LABELS, _T_N_HEADS]] = [
             logits.ctypes.data, code.ctypes.data, n_bits,
             contexts.ctypes.data if len(heads) else 0, labels.ctypes.data, len(heads)]
-        tail = super().__new__(cls, _compiled_tail(), ctypes.c_void_p(context.ctypes.data))
+        tail = super().__new__(cls, _entry_of(_tail), ctypes.c_void_p(context.ctypes.data))
         tail._keep = (logits, heads, contexts, context)
         tail._code, tail._labels, tail._heads = code, labels, heads
         return tail
@@ -281,17 +272,6 @@ def _normalise(context):
     return 0
 
 
-_normalise_entry = None
-
-
-def _compiled_normalise():
-    global _normalise_entry
-    if _normalise_entry is None:
-        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(_normalise)
-        _normalise_entry = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(compiled.address)
-    return _normalise_entry
-
-
 class OneImageNormaliser(functools.partial):
     """``normalise()``: ``x = (float32(pixel) − offset) / scale`` from ``pixels`` (uint8) into `x`
     (float32, the caller's: an encoder's bound input), element by element, in one call of C code
@@ -305,7 +285,7 @@ class OneImageNormaliser(functools.partial):
         context = np.zeros(_N_CONTEXT, dtype=np.int64)
         context[[_N_PIXELS, _N_INPUT, _N_COUNT, _N_CONSTANTS]] = [
             pixels.ctypes.data, x.ctypes.data, x.size, constants.ctypes.data]
-        norm = super().__new__(cls, _compiled_normalise(), ctypes.c_void_p(context.ctypes.data))
+        norm = super().__new__(cls, _entry_of(_normalise), ctypes.c_void_p(context.ctypes.data))
         norm._keep = (x, constants, context)
         norm._pixels = pixels
         return norm
