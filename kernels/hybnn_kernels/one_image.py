@@ -58,7 +58,7 @@ class OneImage:
         # the quick check's shape: an image's last two dimensions; with channels a triple, which
         # no shape[-2:] equals, so that colour images take the full check (one channel: the same
         # cost per call as before)
-        self._tail = self.shape if len(self.shape) == 3 else self.shape[-2:]
+        self._quick_shape = self.shape if len(self.shape) == 3 else self.shape[-2:]
         self._cut = -len(self.shape)  # shape[_cut:] is an image's own shape
         self._offset, self._scale = pipe.offset, pipe.scale
         self.logits = np.zeros((1, pipe.n_bits), dtype=np.float32)
@@ -77,7 +77,6 @@ class OneImage:
         compiled = compiled_kernels_available() and all(
             pipe.heads[n].compiled is not False for n in bnn)
         self.kernel = "numba" if compiled else "numpy"
-        self.heads = {}
         self.tail = self._normaliser = None
         if compiled:  # threshold, pack and every BNN head in one compiled call
             from hybnn_kernels.one_sample import OneImageNormaliser, OneImageTail
@@ -90,17 +89,17 @@ class OneImage:
             self.code = self.tail.code
             self._code_bytes = self.code.view(np.uint8)
             self._tail_classes = [(n, pipe.heads[n].classes.tolist()) for n in bnn]
+        # the heads the tail does not answer: name → (classes, numpy head) of a BNN head without
+        # numba, (None, prototype head) of a prototype head (`prototypes.PrototypeHead`)
+        self._others = {}
         for name in names:
             h = pipe.heads[name]
-            if name not in bnn:  # a prototype head (`prototypes.PrototypeHead`): one numpy pass
-                self.heads[name] = (None, None, h)
-            elif compiled:
-                self.heads[name] = (h.classes, None, None)  # answered by the tail
-            else:
+            if name not in bnn:
+                self._others[name] = (None, h)
+            elif not compiled:
                 from hybnn_kernels.head_numpy import NumpyHead
 
-                self.heads[name] = (h.classes, None, NumpyHead(h.arrays))
-        self._others = {n: v for n, v in self.heads.items() if v[2] is not None}
+                self._others[name] = (h.classes, NumpyHead(h.arrays))
         # the fewest Python steps for the common case, one compiled BNN head: after an encoder
         # run the caches hold its weights, and every step of Python costs several times its
         # warm time there
@@ -123,7 +122,7 @@ class OneImage:
     def _run_encoder(self, image: np.ndarray) -> None:
         """The image, checked and normalised into the bound input; the logits into theirs."""
         if image.__class__ is not np.ndarray or image.dtype is not _UINT8 or (
-                image.shape[-2:] != self._tail) or (
+                image.shape[-2:] != self._quick_shape) or (
                 image.ndim != 2 and image.size != self.x.size):
             if not (isinstance(image, np.ndarray) and image.dtype == _UINT8
                     and image.shape[self._cut:] == self.shape and image.size == self.x.size):
@@ -164,7 +163,7 @@ class OneImage:
         else:
             code = self.encode(image)
             out = {}
-        for name, (classes, _, other) in self._others.items():
+        for name, (classes, other) in self._others.items():
             if classes is not None:  # a BNN head in numpy
                 out[name] = int(classes[other.one(code)])
             else:  # a prototype head: its class name
