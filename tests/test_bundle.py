@@ -447,3 +447,16 @@ def test_image_batches_never_exceed_the_batch_size_and_keep_the_order(tmp_path):
         batches = list(iter_batches(sources, b))
         assert all(len(y) <= b for y in batches) and len(batches) == -(-23 // b)
         assert np.array_equal(np.concatenate(batches), x)
+
+
+def test_heads_print_class_names_only_when_they_are_not_the_numbers():
+    from hybnn_cli.deploy.predict_bundle import _positions, shown_names
+
+    digits = np.array([3, 8])
+    assert shown_names({"class_names": ["3", "8"]}, digits) is None  # MNIST: numbers as before
+    assert shown_names({}, digits) is None and shown_names(None, digits) is None
+    assert shown_names({"class_names": ["cat"]}, digits) is None  # not one name per class
+    assert shown_names({"class_names": ["cat", "dog"]}, digits).tolist() == ["cat", "dog"]
+    classes = np.array([7, 2, 5])
+    pred = np.array([5, 7, 2, 2, 5])
+    assert classes[_positions(classes, pred)].tolist() == pred.tolist()

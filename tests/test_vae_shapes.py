@@ -18,7 +18,7 @@ from hybnn_cli.codes.store import read_attrs, read_codes
 from hybnn_cli.errors import HybnnError
 from hybnn_cli.models import checkpoint as ck
 from hybnn_cli.models.vae import BinaryVAE, Encoder, encoder_stages
-from tests.conftest import one_line_error, predict_json, run
+from tests.conftest import idx_bytes, one_line_error, predict_json, run
 
 
 @pytest.mark.parametrize("channels, size, stages", [(1, 8, 1), (1, 16, 2), (1, 28, 3),
@@ -293,3 +293,53 @@ def test_an_8x8_npz_and_a_resized_folder(tmp_path):
     one_line_error(run("pretrain-vae", "--data", huge, "--out", tmp_path / "v.pt"),
                    "the images are 80×80; give --image-size from 8 to 64")
     assert not (tmp_path / "v.pt").exists()
+
+
+def test_the_readme_example_for_your_own_images_runs(tmp_path, monkeypatch):
+    """The README's "your own images, end to end" block, command by command, on a generated
+    folder of 40×40 colour images of two classes named cat and dog (resized to 32, as the
+    block's `--image-size 32` says), with options appended only to make it quick (one epoch,
+    few calibration images); `predict` prints the image's path and one of the two class names."""
+    import re
+    import shlex
+
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"Your own images, end to end.*?```\n(.*?)```", text, re.S)[1]
+    lines = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    assert [shlex.split(line)[1] for line in lines] == [
+        "pretrain-vae", "extract", "train-bnn", "export", "predict"]
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 30), ("test", 8)):
+        for c, name in enumerate(("cat", "dog")):
+            d = tmp_path / "photos" / split / name
+            d.mkdir(parents=True)
+            for i in range(count):
+                img = (rng.random((40, 40, 3)) * 60).astype(np.uint8)
+                img[8:32, 8:32, c] = 255
+                Image.fromarray(img).save(d / f"{i}.png")
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "image.png")
+    quick = {"pretrain-vae": ["--epochs", "1", "--batch-size", "16", "--threads", "1"],
+             "train-bnn": ["--epochs", "2"], "export": ["--calibration", "20"]}
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        words = shlex.split(line)[1:]
+        r = run(*words, *quick.get(words[0], []))
+        assert r.exit_code == 0, f"{line}\n{r.output}"
+    rows = [row.split("\t") for row in r.output.splitlines() if row.startswith("image.png")]
+    assert len(rows) == 1 and rows[0][1] in ("cat", "dog"), r.output
+    # the JSON names the class too, and --labels (class indices) still scores the named head
+    idx = np.array([0] * 4 + [1] * 4, dtype=np.uint8)
+    (tmp_path / "labels-idx1-ubyte").write_bytes(idx_bytes(idx))
+    files = [str(tmp_path / "photos" / "test" / n / f"{i}.png") for n in ("cat", "dog")
+             for i in range(4)]
+    bundle = shlex.split(lines[-1])[3]
+    r = run("predict", "--model", bundle, *files, "--labels",
+            tmp_path / "labels-idx1-ubyte", "--json")
+    assert r.exit_code == 0, r.output
+    head = next(iter(json.loads(r.output)["heads"].values()))
+    assert head["class_names"] == ["cat", "dog"] and set(head["labels"]) <= {"cat", "dog"}
+    assert head["n_task"] == 8
+    shown = np.asarray(head["labels"]) == np.asarray(["cat", "dog"])[idx]
+    assert head["accuracy"] == pytest.approx(shown.mean())

@@ -177,7 +177,8 @@ def predict_cmd(
     A deploy file classifies codes (--codes) on the XNOR-popcount kernels, or images through a
     torch encoder (--encoder); a deploy bundle classifies images with its encoder in ONNX
     Runtime and its heads on the kernels, without importing torch, and prints one line per
-    image: its file (with :i in a file of several images), then each head's class; a folder
+    image: its file (with :i in a file of several images), then each head's class (by name
+    when the head was trained on named classes, e.g. --classes cat,dog); a folder
     stands for the image files in it. Images are read at the shape the bundle's encoder takes
     (channels × height × width, in its manifest): square images of another size are resized as
     its training images were when they were resized, else refused; grayscale and colour are

@@ -93,6 +93,24 @@ def label_dtype(classes: np.ndarray) -> np.dtype:
     return np.dtype(np.int64)
 
 
+def shown_names(entry: dict | None, classes: np.ndarray) -> np.ndarray | None:
+    """The names a BNN head's manifest entry records for its classes (`class_names`, as a task
+    made with `--classes cat,dog` keeps them), or None when it records none or they are only the
+    class numbers written out ("3", "8" for MNIST's digits): then the numbers are printed."""
+    names = (entry or {}).get("class_names")
+    if not names or len(names) != len(classes) or classes.dtype.kind not in "iu":
+        return None
+    if [str(n) for n in names] == [str(c) for c in classes.tolist()]:
+        return None
+    return np.asarray([str(n) for n in names])
+
+
+def _positions(classes: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The position in `classes` of each predicted class (every one of `pred` is in `classes`)."""
+    order = np.argsort(classes, kind="stable")
+    return order[np.searchsorted(classes[order], pred)]
+
+
 def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: bool = False,
                    heads: list[str] | None = None, batch_size: int = DEFAULT_BATCH,
                    labels: Path | None = None,
@@ -122,9 +140,13 @@ def predict_bundle(bundle: Path, images: list[Path], threads: int = 2, int8: boo
     out = {}
     for name, pred in preds.items():
         h = pipe.heads[name]
-        r = {"classes": h.classes.tolist(), "labels": pred,
+        names = shown_names(pipe.manifest.get("heads", {}).get(name), h.classes)
+        shown = pred if names is None else names[_positions(h.classes, pred)]
+        r = {"classes": h.classes.tolist(), "labels": shown,
              "predicted_counts": {str(k): int(v) for k, v in
-                                  zip(*np.unique(pred, return_counts=True), strict=True)}}
+                                  zip(*np.unique(shown, return_counts=True), strict=True)}}
+        if names is not None:
+            r["class_names"] = names.tolist()
         if y is not None:
             truth = y if h.classes.dtype.kind in "iu" else y.astype(str)  # names: "8" is 8
             idx = np.flatnonzero(np.isin(truth, h.classes))
