@@ -33,9 +33,11 @@ def float_matmuls(x, wt) -> tuple[dict, dict]:
     (contenders, outputs as numpy arrays). Call the torch one inside `torch.inference_mode`."""
     import numpy as np
     import torch
+    from hybnn_kernels.checks import aligned_empty
 
     m, n = x.shape[0], wt.shape[1]
-    outs = {"numpy_f32": np.empty((m, n), np.float32), "torch_f32": np.empty((m, n), np.float32)}
+    outs = {"numpy_f32": aligned_empty((m, n), np.float32),
+            "torch_f32": aligned_empty((m, n), np.float32)}
     tx, tw, to = torch.from_numpy(x), torch.from_numpy(wt), torch.from_numpy(outs["torch_f32"])
     of = outs["numpy_f32"]
     return ({"numpy_f32": lambda: np.matmul(x, wt, out=of),
@@ -60,6 +62,7 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     values. Check: all give the same integer dot products."""
     import numpy as np
     import torch
+    from hybnn_kernels.checks import aligned_empty
     from hybnn_kernels.xnor import prepack, xnor_gemm
 
     rng = np.random.default_rng(size)
@@ -69,7 +72,7 @@ def bench_gemm(size: int, threads: int, quick: bool) -> dict:
     _, a, xa = random_bits(rng, m, k)
     _, w, xw = random_bits(rng, n, k)
     pw = prepack(w, k)
-    out = np.empty((m, n), np.int32)
+    out = aligned_empty((m, n), np.int32)  # every contender's output starts on a cache line
     with torch.inference_mode():
         floats, fouts = float_matmuls(xa, np.ascontiguousarray(xw.T))
         int8s, iouts, iinfo = int8_matmuls(xa.astype(np.int8), xw.astype(np.int8), threads)

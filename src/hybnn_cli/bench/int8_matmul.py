@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybnn_kernels.checks import aligned_empty
+
 _DIMS: dict = {}  # (m, k, n) → (dims torch._int_mm is called with, torch's refusal or None)
 
 
@@ -73,7 +75,7 @@ def torch_int8_matmul(a: np.ndarray, w: np.ndarray, dims=None):
     mp, kp, np_ = dims
     ap = _padded(a, mp, kp) if (mp, kp) != (m, k) else np.ascontiguousarray(a)
     wt = np.ascontiguousarray(_padded(w, np_, kp).T)  # (K, N): x @ W
-    outp = np.empty((mp, np_), np.int32)
+    outp = aligned_empty((mp, np_), np.int32)
     ta, tw, to = torch.from_numpy(ap), torch.from_numpy(wt), torch.from_numpy(outp)
     return (lambda: torch._int_mm(ta, tw, out=to), outp[:m, :n],
             _padding_record((m, k, n), dims, why))
@@ -117,7 +119,7 @@ def ort_int8_matmul(a: np.ndarray, w: np.ndarray, threads: int):
 
     (m, k), n = a.shape, w.shape[0]
     au = as_uint8_activations(a)
-    out = np.empty((m, n), np.int32)
+    out = aligned_empty((m, n), np.int32)
     model = _model(
         [helper.make_node("MatMulInteger", ["a", "w", "a_zero_point"], ["y"])],
         [helper.make_tensor_value_info("a", TensorProto.UINT8, ["m", k])],

@@ -47,6 +47,7 @@ def measure(size: int, pairs: int, threads: int, rng) -> dict:
     quartiles of the blocks' rates over the peak just before them."""
     from hybnn_kernels.bits import pack_bits
     from hybnn_kernels.parallel import threads_for
+    from hybnn_kernels.checks import aligned_empty
     from hybnn_kernels.roofline import xnor_peak
     from hybnn_kernels.xnor import prepack, xnor_gemm
 
@@ -54,7 +55,7 @@ def measure(size: int, pairs: int, threads: int, rng) -> dict:
     bits_a = rng.integers(0, 2, size=(size, size), dtype=np.int8)
     bits_w = rng.integers(0, 2, size=(size, size), dtype=np.int8)
     a, pw = pack_bits(bits_a), prepack(pack_bits(bits_w), size)
-    out = np.empty((size, size), np.int32)
+    out = aligned_empty((size, size), np.int32)
     ops = 2.0 * size ** 3
     n_chunks = threads_for(ops, threads)  # the path xnor_gemm takes at this size
     contenders = {
