@@ -22,7 +22,6 @@ contenders' ±1 float32 values are.
 from __future__ import annotations
 
 import numpy as np
-
 from hybnn_kernels.checks import aligned_empty
 
 _DIMS: dict = {}  # (m, k, n) → (dims torch._int_mm is called with, torch's refusal or None)

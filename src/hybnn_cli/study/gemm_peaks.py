@@ -46,8 +46,8 @@ def measure(size: int, pairs: int, threads: int, rng) -> dict:
     then timed in `pairs` pairs of a short XNOR peak measurement and a block of calls; the
     quartiles of the blocks' rates over the peak just before them."""
     from hybnn_kernels.bits import pack_bits
-    from hybnn_kernels.parallel import threads_for
     from hybnn_kernels.checks import aligned_empty
+    from hybnn_kernels.parallel import threads_for
     from hybnn_kernels.roofline import xnor_peak
     from hybnn_kernels.xnor import prepack, xnor_gemm
 
