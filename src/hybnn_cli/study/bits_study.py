@@ -133,8 +133,10 @@ class BitsStudy:
                          run=end_run(self.run_rec))
 
     def points(self) -> list[tuple[str, int, int]]:
-        return [(d, b, s) for d in self.pb["datasets"] for b in self.pb["bits"]
-                for s in self.pb["seeds"]]
+        """Seed by seed (every dataset and bits of the first seed, then the next): a study
+        stopped part way (it takes several CPU-hours) has the whole curve for its first seeds."""
+        return [(d, b, s) for s in self.pb["seeds"] for d in self.pb["datasets"]
+                for b in self.pb["bits"]]
 
     def run(self) -> dict:
         todo = self.points()
