@@ -109,17 +109,18 @@ def _head_one(context):
     return label[0]
 
 
-_ENTRIES: dict = {}  # function → (its C callback, that callback as a ctypes function)
+_ENTRIES: dict = {}  # (function, fastmath) → (its C callback, that callback as a ctypes function)
 
 
-def _entry_of(fn):
+def entry_of(fn, fastmath: bool | set = False):
     """`fn(context) -> int64` as a C callback taking one pointer (`numba.cfunc`, compiled or loaded
     from the cache once per process), called through ctypes holding the GIL."""
-    if fn not in _ENTRIES:
-        compiled = cfunc(types.int64(types.voidptr), cache=CACHE)(fn)
-        _ENTRIES[fn] = (compiled, ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
+    key = (fn, repr(fastmath))
+    if key not in _ENTRIES:
+        compiled = cfunc(types.int64(types.voidptr), fastmath=fastmath, cache=CACHE)(fn)
+        _ENTRIES[key] = (compiled, ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(
             compiled.address))
-    return _ENTRIES[fn][1]
+    return _ENTRIES[key][1]
 
 
 class OneSampleHead(functools.partial):
@@ -154,7 +155,7 @@ class OneSampleHead(functools.partial):
             ctypes.cast(ctypes.pythonapi.PyErr_SetString, ctypes.c_void_p).value,
             ctypes.c_void_p.in_dll(ctypes.pythonapi, "PyExc_ValueError").value,
             ctypes.cast(ctypes.c_char_p(text), ctypes.c_void_p).value]
-        head = super().__new__(cls, _entry_of(_head_one), ctypes.c_void_p(context.ctypes.data))
+        head = super().__new__(cls, entry_of(_head_one), ctypes.c_void_p(context.ctypes.data))
         # everything the context points into lives as long as the head
         head._keep = (runtime, context, scratch, text)
         head.context = context
@@ -231,7 +232,7 @@ class OneImageTail(functools.partial):
         context[[_T_LOGITS, _T_CODE, _T_N_BITS, _T_HEADS, _T_LABELS, _T_N_HEADS]] = [
             logits.ctypes.data, code.ctypes.data, n_bits,
             contexts.ctypes.data if len(heads) else 0, labels.ctypes.data, len(heads)]
-        tail = super().__new__(cls, _entry_of(_tail), ctypes.c_void_p(context.ctypes.data))
+        tail = super().__new__(cls, entry_of(_tail), ctypes.c_void_p(context.ctypes.data))
         tail._keep = (logits, heads, contexts, context)
         tail._code, tail._labels, tail._heads = code, labels, heads
         return tail
@@ -285,7 +286,7 @@ class OneImageNormaliser(functools.partial):
         context = np.zeros(_N_CONTEXT, dtype=np.int64)
         context[[_N_PIXELS, _N_INPUT, _N_COUNT, _N_CONSTANTS]] = [
             pixels.ctypes.data, x.ctypes.data, x.size, constants.ctypes.data]
-        norm = super().__new__(cls, _entry_of(_normalise), ctypes.c_void_p(context.ctypes.data))
+        norm = super().__new__(cls, entry_of(_normalise), ctypes.c_void_p(context.ctypes.data))
         norm._keep = (x, constants, context)
         norm._pixels = pixels
         return norm

@@ -22,8 +22,8 @@ import ctypes
 import functools
 
 import numpy as np
-from hybnn_kernels.one_sample import _pointer
-from numba import carray, cfunc, types
+from hybnn_kernels.one_sample import _pointer, entry_of
+from numba import carray
 
 
 def fold(model) -> dict:
@@ -163,18 +163,6 @@ def _float_head_one(context):
     return label
 
 
-_entry = None  # the compiled `_float_head_one` as a ctypes function, made (or loaded) once
-
-
-def _compiled_entry():
-    global _entry
-    if _entry is None:
-        compiled = cfunc(types.int64(types.voidptr), fastmath=_FASTMATH, cache=True)(
-            _float_head_one)
-        _entry = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p)(compiled.address)
-    return _entry
-
-
 class CompiledFloatHead(functools.partial):
     """The folded float32 head (`fold`) for one input at a time, with its own buffers: ``x``
     (n_bits,) float32 in, ``scores`` (n_classes,) float32 and ``h`` (hidden,) float32 ∈ {0, 1}
@@ -198,7 +186,8 @@ class CompiledFloatHead(functools.partial):
                      (_SCORES, scores)):
             context[i] = a.ctypes.data
         context[[_N_IN, _HIDDEN, _N_CLASSES]] = [n_in, hidden, n_classes]
-        head = super().__new__(cls, _compiled_entry(), ctypes.c_void_p(context.ctypes.data))
+        head = super().__new__(cls, entry_of(_float_head_one, _FASTMATH),
+                               ctypes.c_void_p(context.ctypes.data))
         head._keep = (context, w1, w2s, t1, shift2)  # everything the context points into
         head._x, head._h, head._scores = x, h, scores
         return head
