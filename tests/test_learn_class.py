@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybnn_cli.cli import app
-from tests.conftest import idx_bytes
+from tests.conftest import idx_bytes, predict_json
 
 runner = CliRunner()
 K = 10  # prototypes per digit
@@ -353,3 +353,44 @@ def test_e2e_times_learning_on_a_copy_and_renders_it(mnist_bundle):
     assert "not measured" in _learning_text(None)
     text = _learning_text(le)
     assert "µs per image" in text and "not measured" not in text
+
+
+def test_exporting_over_the_bundle_keeps_what_was_learned_on_the_device(mnist_bundle, copy,
+                                                                         tmp_path):
+    """`export --vae` over a bundle with learned heads: with the same encoder the new bundle
+    holds them, byte for byte, and answers with them; with another encoder, or a learned head
+    named as a new head, or a damaged learned file, it refuses in one line and leaves the bundle
+    as it was."""
+    d = mnist_bundle["dir"]
+    entry, table = _table(copy)
+    before = predict_json("--model", copy, d / "train9.npy", "--head", "learned", "--threads", "1")
+    export = ["export", d / "bnn-task1.pt", "--vae", d / "vae.pt", "--out", copy,
+              "--calibration", "50", "--threads", "1", "--data-dir", d / "data"]
+    r = runner.invoke(app, list(map(str, export)))
+    assert r.exit_code == 0, r.output
+    assert "Kept the heads learned on the device: learned" in r.output
+    entry2, table2 = _table(copy)
+    assert entry2 == entry and np.array_equal(table2, table)
+    after = predict_json("--model", copy, d / "train9.npy", "--head", "learned", "--threads", "1")
+    assert after["heads"]["learned"]["labels"] == before["heads"]["learned"]["labels"]
+
+    m = json.loads((copy / "bundle.json").read_text())
+    m["prototype_heads"]["learned"]["encoder_sha256"] = "0" * 64  # as if another encoder's
+    (copy / "bundle.json").write_text(json.dumps(m))
+    snap = _snapshot(copy)
+    r = runner.invoke(app, list(map(str, export)))
+    assert r.exit_code == 1 and "learned on the device (learned) on another encoder" in r.output
+    assert _snapshot(copy) == snap
+
+    m["prototype_heads"] = {"task1": entry}  # a learned head named as the new BNN head
+    (copy / "bundle.json").write_text(json.dumps(m))
+    r = runner.invoke(app, list(map(str, export)))
+    assert r.exit_code == 1 and "named task1, as a new head is" in r.output
+
+    m["prototype_heads"] = {"learned": entry}
+    (copy / "bundle.json").write_text(json.dumps(m))
+    (copy / entry["file"]).write_bytes(b"damaged")
+    snap = _snapshot(copy)
+    r = runner.invoke(app, list(map(str, export)))
+    assert r.exit_code == 1 and "does not match its SHA-256" in r.output
+    assert _snapshot(copy) == snap

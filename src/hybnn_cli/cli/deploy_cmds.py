@@ -144,6 +144,8 @@ def _export_bundle(models, vae, out, int8, calibration, seed, data_dir, check, t
     typer.echo(f"Wrote {out}: encoder.onnx (opset {m['encoder']['opset']}) + heads "
                f"{', '.join(m['heads'])}; on {c['images']} training images the ONNX codes "
                f"differ from torch's in {c['flipped_bits']} of {c['bits']} bits")
+    if m.get("prototype_heads"):
+        typer.echo(f"Kept the heads learned on the device: {', '.join(m['prototype_heads'])}")
     if int8:
         q = m["encoder_int8"]["check"]
         typer.echo(f"int8 encoder: {q['flipped_bits']} of {q['bits']} bits differ from the "

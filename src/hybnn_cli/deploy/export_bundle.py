@@ -20,12 +20,16 @@ can say when int8 is the slower one on the CPU it runs on: on some CPUs it is.
 
 Heads are the deploy files of `export.write_deploy`; every head must come from codes of this
 encoder. The folder is written beside its final name and renamed at the end (`atomic_dir`).
+Exporting over a bundle keeps the heads learned on the device (`learn-class`'s prototype heads,
+`learned_heads`) when the encoder is the same; with another encoder it refuses, since they cannot
+answer its codes.
 The layout is documented in `hybnn_kernels.pipeline`.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -221,6 +225,41 @@ def calibration_images(dataset: str, n: int, seed: int, data_dir, data: str | No
     return np.asarray(fit_images(images[pick], str(data or dataset), shape.channels, shape.height))
 
 
+def learned_heads(out: Path, weights_sha: str, names) -> dict:
+    """The prototype heads (`learn-class`) of the bundle `out`, if it is one, to keep when it is
+    exported again: {name: (manifest entry, file bytes)}. Refused with one line when they were
+    learned on another encoder's codes, share a name with a new head, or their file changed."""
+    try:
+        m = json.loads((Path(out) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}  # no bundle there (atomic_dir refuses a folder it did not write)
+    heads = (m.get("prototype_heads") or {}) if isinstance(m, dict) else {}
+    if not heads:
+        return {}
+    other = sorted(n for n, e in heads.items() if str(e.get("encoder_sha256")) != weights_sha)
+    if other:
+        raise HybnnError(f"{out} holds heads learned on the device ({', '.join(other)}) on "
+                         f"another encoder's codes, which the new encoder would lose; export to "
+                         f"another folder")
+    clash = sorted(set(heads) & set(names))
+    if clash:
+        raise HybnnError(f"{out} holds a head learned on the device named {clash[0]}, as a new "
+                         f"head is; export to another folder")
+    kept = {}
+    for name, e in heads.items():
+        path = Path(out) / str(e.get("file", ""))
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            raise HybnnError(f"{out}: head {name}'s file {e.get('file')} is missing; export to "
+                             f"another folder") from None
+        if hashlib.sha256(raw).hexdigest() != e.get("sha256"):
+            raise HybnnError(f"{out}: head {name}'s file {e.get('file')} does not match its "
+                             f"SHA-256 in {MANIFEST}; export to another folder")
+        kept[name] = (e, raw)
+    return kept
+
+
 def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = False,
                  calibration: int = 2000, seed: int = 0, data_dir=None, threads: int = 2) -> dict:
     """Write the bundle folder `out`; returns its manifest plus the export checks."""
@@ -249,6 +288,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
         if any(name == h[0] for h in heads):
             raise HybnnError(f"two checkpoints for task {name}: a bundle holds one head per task")
         heads.append((name, p, model, ck))
+    kept = learned_heads(out, weights_sha, [h[0] for h in heads])
     dataset = str(vck["config"].get("dataset", "mnist"))
     images = calibration_images(dataset, calibration, seed, data_dir, vck["config"].get("data"),
                                 vck["config"].get("test_fraction"), shape)
@@ -299,5 +339,9 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                    if "class_names" in (ck.get("task") or {}) else {}),
                 "checkpoint": {"path": str(p), "sha256": file_sha256(p),
                                "config": ck.get("config", {}), "seed": ck.get("seed")}}
+        for name, (entry, raw) in kept.items():
+            (tmp / entry["file"]).write_bytes(raw)
+        if kept:
+            manifest["prototype_heads"] = {name: entry for name, (entry, _) in kept.items()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
