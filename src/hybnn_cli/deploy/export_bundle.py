@@ -247,7 +247,11 @@ def learned_heads(out: Path, weights_sha: str, names) -> dict:
                          f"head is; export to another folder")
     kept = {}
     for name, e in heads.items():
-        path = Path(out) / str(e.get("file", ""))
+        rel = Path(str(e.get("file", "")))
+        if len(rel.parts) != 2 or rel.parts[0] != "heads" or rel.suffix != ".npy":
+            raise HybnnError(f"{out}: head {name}'s file {e.get('file')} is not a file of "
+                             f"heads/; export to another folder")
+        path = Path(out) / rel
         try:
             raw = path.read_bytes()
         except OSError:
@@ -339,7 +343,7 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                    if "class_names" in (ck.get("task") or {}) else {}),
                 "checkpoint": {"path": str(p), "sha256": file_sha256(p),
                                "config": ck.get("config", {}), "seed": ck.get("seed")}}
-        for name, (entry, raw) in kept.items():
+        for entry, raw in kept.values():
             (tmp / entry["file"]).write_bytes(raw)
         if kept:
             manifest["prototype_heads"] = {name: entry for name, (entry, _) in kept.items()}
