@@ -394,3 +394,33 @@ def test_exporting_over_the_bundle_keeps_what_was_learned_on_the_device(mnist_bu
     r = runner.invoke(app, list(map(str, export)))
     assert r.exit_code == 1 and "does not match its SHA-256" in r.output
     assert _snapshot(copy) == snap
+
+
+def test_two_classes_learned_at_once_are_both_kept(mnist_bundle, copy):
+    """Two learn-class calls on one bundle at the same time (threads: the lock is per open
+    file, so they exclude each other as two processes would): the second waits for the first's
+    write and appends to it, so the head ends with both classes."""
+    import threading
+
+    from hybnn_cli.deploy.learn_class import learn_class
+
+    d, errors = mnist_bundle["dir"], []
+
+    def learn(digit):
+        try:
+            learn_class(copy, f"new{digit}", [d / f"train{digit}.npy"], components=K,
+                        seed=digit, threads=1)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=learn, args=(digit,)) for digit in (8, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    entry, table = _table(copy)
+    assert sorted(entry["classes"][-2:]) == ["new8", "new9"] and len(entry["classes"]) == 10
+    assert len(table) == 10 * K
+    assert sorted(p.name for p in (copy / "heads").glob("learned-*.npy")) == [
+        Path(entry["file"]).name]  # no prototype file left behind

@@ -7,7 +7,8 @@ The classes already in the head are never refitted: their prototypes stay byte f
 they were, so nothing learned before is forgotten. The bundle changes atomically: the new
 prototype file is written under a name holding its SHA-256, then the manifest is replaced (the
 commit point), then the old prototype file is removed; a failure before the manifest is replaced
-leaves the bundle as it was.
+leaves the bundle as it was. Two learn-class runs on one bundle take turns (`bundle_lock`), so
+both classes are kept.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import hashlib
 import io
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -145,14 +147,39 @@ def learn_class(bundle: Path, name: str, images: list[Path], head: str = DEFAULT
                 on_batch: Callable[[int], None] | None = None) -> dict:
     """Learn class `name` from `images` into prototype head `head` of `bundle` (module
     docstring); returns what was done, with the seconds spent encoding and fitting."""
-    from hybnn_kernels.pipeline import BundleError, load_bundle
-    from hybnn_kernels.prototypes import EM_ITERS, fit_prototypes
-
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise HybnnError(f"{bundle}: no such bundle folder")
     if batch_size < 1:
         raise HybnnError(f"--batch-size must be >= 1, got {batch_size}")
+    with bundle_lock(bundle):  # another learn-class on this bundle waits for this one's write
+        return _learn_class(bundle, name, images, head, components, seed, threads, batch_size,
+                            on_start, on_batch)
+
+
+@contextlib.contextmanager
+def bundle_lock(bundle: Path):
+    """An exclusive lock on the bundle's folder (flock, released when the block ends or the
+    process dies), so that two classes learned at once are both kept: the second reads the
+    manifest the first wrote. Where flock is missing (not POSIX), no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(bundle, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _learn_class(bundle, name, images, head, components, seed, threads, batch_size, on_start,
+                 on_batch) -> dict:
+    from hybnn_kernels.pipeline import BundleError, load_bundle
+    from hybnn_kernels.prototypes import EM_ITERS, fit_prototypes
+
     try:  # every file of the bundle checked before it changes
         pipe = load_bundle(bundle, threads, compiled=False)
     except BundleError as e:
