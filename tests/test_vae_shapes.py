@@ -90,6 +90,15 @@ def assert_bundle_is_torch(bundle: Path, vae: Path, bnn: Path, images: np.ndarra
     assert same.mean() > 0.9 and np.array_equal(np.asarray(labels)[same], want[same])
 
 
+def class_indices(head: dict) -> np.ndarray:
+    """predict's labels of one head (its JSON) as class indices: a head of named classes answers
+    with their names, which `class_names` maps back to `classes`."""
+    labels = np.asarray(head["labels"])
+    if "class_names" not in head:
+        return labels
+    return np.asarray(head["classes"])[[head["class_names"].index(x) for x in labels.tolist()]]
+
+
 def png_images(folders: list[Path]) -> tuple[list[Path], np.ndarray]:
     """The PNG files of `folders` in predict's order, and their pixels as training reads them."""
     from hybnn_cli.data.files import decode_image
@@ -139,8 +148,9 @@ def test_a_colour_folder_goes_through_the_pipeline(colour):
     got = predict_json("--model", colour["bundle"], *folders)
     [head] = got["heads"]
     assert [f["path"] for f in got["files"]] == list(map(str, files))
+    assert got["heads"][head]["class_names"] == ["blue", "red"]  # the fixture's task
     assert_bundle_is_torch(colour["bundle"], colour["vae"], colour["bnn"], images,
-                           got["heads"][head]["labels"])
+                           class_indices(got["heads"][head]))
 
 
 def test_a_colour_bundle_reads_npy_either_way_and_one_image_at_a_time(colour, tmp_path):
@@ -155,10 +165,10 @@ def test_a_colour_bundle_reads_npy_either_way_and_one_image_at_a_time(colour, tm
     want = pipe.classify(images)
     [head] = want
     for f in ("last.npy", "first.npy"):
-        got = predict_json("--model", colour["bundle"], tmp_path / f)["heads"][head]["labels"]
-        assert np.array_equal(got, want[head]), f
+        got = predict_json("--model", colour["bundle"], tmp_path / f)["heads"][head]
+        assert np.array_equal(class_indices(got), want[head]), f
     got = predict_json("--model", colour["bundle"], tmp_path / "one.npy")
-    assert got["n"] == 1 and got["heads"][head]["labels"] == [want[head][5]]
+    assert got["n"] == 1 and class_indices(got["heads"][head]).tolist() == [want[head][5]]
     one = pipe.one_image(1)
     assert [one(img)[head] for img in images] == want[head].tolist()
     assert np.array_equal(one.encode(images[3]), pipe.encode(images[3:4])[0])
@@ -199,7 +209,7 @@ def _a_resized_bundle_resizes_square_images_as_training_did(tmp_path: Path, big:
     fitted = fit_images(images, "test", 3, 16)
     got = predict_json("--model", bundle, *files, tmp_path / "small.png")
     [head] = got["heads"]
-    labels = got["heads"][head]["labels"]
+    labels = class_indices(got["heads"][head])
     want = load_bundle(bundle, threads=1).classify(fitted)[head]
     assert np.array_equal(labels[:-1], want)
     assert_bundle_is_torch(bundle, tmp_path / "v16.pt", tmp_path / "b16.pt", fitted, labels[:-1])
@@ -213,7 +223,7 @@ def _a_resized_bundle_resizes_square_images_as_training_did(tmp_path: Path, big:
     m = json.loads((bundle / "bundle.json").read_text())
     assert m["format_version"] == 3 and m["encoder"]["input"]["resize"] == RESIZE
     got = predict_json("--model", bundle, *files[:4])
-    assert got["heads"][head]["labels"] == labels[:4]
+    assert class_indices(got["heads"][head]).tolist() == labels[:4].tolist()
     assert got["heads"]["learned"]["labels"] == ["big"] * 4  # its only class
 
 

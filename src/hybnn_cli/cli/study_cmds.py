@@ -154,7 +154,9 @@ def reproduce_cmd(
                         fashion=fashion, seeds=parse_seeds(seeds) if seeds else None)
     work = work or Path("runs/reproduce-quick" if quick else "runs/reproduce")
     results_dir = results_dir or (work / "results" if quick else Path("benchmarks/results"))
-    argv = sys.argv[1:] if Path(sys.argv[0]).name in ("hybnn", "__main__.py") else ["reproduce"]
+    prog = Path(sys.argv[0])  # `hybnn …` or `python -m hybnn_cli …`, not a host like pytest
+    ours = prog.name == "hybnn" or prog.parts[-2:] == ("hybnn_cli", "__main__.py")
+    argv = sys.argv[1:] if ours else ["reproduce"]
     command = shlex.join(["hybnn", *argv])
     results_path = results_dir / "reproduction.json"
     check_rerunnable(results_path, command)  # before hours of work, not after
