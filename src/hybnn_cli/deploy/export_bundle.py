@@ -264,12 +264,37 @@ def learned_heads(out: Path, weights_sha: str, names) -> dict:
     return kept
 
 
+def _write_heads(tmp: Path, heads: list, weights_sha: str, kept: dict) -> dict:
+    """Write the BNN heads (deploy files) and the kept learned heads into the bundle folder
+    being made, `tmp`; returns their manifest entries ("heads", and "prototype_heads" if any)."""
+    from hybnn_cli.deploy.export_head import write_deploy
+
+    (tmp / "heads").mkdir()
+    out: dict = {"heads": {}}
+    for name, p, model, ck in heads:
+        rel = f"heads/{name}.h5"
+        summary = write_deploy(tmp / rel, model, ck)
+        out["heads"][name] = {
+            "file": rel, "sha256": file_sha256(tmp / rel), "encoder_sha256": weights_sha,
+            "classes": list((ck.get("task") or {}).get("classes") or
+                            range(summary["n_classes"])),
+            "n_classes": summary["n_classes"], "hidden": summary["hidden"],
+            **({"class_names": ck["task"]["class_names"]}
+               if "class_names" in (ck.get("task") or {}) else {}),
+            "checkpoint": {"path": str(p), "sha256": file_sha256(p),
+                           "config": ck.get("config", {}), "seed": ck.get("seed")}}
+    for entry, raw in kept.values():
+        (tmp / entry["file"]).write_bytes(raw)
+    if kept:
+        out["prototype_heads"] = {name: entry for name, (entry, _) in kept.items()}
+    return out
+
+
 def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = False,
                  calibration: int = 2000, seed: int = 0, data_dir=None, threads: int = 2) -> dict:
     """Write the bundle folder `out`; returns its manifest plus the export checks."""
     import onnx
 
-    from hybnn_cli.deploy.export_head import write_deploy
     from hybnn_cli.models.checkpoint import load_bnn, load_vae
 
     if not bnn_paths:
@@ -329,23 +354,6 @@ def write_bundle(out: Path, vae_path: Path, bnn_paths: list[Path], int8: bool = 
                 "timing": time_in_new_process({"float": tmp / "encoder.onnx",
                                                "int8": tmp / "encoder-int8.onnx"}, images,
                                               threads, INPUT["name"], INPUT["scale"])}
-        (tmp / "heads").mkdir()
-        manifest["heads"] = {}
-        for name, p, model, ck in heads:
-            rel = f"heads/{name}.h5"
-            summary = write_deploy(tmp / rel, model, ck)
-            manifest["heads"][name] = {
-                "file": rel, "sha256": file_sha256(tmp / rel), "encoder_sha256": weights_sha,
-                "classes": list((ck.get("task") or {}).get("classes") or
-                                range(summary["n_classes"])),
-                "n_classes": summary["n_classes"], "hidden": summary["hidden"],
-                **({"class_names": ck["task"]["class_names"]}
-                   if "class_names" in (ck.get("task") or {}) else {}),
-                "checkpoint": {"path": str(p), "sha256": file_sha256(p),
-                               "config": ck.get("config", {}), "seed": ck.get("seed")}}
-        for entry, raw in kept.values():
-            (tmp / entry["file"]).write_bytes(raw)
-        if kept:
-            manifest["prototype_heads"] = {name: entry for name, (entry, _) in kept.items()}
+        manifest.update(_write_heads(tmp, heads, weights_sha, kept))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
