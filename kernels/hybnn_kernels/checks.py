@@ -58,10 +58,9 @@ def aligned_empty(shape, dtype=np.int32) -> np.ndarray:
 
 
 def check_out(out, shape, dtype=np.int32) -> np.ndarray:
-    """A new array of `shape` and `dtype` (`aligned_empty`) when out is None, else out after
-    checking it fits."""
+    """A new array of `shape` and `dtype` when out is None, else out after checking it fits."""
     if out is None:
-        return aligned_empty(shape, dtype)
+        return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != shape:
         got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
         raise ValueError(f"out must be a {np.dtype(dtype)} array of shape {shape}, got {got}")

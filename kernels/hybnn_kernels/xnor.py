@@ -18,6 +18,7 @@ from numba import njit, prange, types
 
 from hybnn_kernels.bits import bits_set_past
 from hybnn_kernels.checks import (
+    aligned_empty,
     check_n_bits,
     check_out,
     check_threads,
@@ -220,7 +221,8 @@ def xnor_gemm(a: np.ndarray, w, n_bits: int, out: np.ndarray | None = None,
     else:
         pw = prepack(w, n_bits)
     m, n = a.shape[0], pw.n
-    out = check_out(out, (m, n))
+    # its own output on a cache line (`aligned_empty`): only a large GEMM gains from it
+    out = aligned_empty((m, n)) if out is None else check_out(out, (m, n))
     threads = check_threads(threads)
     if m == 0 or n == 0:
         return out
