@@ -115,13 +115,14 @@ def byte_lane_sums(builder, acc, lanes):
     return builder.and_(x, splat(0xFFFF))
 
 
-def _low_halves(builder, vec):
-    """<n x i64> → <n x i32>: the low 32 bits of every lane."""
-    n = vec.type.count
+def _even_halves(builder, lo, hi):
+    """Two <n x i64> → one <2n x i32>: the low 32 bits of every lane of lo, then of hi (one
+    two-source permute, `vpermt2d`, on AVX-512)."""
+    n = lo.type.count
     i32 = ir.IntType(32)
-    x = builder.bitcast(vec, ir.VectorType(i32, 2 * n))
-    even = ir.Constant(ir.VectorType(i32, n), list(range(0, 2 * n, 2)))
-    return builder.shuffle_vector(x, x, even)
+    wide = ir.VectorType(i32, 2 * n)
+    even = ir.Constant(ir.VectorType(i32, 2 * n), list(range(0, 4 * n, 2)))
+    return builder.shuffle_vector(builder.bitcast(lo, wide), builder.bitcast(hi, wide), even)
 
 
 def _concat(builder, vecs):
@@ -243,7 +244,8 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, mode: str):
         for r in range(mr):
             # the low 32 bits of every u64 count (counts are < 2^32), concatenated in panel
             # order: one vector of NR int32 lanes
-            cnt32 = _concat(builder, [_low_halves(builder, counts[r][v]) for v in range(nv)])
+            cnt32 = _concat(builder, [_even_halves(builder, counts[r][v], counts[r][v + 1])
+                                      for v in range(0, nv, 2)])
             dots = builder.sub(nbv, builder.shl(cnt32, ir.Constant(oty, [1] * nr)))
             row = builder.add(row0_v, ir.Constant(i64, r))
             dst = builder.gep(o_arr.data, [builder.add(builder.mul(row, ld), col)])
