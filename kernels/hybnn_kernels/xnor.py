@@ -46,35 +46,18 @@ def block_panels(panels: np.ndarray) -> int:
 
 
 @njit(cache=CACHE, inline="always")
-def _row_tile(a, i0, rows, panels, n, n_bits, out, p0, p1, cnt):
-    """Rows a[i0 : i0 + rows] (rows is MR or 1) against panels p0 .. p1 − 1."""
-    full = n // NR  # panels whose NR rows are all real weight rows
-    for p in range(p0, min(p1, full)):
-        if rows == MR:
-            tile_full_dots(a, i0, panels, p, n_bits, out)
-        else:
-            tile_row_dots(a, i0, panels, p, n_bits, out)
-    if p1 > full >= p0:  # the last panel, part padding: through the counts
-        if rows == MR:
-            tile_full(a, i0, panels, full, cnt)
-        else:
-            tile_row(a, i0, panels, full, cnt)
-        j0 = full * NR
-        for r in range(rows):
-            for jj in range(n - j0):
-                out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
-
-
-@njit(cache=CACHE, inline="always")
 def _tile_range(a, panels, n, n_bits, out, t0, t1, bp, cnt):
     """Tiles t0 .. t1 − 1 of the order above. Block b holds panels b·bp .. b·bp + s − 1 (s = bp,
     or fewer in the last block) and its s·R tiles (R row tiles); its tile l is row tile l // s
-    against panel b·bp + l % s. Row tiles past the last full one are single rows."""
+    against panel b·bp + l % s. Row tiles past the last full one are single rows. One body, no
+    helper taking arrays: Numba increfs and decrefs the arrays passed to an inlined helper, atomic
+    operations that drain the pending output stores at every row tile."""
     m = a.shape[0]
     n_panels = panels.shape[0]
     n_rt = m // MR
     rows_t = n_rt + (m - n_rt * MR)  # R
     per_block = bp * rows_t  # tiles in a full block
+    full = n // NR  # panels whose NR rows are all real weight rows
     for b in range(t0 // per_block, (t1 + per_block - 1) // per_block):
         pb = b * bp
         s = min(bp, n_panels - pb)
@@ -83,10 +66,22 @@ def _tile_range(a, panels, n, n_bits, out, t0, t1, bp, cnt):
         for rt in range(l0 // s, (l1 + s - 1) // s):
             p0 = pb + max(l0 - rt * s, 0)
             p1 = pb + min(l1 - rt * s, s)
-            if rt < n_rt:
-                _row_tile(a, rt * MR, MR, panels, n, n_bits, out, p0, p1, cnt)
-            else:  # the rows after the last full row tile, one by one
-                _row_tile(a, n_rt * MR + (rt - n_rt), 1, panels, n, n_bits, out, p0, p1, cnt)
+            # rows a[i0 : i0 + rows]: MR, or one by one after the last full row tile
+            i0, rows = (rt * MR, MR) if rt < n_rt else (n_rt * MR + (rt - n_rt), 1)
+            for p in range(p0, min(p1, full)):
+                if rows == MR:
+                    tile_full_dots(a, i0, panels, p, n_bits, out)
+                else:
+                    tile_row_dots(a, i0, panels, p, n_bits, out)
+            if p1 > full >= p0:  # the last panel, part padding: through the counts
+                if rows == MR:
+                    tile_full(a, i0, panels, full, cnt)
+                else:
+                    tile_row(a, i0, panels, full, cnt)
+                j0 = full * NR
+                for r in range(rows):
+                    for jj in range(n - j0):
+                        out[i0 + r, j0 + jj] = n_bits - 2 * cnt[r * NR + jj]
 
 
 @njit(cache=CACHE)
