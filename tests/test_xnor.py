@@ -377,7 +377,7 @@ def test_loop_reader_sees_a_spill_and_a_missing_accumulator():
 
 @pytest.mark.parametrize("shape,dtype", [((3, 5), np.int32), ((64, 64), np.float32),
                                          ((7,), np.int64), ((0, 4), np.int32)])
-def test_outputs_made_for_the_kernels_start_on_a_cache_line(shape, dtype):
+def test_outputs_and_panels_made_for_the_kernels_start_on_a_cache_line(shape, dtype):
     from hybnn_kernels.checks import aligned_empty
 
     for _ in range(5):  # whatever offset the allocator hands out
@@ -388,3 +388,6 @@ def test_outputs_made_for_the_kernels_start_on_a_cache_line(shape, dtype):
     a, w = pack_bits(rng.integers(0, 2, (9, 70))), pack_bits(rng.integers(0, 2, (33, 70)))
     got = xnor_gemm(a, w, 70)  # its own output: aligned, and the same dots
     assert got.ctypes.data % 64 == 0 and np.array_equal(got, xnor_gemm_ref(a, w, 70))
+    pw = prepack(w, 70)  # the weight panels the tile loads as whole vectors: aligned too
+    assert pw.panels.ctypes.data % 64 == 0 and pw.panels.flags.c_contiguous
+    assert np.array_equal(xnor_gemm(a, pw, 70), xnor_gemm_ref(a, w, 70))
