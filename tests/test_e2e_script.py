@@ -152,3 +152,27 @@ def test_torch_compile_candidate_runs_or_says_why(encoder_and_images):
             np.testing.assert_allclose(fn(x).numpy(), encoder(x).numpy(), atol=1e-3)
     else:
         assert rec["chosen"] == "folded" and c["error"]
+
+
+def test_install_venvs_are_made_again_for_new_code(tmp_path, monkeypatch):
+    """The e2e venvs hold a copy of the checkout: one made at another commit is made again."""
+    from hybnn_cli.study import e2e_processes
+
+    made = []
+
+    def fake_run(cmd, **kw):
+        if cmd[1:3] == ["-m", "venv"]:
+            made.append(cmd[-1])
+            (tmp_path / "v" / cmd[-1].rsplit("/", 1)[-1]).mkdir(parents=True, exist_ok=True)
+
+    monkeypatch.setattr(e2e_processes.subprocess, "run", fake_run)
+    commit = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(e2e_processes, "git_state", lambda: commit)
+    e2e_processes.make_venvs(tmp_path / "v")
+    assert len(made) == len(e2e_processes.VENVS)
+    e2e_processes.make_venvs(tmp_path / "v")  # same commit: reused
+    assert len(made) == len(e2e_processes.VENVS)
+    commit["commit"] = "b" * 40
+    e2e_processes.make_venvs(tmp_path / "v")
+    assert len(made) == 2 * len(e2e_processes.VENVS)
+    assert ("b" * 40) in (tmp_path / "v" / "runtime" / ".done").read_text()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hybnn_cli.study.e2e_torch import log
-from hybnn_cli.study.provenance import REPO_ROOT
+from hybnn_cli.study.provenance import REPO_ROOT, git_state
 from hybnn_cli.threads import child_env
 
 CHILD_THREADS = 2
@@ -71,13 +71,14 @@ VENVS = {"runtime": ("", []), "fast": ("[fast]", []), "torch": ("[fast]", ["torc
 def make_venvs(folder: Path) -> dict:
     """runtime: `pip install .` (the base install: no numba); fast: `pip install '.[fast]'`;
     torch: the fast one plus torch==2.13.0. A venv is reused while its `.done` file records the
-    same install (a venv made for another one, such as a runtime venv from before numba left the
-    base install, is made again)."""
+    same install of the same commit (a venv made for another one, or from older code, is made
+    again: pip copies the checkout, so an old venv would time old kernels)."""
     folder.mkdir(parents=True, exist_ok=True)
     made = {}
+    commit = git_state()["commit"]
     for name, (extra, more) in VENVS.items():
         v = folder / name
-        what = " ".join([f"{REPO_ROOT}{extra}", *more])
+        what = " ".join([f"{REPO_ROOT}{extra}", *more, f"at {commit}"])
         done = v / ".done"
         if not done.exists() or done.read_text() != what:
             log(f"creating the {name} venv in {v} (pip install {what})")
