@@ -391,3 +391,10 @@ def test_outputs_and_panels_made_for_the_kernels_start_on_a_cache_line(shape, dt
     pw = prepack(w, 70)  # the weight panels the tile loads as whole vectors: aligned too
     assert pw.panels.ctypes.data % 64 == 0 and pw.panels.flags.c_contiguous
     assert np.array_equal(xnor_gemm(a, pw, 70), xnor_gemm_ref(a, w, 70))
+    from hybnn_kernels.runtime import BNNRuntime
+
+    for _ in range(5):  # the head's blob: both layers' panels inside it start on lines
+        w2 = pack_bits(rng.integers(0, 2, (9, 33)))
+        rt = BNNRuntime.from_arrays(w, np.zeros(33, np.int64), w2, np.zeros((9, 34), np.float32),
+                                    70)
+        assert rt._blob.ctypes.data % 64 == 0

@@ -27,7 +27,13 @@ import numpy as np
 from numba import njit, prange, types
 
 from hybnn_kernels.bits import WORD_BITS, bits_set_past, used_bits_in_last_word
-from hybnn_kernels.checks import check_out, check_threads, check_words, compile_once
+from hybnn_kernels.checks import (
+    aligned_empty,
+    check_out,
+    check_threads,
+    check_words,
+    compile_once,
+)
 from hybnn_kernels.dense import BinaryDense, make_dense, threshold_pack_rows
 from hybnn_kernels.deploy_file import (  # noqa: F401  (DEPLOY_*: re-exported)
     DEPLOY_FORMAT,
@@ -93,8 +99,13 @@ def _make_blob(p1, cthr1, p2, table, pad_from) -> np.ndarray:
     header = np.zeros(HEADER, dtype=np.int64)
     header[:7] = [p1.shape[1], pad_from, p1.shape[0], p2.shape[0], p2.shape[1], table.shape[1] - 1,
                   table.shape[0]]
-    return np.concatenate([header.view(np.uint64), p1.ravel(), cthr1.view(np.uint64), p2.ravel(),
-                           t.view(np.uint64)])
+    parts = [header.view(np.uint64), p1.ravel(), cthr1.view(np.uint64), p2.ravel(),
+             t.view(np.uint64)]
+    # on a cache line, as `prepack` lays panels: the header is 64 bytes and each panel block a
+    # multiple of 256, so both layers' panels start on lines too (no split vector loads)
+    blob = aligned_empty(sum(x.size for x in parts), np.uint64)
+    np.concatenate(parts, out=blob)
+    return blob
 
 
 @njit(cache=CACHE, inline="always")
