@@ -393,7 +393,7 @@ def test_outputs_and_panels_made_for_the_kernels_start_on_a_cache_line(shape, dt
     assert np.array_equal(xnor_gemm(a, pw, 70), xnor_gemm_ref(a, w, 70))
     from hybnn_kernels.runtime import BNNRuntime
 
-    for _ in range(5):  # the head's blob: both layers' panels inside it start on lines
+    for _ in range(5):  # the head's constant data (its panels follow a 64-byte header)
         w2 = pack_bits(rng.integers(0, 2, (9, 33)))
         rt = BNNRuntime.from_arrays(w, np.zeros(33, np.int64), w2, np.zeros((9, 34), np.float32),
                                     70)

@@ -49,8 +49,8 @@ def check_threads(threads) -> int | None:
 def aligned_empty(shape, dtype=np.int32) -> np.ndarray:
     """np.empty(shape, dtype) whose data starts on a 64-byte cache line. numpy's own arrays start
     16 bytes into one, so a kernel loading or storing whole 64-byte vectors splits every access
-    across two lines: the GEMM's weight panels (`xnor.prepack`, about 9 points of its peak at
-    4096³ on an Intel Xeon) and its outputs (a panel's 32 int32 dots, a few percent)."""
+    across two lines: the weight panels (`xnor.prepack`, four vector loads per k step), the head's
+    constant data (`runtime`) and a GEMM's own output (a panel's 32 int32 dots per store)."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape))
     buf = np.empty(n * dtype.itemsize + 64, dtype=np.uint8)
