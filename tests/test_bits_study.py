@@ -198,6 +198,9 @@ def test_a_rerun_makes_only_what_is_missing(tmp_path, fake):
     p = body["points"]["mnist/bits16/seed0"]
     assert p["vae"]["test_recon"] == 99.0 and p["vae"]["made"]["resumed_after_epochs"] == 0
     assert body["curve"]["mnist"]["16"]["tasks"]["1"]["test_acc"]["mean"] == 0.7
+    what, figure, file = bits_study.headline_row(tmp_path)  # the README's row, from the file
+    assert figure == "`mnist`: 16 bits (2 B) 70.00 ± 0.00" and "seeds 0" in what
+    assert file.startswith("[`bits.json`](benchmarks/results/bits.json)")
     # a task lost (e.g. interrupted before its record): only it is made again, from the codes
     rec = json.loads((tmp_path / "bits.json").read_text())
     del rec["points"]["mnist/bits16/seed0"]["tasks"]["1"]

@@ -434,3 +434,22 @@ def _plan_line_bits(r: dict) -> str:
     where = ("a draft plan, not committed" if plan["draft"]
              else f"`{plan['path']}`, committed in `{plan['committed_in'][:12]}`")
     return f"Plan: {where}; rule: {plan['rule']}."
+
+
+def headline_row(results_dir: Path) -> tuple[str, str, str]:
+    """The README headline's row (`study.headline`): per dataset, the BNN's test accuracy on all
+    classes at every number of latent bits, with the code's bytes."""
+    from hybnn_cli.study.headline import file_cell
+
+    r = read_result(Path(results_dir) / BITS, FORMAT)
+    parts = []
+    for d, rows in r["curve"].items():
+        cells = [f"{b} bits ({row['code_bytes']} B) {_cell(row['tasks']['all']['test_acc'])}"
+                 for b, row in rows.items() if "all" in row["tasks"]]
+        if cells:
+            parts.append(f"`{d}`: " + ", ".join(cells))
+    epochs = option(r["commands"]["pretrain_vae"], "--epochs")
+    what = (f"How many latent bits the code needs: the BNN's test accuracy (%) on all classes "
+            f"against the bits of the code, each point with its own VAE ({epochs} epochs, the "
+            f"same for all), mean ± std over seeds {', '.join(map(str, r['seeds']))}")
+    return what, "; ".join(parts) or "not run yet", file_cell(BITS, r)

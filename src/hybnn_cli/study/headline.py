@@ -108,6 +108,14 @@ def forgetproof_row(results_dir: Path) -> Row:
     return headline_row(results_dir)
 
 
+def bits_row(results_dir: Path) -> Row:
+    """Per dataset, the BNN's accuracy on all classes at every number of latent bits
+    (`study.bits_study`)."""
+    from hybnn_cli.study.bits_study import headline_row
+
+    return headline_row(results_dir)
+
+
 def e2e_row(results_dir: Path) -> Row:
     name = "e2e.json"
     r = read_result(results_dir / name, "hybnn-e2e")
@@ -173,6 +181,7 @@ def kernels_row(results_dir: Path) -> Row:
 # (name of the result, its page, the row) in the order of the table
 ROWS: list[tuple[str, str, Callable[[Path], Row]]] = [
     ("The paper's comparison", "docs/reproduction.md", reproduction_row),
+    ("Latent bits", "docs/reproduction.md", bits_row),
     ("Federated", "docs/federated.md", federated_row),
     ("Continual", "docs/continual.md", continual_row),
     ("Learners that cannot forget", "docs/continual.md",
