@@ -377,13 +377,16 @@ def test_loop_reader_sees_a_spill_and_a_missing_accumulator():
 
 @pytest.mark.parametrize("shape,dtype", [((3, 5), np.int32), ((64, 64), np.float32),
                                          ((7,), np.int64), ((0, 4), np.int32)])
-def test_outputs_and_panels_made_for_the_kernels_start_on_a_cache_line(shape, dtype):
+def test_outputs_made_for_the_kernels_start_on_a_cache_line(shape, dtype):
     from hybnn_kernels.checks import aligned_empty
 
     for _ in range(5):  # whatever offset the allocator hands out
         out = aligned_empty(shape, dtype)
         assert out.shape == shape and out.dtype == dtype and out.flags.c_contiguous
         assert out.flags.writeable and (out.size == 0 or out.ctypes.data % 64 == 0)
+
+
+def test_the_gemm_output_panels_and_head_data_start_on_a_cache_line():
     rng = np.random.default_rng(0)
     a, w = pack_bits(rng.integers(0, 2, (9, 70))), pack_bits(rng.integers(0, 2, (33, 70)))
     got = xnor_gemm(a, w, 70)  # its own output: aligned, and the same dots
