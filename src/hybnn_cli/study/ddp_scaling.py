@@ -62,13 +62,15 @@ def pretrain_run(label: str, launcher: list[str], threads: int, epochs: int, dat
             "run": end_run(run)}
 
 
-def _allreduce_worker(rank: int, port: int, numel: int, reps: int, out: str) -> None:
+def _allreduce_worker(rank: int, store_file: str, numel: int, reps: int, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # the two processes meet through a file, not a port picked beforehand (which another
+    # process could take before rank 0 listens on it)
+    dist.init_process_group("gloo", store=dist.FileStore(store_file, 2), rank=rank,
+                            world_size=2)
     t = torch.ones(numel)
     times = []
     for i in range(reps + 5):
@@ -77,6 +79,7 @@ def _allreduce_worker(rank: int, port: int, numel: int, reps: int, out: str) -> 
         dist.all_reduce(t)
         if i >= 5:
             times.append(time.perf_counter() - t0)
+    dist.barrier()  # neither leaves while the other may still read from their connection
     if rank == 0:
         Path(out).write_text(json.dumps(times))
     dist.destroy_process_group()
@@ -85,17 +88,18 @@ def _allreduce_worker(rank: int, port: int, numel: int, reps: int, out: str) -> 
 def allreduce_seconds(numel: int, reps: int = 30) -> list[float]:
     """Seconds of each of `reps` all-reduces of `numel` float32 values between 2 gloo processes
     on loopback (after 5 untimed)."""
-    import socket
     import tempfile
 
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "t.json"
-        mp.spawn(_allreduce_worker, args=(port, numel, reps, str(out)), nprocs=2, join=True)
+        try:
+            mp.spawn(_allreduce_worker, args=(str(Path(d) / "store"), numel, reps, str(out)),
+                     nprocs=2, join=True)
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+            # a worker that raised: its traceback is in the message
+            raise HybnnError(f"the all-reduce timing failed:\n{e}") from None
         return json.loads(out.read_text())
 
 
