@@ -221,11 +221,11 @@ def test_server_scale_scaling(generated_set, tmp_path):
     out = tmp_path / "ddp.json"
     # as a script: the all-reduce workers are started by name (torch.multiprocessing.spawn);
     # from tmp_path, where its `hybnn pretrain-vae` runs record their outputs (runs/latest.json)
-    r = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "server_scale.py"),
-                        "scaling", "--epochs", "1", "--dataset", generated_set, "--reps", "3",
-                        "--repeats", "2", "--work", str(tmp_path / "w"), "--out", str(out)],
-                       cwd=tmp_path, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "server_scale.py"),
+                           "scaling", "--epochs", "1", "--dataset", generated_set, "--reps",
+                           "3", "--repeats", "2", "--work", str(tmp_path / "w"), "--out",
+                           str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]  # why, if the script failed
     assert (tmp_path / "runs" / "latest.json").is_file()  # not the checkout's own record
     rec = check_provenance(out, "hybnn-ddp-scaling")
     assert [(r["processes"], r["repeat"]) for r in rec["runs"]] == [  # in turn, twice
