@@ -145,6 +145,8 @@ def _make_tile(mr: int, nv: int, vw: int, flush: int, mode: str):
     `a` (M, kw), `panels` (P, kw, NR), `cnt`, `out`, `cthr` and `masks` are C-contiguous (callers
     check).
     """
+    if nv % 2:  # the epilogue narrows the counts two vectors at a time (`_even_halves`)
+        raise ValueError(f"a tile's vectors per panel row must be even, got {nv}")
     nr = nv * vw
 
     def accumulate(context, builder, a_arr, p_arr, row0_v, p_v):
